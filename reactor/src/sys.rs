@@ -1,0 +1,156 @@
+//! Thin wrappers over the few raw syscalls the reactor needs: eventfd and anonymous
+//! memory mappings.
+// UNSAFETY: this module owns raw file descriptors and mmap'ed memory; every call is a
+// direct libc syscall whose arguments are checked here.
+#![expect(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+/// A non-blocking eventfd used to wake a parked reactor.
+#[derive(Debug)]
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Adds one to the counter, waking whoever waits on the descriptor.
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local; EAGAIN (counter saturated) means a
+        // wake-up is already pending, which is all we want.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8);
+        }
+    }
+}
+
+impl EventFd {
+    /// Resets the counter (after a wake-up was seen).
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live local; EAGAIN just means it was zero.
+        unsafe {
+            libc::read(self.0.as_raw_fd(), (&raw mut v).cast(), 8);
+        }
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// An anonymous, page-aligned mapping, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    pub huge: bool,
+    pub locked: bool,
+}
+
+// SAFETY: the mapping is plain memory; ownership of disjoint parts is handed out by
+// the buffer pool, which is what makes concurrent use sound.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`; the mapping itself has no interior state.
+unsafe impl Sync for Mapping {}
+
+const HUGE_2M: usize = 2 << 20;
+
+impl Mapping {
+    /// Maps `len` bytes, from 2 MiB hugepages when `try_huge` and the system has them,
+    /// otherwise from ordinary pages, and tries to lock them in memory.
+    pub fn new(len: usize, try_huge: bool) -> io::Result<Self> {
+        let mut huge = false;
+        let mut ptr = libc::MAP_FAILED;
+        let base = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        if try_huge && len % HUGE_2M == 0 {
+            // SAFETY: anonymous mapping with no address hint; result checked below.
+            ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    base | libc::MAP_HUGETLB,
+                    -1,
+                    0,
+                )
+            };
+            huge = ptr != libc::MAP_FAILED;
+        }
+        if ptr == libc::MAP_FAILED {
+            // SAFETY: as above, without hugepages.
+            ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    base,
+                    -1,
+                    0,
+                )
+            };
+        }
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `ptr..ptr+len` is the mapping just created; mlock only pins it.
+        let locked = huge || unsafe { libc::mlock(ptr, len) } == 0;
+        Ok(Self {
+            ptr: NonNull::new(ptr.cast()).expect("mmap returned null"),
+            len,
+            huge,
+            locked,
+        })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the region mapped in `new`; no handle outlives the
+        // mapping because the pool that owns it is never dropped while buffers live.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// Number of CPUs the kernel reports as configured.
+pub fn configured_cpus() -> usize {
+    // SAFETY: sysconf takes no pointers.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// CPU seconds (user + system) this process has used so far.
+pub fn process_cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage struct into the pointed-to memory.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage succeeded, so the struct is initialised.
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
