@@ -42,7 +42,9 @@ pub use sys::process_cpu_seconds;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("core {core} does not exist or is not allowed for this process (available: {available:?})")]
+    #[error(
+        "core {core} does not exist or is not allowed for this process (available: {available:?})"
+    )]
     NoSuchCore { core: usize, available: Vec<usize> },
     #[error("bad core list {spec:?}: {why}")]
     BadCores { spec: String, why: String },

@@ -260,11 +260,7 @@ impl BufferPool {
         let me = self.addr();
         let cached = CACHES.try_with(|caches| {
             let mut caches = caches.borrow_mut();
-            if let Some(cache) = caches
-                .0
-                .iter_mut()
-                .find(|c| c.pool == me && c.class == ci)
-            {
+            if let Some(cache) = caches.0.iter_mut().find(|c| c.pool == me && c.class == ci) {
                 cache.free.push(index);
                 if cache.free.len() >= BATCH * 2 {
                     let global = &self.classes[ci].free;

@@ -51,7 +51,9 @@ impl std::str::FromStr for PollMode {
         match s {
             "busy" => Ok(Self::Busy),
             "adaptive" => Ok(Self::Adaptive),
-            _ => Err(format!("poll mode {s:?}: expected \"busy\" or \"adaptive\"")),
+            _ => Err(format!(
+                "poll mode {s:?}: expected \"busy\" or \"adaptive\""
+            )),
         }
     }
 }
@@ -528,7 +530,10 @@ impl Reactor {
 
             let msgs = self.run_mailbox();
             busy |= msgs > 0;
-            busy |= self.ring.reap(&mut |tag, res, _| self.on_own_completion(tag, res)) > 0;
+            busy |= self
+                .ring
+                .reap(&mut |tag, res, _| self.on_own_completion(tag, res))
+                > 0;
             busy |= self.run_pollers();
             busy |= self.run_timers(start);
             self.ring.flush();
@@ -548,7 +553,11 @@ impl Reactor {
                 }
                 if end - start > self.opts.stall_budget {
                     s.stalls += 1;
-                    tracing::warn!(reactor = self.id(), turn_ms = (end - start).as_millis() as u64, "reactor stall: one loop turn exceeded the budget");
+                    tracing::warn!(
+                        reactor = self.id(),
+                        turn_ms = (end - start).as_millis() as u64,
+                        "reactor stall: one loop turn exceeded the budget"
+                    );
                 }
                 if s.turns % 256 == 0 {
                     drop(s);
@@ -620,9 +629,10 @@ impl Reactor {
             return;
         }
         if !self.eventfd_armed.get() {
-            let sqe = opcode::PollAdd::new(types::Fd(self.shared.wake.as_raw_fd()), libc::POLLIN as u32)
-                .build()
-                .user_data(u64::from(TAG_EVENTFD));
+            let sqe =
+                opcode::PollAdd::new(types::Fd(self.shared.wake.as_raw_fd()), libc::POLLIN as u32)
+                    .build()
+                    .user_data(u64::from(TAG_EVENTFD));
             self.push_own(&sqe);
             self.eventfd_armed.set(true);
         }

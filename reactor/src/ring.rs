@@ -80,7 +80,10 @@ impl Ring {
         let mut probe = io_uring::Probe::new();
         let probed = ring.submitter().register_probe(&mut probe).is_ok();
         let has = |code: u8| probed && probe.is_supported(code);
-        let sqpoll = IoUring::<squeue::Entry>::builder().setup_sqpoll(1000).build(4).is_ok();
+        let sqpoll = IoUring::<squeue::Entry>::builder()
+            .setup_sqpoll(1000)
+            .build(4)
+            .is_ok();
         let p = ring.params();
         let features = RingFeatures {
             ext_arg: p.is_feature_ext_arg(),

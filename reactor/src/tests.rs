@@ -88,7 +88,10 @@ fn full_mailbox_is_reported() {
             }
         }
     }
-    assert!(full, "a 2-slot mailbox took {sent} messages without reporting full");
+    assert!(
+        full,
+        "a 2-slot mailbox took {sent} messages without reporting full"
+    );
     assert!(h.stats().mailbox_full >= 1);
     gate.wait();
     // After the reactor drains, messages are accepted again.
@@ -120,7 +123,10 @@ fn timers_fire_once_and_periodically() {
     assert_eq!(rx.wait_timeout(Duration::from_secs(10)), Ok(0));
     let n = count.load(Ordering::SeqCst);
     assert_eq!(n / 100, 1, "the one-shot timer fired exactly once");
-    assert!(n % 100 >= 3, "the periodic timer fired at least three times");
+    assert!(
+        n % 100 >= 3,
+        "the periodic timer fired at least three times"
+    );
 }
 
 #[test]
@@ -162,7 +168,10 @@ fn idle_adaptive_reactor_parks_and_still_answers() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(parked, "an idle adaptive reactor never parked");
-    assert_eq!(h.call(|_| 5).unwrap().wait_timeout(Duration::from_secs(10)), Ok(5));
+    assert_eq!(
+        h.call(|_| 5).unwrap().wait_timeout(Duration::from_secs(10)),
+        Ok(5)
+    );
 }
 
 #[test]
@@ -193,7 +202,10 @@ fn a_core_that_does_not_exist_is_refused() {
     let err = ReactorGroup::start(&[100_000], &ReactorOptions::default(), pool())
         .err()
         .expect("core 100000 must be refused");
-    assert!(matches!(err, Error::NoSuchCore { core: 100_000, .. }), "{err}");
+    assert!(
+        matches!(err, Error::NoSuchCore { core: 100_000, .. }),
+        "{err}"
+    );
 }
 
 #[test]

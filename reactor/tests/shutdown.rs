@@ -20,7 +20,10 @@ fn shutdown_joins_every_reactor_thread() {
     let g = ReactorGroup::start(&cores, &ReactorOptions::default(), pool).unwrap();
     assert_eq!(reactor_threads(), 2);
     for h in g.handles() {
-        h.call(|_| ()).unwrap().wait_timeout(Duration::from_secs(10)).unwrap();
+        h.call(|_| ())
+            .unwrap()
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap();
     }
     let stats = g.shutdown();
     assert_eq!(stats.len(), 2);

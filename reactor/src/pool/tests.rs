@@ -35,10 +35,16 @@ fn buffers_are_aligned_and_distinct() {
 fn exhaustion_returns_none_and_recovers() {
     let pool = small_pool();
     let mut held: Vec<DmaBuf> = (0..4).map(|_| pool.alloc(128 << 10).unwrap()).collect();
-    assert!(pool.alloc(128 << 10).is_none(), "pool must report exhaustion");
+    assert!(
+        pool.alloc(128 << 10).is_none(),
+        "pool must report exhaustion"
+    );
     assert!(pool.exhausted_count() >= 1);
     held.pop();
-    assert!(pool.alloc(128 << 10).is_some(), "a freed buffer is reusable");
+    assert!(
+        pool.alloc(128 << 10).is_some(),
+        "a freed buffer is reusable"
+    );
 }
 
 #[test]
