@@ -1,0 +1,272 @@
+//! The NVMe/TCP target: subsystems, listeners, and the connections they accept.
+
+mod admin;
+pub mod conn;
+pub mod ctrl;
+mod fabrics;
+mod io;
+pub mod subsystem;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ferrox_bdev::BlockDevice;
+use ferrox_nvme::spec::{validate_nqn, NqnError, DISCOVERY_NQN};
+use ferrox_reactor::{PollStatus, Poller, Reactor, ReactorHandle, WakeSource};
+
+pub use subsystem::{Namespace, Subsystem};
+
+/// A subsystem to export.
+pub struct SubsystemConfig {
+    pub nqn: String,
+    pub serial: String,
+    pub model: String,
+    pub allow_any_host: bool,
+    pub hosts: Vec<String>,
+    /// (NSID, device); NSID 0 picks the next free one.
+    pub namespaces: Vec<(u32, Arc<dyn BlockDevice>)>,
+}
+
+/// Errors setting up the target.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    #[error("subsystem NQN {nqn:?} is not valid: {source}")]
+    Nqn {
+        nqn: String,
+        #[source]
+        source: NqnError,
+    },
+    #[error("host NQN {nqn:?} is not valid: {source}")]
+    HostNqn {
+        nqn: String,
+        #[source]
+        source: NqnError,
+    },
+    #[error("subsystem {nqn}: {why}")]
+    Subsystem { nqn: String, why: String },
+    #[error("subsystem {0} is configured twice")]
+    Duplicate(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the reactors did not answer while starting the target")]
+    Reactor,
+}
+
+/// State every connection and controller of the target shares.
+pub struct TargetShared {
+    subsystems: RwLock<BTreeMap<String, Arc<Subsystem>>>,
+    listeners: RwLock<Vec<SocketAddr>>,
+    pub reactors: Arc<[ReactorHandle]>,
+    next_conn: AtomicU64,
+    next_reactor: AtomicUsize,
+    pub discovery_genctr: AtomicU64,
+    node_id: [u8; 16],
+}
+
+impl TargetShared {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        self.subsystems
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(nqn)
+            .cloned()
+    }
+
+    pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
+        self.subsystems
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A running NVMe/TCP target.
+pub struct Target {
+    shared: Arc<TargetShared>,
+}
+
+fn check_text(nqn: &str, what: &str, s: &str, max: usize) -> Result<(), TargetError> {
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(TargetError::Subsystem {
+            nqn: nqn.to_string(),
+            why: format!("{what} {s:?} must be 1 to {max} printable ASCII characters"),
+        });
+    }
+    Ok(())
+}
+
+impl Target {
+    /// Checks the configuration, creates the subsystems (and the discovery
+    /// subsystem), binds every listener and starts accepting on the first reactor.
+    pub fn start(
+        reactors: &[ReactorHandle],
+        node_id: [u8; 16],
+        subsystems: Vec<SubsystemConfig>,
+        listeners: &[SocketAddr],
+    ) -> Result<Self, TargetError> {
+        let mut map = BTreeMap::new();
+        let disc = Subsystem::new(DISCOVERY_NQN, "", "", true, Vec::new(), node_id);
+        map.insert(DISCOVERY_NQN.to_string(), Arc::new(disc));
+        for sc in subsystems {
+            validate_nqn(&sc.nqn).map_err(|source| TargetError::Nqn {
+                nqn: sc.nqn.clone(),
+                source,
+            })?;
+            if sc.nqn == DISCOVERY_NQN {
+                return Err(TargetError::Subsystem {
+                    nqn: sc.nqn,
+                    why: "the discovery NQN cannot be configured".to_string(),
+                });
+            }
+            check_text(&sc.nqn, "serial number", &sc.serial, 20)?;
+            check_text(&sc.nqn, "model number", &sc.model, 40)?;
+            for h in &sc.hosts {
+                validate_nqn(h).map_err(|source| TargetError::HostNqn {
+                    nqn: h.clone(),
+                    source,
+                })?;
+            }
+            if !sc.allow_any_host && sc.hosts.is_empty() {
+                return Err(TargetError::Subsystem {
+                    nqn: sc.nqn,
+                    why: "no host may connect: set allow_any_host or list hosts".to_string(),
+                });
+            }
+            let sub = Subsystem::new(
+                &sc.nqn,
+                &sc.serial,
+                &sc.model,
+                sc.allow_any_host,
+                sc.hosts,
+                node_id,
+            );
+            for (nsid, dev) in sc.namespaces {
+                sub.add_namespace(nsid, dev)
+                    .map_err(|why| TargetError::Subsystem {
+                        nqn: sc.nqn.clone(),
+                        why,
+                    })?;
+            }
+            if map.insert(sc.nqn.clone(), Arc::new(sub)).is_some() {
+                return Err(TargetError::Duplicate(sc.nqn));
+            }
+        }
+        let mut bound = Vec::new();
+        for &addr in listeners {
+            let l = TcpListener::bind(addr).map_err(|source| TargetError::Bind { addr, source })?;
+            l.set_nonblocking(true)
+                .map_err(|source| TargetError::Bind { addr, source })?;
+            let local = l.local_addr().unwrap_or(addr);
+            bound.push((local, l));
+        }
+        let shared = Arc::new(TargetShared {
+            subsystems: RwLock::new(map),
+            listeners: RwLock::new(bound.iter().map(|(a, _)| *a).collect()),
+            reactors: reactors.to_vec().into(),
+            next_conn: AtomicU64::new(1),
+            next_reactor: AtomicUsize::new(0),
+            discovery_genctr: AtomicU64::new(1),
+            node_id,
+        });
+        for (addr, l) in bound {
+            let t = shared.clone();
+            reactors[0]
+                .call(move |r| {
+                    r.add_poller(Rc::new(Listener { sock: l, target: t }));
+                })
+                .map_err(|_| TargetError::Reactor)?
+                .wait()
+                .map_err(|_| TargetError::Reactor)?;
+            tracing::info!("listening on {addr}");
+        }
+        Ok(Self { shared })
+    }
+
+    pub fn shared(&self) -> &Arc<TargetShared> {
+        &self.shared
+    }
+
+    /// Addresses actually bound (port 0 resolved).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.listeners()
+    }
+
+    pub fn node_id(&self) -> [u8; 16] {
+        self.shared.node_id
+    }
+}
+
+struct Listener {
+    sock: TcpListener,
+    target: Arc<TargetShared>,
+}
+
+impl Poller for Listener {
+    fn poll(&self, r: &Reactor) -> PollStatus {
+        if r.is_stopping() {
+            return PollStatus::Done;
+        }
+        let mut busy = false;
+        for _ in 0..16 {
+            match self.sock.accept() {
+                Ok((s, _)) => {
+                    busy = true;
+                    let n = self.target.reactors.len();
+                    let pick = self.target.next_reactor.fetch_add(1, Ordering::Relaxed) % n;
+                    let t = self.target.clone();
+                    if pick == r.id() {
+                        conn::Conn::start(r, s, t);
+                    } else if self.target.reactors[pick]
+                        .send(move |r2| conn::Conn::start(r2, s, t))
+                        .is_err()
+                    {
+                        tracing::warn!(reactor = pick, "mailbox full: refusing a connection");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    break;
+                }
+            }
+        }
+        if busy {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    fn wake_source(&self) -> Option<WakeSource> {
+        Some(WakeSource {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN as u32,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "nvme-tcp-listener"
+    }
+}

@@ -1,0 +1,205 @@
+//! Subsystems, their namespaces, allowed hosts and controllers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ferrox_bdev::BlockDevice;
+
+use super::ctrl::Controller;
+
+/// A namespace: a block device exported under an NSID.
+pub struct Namespace {
+    pub nsid: u32,
+    pub bdev: Arc<dyn BlockDevice>,
+    /// Stable per (node, subsystem, nsid): the same across restarts, distinct across
+    /// subsystems and machines.
+    pub nguid: [u8; 16],
+    pub uuid: [u8; 16],
+}
+
+/// An NVM subsystem (or the discovery subsystem).
+pub struct Subsystem {
+    pub nqn: String,
+    pub serial: String,
+    pub model: String,
+    pub discovery: bool,
+    pub allow_any_host: bool,
+    pub hosts: Vec<String>,
+    namespaces: RwLock<BTreeMap<u32, Arc<Namespace>>>,
+    /// Bumped on every namespace change; I/O queues compare it to refresh caches.
+    pub ns_generation: AtomicU64,
+    controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
+    next_cntlid: Mutex<u16>,
+    node_id: [u8; 16],
+}
+
+/// Largest NSID a subsystem hands out (Identify Controller NN).
+pub const MAX_NSID: u32 = 1024;
+
+impl Subsystem {
+    pub fn new(
+        nqn: &str,
+        serial: &str,
+        model: &str,
+        allow_any_host: bool,
+        hosts: Vec<String>,
+        node_id: [u8; 16],
+    ) -> Self {
+        Self {
+            nqn: nqn.to_string(),
+            serial: serial.to_string(),
+            model: model.to_string(),
+            discovery: ferrox_nvme::spec::is_discovery_nqn(nqn),
+            allow_any_host,
+            hosts,
+            namespaces: RwLock::new(BTreeMap::new()),
+            ns_generation: AtomicU64::new(0),
+            controllers: Mutex::new(BTreeMap::new()),
+            next_cntlid: Mutex::new(1),
+            node_id,
+        }
+    }
+
+    pub fn host_allowed(&self, hostnqn: &str) -> bool {
+        self.allow_any_host || self.hosts.iter().any(|h| h == hostnqn)
+    }
+
+    /// Adds a namespace; `nsid` 0 picks the lowest free one. Returns the NSID.
+    pub fn add_namespace(&self, nsid: u32, bdev: Arc<dyn BlockDevice>) -> Result<u32, String> {
+        let mut ns = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        let nsid = if nsid == 0 {
+            (1..=MAX_NSID)
+                .find(|n| !ns.contains_key(n))
+                .ok_or("no free NSID")?
+        } else {
+            nsid
+        };
+        if nsid > MAX_NSID {
+            return Err(format!("NSID {nsid} is above the maximum {MAX_NSID}"));
+        }
+        if ns.contains_key(&nsid) {
+            return Err(format!("NSID {nsid} is already in use in {}", self.nqn));
+        }
+        let nguid = derive_id(&self.node_id, &self.nqn, nsid, 0);
+        let mut uuid = derive_id(&self.node_id, &self.nqn, nsid, 1);
+        uuid[6] = (uuid[6] & 0x0f) | 0x80; // version 8: vendor-defined
+        uuid[8] = (uuid[8] & 0x3f) | 0x80;
+        ns.insert(
+            nsid,
+            Arc::new(Namespace {
+                nsid,
+                bdev,
+                nguid,
+                uuid,
+            }),
+        );
+        drop(ns);
+        self.ns_changed(nsid);
+        Ok(nsid)
+    }
+
+    pub fn remove_namespace(&self, nsid: u32) -> Result<(), String> {
+        let removed = self
+            .namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&nsid);
+        if removed.is_none() {
+            return Err(format!("no namespace {nsid} in {}", self.nqn));
+        }
+        self.ns_changed(nsid);
+        Ok(())
+    }
+
+    /// Records a change of `nsid` (added, removed or resized) and raises the
+    /// namespace-attribute-changed event on every controller.
+    pub fn ns_changed(&self, nsid: u32) {
+        self.ns_generation.fetch_add(1, Ordering::Release);
+        for c in self.controllers() {
+            c.namespace_changed(nsid);
+        }
+    }
+
+    pub fn namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&nsid)
+            .cloned()
+    }
+
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Allocates a controller ID (1..=0xFFEF) not in use in this subsystem.
+    pub fn register_controller(
+        &self,
+        make: impl FnOnce(u16) -> Arc<Controller>,
+    ) -> Option<Arc<Controller>> {
+        let mut ctrls = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.next_cntlid.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..0xFFEF {
+            let id = *next;
+            *next = if id >= 0xFFEF { 1 } else { id + 1 };
+            if !ctrls.contains_key(&id) {
+                let c = make(id);
+                ctrls.insert(id, c.clone());
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    pub fn controller(&self, cntlid: u16) -> Option<Arc<Controller>> {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cntlid)
+            .cloned()
+    }
+
+    pub fn unregister_controller(&self, cntlid: u16) {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cntlid);
+    }
+
+    pub fn controllers(&self) -> Vec<Arc<Controller>> {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A 128-bit identifier from the node ID, the NQN, the NSID and a domain, by two
+/// FNV-1a passes (stable across builds, unlike std's hasher).
+fn derive_id(node: &[u8; 16], nqn: &str, nsid: u32, domain: u8) -> [u8; 16] {
+    let fnv = |seed: u64| {
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+        for &b in node
+            .iter()
+            .chain(nqn.as_bytes())
+            .chain(&nsid.to_le_bytes())
+            .chain(&[domain])
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&fnv(0x5a5a).to_be_bytes());
+    out[8..].copy_from_slice(&fnv(0xa5a5_0000).to_be_bytes());
+    out
+}

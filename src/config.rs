@@ -1,0 +1,203 @@
+//! The daemon's TOML configuration, its defaults, and the checks that turn a bad file
+//! into a message naming the key and the value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub reactor: ReactorSection,
+    #[serde(default)]
+    pub pool: PoolSection,
+    #[serde(default)]
+    pub bdev: Vec<BdevSection>,
+    #[serde(default)]
+    pub subsystem: Vec<SubsystemSection>,
+    /// Target-wide listeners (in addition to those under each subsystem).
+    #[serde(default)]
+    pub listener: Vec<ListenerSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactorSection {
+    /// `[0, 1]`, or a string: `"0-1"`, `"0x3"`.
+    pub cores: Option<Cores>,
+    pub poll_mode: Option<String>,
+    pub idle_threshold_us: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Cores {
+    List(Vec<usize>),
+    Spec(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    #[serde(default = "default_small")]
+    pub buffers_4k: usize,
+    #[serde(default = "default_large")]
+    pub buffers_128k: usize,
+    #[serde(default = "yes")]
+    pub hugepages: bool,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        Self {
+            buffers_4k: default_small(),
+            buffers_128k: default_large(),
+            hugepages: true,
+        }
+    }
+}
+
+fn default_small() -> usize {
+    4096
+}
+fn default_large() -> usize {
+    512
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevSection {
+    pub name: String,
+    /// `malloc` or `uring`.
+    pub kind: String,
+    /// Bytes, or a string with a unit: "512MiB", "1GiB".
+    pub size: Option<Size>,
+    #[serde(default = "default_bs")]
+    pub block_size: u32,
+    /// For `uring`: the file or block device.
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_qd")]
+    pub queue_depth: usize,
+}
+
+fn default_bs() -> u32 {
+    512
+}
+fn default_qd() -> usize {
+    128
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsystemSection {
+    pub nqn: String,
+    #[serde(default = "default_serial")]
+    pub serial: String,
+    #[serde(default = "default_model")]
+    pub model: String,
+    #[serde(default)]
+    pub allow_any_host: bool,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub namespace: Vec<NamespaceSection>,
+    #[serde(default)]
+    pub listener: Vec<ListenerSection>,
+}
+
+fn default_serial() -> String {
+    "FERROX00000000000001".to_string()
+}
+fn default_model() -> String {
+    "Ferrox".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSection {
+    #[serde(default)]
+    pub nsid: u32,
+    pub bdev: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub address: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    4420
+}
+
+/// A configuration error: what, where, and the bad value. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+}
+
+/// Parses "4096", "512MiB", "1GiB", "10G" (binary units), "1GB" (decimal).
+pub fn parse_size(key: &str, s: &Size) -> Result<u64, ConfigError> {
+    let text = match s {
+        Size::Bytes(b) => return Ok(*b),
+        Size::Text(t) => t.trim(),
+    };
+    let bad = || {
+        ConfigError(format!(
+            "{key} = {text:?}: expected bytes or a number with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+        ))
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let num: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    let v = num * mult as f64;
+    if !(v.is_finite() && v >= 0.0 && v < u64::MAX as f64) || v.fract() != 0.0 {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+/// Resolves "127.0.0.1" + port, "[::1]" + port, or a host:port pair.
+pub fn listener_addr(key: &str, l: &ListenerSection) -> Result<SocketAddr, ConfigError> {
+    let host = l.address.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        ConfigError(format!(
+            "{key}.address = {:?}: expected an IPv4 or IPv6 address",
+            l.address
+        ))
+    })?;
+    Ok(SocketAddr::new(ip, l.port))
+}

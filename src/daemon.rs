@@ -1,0 +1,369 @@
+//! Start-up, the embedded default, and shutdown.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrox_bdev::malloc::MallocBdev;
+use ferrox_bdev::uring::UringBdev;
+use ferrox_bdev::{BlockDevice, Registry};
+use ferrox_nvmeof::{SubsystemConfig, Target};
+use ferrox_reactor::{
+    available_cores, parse_cores, BufferPool, ClassConfig, PollMode, PoolConfig, ReactorGroup,
+    ReactorOptions,
+};
+
+use crate::config::{self, Config, ConfigError, Cores, ListenerSection};
+use crate::Cli;
+
+pub const DEFAULT_NQN: &str = "nqn.2026-11.io.ferrox:default";
+
+pub enum Failure {
+    Config(ConfigError),
+    Runtime(String),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+fn cfg_err(msg: impl Into<String>) -> Failure {
+    Failure::Config(ConfigError(msg.into()))
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FERROX_DATA_DIR") {
+        return d.into();
+    }
+    let root = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if root.unwrap_or(false) {
+        return "/var/lib/ferrox".into();
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/ferrox")
+}
+
+/// This node's identity: random once, then kept in the data directory, so namespace
+/// NGUIDs/UUIDs stay the same across restarts and differ between machines.
+fn node_id(dir: &Path) -> Result<[u8; 16], Failure> {
+    let path = dir.join("node-id");
+    let parse = |s: &str| -> Option<[u8; 16]> {
+        let s = s.trim();
+        if s.len() != 32 {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+        }
+        Some(id)
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) => parse(&s).ok_or_else(|| {
+            Failure::Runtime(format!(
+                "{} is corrupt (expected 32 hex digits); remove it to get a new node identity",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = ferrox_bdev::random_uuid();
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = dir.join("node-id.tmp");
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(hex.as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(dir)?.sync_all()
+            };
+            write()
+                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) => Err(Failure::Runtime(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn embedded_default(cli: &Cli, data_dir: &Path) -> Result<Config, Failure> {
+    let size = config::parse_size(
+        "--default-size",
+        &config::Size::Text(cli.default_size.clone()),
+    )?;
+    let addr: SocketAddr = cli
+        .listen
+        .parse()
+        .map_err(|_| cfg_err(format!("--listen {:?}: expected ADDR:PORT", cli.listen)))?;
+    let text = format!(
+        r#"
+[[bdev]]
+name = "default0"
+kind = "uring"
+path = {path:?}
+size = {size}
+block_size = 512
+
+[[subsystem]]
+nqn = "{DEFAULT_NQN}"
+serial = "FERROXDEFAULT0001"
+model = "Ferrox default volume"
+allow_any_host = true
+
+[[subsystem.namespace]]
+nsid = 1
+bdev = "default0"
+
+[[subsystem.listener]]
+address = "{ip}"
+port = {port}
+"#,
+        path = data_dir.join("default0.img").display().to_string(),
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+    toml::from_str(&text).map_err(|e| cfg_err(format!("embedded default: {e}")))
+}
+
+fn create_bdevs(cfg: &Config, registry: &Registry) -> Result<(), Failure> {
+    for (i, b) in cfg.bdev.iter().enumerate() {
+        let key = format!("bdev[{i}] ({:?})", b.name);
+        if b.name.is_empty() {
+            return Err(cfg_err(format!("{key}.name must not be empty")));
+        }
+        let size = b
+            .size
+            .as_ref()
+            .map(|s| config::parse_size(&format!("{key}.size"), s))
+            .transpose()?;
+        if let Some(s) = size {
+            if s == 0 || s % u64::from(b.block_size) != 0 {
+                return Err(cfg_err(format!(
+                    "{key}.size = {s}: must be a non-zero multiple of block_size {}",
+                    b.block_size
+                )));
+            }
+        }
+        let dev: Arc<dyn BlockDevice> = match b.kind.as_str() {
+            "malloc" => {
+                let size =
+                    size.ok_or_else(|| cfg_err(format!("{key}: a malloc bdev needs a size")))?;
+                MallocBdev::new(&b.name, size / u64::from(b.block_size), b.block_size)
+                    .map_err(|e| cfg_err(e.to_string()))?
+            }
+            "uring" => {
+                let path = b
+                    .path
+                    .as_ref()
+                    .ok_or_else(|| cfg_err(format!("{key}: a uring bdev needs a path")))?;
+                UringBdev::open(&b.name, path, size, b.block_size, b.queue_depth)
+                    .map_err(|e| cfg_err(e.to_string()))?
+            }
+            other => {
+                return Err(cfg_err(format!(
+                    "{key}.kind = {other:?}: expected \"malloc\" or \"uring\""
+                )))
+            }
+        };
+        registry.add(dev).map_err(|e| cfg_err(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", U[i])
+}
+
+pub fn run(cli: &Cli) -> Result<(), Failure> {
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot create data dir {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let (cfg, embedded) = match &cli.config {
+        Some(p) => (config::load(p)?, false),
+        None => (embedded_default(cli, &data_dir)?, true),
+    };
+
+    // Everything is checked before anything starts.
+    let cores = match (&cli.cores, &cfg.reactor.cores) {
+        (Some(s), _) => parse_cores(s).map_err(|e| cfg_err(format!("--cores: {e}")))?,
+        (None, Some(Cores::Spec(s))) => {
+            parse_cores(s).map_err(|e| cfg_err(format!("reactor.cores: {e}")))?
+        }
+        (None, Some(Cores::List(v))) if !v.is_empty() => v.clone(),
+        (None, Some(Cores::List(_))) => {
+            return Err(cfg_err("reactor.cores = []: name at least one core"))
+        }
+        (None, None) => available_cores(),
+    };
+    let mode_text = cli
+        .poll_mode
+        .clone()
+        .or_else(|| cfg.reactor.poll_mode.clone())
+        .unwrap_or_else(|| "adaptive".to_string());
+    let poll_mode: PollMode = mode_text
+        .parse()
+        .map_err(|e: String| cfg_err(format!("poll mode: {e}")))?;
+    let idle_us = cli
+        .idle_threshold_us
+        .or(cfg.reactor.idle_threshold_us)
+        .unwrap_or(100);
+    let mut listeners = Vec::new();
+    for (i, l) in cfg.listener.iter().enumerate() {
+        listeners.push(config::listener_addr(&format!("listener[{i}]"), l)?);
+    }
+    for (si, s) in cfg.subsystem.iter().enumerate() {
+        for (li, l) in s.listener.iter().enumerate() {
+            let a = config::listener_addr(&format!("subsystem[{si}].listener[{li}]"), l)?;
+            if !listeners.contains(&a) {
+                listeners.push(a);
+            }
+        }
+    }
+    if listeners.is_empty() && !cfg.subsystem.is_empty() {
+        listeners.push(config::listener_addr(
+            "listener",
+            &ListenerSection {
+                address: "127.0.0.1".to_string(),
+                port: 4420,
+            },
+        )?);
+    }
+    if cfg.pool.buffers_4k == 0 || cfg.pool.buffers_128k == 0 {
+        return Err(cfg_err(
+            "pool.buffers_4k and pool.buffers_128k must be at least 1",
+        ));
+    }
+
+    let registry = Registry::new();
+    create_bdevs(&cfg, &registry)?;
+    let node = node_id(&data_dir)?;
+    let mut subsystems = Vec::new();
+    let mut summary = Vec::new();
+    for (si, s) in cfg.subsystem.iter().enumerate() {
+        let mut namespaces = Vec::new();
+        let mut bytes = 0;
+        for (ni, n) in s.namespace.iter().enumerate() {
+            let dev = registry.get(&n.bdev).map_err(|_| {
+                cfg_err(format!(
+                    "subsystem[{si}].namespace[{ni}].bdev = {:?}: no bdev of that name (have: {:?})",
+                    n.bdev,
+                    registry.names()
+                ))
+            })?;
+            bytes += dev.info().num_blocks * u64::from(dev.info().block_size);
+            namespaces.push((n.nsid, dev));
+        }
+        summary.push((s.nqn.clone(), bytes, s.namespace.len()));
+        subsystems.push(SubsystemConfig {
+            nqn: s.nqn.clone(),
+            serial: s.serial.clone(),
+            model: s.model.clone(),
+            allow_any_host: s.allow_any_host,
+            hosts: s.hosts.clone(),
+            namespaces,
+        });
+    }
+
+    let pool = BufferPool::new(&PoolConfig {
+        classes: vec![
+            ClassConfig {
+                size: 4096,
+                count: cfg.pool.buffers_4k,
+            },
+            ClassConfig {
+                size: 128 << 10,
+                count: cfg.pool.buffers_128k,
+            },
+        ],
+        hugepages: cfg.pool.hugepages,
+    })
+    .map_err(|e| Failure::Runtime(format!("cannot map the buffer pool: {e}")))?;
+    let opts = ReactorOptions {
+        poll_mode,
+        idle_threshold: Duration::from_micros(idle_us),
+        ..Default::default()
+    };
+    let group = ReactorGroup::start(&cores, &opts, pool).map_err(|e| match e {
+        ferrox_reactor::Error::NoSuchCore { .. } | ferrox_reactor::Error::BadCores { .. } => {
+            cfg_err(e.to_string())
+        }
+        other => Failure::Runtime(other.to_string()),
+    })?;
+    tracing::info!(?cores, ?poll_mode, idle_threshold_us = idle_us, data_dir = %data_dir.display(), "reactors started");
+    let target = match Target::start(group.handles(), node, subsystems, &listeners) {
+        Ok(t) => t,
+        Err(e) => {
+            group.shutdown();
+            return Err(match e {
+                ferrox_nvmeof::TargetError::Bind { .. } | ferrox_nvmeof::TargetError::Reactor => {
+                    Failure::Runtime(e.to_string())
+                }
+                other => cfg_err(other.to_string()),
+            });
+        }
+    };
+    let started = Instant::now();
+
+    let mut out = std::io::stdout().lock();
+    for (nqn, bytes, nns) in &summary {
+        for a in target.listen_addrs() {
+            let what = if embedded {
+                format!(
+                    "the embedded default volume ({}, file {})",
+                    human(*bytes),
+                    data_dir.join("default0.img").display()
+                )
+            } else {
+                format!("{nns} namespace(s), {}", human(*bytes))
+            };
+            let _ = writeln!(out, "ferrox: serving {nqn} on {a}: {what}");
+            let _ = writeln!(
+                out,
+                "ferrox: connect with: nvme connect -t tcp -a {} -s {} -n {nqn}",
+                a.ip(),
+                a.port()
+            );
+        }
+    }
+    let _ = writeln!(out, "ferrox: ready; stop with Ctrl-C or SIGTERM");
+    let _ = out.flush();
+    drop(out);
+
+    let sig = crate::signals::wait();
+    tracing::info!(signal = sig, "stopping");
+    drop(target);
+    let stats = group.shutdown();
+    for s in stats {
+        tracing::info!(
+            reactor = s.id,
+            core = s.core,
+            turns = s.turns,
+            busy_turns = s.busy_turns,
+            parks = s.parks,
+            messages = s.messages,
+            completions = s.completions,
+            uptime_s = started.elapsed().as_secs(),
+            "reactor stopped"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! `ferrox`: the daemon. Reads the TOML config (or starts the embedded default), starts
+//! one pinned reactor per core, creates the block devices and the NVMe/TCP target, and
+//! runs until SIGINT or SIGTERM.
+
+mod config;
+mod daemon;
+mod signals;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Ferrox: a user-space NVMe-over-Fabrics/TCP storage target.
+///
+/// With no --config, Ferrox serves its embedded default: a 1 GiB sparse file in the
+/// data directory, exported as nqn.2026-11.io.ferrox:default on 127.0.0.1:4420, and
+/// prints the `nvme connect` line for it.
+#[derive(Debug, Parser)]
+#[command(name = "ferrox", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file (bdevs, subsystems, namespaces, listeners).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Cores to run reactors on: a list ("0,1", "0-3") or a hex mask ("0x3").
+    /// Default: every core this process may use.
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// How idle reactors wait: "adaptive" (spin while busy, then sleep) or "busy"
+    /// (spin always, like SPDK).
+    #[arg(long, value_name = "MODE")]
+    pub poll_mode: Option<String>,
+    /// How long a reactor spins with nothing to do before it sleeps, in microseconds.
+    #[arg(long, value_name = "US")]
+    pub idle_threshold_us: Option<u64>,
+    /// Where Ferrox keeps its node identity and the default namespace's file.
+    /// Default: /var/lib/ferrox as root, else ~/.local/share/ferrox.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Size of the embedded default namespace (used without --config).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB")]
+    pub default_size: String,
+    /// Address of the embedded default listener (used without --config).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:4420")]
+    pub listen: String,
+    /// Log filter: error, warn, info, debug, trace, or per-module directives.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("ferrox: --log {:?}: {e}; using \"info\"", cli.log);
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    // Before any thread starts, so every thread inherits the blocked mask.
+    signals::block();
+    match daemon::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(daemon::Failure::Config(e)) => {
+            eprintln!("ferrox: configuration error: {e}");
+            ExitCode::from(2)
+        }
+        Err(daemon::Failure::Runtime(e)) => {
+            eprintln!("ferrox: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
