@@ -12,7 +12,7 @@ use ferrox_reactor::Reactor;
 use zerocopy::FromBytes;
 
 use super::conn::{Conn, QueueState, State};
-use super::ctrl::{Controller, QueueRef, MAX_QUEUE_ENTRIES};
+use super::ctrl::{Controller, QueueRef, MAX_IO_QUEUES, MAX_QUEUE_ENTRIES};
 
 fn invalid_cmd(off: u16) -> (Status, u64) {
     (
@@ -152,7 +152,7 @@ impl Conn {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .queues
-                .map_or(0, |(nsq, ncq)| nsq.min(ncq) + 1);
+                .map_or(MAX_IO_QUEUES, |(nsq, ncq)| nsq.min(ncq) + 1);
             if cc.qid > granted {
                 return invalid_cmd(42);
             }

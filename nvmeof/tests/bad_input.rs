@@ -1,0 +1,258 @@
+//! Malformed PDUs and bad commands are answered as the spec says, and a healthy
+//! connection keeps working meanwhile.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use ferrox_nvme::spec::{Command, PropertySize, Status};
+use ferrox_nvmeof::pdu::{
+    le16, le32, CommonHeader, DataHeader, Digests, HeaderBuf, PduFlags, PduType,
+};
+
+/// Sends raw bytes on a fresh connection and expects a C2HTermReq with `fes`/`fei`,
+/// then the connection closed.
+fn expect_term(f: &Fixture, after_ic: bool, bytes: &[u8], fes: u16, fei: Option<u32>) {
+    let mut h = if after_ic {
+        Host::ic(f.addr, Digests::default())
+    } else {
+        Host::raw(f.addr)
+    };
+    h.sock.write_all(bytes).unwrap();
+    let p = h.recv();
+    assert_eq!(p.ch.pdu_type, PduType::C2H_TERM_REQ, "{p:?}");
+    assert_eq!(le16(&p.header, 8), fes, "FES");
+    if let Some(fei) = fei {
+        assert_eq!(le32(&p.header, 10), fei, "FEI");
+    }
+    assert!(
+        h.try_recv().is_none(),
+        "the target closes after a termination request"
+    );
+}
+
+fn healthy_io_works(io: &mut Host, seed: u8) {
+    let d = pattern(seed, 4096);
+    assert_eq!(io.write(16, &d), Status::SUCCESS);
+    assert_eq!(io.read(16, 8).1, d);
+}
+
+fn header(t: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> Vec<u8> {
+    let mut b = vec![0u8; plen.max(8) as usize];
+    CommonHeader {
+        pdu_type: PduType(t),
+        flags: PduFlags::from_bits_retain(flags),
+        hlen,
+        pdo,
+        plen,
+    }
+    .write(&mut b);
+    b
+}
+
+#[test]
+fn protocol_violations_end_only_that_connection() {
+    let f = fixture();
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    healthy_io_works(&mut io, 1);
+
+    // A capsule before ICReq.
+    expect_term(&f, false, &header(4, 0, 72, 0, 72), 0x02, None);
+    healthy_io_works(&mut io, 2);
+    // Unknown PDU type.
+    expect_term(&f, true, &header(0x42, 0, 24, 0, 24), 0x01, Some(0));
+    // A controller-to-host type sent by a host.
+    expect_term(&f, true, &header(5, 0, 24, 0, 24), 0x01, Some(0));
+    // Wrong HLEN for a command capsule.
+    expect_term(&f, true, &header(4, 0, 24, 0, 72), 0x01, Some(2));
+    // PLEN shorter than the header.
+    expect_term(&f, true, &header(4, 0, 72, 0, 16), 0x01, Some(4));
+    // In-capsule data beyond the admin limit (8 KiB): data transfer out of range.
+    let mut big = header(4, 0, 72, 72, 72 + 9000);
+    big.truncate(72);
+    expect_term(&f, true, &big, 0x04, None);
+    // A second ICReq.
+    let ic = ferrox_nvmeof::pdu::IcReq {
+        pfv: 0,
+        hpda: 0,
+        digests: Digests::default(),
+        maxr2t: 0,
+    }
+    .encode();
+    expect_term(&f, true, &ic, 0x02, None);
+    // ICReq with an unsupported PDU format version.
+    let mut bad_ic = ic;
+    bad_ic[8] = 1;
+    expect_term(&f, false, &bad_ic, 0x06, Some(8));
+    healthy_io_works(&mut io, 3);
+}
+
+#[test]
+fn header_digest_errors_terminate() {
+    let f = fixture();
+    let d = Digests {
+        header: true,
+        data: false,
+    };
+    let mut h = Host::ic(f.addr, d);
+    let cmd = Command::new(0x06, 1);
+    let mut sqe = [0u8; 64];
+    sqe.copy_from_slice(zerocopy::IntoBytes::as_bytes(&cmd));
+    let mut b = HeaderBuf::capsule_cmd(&sqe, 0, d).as_slice().to_vec();
+    b[72] ^= 0xff; // corrupt the digest
+    h.sock.write_all(&b).unwrap();
+    let p = h.recv();
+    assert_eq!(p.ch.pdu_type, PduType::C2H_TERM_REQ);
+    assert_eq!(le16(&p.header, 8), 0x03);
+    assert!(h.try_recv().is_none());
+}
+
+#[test]
+fn data_digest_error_fails_the_command_not_the_connection() {
+    let f = fixture();
+    let d = Digests {
+        header: true,
+        data: true,
+    };
+    let (_a, cntlid) = Host::admin(f.addr, d, 0);
+    let mut io = Host::io_queue(f.addr, d, cntlid, 1);
+    let mut cmd = Command::write(0, 1, 0, 7);
+    cmd.cid = 77;
+    cmd.flags = 0x40;
+    cmd.dptr = ferrox_nvme::spec::SglDescriptor::in_capsule(0, 4096).to_dptr();
+    let mut sqe = [0u8; 64];
+    sqe.copy_from_slice(zerocopy::IntoBytes::as_bytes(&cmd));
+    let mut b = HeaderBuf::capsule_cmd(&sqe, 4096, d).as_slice().to_vec();
+    b.extend_from_slice(&[0x5a; 4096]);
+    b.extend_from_slice(&[0, 0, 0, 0]); // wrong data digest
+    io.sock.write_all(&b).unwrap();
+    let (c, _) = io.wait_resp(77);
+    assert_eq!(c.status().code(), Status::TRANSIENT_TRANSPORT_ERROR);
+    healthy_io_works(&mut io, 9);
+}
+
+#[test]
+fn h2c_data_checks() {
+    let f = fixture();
+    let (_a, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    // H2CData for a tag that was never sent.
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    io.send_h2c(1, 99, 0, &[0u8; 512], true);
+    let p = io.recv();
+    assert_eq!(p.ch.pdu_type, PduType::C2H_TERM_REQ);
+    assert_eq!(le32(&p.header, 10), 10, "FEI points at TTAG");
+
+    // H2CData at the wrong offset.
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 2);
+    let mut cmd = Command::write(0, 1, 0, 31);
+    cmd.cid = 5;
+    cmd.flags = 0x40;
+    cmd.dptr = ferrox_nvme::spec::SglDescriptor::transport(16384).to_dptr();
+    io.send_cmd(&cmd, &[]);
+    let r2t = DataHeader::parse(&io.recv().header);
+    io.send_h2c(5, r2t.ttag, 4096, &[0u8; 4096], false);
+    let p = io.recv();
+    assert_eq!(p.ch.pdu_type, PduType::C2H_TERM_REQ);
+    assert_eq!(le16(&p.header, 8), 0x04, "data transfer out of range");
+}
+
+#[test]
+fn bad_commands_get_nvme_statuses() {
+    let f = fixture();
+    let (mut admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    let nb = f.dev.info().num_blocks;
+    // Out-of-range LBAs.
+    assert_eq!(io.read(nb, 1).0.code(), Status::LBA_OUT_OF_RANGE);
+    assert_eq!(
+        io.write(nb - 1, &[0u8; 1024]).code(),
+        Status::LBA_OUT_OF_RANGE
+    );
+    // Unknown I/O and admin opcodes.
+    assert_eq!(
+        io.exec(Command::new(0x7e, 0).with_nsid(1), &[], 0)
+            .0
+            .status()
+            .code(),
+        Status::INVALID_OPCODE
+    );
+    assert_eq!(
+        admin.exec(Command::new(0xc1, 0), &[], 0).0.status().code(),
+        Status::INVALID_OPCODE
+    );
+    // A namespace that does not exist.
+    assert_eq!(
+        io.exec(Command::read(0, 9, 0, 0), &[], 512)
+            .0
+            .status()
+            .code(),
+        Status::INVALID_NAMESPACE
+    );
+    // SGL length that does not match NLB.
+    assert_eq!(
+        io.exec(Command::read(0, 1, 0, 0), &[], 1024)
+            .0
+            .status()
+            .code(),
+        Status::DATA_SGL_LENGTH_INVALID
+    );
+    // Unknown log page, unknown feature, unknown property.
+    let glp = Command::new(0x02, 0).with_cdws([0x7e | (127 << 16), 0, 0, 0, 0, 0]);
+    assert_eq!(
+        admin.exec(glp, &[], 512).0.status().code(),
+        Status::INVALID_LOG_PAGE
+    );
+    assert_eq!(
+        admin
+            .exec(
+                Command::new(0x0a, 0).with_cdws([0xee, 0, 0, 0, 0, 0]),
+                &[],
+                0
+            )
+            .0
+            .status()
+            .code(),
+        Status::INVALID_FIELD
+    );
+    assert_eq!(
+        admin.prop_get(0x44, PropertySize::Four).status().code(),
+        Status::INVALID_FIELD
+    );
+    // Saving a feature is not supported.
+    let sv = Command::new(0x09, 0).with_cdws([0x06 | (1 << 31), 1, 0, 0, 0, 0]);
+    assert_eq!(
+        admin.exec(sv, &[], 0).0.status().code(),
+        Status::FEATURE_NOT_SAVEABLE
+    );
+    // The queue still works.
+    healthy_io_works(&mut io, 4);
+}
+
+#[test]
+fn io_before_connect_is_a_sequence_error() {
+    let f = fixture();
+    let mut h = Host::ic(f.addr, Digests::default());
+    let (c, _) = h.exec(Command::read(0, 1, 0, 0), &[], 512);
+    assert_eq!(c.status().code(), Status::COMMAND_SEQUENCE_ERROR);
+}
+
+#[test]
+fn connect_refuses_unknown_hosts_subsystems_and_controllers() {
+    let f = fixture();
+    let mut h = Host::ic(f.addr, Digests::default());
+    let c = h.connect_to(NQN, "nqn.2026-11.io.ferrox:intruder", 0, 0xFFFF);
+    assert_eq!(c.status().code(), Status::CONNECT_INVALID_HOST);
+    let mut h = Host::ic(f.addr, Digests::default());
+    let c = h.connect_to("nqn.2026-11.io.ferrox:nope", HOSTNQN, 0, 0xFFFF);
+    assert_eq!(c.status().code(), Status::CONNECT_INVALID_PARAMETERS);
+    assert_eq!(
+        c.dw0,
+        (1 << 16) | 256,
+        "the bad field is SUBNQN in the data"
+    );
+    let mut h = Host::ic(f.addr, Digests::default());
+    let c = h.connect_to(NQN, HOSTNQN, 1, 0x1234);
+    assert_eq!(c.status().code(), Status::CONNECT_INVALID_PARAMETERS);
+}
