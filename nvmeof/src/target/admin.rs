@@ -94,6 +94,9 @@ fn put(out: &mut [u8], src: &[u8]) {
 
 fn identify(t: &TargetShared, ctrl: &Controller, id: &Identify, out: &mut [u8]) -> Status {
     let sub = &ctrl.subsys;
+    if sub.discovery && id.cns != Cns::CONTROLLER {
+        return Status::INVALID_FIELD;
+    }
     match id.cns {
         Cns::CONTROLLER => {
             let mut c = IdentifyController::zeroed();

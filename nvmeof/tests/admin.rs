@@ -1,0 +1,145 @@
+//! Admin and discovery: identify fields, logs, features, keep-alive expiry and
+//! namespace-change events.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferrox_bdev::malloc::MallocBdev;
+use ferrox_nvme::spec::{
+    Command, ConnectCommand, ConnectData, DiscoveryLogEntry, DiscoveryLogHeader,
+    IdentifyController, IdentifyNamespace, Status, DISCOVERY_NQN,
+};
+use ferrox_nvmeof::pdu::Digests;
+use zerocopy::{FromBytes, IntoBytes};
+
+fn identify(h: &mut Host, cns: u32, nsid: u32) -> (Status, Vec<u8>) {
+    let (c, d) = h.exec(
+        Command::new(0x06, 0)
+            .with_nsid(nsid)
+            .with_cdws([cns, 0, 0, 0, 0, 0]),
+        &[],
+        4096,
+    );
+    (c.status(), d)
+}
+
+#[test]
+fn identify_reports_what_the_kernel_host_checks() {
+    let f = fixture();
+    let (mut a, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let (st, d) = identify(&mut a, 1, 0);
+    assert_eq!(st, Status::SUCCESS);
+    let c = IdentifyController::read_from_bytes(&d).unwrap();
+    assert_eq!(c.cntlid, cntlid);
+    assert_eq!(&c.sn[..6], b"SN0001");
+    assert_eq!(&c.mn[..11], b"Ferrox test");
+    assert!(c.kas > 0 && c.ioccsz >= 4 && c.iorcsz >= 1 && c.icdoff == 0);
+    assert!(c.sgls & 3 != 0);
+    assert_eq!(c.subnqn_str().unwrap(), NQN);
+    let (st, d) = identify(&mut a, 0, 1);
+    assert_eq!(st, Status::SUCCESS);
+    let n = IdentifyNamespace::read_from_bytes(&d).unwrap();
+    assert_eq!(n.nsze, f.dev.info().num_blocks);
+    assert!(n.ncap > 0);
+    assert_ne!(n.nguid, [0; 16]);
+    // Active namespace list and descriptors.
+    let (_, d) = identify(&mut a, 2, 0);
+    assert_eq!(&d[..8], &[1, 0, 0, 0, 0, 0, 0, 0]);
+    let (st, d) = identify(&mut a, 3, 1);
+    assert_eq!(st, Status::SUCCESS);
+    assert_eq!(d[0], 2, "first descriptor is the NGUID");
+    // SMART log: 512 bytes, NSID all.
+    let glp =
+        Command::new(0x02, 0)
+            .with_nsid(0xffff_ffff)
+            .with_cdws([0x02 | (127 << 16), 0, 0, 0, 0, 0]);
+    let (c, d) = a.exec(glp, &[], 512);
+    assert!(c.status().is_success());
+    assert_eq!(d.len(), 512);
+}
+
+#[test]
+fn discovery_lists_the_subsystem() {
+    let f = fixture();
+    let mut h = Host::ic(f.addr, Digests::default());
+    let cmd: Command = ConnectCommand::new(0, 0, 31, 0).into();
+    let data = ConnectData::new([2; 16], 0xFFFF, DISCOVERY_NQN, HOSTNQN).unwrap();
+    assert!(h.exec(cmd, data.as_bytes(), 0).0.status().is_success());
+    assert!(h
+        .prop_set(0x14, (6 << 16) | (4 << 20) | 1)
+        .status()
+        .is_success());
+    let glp = Command::new(0x02, 0).with_cdws([0x70 | (((3 * 1024 / 4) - 1) << 16), 0, 0, 0, 0, 0]);
+    let (c, d) = h.exec(glp, &[], 3072);
+    assert!(c.status().is_success());
+    let hdr = DiscoveryLogHeader::read_from_bytes(&d[..1024]).unwrap();
+    assert_eq!(
+        hdr.numrec, 2,
+        "the discovery subsystem and the NVM subsystem"
+    );
+    let e = DiscoveryLogEntry::read_from_bytes(&d[2048..3072]).unwrap();
+    assert_eq!(e.subnqn_str().unwrap(), NQN);
+    assert_eq!(e.trsvcid_bytes(), f.addr.port().to_string().as_bytes());
+    // I/O opcodes are refused on a discovery controller.
+    assert_eq!(identify(&mut h, 0, 1).0.code(), Status::INVALID_FIELD);
+}
+
+#[test]
+fn silent_host_is_torn_down_after_kato() {
+    let f = fixture();
+    let (mut a, cntlid) = Host::admin(f.addr, Digests::default(), 300);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    let t0 = Instant::now();
+    // Say nothing: both queues must be closed by the target.
+    assert!(a.try_recv().is_none());
+    assert!(io.try_recv().is_none());
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "closed before KATO: {waited:?}"
+    );
+    // The controller is gone: an I/O queue for it is refused.
+    let mut late = Host::ic(f.addr, Digests::default());
+    let c = late.connect(2, cntlid, 0);
+    assert_eq!(c.status().code(), Status::CONNECT_INVALID_PARAMETERS);
+}
+
+#[test]
+fn keep_alive_keeps_the_controller() {
+    let f = fixture();
+    let (mut a, _) = Host::admin(f.addr, Digests::default(), 400);
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(a
+            .exec(Command::new(0x18, 0), &[], 0)
+            .0
+            .status()
+            .is_success());
+    }
+}
+
+#[test]
+fn adding_a_namespace_completes_an_aer() {
+    let f = fixture();
+    let (mut a, _) = Host::admin(f.addr, Digests::default(), 0);
+    // Enable namespace-attribute notices, then post an AER.
+    let aec = Command::new(0x09, 0).with_cdws([0x0b, 1 << 8, 0, 0, 0, 0]);
+    assert!(a.exec(aec, &[], 0).0.status().is_success());
+    let mut aer = Command::new(0x0c, 0);
+    aer.cid = 900;
+    aer.flags = 0x40;
+    a.send_cmd(&aer, &[]);
+    let sub = f.target.shared().subsystem(NQN).unwrap();
+    let dev: Arc<dyn ferrox_bdev::BlockDevice> = MallocBdev::new("m1", 2048, 512).unwrap();
+    assert_eq!(sub.add_namespace(0, dev).unwrap(), 2);
+    let (c, _) = a.wait_resp(900);
+    assert!(c.status().is_success());
+    assert_eq!(c.dw0 & 7, 2, "notice");
+    assert_eq!((c.dw0 >> 16) & 0xff, 0x04, "changed namespace list log");
+    let glp = Command::new(0x02, 0).with_cdws([0x04 | (1023 << 16), 0, 0, 0, 0, 0]);
+    let (_, d) = a.exec(glp, &[], 4096);
+    assert_eq!(&d[..8], &[2, 0, 0, 0, 0, 0, 0, 0]);
+}
