@@ -496,11 +496,15 @@ impl DataHeader {
     }
 }
 
+/// Room for the longest header we send: a termination request (24 bytes plus 128
+/// quoted), or a data header padded to the host's largest alignment (128 bytes).
+pub const HEADER_BUF_LEN: usize = 24 + MAX_HLEN;
+
 /// An encoded PDU header (plus header digest and padding) ready to send; the data,
 /// if any, follows from its own buffer, then the data digest.
 #[derive(Clone, Copy)]
 pub struct HeaderBuf {
-    pub bytes: [u8; MAX_HLEN + DIGEST_LEN + 128],
+    pub bytes: [u8; HEADER_BUF_LEN],
     pub len: usize,
 }
 
@@ -527,7 +531,7 @@ impl HeaderBuf {
         fill: impl FnOnce(&mut [u8]),
     ) -> Self {
         let hlen = usize::from(t.hlen().expect("known type"));
-        let mut b = [0u8; MAX_HLEN + DIGEST_LEN + 128];
+        let mut b = [0u8; HEADER_BUF_LEN];
         let hd = if hdgst { DIGEST_LEN } else { 0 };
         if hdgst {
             flags |= PduFlags::HDGSTF;

@@ -1,5 +1,7 @@
 //! Malformed PDUs and bad commands are answered as the spec says, and a healthy
 //! connection keeps working meanwhile.
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! A host on loopback brings a controller up and moves data both ways.
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
 
 mod common;
 

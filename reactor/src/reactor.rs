@@ -559,7 +559,7 @@ impl Reactor {
                         "reactor stall: one loop turn exceeded the budget"
                     );
                 }
-                if s.turns % 256 == 0 {
+                if s.turns.is_multiple_of(256) {
                     drop(s);
                     self.publish_stats();
                 }

@@ -75,7 +75,7 @@ impl Mapping {
         let mut huge = false;
         let mut ptr = libc::MAP_FAILED;
         let base = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
-        if try_huge && len % HUGE_2M == 0 {
+        if try_huge && len.is_multiple_of(HUGE_2M) {
             // SAFETY: anonymous mapping with no address hint; result checked below.
             ptr = unsafe {
                 libc::mmap(

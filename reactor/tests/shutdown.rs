@@ -1,5 +1,7 @@
 //! Shutdown leaves no reactor thread behind (its own process, so no other test's
 //! threads are counted).
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
 
 use std::time::Duration;
 

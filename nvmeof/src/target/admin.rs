@@ -209,7 +209,7 @@ fn get_log_page(t: &TargetShared, ctrl: &Controller, g: &GetLogPage, out: &mut [
     if len > out.len() {
         return Status::DATA_SGL_LENGTH_INVALID;
     }
-    if g.lpo % 4 != 0 {
+    if !g.lpo.is_multiple_of(4) {
         return Status::INVALID_FIELD;
     }
     let out = &mut out[..len];

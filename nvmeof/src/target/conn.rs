@@ -339,7 +339,7 @@ impl Conn {
 
     fn fatal(&self, st: &mut State, e: TermError) {
         tracing::warn!(conn = self.id, peer = %self.peer, fes = e.fes.0, fei = e.fei, why = e.why, "NVMe/TCP protocol error; terminating the connection");
-        let quoted_len = st.layout.hlen.max(CH_LEN).min(MAX_HLEN);
+        let quoted_len = st.layout.hlen.clamp(CH_LEN, MAX_HLEN);
         let quoted = st.hdr[..quoted_len].to_vec();
         st.tx.push_back(TxItem::Hdr(HeaderBuf::term_req(
             PduType::C2H_TERM_REQ,
@@ -719,7 +719,8 @@ impl Conn {
         connected: bool,
     ) -> (Dir, usize, Result<(), Status>) {
         let fabrics = cmd.is_fabrics();
-        if !connected && !(fabrics && cmd.fctype() == FabricsCommandType::CONNECT) {
+        let is_connect = fabrics && cmd.fctype() == FabricsCommandType::CONNECT;
+        if !connected && !is_connect {
             return (Dir::None, 0, Err(Status::COMMAND_SEQUENCE_ERROR));
         }
         let bits = if fabrics {

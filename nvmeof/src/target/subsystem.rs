@@ -148,9 +148,9 @@ impl Subsystem {
         for _ in 0..0xFFEF {
             let id = *next;
             *next = if id >= 0xFFEF { 1 } else { id + 1 };
-            if !ctrls.contains_key(&id) {
+            if let std::collections::btree_map::Entry::Vacant(e) = ctrls.entry(id) {
                 let c = make(id);
-                ctrls.insert(id, c.clone());
+                e.insert(c.clone());
                 return Some(c);
             }
         }

@@ -124,7 +124,7 @@ impl Host {
         assert_eq!(p.ch.pdu_type, PduType::IC_RESP);
         let resp = IcResp::parse(&p.header);
         assert_eq!(resp.digests, digests);
-        assert!(resp.maxh2cdata >= 4096 && resp.maxh2cdata % 4 == 0);
+        assert!(resp.maxh2cdata >= 4096 && resp.maxh2cdata.is_multiple_of(4));
         assert_eq!(resp.cpda, 0);
         h.digests = digests;
         h

@@ -1,0 +1,444 @@
+#!/usr/bin/env bash
+# suite.sh — Ferrox kernel-interop suite: the Linux kernel's NVMe/TCP initiator (nvme-cli,
+# fio, ext4, xfs) against the ferrox daemon over 127.0.0.1:4420, inside a throw-away VM.
+#
+# From the host:   scripts/interop/suite.sh [STEP...]      (boots a VM and runs itself in it)
+# In a guest:      VM_GUEST=1 scripts/interop/suite.sh [STEP...]     (as root, nvme-tcp needed)
+#
+# Steps (default: all, in order; each prints PASS lines, the first failure exits 1):
+#   1 admin      discover, connect, nvme list / id-ctrl / id-ns / smart-log /
+#                get-feature 7 / error-log
+#   2 fio        fio write+verify: randwrite, randrw, bs 512/4k/64k/128k, bsrange; trim
+#   3 fs         ext4 and xfs: mkfs, file tree + sha256, fsck/xfs_repair -n, remount, verify
+#   4 options    fio verify with --hdr-digest --data-digest, --nr-io-queues=1 and =2
+#   5 restart    data written before a daemon restart (SIGTERM) reads back after it
+#   6 kato       abrupt host loss (nft drops port 4420): the daemon tears the controller
+#                down after KATO; a second host (other hostnqn) then connects and does I/O
+#
+# Environment (host side):
+#   FERROX_BIN        daemon binary (default target/release/ferrox, else target/debug/ferrox)
+#   FERROX_INTEROP_OUT  host directory for logs (default target/interop/suite; emptied)
+#   VM_MEM VM_CPUS VM_TIMEOUT   VM size (default 3072 MiB, 2 vCPUs, 900 s)
+#   FERROX_CORES (default "0, 1"), FERROX_POLL_MODE (default adaptive),
+#   FERROX_LOG_LEVEL (default info), FIO_RUNTIME (cap per fio job, default 120 s)
+#
+# What the daemon must do for this suite (see also the report in the commit adding it):
+#   * log (stderr) a line containing "listening on 127.0.0.1:4420" once it accepts
+#     connections (plain text in the message, not only a structured field);
+#   * exit with status 0 on SIGTERM (within 20 s), keeping file-backed bdev data;
+#   * on keep-alive expiry log a line matching the case-insensitive ERE
+#     'keep.?alive.*(timeout|timed out|expired)', e.g.
+#     "controller 1: keep-alive timeout (kato 5000 ms), tearing down".
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+repo=$(cd "$here/../.." && pwd -P)
+
+# ---------------------------------------------------------------- host side
+if [[ -z ${VM_GUEST:-} ]]; then
+    bin=${FERROX_BIN:-}
+    if [[ -z $bin ]]; then
+        for b in "$repo/target/release/ferrox" "$repo/target/debug/ferrox"; do
+            [[ -x $b ]] && { bin=$b; break; }
+        done
+    fi
+    [[ -n $bin && -x $bin ]] || { echo "suite: no ferrox binary (cargo build, or set FERROX_BIN)" >&2; exit 2; }
+    bin=$(cd "$(dirname "$bin")" && pwd -P)/$(basename "$bin")
+    out=${FERROX_INTEROP_OUT:-$repo/target/interop/suite}
+    mkdir -p "$out"
+    find "$out" -mindepth 1 -delete
+    echo "suite: daemon $bin; logs in $out" >&2
+    rc=0
+    "$here/run-in-vm" --mem "${VM_MEM:-3072}" --cpus "${VM_CPUS:-2}" --timeout "${VM_TIMEOUT:-900}" \
+        --share "$out" --dmesg "$out/dmesg.txt" \
+        --env "FERROX_BIN=$bin" --env FERROX_CORES --env FERROX_POLL_MODE \
+        --env FERROX_LOG_LEVEL --env FIO_RUNTIME \
+        -- "$here/${0##*/}" "$@" || rc=$?
+    if (( rc != 0 )); then
+        if [[ -s $out/ferrox.log ]]; then
+            echo "---- last 40 lines of $out/ferrox.log" >&2
+            tail -n 40 "$out/ferrox.log" >&2
+        fi
+        echo "suite: FAILED (exit $rc); logs: $out" >&2
+    else
+        echo "suite: all steps passed; logs: $out" >&2
+    fi
+    exit "$rc"
+fi
+
+# ---------------------------------------------------------------- guest side
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+
+NQN=nqn.2026-11.io.ferrox:interop
+SERIAL=FERROXINTEROP01
+MODEL="Ferrox interop"
+ADDR=127.0.0.1
+PORT=4420
+SIZE_MIB=512
+BLOCK=512
+KATO=5
+FIO_RUNTIME=${FIO_RUNTIME:-120}
+WORK=/tmp/ferrox-interop
+OUT=$INTEROP_OUT
+CONFIG=$WORK/ferrox.toml
+MNT=/mnt/ferrox-interop
+NFT_TABLE=ferrox_interop
+
+hostnqn1=$(cat /etc/nvme/hostnqn 2>/dev/null || echo "nqn.2014-08.org.nvmexpress:uuid:$(cat /proc/sys/kernel/random/uuid)")
+hostid1=$(cat /etc/nvme/hostid 2>/dev/null || cat /proc/sys/kernel/random/uuid)
+DEV="" CTRL=""
+
+mkdir -p "$WORK" "$OUT" "$MNT" /tmp/ferrox
+# The guest's / (and /tmp) is an overlay on tmpfs, which on this kernel refuses O_DIRECT.
+# The backing file lives on ext4 on a brd RAM disk instead, so the daemon may open it
+# with O_DIRECT; brd keeps its data across daemon restarts.
+if ! mountpoint -q /tmp/ferrox; then
+    modprobe brd rd_nr=1 rd_size=$(( (SIZE_MIB + 128) * 1024 )) max_part=0 || fail setup "modprobe brd"
+    wait_for 10 test -b /dev/ram0 || fail setup "/dev/ram0 did not appear"
+    mkfs.ext4 -q -F /dev/ram0 || fail setup "mkfs.ext4 /dev/ram0"
+    mount /dev/ram0 /tmp/ferrox || fail setup "mount /dev/ram0 /tmp/ferrox"
+fi
+rm -f /tmp/ferrox/disk0.img
+
+cat > "$CONFIG" <<EOF
+[reactor]
+cores = [${FERROX_CORES:-0, 1}]
+poll_mode = "${FERROX_POLL_MODE:-adaptive}"
+
+[[bdev]]
+name = "disk0"
+kind = "uring"
+path = "/tmp/ferrox/disk0.img"
+size = "${SIZE_MIB}MiB"
+block_size = $BLOCK
+
+[[subsystem]]
+nqn = "$NQN"
+serial = "$SERIAL"
+model = "$MODEL"
+allow_any_host = true
+
+[[subsystem.namespace]]
+nsid = 1
+bdev = "disk0"
+
+[[subsystem.listener]]
+address = "$ADDR"
+port = $PORT
+EOF
+cp "$CONFIG" "$OUT/ferrox.toml"
+
+cleanup() {
+    local rc=$?
+    set +e
+    mountpoint -q "$MNT" && umount "$MNT"
+    nft delete table inet "$NFT_TABLE" 2>/dev/null
+    nvme disconnect -n "$NQN" >/dev/null 2>&1
+    ferrox_stop 10 >/dev/null 2>&1
+    if (( rc != 0 )); then
+        echo "---- suite failed (exit $rc); daemon log: $FERROX_LOG" >&2
+        dmesg | grep -iE 'nvme|nvmet|blk_update|I/O error' | tail -n 30 > "$OUT/dmesg-nvme-tail.txt" 2>/dev/null
+    fi
+    return "$rc"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- helpers
+daemon_up() {
+    [[ -n $FERROX_PID ]] && kill -0 "$FERROX_PID" 2>/dev/null && return 0
+    ferrox_start "$CONFIG" "$ADDR:$PORT" || fail daemon "ferrox did not start (log: $FERROX_LOG)"
+}
+
+# connect [nvme connect options...]: sets DEV (/dev/nvmeXnY) and CTRL (nvmeX).
+connect() {
+    local out
+    out=$(nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" "$@" 2>&1) ||
+        fail connect "nvme connect $* exited $?: $out"
+    DEV=$(nvme_wait_dev "$NQN" 30) || fail connect "no namespace block device after nvme connect $*"
+    CTRL=$(nvme_ctrl_for_nqn "$NQN") || fail connect "no controller for $NQN"
+}
+
+connected() { [[ -n $CTRL && -e /sys/class/nvme/$CTRL ]] && nvme_ctrl_for_nqn "$NQN" >/dev/null; }
+
+ensure_connected() {
+    daemon_up
+    connected || connect --hostnqn "$hostnqn1" --hostid "$hostid1"
+}
+
+disconnect() {
+    nvme disconnect -n "$NQN" >/dev/null || fail disconnect "nvme disconnect -n $NQN exited $?"
+    nvme_wait_gone "$NQN" 30 || fail disconnect "controller for $NQN still present 30 s after disconnect"
+    DEV="" CTRL=""
+}
+
+# run_fio NAME [fio options...]: against $DEV, output in $OUT/fio-NAME.log.
+run_fio() {
+    local name=$1; shift
+    local log=$OUT/fio-$name.log
+    if ! fio --name="$name" --filename="$DEV" --direct=1 --ioengine=libaio --eta=never \
+            --runtime="$FIO_RUNTIME" "$@" > "$log" 2>&1; then
+        tail -n 25 "$log" >&2
+        return 1
+    fi
+}
+VERIFY=(--verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=0)
+
+# id_field TEXT FIELD: the value of "FIELD : value" in nvme-cli's text output, trimmed.
+id_field() { sed -n "s/^$2[[:space:]]*:[[:space:]]*//p" <<<"$1" | head -n1 | sed 's/[[:space:]]*$//'; }
+
+# ---------------------------------------------------------------- step 1: admin
+step1() {
+    step "1: discovery, connect, admin commands"
+    modprobe nvme-tcp || fail modprobe "modprobe nvme-tcp"
+    daemon_up
+    local disc out val
+    disc=$(nvme discover -t tcp -a "$ADDR" -s "$PORT" 2>&1) || fail discover "nvme discover exited $?: $disc"
+    echo "$disc" > "$OUT/discover.txt"
+    grep -Eq "^subnqn: *$NQN\$" <<<"$disc" || fail discover "discovery log page does not list $NQN"
+    grep -Eq "^trsvcid: *$PORT\$" <<<"$disc" || fail discover "discovery entry lacks trsvcid $PORT"
+    pass "discover lists $NQN"
+
+    connected && disconnect
+    connect --hostnqn "$hostnqn1" --hostid "$hostid1"
+    pass "connect: /dev/$CTRL, $DEV (transport $(cat "/sys/class/nvme/$CTRL/transport"))"
+
+    out=$(nvme list 2>&1) || fail "nvme list" "exited $?: $out"
+    grep -q "^$DEV " <<<"$out" || fail "nvme list" "does not show $DEV"
+    grep -q "$SERIAL" <<<"$out" || fail "nvme list" "does not show serial $SERIAL"
+    pass "nvme list"
+
+    out=$(nvme id-ctrl "/dev/$CTRL" 2>&1) || fail id-ctrl "exited $?: $out"
+    echo "$out" > "$OUT/id-ctrl.txt"
+    val=$(id_field "$out" sn);     [[ $val == "$SERIAL" ]] || fail id-ctrl "sn is '$val', want '$SERIAL'"
+    val=$(id_field "$out" mn);     [[ $val == "$MODEL" ]]  || fail id-ctrl "mn is '$val', want '$MODEL'"
+    val=$(id_field "$out" subnqn); [[ $val == "$NQN" ]]    || fail id-ctrl "subnqn is '$val', want '$NQN'"
+    pass "id-ctrl (sn '$SERIAL', mn '$MODEL', subnqn, fr '$(id_field "$out" fr)', mdts $(id_field "$out" mdts))"
+
+    out=$(nvme id-ns "/dev/$CTRL" -n 1 2>&1) || fail id-ns "exited $?: $out"
+    echo "$out" > "$OUT/id-ns.txt"
+    val=$(id_field "$out" nsze)
+    [[ $val =~ ^(0x[0-9a-fA-F]+|[0-9]+)$ ]] || fail id-ns "no nsze in id-ns output"
+    (( val == SIZE_MIB * 1024 * 1024 / BLOCK )) ||
+        fail id-ns "nsze is '$val', want $(( SIZE_MIB * 1024 * 1024 / BLOCK )) blocks"
+    grep -Eq "lbads:9 .*in use" <<<"$out" || fail id-ns "in-use LBA format is not 512-byte (lbads:9)"
+    val=$(blockdev --getsize64 "$DEV")
+    (( val == SIZE_MIB * 1024 * 1024 )) || fail id-ns "$DEV is $val bytes, want $(( SIZE_MIB << 20 ))"
+    pass "id-ns (nsze $(( SIZE_MIB * 1024 * 1024 / BLOCK )) blocks of $BLOCK B, $DEV $val bytes)"
+
+    out=$(nvme smart-log "/dev/$CTRL" 2>&1) || fail smart-log "exited $?: $out"
+    echo "$out" > "$OUT/smart-log.txt"
+    pass "smart-log (critical_warning $(id_field "$out" critical_warning))"
+
+    out=$(nvme get-feature "/dev/$CTRL" -f 7 2>&1) || fail "get-feature 7" "exited $?: $out"
+    val=$(grep -Eo 'value: *0x[0-9a-fA-F]+' <<<"$out" | grep -Eo '0x[0-9a-fA-F]+') ||
+        fail "get-feature 7" "no value in: $out"
+    pass "get-feature 7 (number of queues: $(( (val & 0xffff) + 1 )) SQ, $(( (val >> 16) + 1 )) CQ; host uses $(( $(cat "/sys/class/nvme/$CTRL/queue_count") - 1 )) I/O queues)"
+
+    out=$(nvme error-log "/dev/$CTRL" 2>&1) || fail error-log "exited $?: $out"
+    pass "error-log"
+}
+
+# ---------------------------------------------------------------- step 2: fio
+step2() {
+    step "2: fio write + verify on $DEV"
+    ensure_connected
+    run_fio randwrite-4k --rw=randwrite --bs=4k --iodepth=16 --size=32M --offset=0 "${VERIFY[@]}" ||
+        fail fio-randwrite-4k "verify failed"
+    pass "fio randwrite 4k QD16 32 MiB + verify"
+    run_fio randrw-4k --rw=randrw --rwmixread=50 --bs=4k --iodepth=16 --size=32M --offset=32M "${VERIFY[@]}" ||
+        fail fio-randrw-4k "verify failed"
+    pass "fio randrw 50/50 4k QD16 32 MiB + verify"
+    local bs size off=64
+    for bs in 512 4k 64k 128k; do
+        size=32; [[ $bs == 512 ]] && size=4
+        run_fio "randwrite-$bs" --rw=randwrite --bs="$bs" --iodepth=8 --size="${size}M" \
+            --offset="${off}M" "${VERIFY[@]}" || fail "fio-randwrite-$bs" "verify failed"
+        pass "fio randwrite bs=$bs QD8 $size MiB + verify"
+        off=$(( off + 32 ))
+    done
+    # Sizes are multiples of 512 (--bs_unaligned would give byte sizes O_DIRECT rejects).
+    run_fio bsrange --rw=randwrite --bsrange=512-128k --iodepth=8 --size=16M \
+        --offset="${off}M" "${VERIFY[@]}" || fail fio-bsrange "verify failed"
+    pass "fio randwrite bsrange=512-128k QD8 16 MiB + verify"
+    off=$(( off + 32 ))
+
+    # Trim: needs ONCS.DSM (the kernel then sets a non-zero discard limit).
+    local qdev=${DEV#/dev/} dlfeat zeros=0
+    (( $(cat "/sys/block/$qdev/queue/discard_max_bytes") > 0 )) ||
+        fail fio-trim "$DEV has no discard support (Dataset Management not advertised in ONCS)"
+    run_fio trim-prefill --rw=write --bs=128k --iodepth=4 --size=32M --offset="${off}M" \
+        --buffer_compress_percentage=0 --refill_buffers || fail fio-trim "prefill failed"
+    run_fio trim --rw=randtrim --bs=64k --iodepth=4 --size=32M --offset="${off}M" ||
+        fail fio-trim "randtrim failed"
+    dlfeat=$(id_field "$(nvme id-ns "/dev/$CTRL" -n 1)" dlfeat)
+    [[ $dlfeat =~ ^[0-9]+$ ]] || dlfeat=0
+    if (( (dlfeat & 7) == 1 )); then
+        zeros=1
+        cmp -n $(( 32 << 20 )) <(dd if="$DEV" bs=1M skip="$off" count=32 iflag=direct status=none) /dev/zero ||
+            fail fio-trim "DLFEAT says deallocated blocks read as zeros, but the trimmed range does not"
+    fi
+    run_fio trim-rewrite --rw=randwrite --bs=64k --iodepth=4 --size=32M --offset="${off}M" "${VERIFY[@]}" ||
+        fail fio-trim "write + verify after trim failed"
+    if (( zeros )); then
+        pass "fio randtrim 64k 32 MiB: reads back zeros (dlfeat $dlfeat); rewrite + verify"
+    else
+        pass "fio randtrim 64k 32 MiB; rewrite + verify (dlfeat $dlfeat: zeros not promised, not checked)"
+    fi
+}
+
+# ---------------------------------------------------------------- step 3: file systems
+make_tree() {   # DIR: 4 directories x 8 files of random size (1 B..1 MiB) plus one 8 MiB file
+    local d f
+    for d in 1 2 3 4; do
+        mkdir -p "$1/dir$d/sub"
+        for f in 1 2 3 4 5 6 7 8; do
+            head -c $(( (RANDOM * 32 + RANDOM) % (1 << 20) + 1 )) /dev/urandom > "$1/dir$d/file$f"
+        done
+        head -c 4096 /dev/urandom > "$1/dir$d/sub/page"
+    done
+    head -c $(( 8 << 20 )) /dev/urandom > "$1/big"
+}
+
+fs_round() {   # ext4|xfs
+    local fs=$1 sums=$WORK/sums-$1 out
+    case $fs in
+        ext4) out=$(mkfs.ext4 -F -q "$DEV" 2>&1) || fail "mkfs.ext4" "exited $?: $out" ;;
+        xfs)  out=$(mkfs.xfs -f -q "$DEV" 2>&1) || fail "mkfs.xfs" "exited $?: $out" ;;
+    esac
+    mount -t "$fs" "$DEV" "$MNT" || fail "$fs" "mount failed"
+    make_tree "$MNT"
+    (cd "$MNT" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) > "$sums"
+    sync
+    umount "$MNT" || fail "$fs" "umount failed"
+    case $fs in
+        ext4) out=$(fsck.ext4 -fn "$DEV" 2>&1) || fail "fsck.ext4" "not clean (exit $?): $out" ;;
+        xfs)  out=$(xfs_repair -n "$DEV" 2>&1) || fail "xfs_repair" "not clean (exit $?): $out" ;;
+    esac
+    echo "$out" > "$OUT/fsck-$fs.txt"
+    mount -t "$fs" "$DEV" "$MNT" || fail "$fs" "remount failed"
+    out=$(cd "$MNT" && sha256sum --quiet -c "$sums" 2>&1) || fail "$fs" "checksums differ after remount: $out"
+    umount "$MNT" || fail "$fs" "final umount failed"
+    pass "$fs: mkfs, $(wc -l < "$sums") files, $([[ $fs == ext4 ]] && echo 'fsck.ext4 -fn' || echo 'xfs_repair -n') clean, remount, sha256sum -c"
+}
+
+step3() {
+    step "3: file systems on $DEV"
+    ensure_connected
+    fs_round ext4
+    fs_round xfs
+}
+
+# ---------------------------------------------------------------- step 4: connect options
+step4() {
+    step "4: connect options"
+    daemon_up
+    local variant tag args opts want qc
+    for variant in "digests:--hdr-digest --data-digest" "q1:--nr-io-queues=1" "q2:--nr-io-queues=2"; do
+        tag=${variant%%:*} args=${variant#*:}
+        connected && disconnect
+        read -r -a opts <<<"$args"
+        connect --hostnqn "$hostnqn1" --hostid "$hostid1" "${opts[@]}"
+        want=""
+        [[ $args =~ nr-io-queues=([0-9]+) ]] && want=${BASH_REMATCH[1]}
+        if [[ -n $want ]]; then
+            qc=$(( $(cat "/sys/class/nvme/$CTRL/queue_count") - 1 ))
+            (( qc == want )) || fail "connect $args" "host has $qc I/O queues, want $want"
+        fi
+        run_fio "opt-$tag-4k" --rw=randwrite --bs=4k --iodepth=16 --size=16M "${VERIFY[@]}" ||
+            fail "fio $args" "4k verify failed"
+        run_fio "opt-$tag-128k" --rw=write --bs=128k --iodepth=4 --size=16M --offset=16M "${VERIFY[@]}" ||
+            fail "fio $args" "128k verify failed"
+        pass "connect $args: fio randwrite 4k + write 128k, verified"
+        disconnect
+    done
+}
+
+# ---------------------------------------------------------------- step 5: restart
+step5() {
+    step "5: daemon restart keeps data"
+    ensure_connected
+    local persist=(--rw=write --bs=128k --iodepth=4 --offset=400M --size=32M --verify=crc32c --verify_fatal=1)
+    local sum1 sum2
+    run_fio persist-write "${persist[@]}" --do_verify=1 || fail restart "writing the region failed"
+    sum1=$(dd if="$DEV" bs=1M skip=400 count=32 iflag=direct status=none | sha256sum | cut -d' ' -f1)
+    disconnect
+    ferrox_stop 20
+    [[ $FERROX_KILLED == 0 ]] || fail restart "daemon ignored SIGTERM for 20 s (SIGKILLed)"
+    [[ $FERROX_EXIT == 0 ]] || fail restart "daemon exited with status $FERROX_EXIT on SIGTERM, want 0"
+    pass "daemon stopped cleanly on SIGTERM (exit 0)"
+    daemon_up
+    connect --hostnqn "$hostnqn1" --hostid "$hostid1"
+    run_fio persist-verify "${persist[@]}" --verify_only || fail restart "fio --verify_only after restart failed"
+    sum2=$(dd if="$DEV" bs=1M skip=400 count=32 iflag=direct status=none | sha256sum | cut -d' ' -f1)
+    [[ $sum1 == "$sum2" ]] || fail restart "sha256 of the region changed across the restart"
+    pass "after restart: fio --verify_only and sha256 of 32 MiB written before it match"
+}
+
+# ---------------------------------------------------------------- step 6: KATO
+nft_block() {
+    nft -f - <<EOF
+table inet $NFT_TABLE {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        tcp dport $PORT drop
+        tcp sport $PORT drop
+    }
+}
+EOF
+}
+
+step6() {
+    step "6: abrupt host loss, keep-alive timeout, second host"
+    command -v nft >/dev/null || fail kato "nft not found (install nftables: scripts/install-test-deps.sh)"
+    daemon_up
+    connected && disconnect
+    local from t0 t1 ctrl1 hostnqn2 hostid2 budget=$(( KATO * 4 + 30 ))
+    # ctrl-loss-tmo 2 s: the host gives its controller up by itself soon after it notices
+    # the loss (nvme-tcp connects with TCP_SYNCNT 1, so reconnect attempts fail fast).
+    connect --hostnqn "$hostnqn1" --hostid "$hostid1" --keep-alive-tmo="$KATO" \
+        --reconnect-delay=1 --ctrl-loss-tmo=2
+    ctrl1=$CTRL
+    dd if="$DEV" of=/dev/null bs=64k count=16 iflag=direct status=none || fail kato "read before the loss failed"
+    from=$(ferrox_log_lines)
+    nft_block || fail kato "cannot install the nft rule dropping tcp port $PORT"
+    t0=$(date +%s)
+    pass "host 1 ($ctrl1, kato ${KATO}s) cut off: all tcp port $PORT packets dropped"
+    ferrox_log_wait 'keep.?alive.*(timeout|timed out|expired)' "$budget" "$from" ||
+        fail kato "no keep-alive timeout in the daemon log within ${budget}s of the loss"
+    t1=$(date +%s)
+    (( t1 - t0 >= KATO / 2 )) || fail kato "controller torn down $(( t1 - t0 ))s after the loss, sooner than KATO allows"
+    kill -0 "$FERROX_PID" 2>/dev/null || fail kato "the daemon died"
+    pass "daemon tore the controller down $(( t1 - t0 ))s after the loss (KATO ${KATO}s): $(_ferrox_log_plain | tail -n +"$(( from + 1 ))" | grep -Eim1 'keep.?alive.*(timeout|timed out|expired)')"
+    nft delete table inet "$NFT_TABLE" || fail kato "cannot remove the nft rule"
+    if ! nvme_wait_gone "$NQN" 60; then
+        nvme disconnect -d "/dev/$ctrl1" >/dev/null 2>&1 || true
+        nvme_wait_gone "$NQN" 30 || fail kato "host 1's controller $ctrl1 does not go away"
+    fi
+    DEV="" CTRL=""
+
+    hostid2=$(cat /proc/sys/kernel/random/uuid)
+    hostnqn2=nqn.2014-08.org.nvmexpress:uuid:$hostid2
+    connect --hostnqn "$hostnqn2" --hostid "$hostid2"
+    [[ $(cat "/sys/class/nvme/$CTRL/hostnqn") == "$hostnqn2" ]] || fail kato "second connection does not use host 2's NQN"
+    run_fio kato-host2 --rw=randwrite --bs=4k --iodepth=16 --size=8M "${VERIFY[@]}" ||
+        fail kato "host 2 I/O verify failed"
+    pass "host 2 ($hostnqn2) connected and verified 8 MiB"
+    disconnect
+}
+
+# ---------------------------------------------------------------- main
+steps=("$@")
+[[ ${#steps[@]} -gt 0 ]] || steps=(1 2 3 4 5 6)
+modprobe nvme-tcp || fail modprobe "modprobe nvme-tcp"
+echo "ferrox: $(ferrox_bin || echo 'NOT FOUND'); config $CONFIG; logs in $OUT"
+start=$(date +%s)
+for s in "${steps[@]}"; do
+    case $s in
+        1|admin) step1 ;;  2|fio) step2 ;;  3|fs) step3 ;;
+        4|options) step4 ;;  5|restart) step5 ;;  6|kato) step6 ;;
+        *) fail suite "unknown step '$s' (1-6)" ;;
+    esac
+done
+connected && disconnect
+ferrox_stop 20
+echo "PASS: interop suite (steps ${steps[*]}; $(( $(date +%s) - start ))s; kernel $(uname -r), $(nproc) vCPU)"
