@@ -61,6 +61,9 @@ impl Default for PoolConfig {
 struct Class {
     size: usize,
     count: usize,
+    /// Indices a thread cache takes or gives back at once; a cache holds at most two
+    /// batches, so at most a small share of a class can sit idle in other threads.
+    batch: usize,
     mem: Mapping,
     free: ArrayQueue<u32>,
 }
@@ -84,7 +87,7 @@ impl fmt::Debug for BufferPool {
     }
 }
 
-/// Per-thread free-index cache size: refills and spills move `BATCH` indices at once.
+/// Largest per-thread refill/spill batch.
 const BATCH: usize = 32;
 
 struct LocalCache {
@@ -151,6 +154,7 @@ impl BufferPool {
             classes.push(Class {
                 size: c.size,
                 count: c.count,
+                batch: (c.count / 16).clamp(1, BATCH),
                 mem,
                 free,
             });
@@ -244,7 +248,7 @@ impl BufferPool {
                 };
                 if cache.free.is_empty() {
                     let global = &self.classes[ci].free;
-                    for _ in 0..BATCH {
+                    for _ in 0..self.classes[ci].batch {
                         match global.pop() {
                             Some(i) => cache.free.push(i),
                             None => break,
@@ -262,9 +266,10 @@ impl BufferPool {
             let mut caches = caches.borrow_mut();
             if let Some(cache) = caches.0.iter_mut().find(|c| c.pool == me && c.class == ci) {
                 cache.free.push(index);
-                if cache.free.len() >= BATCH * 2 {
+                let batch = self.classes[ci].batch;
+                if cache.free.len() >= batch * 2 {
                     let global = &self.classes[ci].free;
-                    for i in cache.free.drain(BATCH..) {
+                    for i in cache.free.drain(batch..) {
                         let _ = global.push(i);
                     }
                 }

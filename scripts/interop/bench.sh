@@ -129,7 +129,7 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     detach "$K_NQN"
 
     step "round $r: B ferrox (malloc)"
-    ferrox_start "$CONFIG" "$ADDR:$F_PORT" || fail ferrox "did not start (log $FERROX_LOG)"
+    ferrox_start "$CONFIG" "$ADDR:$F_PORT" --data-dir "$WORK/data" || fail ferrox "did not start (log $FERROX_LOG)"
     dev=$(attach "$F_NQN" "$F_PORT")
     fio --name=prefill --filename="$dev" --direct=1 --ioengine=libaio --rw=write --bs=128k \
         --iodepth=8 --size="${SIZE_MIB}M" --eta=never --output=/dev/null || fail ferrox "prefill"

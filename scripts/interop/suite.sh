@@ -146,7 +146,7 @@ trap cleanup EXIT
 # ---------------------------------------------------------------- helpers
 daemon_up() {
     [[ -n $FERROX_PID ]] && kill -0 "$FERROX_PID" 2>/dev/null && return 0
-    ferrox_start "$CONFIG" "$ADDR:$PORT" || fail daemon "ferrox did not start (log: $FERROX_LOG)"
+    ferrox_start "$CONFIG" "$ADDR:$PORT" --data-dir "$WORK/data" || fail daemon "ferrox did not start (log: $FERROX_LOG)"
 }
 
 # connect [nvme connect options...]: sets DEV (/dev/nvmeXnY) and CTRL (nvmeX).
@@ -409,12 +409,14 @@ step6() {
     (( t1 - t0 >= KATO / 2 )) || fail kato "controller torn down $(( t1 - t0 ))s after the loss, sooner than KATO allows"
     kill -0 "$FERROX_PID" 2>/dev/null || fail kato "the daemon died"
     pass "daemon tore the controller down $(( t1 - t0 ))s after the loss (KATO ${KATO}s): $(_ferrox_log_plain | tail -n +"$(( from + 1 ))" | grep -Eim1 'keep.?alive.*(timeout|timed out|expired)')"
-    nft delete table inet "$NFT_TABLE" || fail kato "cannot remove the nft rule"
+    # Keep host 1 cut off until it gives its controller up (ctrl-loss-tmo), so it cannot
+    # reconnect once the port is open again; disconnect it if it takes too long.
     if ! nvme_wait_gone "$NQN" 60; then
         nvme disconnect -d "/dev/$ctrl1" >/dev/null 2>&1 || true
         nvme_wait_gone "$NQN" 30 || fail kato "host 1's controller $ctrl1 does not go away"
     fi
     DEV="" CTRL=""
+    nft delete table inet "$NFT_TABLE" || fail kato "cannot remove the nft rule"
 
     hostid2=$(cat /proc/sys/kernel/random/uuid)
     hostnqn2=nqn.2014-08.org.nvmexpress:uuid:$hostid2

@@ -1007,6 +1007,9 @@ impl Poller for Conn {
         let mut busy = self.retry_waiting(&mut st);
         busy |= self.receive(&mut st);
         busy |= self.send(&mut st);
+        // Waiting for pool buffers: another reactor may free them without waking this
+        // one, so keep polling (never park) until the waiters are served.
+        busy |= !st.wait_buf.is_empty() || matches!(st.rx_state, RxState::WaitBuf { .. });
         if st.phase == Phase::Terminating && st.tx.is_empty() {
             self.close_locked(&mut st, "protocol error");
             busy = true;

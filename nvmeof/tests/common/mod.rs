@@ -56,7 +56,7 @@ pub fn fixture() -> Fixture {
     .unwrap();
     let cores: Vec<usize> = available_cores().into_iter().cycle().take(2).collect();
     let group = ReactorGroup::start(&cores, &ReactorOptions::default(), pool).unwrap();
-    let dev: Arc<dyn BlockDevice> = MallocBdev::new("m0", 8192, 512).unwrap();
+    let dev: Arc<dyn BlockDevice> = MallocBdev::new("m0", 32768, 512).unwrap();
     let target = Target::start(
         group.handles(),
         [7; 16],
