@@ -97,7 +97,7 @@ enum Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Dir {
+pub enum Dir {
     None,
     H2C,
     C2H,
@@ -712,8 +712,9 @@ impl Conn {
         }
     }
 
-    /// Works out a command's data transfer from its direction and SGL.
-    fn plan(
+    /// Works out a command's data transfer from its direction and SGL: (direction,
+    /// bytes, verdict). Public for the fuzzers.
+    pub fn plan(
         cmd: &Command,
         capsule_data: usize,
         connected: bool,
