@@ -2,6 +2,9 @@
 //!
 //! # Architecture
 //!
+//! [`host`] is the initiator: a remote namespace as a `BlockDevice`, polled by the
+//! reactors like any other backend.
+//!
 //! [`pdu`] is the codec: pure functions that parse and check headers and encode
 //! PDUs; it does no I/O. [`target`] serves subsystems over TCP: a listener poller
 //! accepts connections and spreads them over the reactors; each connection is one
@@ -15,8 +18,9 @@
 //!
 //! TLS and DH-HMAC-CHAP authentication, ANA/multipath reporting, reservations,
 //! several R2Ts in flight per command (MAXR2T is 1 by construction: one R2T covers a
-//! whole transfer of at most MDTS = 128 KiB), and the host (initiator) side.
+//! whole transfer of at most MDTS = 128 KiB).
 
+pub mod host;
 pub mod pdu;
 pub mod target;
 

@@ -40,6 +40,11 @@ impl Drop for Fixture {
 }
 
 pub fn fixture() -> Fixture {
+    fixture_at("127.0.0.1:0")
+}
+
+/// A fixture listening on `addr` (port 0 picks a free port).
+pub fn fixture_at(addr: &str) -> Fixture {
     let pool = BufferPool::new(&PoolConfig {
         classes: vec![
             ClassConfig {
@@ -68,7 +73,7 @@ pub fn fixture() -> Fixture {
             hosts: vec![HOSTNQN.to_string()],
             namespaces: vec![(1, dev.clone())],
         }],
-        &["127.0.0.1:0".parse().unwrap()],
+        &[addr.parse().unwrap()],
     )
     .unwrap();
     let addr = target.listen_addrs()[0];

@@ -1,0 +1,317 @@
+//! `NvmfBdev`: a remote namespace as a block device, and the controller session its
+//! queues share.
+
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ferrox_bdev::{BdevError, BdevInfo, BlockDevice, ChannelImpl, Ops};
+use ferrox_nvme::spec::{Command, IdentifyController, IdentifyNamespace, Status};
+use ferrox_reactor::Reactor;
+use zerocopy::FromBytes;
+
+use super::qpair::QPair;
+use super::sync::SyncQueue;
+use super::{HostError, HostOptions, TargetUrl};
+use crate::pdu::Digests;
+
+struct Ctrl {
+    admin: Option<SyncQueue>,
+    cntlid: u16,
+    /// Bumped each time the controller is re-created.
+    generation: u64,
+}
+
+/// What every queue of one remote controller shares.
+pub(super) struct Session {
+    pub url: TargetUrl,
+    pub opts: HostOptions,
+    pub digests: Digests,
+    ctrl: Mutex<Ctrl>,
+    next_qid: AtomicU16,
+    max_qid: u16,
+    pub in_capsule: usize,
+    stop: AtomicBool,
+}
+
+/// What the controller set-up learned.
+struct Setup {
+    admin: SyncQueue,
+    cntlid: u16,
+    ctrl: IdentifyController,
+    ns: IdentifyNamespace,
+    queues: u16,
+}
+
+impl Session {
+    fn setup(url: &TargetUrl, opts: &HostOptions, digests: Digests) -> Result<Setup, HostError> {
+        let mut a = SyncQueue::open(&url.addr, digests, opts.connect_timeout)?;
+        let c = a.fabrics_connect(
+            0,
+            31,
+            opts.kato_ms,
+            0xFFFF,
+            &url.nqn,
+            &opts.hostnqn,
+            opts.hostid,
+        )?;
+        if !c.status().is_success() {
+            return Err(HostError::Status {
+                what: "Connect (admin queue)",
+                status: c.status(),
+            });
+        }
+        let cntlid = c.dw0 as u16;
+        a.enable()?;
+        let (_, d) = a.exec_ok(
+            "Identify Controller",
+            Command::new(0x06, 0).with_cdws([1, 0, 0, 0, 0, 0]),
+            &[],
+            4096,
+        )?;
+        let ctrl = IdentifyController::read_from_bytes(&d)
+            .map_err(|_| HostError::Protocol("short Identify Controller".into()))?;
+        let (_, d) = a.exec_ok(
+            "Identify Namespace",
+            Command::new(0x06, 0)
+                .with_nsid(url.nsid)
+                .with_cdws([0, 0, 0, 0, 0, 0]),
+            &[],
+            4096,
+        )?;
+        let ns = IdentifyNamespace::read_from_bytes(&d)
+            .map_err(|_| HostError::Protocol("short Identify Namespace".into()))?;
+        if ns.nsze == 0 {
+            return Err(HostError::NoNamespace(url.nsid));
+        }
+        let want = 63u32;
+        let (c, _) = a.exec_ok(
+            "Set Features (Number of Queues)",
+            Command::new(0x09, 0).with_cdws([0x07, want | (want << 16), 0, 0, 0, 0]),
+            &[],
+            0,
+        )?;
+        let queues = ((c.dw0 & 0xffff).min(c.dw0 >> 16) + 1) as u16;
+        Ok(Setup {
+            admin: a,
+            cntlid,
+            ctrl,
+            ns,
+            queues,
+        })
+    }
+
+    /// Connects I/O queue `qid` (blocking). When the controller is gone (the target
+    /// restarted), re-creates it once and retries.
+    pub fn io_queue(&self, qid: u16) -> Result<SyncQueue, HostError> {
+        for attempt in 0..2 {
+            let (cntlid, generation) = {
+                let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
+                if c.admin.is_none() {
+                    self.recreate(&mut c)?;
+                }
+                (c.cntlid, c.generation)
+            };
+            let mut q = SyncQueue::open(&self.url.addr, self.digests, self.opts.connect_timeout)?;
+            let sqsize = self.opts.queue_depth.clamp(2, 128) - 1;
+            let r = q.fabrics_connect(
+                qid,
+                sqsize,
+                0,
+                cntlid,
+                &self.url.nqn,
+                &self.opts.hostnqn,
+                self.opts.hostid,
+            )?;
+            if r.status().is_success() {
+                q.in_capsule = self.in_capsule;
+                return Ok(q);
+            }
+            if attempt == 0 && r.status().code() == Status::CONNECT_INVALID_PARAMETERS {
+                let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
+                if c.generation == generation {
+                    c.admin = None;
+                }
+                continue;
+            }
+            return Err(HostError::Status {
+                what: "Connect (I/O queue)",
+                status: r.status(),
+            });
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn recreate(&self, c: &mut Ctrl) -> Result<(), HostError> {
+        let s = Self::setup(&self.url, &self.opts, self.digests)?;
+        c.admin = Some(s.admin);
+        c.cntlid = s.cntlid;
+        c.generation += 1;
+        tracing::info!(target_addr = %self.url.addr, nqn = %self.url.nqn, cntlid = s.cntlid, "reconnected to the target controller");
+        Ok(())
+    }
+
+    pub fn next_qid(&self) -> u16 {
+        let q = self.next_qid.fetch_add(1, Ordering::Relaxed);
+        (q - 1) % self.max_qid + 1
+    }
+
+    fn keep_alive(&self) {
+        let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = match c.admin.as_mut() {
+            Some(a) => a
+                .exec_ok("Keep Alive", Command::new(0x18, 0), &[], 0)
+                .is_err(),
+            None => false,
+        };
+        if failed {
+            tracing::warn!(target_addr = %self.url.addr, "keep alive failed; the controller will be re-created on the next I/O");
+            c.admin = None;
+        }
+    }
+}
+
+/// A namespace on a remote NVMe/TCP target.
+pub struct NvmfBdev {
+    info: BdevInfo,
+    session: Arc<Session>,
+    ka: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl NvmfBdev {
+    /// Connects to `url` (`nvme+tcp://ADDR:PORT/NQN[?nsid=N]`) and identifies the
+    /// namespace; I/O queues connect when reactors open channels.
+    pub fn connect(url: &str, opts: &HostOptions) -> Result<Arc<dyn BlockDevice>, HostError> {
+        Ok(Self::connect_typed(url, opts)?)
+    }
+
+    pub fn connect_typed(url: &str, opts: &HostOptions) -> Result<Arc<NvmfBdev>, HostError> {
+        let url = TargetUrl::parse(url)?;
+        let digests = Digests {
+            header: opts.header_digest,
+            data: opts.data_digest,
+        };
+        let s = Session::setup(&url, opts, digests)?;
+        let lbaf = s.ns.lbaf[usize::from(s.ns.flbas & 0xf)];
+        let block_size = 1u32
+            .checked_shl(u32::from(lbaf.lbads))
+            .filter(|b| *b >= 512)
+            .ok_or_else(|| {
+                HostError::Protocol(format!("unsupported LBA data size 2^{}", lbaf.lbads))
+            })?;
+        // MDTS is in units of the minimum page size (4 KiB); 0 means no limit. Our
+        // buffers are at most 128 KiB.
+        let mdts = if s.ctrl.mdts == 0 {
+            u32::MAX
+        } else {
+            4096u32 << s.ctrl.mdts.min(20)
+        };
+        let max_transfer = mdts.min(128 << 10);
+        let mut ops = Ops::FUA;
+        if s.ctrl.vwc & 1 != 0 {
+            ops |= Ops::FLUSH;
+        }
+        if s.ctrl.oncs & (1 << 3) != 0 {
+            ops |= Ops::WRITE_ZEROES;
+        }
+        if s.ctrl.oncs & (1 << 2) != 0 {
+            ops |= Ops::UNMAP;
+        }
+        let info = BdevInfo {
+            name: format!("nvmf:{}/{}", url.nqn, url.nsid),
+            uuid: s.ns.nguid,
+            block_size,
+            num_blocks: s.ns.nsze,
+            optimal_io_boundary: u32::from(s.ns.noiob),
+            max_transfer,
+            ops,
+            volatile_cache: s.ctrl.vwc & 1 != 0,
+        };
+        let in_capsule = (s.ctrl.ioccsz as usize * 16).saturating_sub(64);
+        let session = Arc::new(Session {
+            url,
+            opts: opts.clone(),
+            digests,
+            ctrl: Mutex::new(Ctrl {
+                admin: Some(s.admin),
+                cntlid: s.cntlid,
+                generation: 0,
+            }),
+            next_qid: AtomicU16::new(1),
+            max_qid: s.queues.max(1),
+            in_capsule,
+            stop: AtomicBool::new(false),
+        });
+        let ka = if opts.kato_ms > 0 {
+            let sess = session.clone();
+            let period = Duration::from_millis(u64::from(opts.kato_ms / 2).max(50));
+            Some(
+                std::thread::Builder::new()
+                    .name("nvmf-keepalive".into())
+                    .spawn(move || {
+                        while !sess.stop.load(Ordering::Acquire) {
+                            std::thread::park_timeout(period);
+                            if sess.stop.load(Ordering::Acquire) {
+                                break;
+                            }
+                            sess.keep_alive();
+                        }
+                    })
+                    .map_err(HostError::Io)?,
+            )
+        } else {
+            None
+        };
+        Ok(Arc::new(Self {
+            info,
+            session,
+            ka: Mutex::new(ka),
+        }))
+    }
+}
+
+impl Drop for NvmfBdev {
+    fn drop(&mut self) {
+        self.session.stop.store(true, Ordering::Release);
+        if let Some(t) = self.ka.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        // Orderly shutdown of the controller: CC.SHN = normal.
+        let mut c = self.session.ctrl.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = c.admin.as_mut() {
+            let _ = a.prop_set(0x14, (6 << 16) | (4 << 20) | 1 | (1 << 14));
+        }
+        c.admin = None;
+    }
+}
+
+fn errno_of(e: &HostError) -> i32 {
+    match e {
+        HostError::Connect { source, .. } | HostError::Io(source) => {
+            source.raw_os_error().unwrap_or(libc::ECONNREFUSED)
+        }
+        _ => libc::EIO,
+    }
+}
+
+impl BlockDevice for NvmfBdev {
+    fn info(&self) -> &BdevInfo {
+        &self.info
+    }
+
+    fn open_channel(self: Arc<Self>, r: &Reactor) -> Result<Rc<dyn ChannelImpl>, BdevError> {
+        let qid = self.session.next_qid();
+        let q = self.session.io_queue(qid).map_err(|e| {
+            tracing::warn!(error = %e, "cannot connect an I/O queue");
+            BdevError::Io(errno_of(&e))
+        })?;
+        let sock: TcpStream = q.sock;
+        let qp = QPair::start(r, self.session.clone(), qid, sock, q.maxh2cdata)
+            .map_err(|e| BdevError::Io(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok(qp)
+    }
+}

@@ -1,0 +1,795 @@
+//! A polled host I/O queue pair: one TCP connection owned by one reactor.
+//!
+//! Commands live in a pre-sized slot table; a CID is the slot index (low 7 bits) plus
+//! a generation (high 9 bits), so a late response for a recycled slot is recognised.
+//! Read data is received straight into the request's pool buffer when it is not
+//! already staged; write data leaves from the request's buffer (in the capsule when it
+//! fits, else after the target's R2T, in MAXH2CDATA-sized H2CData PDUs).
+//!
+//! Completions are collected while the queue's state is borrowed and delivered after,
+//! so a caller may submit from inside its completion.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::{IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrox_bdev::{defer_completion, BdevError, ChannelImpl, Completion, IoOp};
+use ferrox_nvme::spec::{Command, SglDescriptor, Status};
+use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, WakeSource};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::bdev::Session;
+use crate::pdu::{
+    crc32c, crc32c_append, le32, CommonHeader, DataHeader, HeaderBuf, PduFlags, PduType, CH_LEN,
+    DIGEST_LEN, MAX_HLEN,
+};
+use ferrox_nvme::spec::Completion as Cqe;
+
+const RX_CAP: usize = 64 << 10;
+const SLOT_BITS: u16 = 7;
+const SLOT_MASK: u16 = (1 << SLOT_BITS) - 1;
+const DIRECT_MIN: usize = 2048;
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Other,
+}
+
+struct Slot {
+    in_use: bool,
+    generation: u16,
+    kind: Kind,
+    buf: Option<DmaBuf>,
+    done: Option<Completion>,
+    deadline: Instant,
+    received: usize,
+}
+
+enum TxItem {
+    Hdr(HeaderBuf),
+    /// Bytes `off..off + len` of a slot's buffer.
+    SlotData {
+        slot: u16,
+        off: usize,
+        len: usize,
+    },
+    Small([u8; 16]),
+    Digest([u8; 4]),
+}
+
+#[derive(Clone, Copy)]
+enum Rx {
+    Header,
+    Data {
+        slot: u16,
+        pad: usize,
+        off: usize,
+        remaining: usize,
+        crc: u32,
+        ddgst: bool,
+        success: bool,
+    },
+}
+
+type Ready = (Completion, Result<(), BdevError>, Option<DmaBuf>);
+
+struct State {
+    sock: Option<TcpStream>,
+    maxh2cdata: usize,
+    rx: Box<[u8]>,
+    rx_start: usize,
+    rx_end: usize,
+    rx_state: Rx,
+    hdr: [u8; MAX_HLEN + DIGEST_LEN],
+    tx: VecDeque<TxItem>,
+    tx_off: usize,
+    slots: Vec<Slot>,
+    free: Vec<u16>,
+    pending: VecDeque<(IoOp, Completion)>,
+    ready: Vec<Ready>,
+    last_attempt: Option<Instant>,
+    last_timeout_check: Instant,
+    closed: bool,
+}
+
+pub(super) struct QPair {
+    session: Arc<Session>,
+    qid: u16,
+    st: RefCell<State>,
+    poller: Cell<Option<PollerId>>,
+}
+
+fn status_error(s: Status) -> BdevError {
+    if s.code() == Status::LBA_OUT_OF_RANGE {
+        BdevError::OutOfRange {
+            lba: 0,
+            blocks: 0,
+            num_blocks: 0,
+        }
+    } else if s.code() == Status::CAPACITY_EXCEEDED {
+        BdevError::NoSpace
+    } else if s.code() == Status::INVALID_OPCODE {
+        BdevError::Unsupported("this command on the remote target")
+    } else {
+        BdevError::Io(libc::EIO)
+    }
+}
+
+impl QPair {
+    pub fn start(
+        r: &Reactor,
+        session: Arc<Session>,
+        qid: u16,
+        sock: TcpStream,
+        maxh2cdata: u32,
+    ) -> std::io::Result<Rc<dyn ChannelImpl>> {
+        sock.set_nonblocking(true)?;
+        let depth = usize::from(session.opts.queue_depth.clamp(2, 128));
+        let qp = Rc::new(QPair {
+            session,
+            qid,
+            st: RefCell::new(State {
+                sock: Some(sock),
+                maxh2cdata: maxh2cdata as usize,
+                rx: vec![0; RX_CAP].into_boxed_slice(),
+                rx_start: 0,
+                rx_end: 0,
+                rx_state: Rx::Header,
+                hdr: [0; MAX_HLEN + DIGEST_LEN],
+                tx: VecDeque::with_capacity(depth * 4),
+                tx_off: 0,
+                slots: (0..depth)
+                    .map(|_| Slot {
+                        in_use: false,
+                        generation: 0,
+                        kind: Kind::Other,
+                        buf: None,
+                        done: None,
+                        deadline: Instant::now(),
+                        received: 0,
+                    })
+                    .collect(),
+                free: (0..depth as u16).rev().collect(),
+                pending: VecDeque::with_capacity(depth),
+                ready: Vec::with_capacity(depth),
+                last_attempt: None,
+                last_timeout_check: Instant::now(),
+                closed: false,
+            }),
+            poller: Cell::new(None),
+        });
+        let id = r.add_poller(qp.clone());
+        qp.poller.set(Some(id));
+        Ok(qp)
+    }
+
+    fn digests(&self) -> crate::pdu::Digests {
+        self.session.digests
+    }
+
+    /// Drops the connection and fails every command in flight with `errno`.
+    fn fail_connection(&self, st: &mut State, why: &str, errno: i32) {
+        if let Some(s) = st.sock.take() {
+            let _ = s.shutdown(Shutdown::Both);
+            tracing::warn!(qid = self.qid, target_addr = %self.session.url.addr, why, "I/O queue lost; failing its commands");
+        }
+        st.tx.clear();
+        st.tx_off = 0;
+        st.rx_start = 0;
+        st.rx_end = 0;
+        st.rx_state = Rx::Header;
+        for i in 0..st.slots.len() {
+            if st.slots[i].in_use {
+                let s = &mut st.slots[i];
+                s.in_use = false;
+                let (done, buf) = (s.done.take(), s.buf.take());
+                st.free.push(i as u16);
+                if let Some(d) = done {
+                    st.ready.push((d, Err(BdevError::Io(errno)), buf));
+                }
+            }
+        }
+    }
+
+    fn try_reconnect(&self, st: &mut State) -> bool {
+        if st.sock.is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        if st.last_attempt.is_some_and(|t| now - t < RECONNECT_EVERY) {
+            return false;
+        }
+        st.last_attempt = Some(now);
+        match self.session.io_queue(self.qid) {
+            Ok(q) => {
+                if q.sock.set_nonblocking(true).is_err() {
+                    return false;
+                }
+                st.maxh2cdata = q.maxh2cdata as usize;
+                st.sock = Some(q.sock);
+                tracing::info!(qid = self.qid, "I/O queue reconnected");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(qid = self.qid, error = %e, "reconnect failed");
+                false
+            }
+        }
+    }
+
+    fn start_cmd(&self, st: &mut State, op: IoOp, done: Completion) {
+        let Some(slot) = st.free.pop() else {
+            st.pending.push_back((op, done));
+            return;
+        };
+        let s = &mut st.slots[slot as usize];
+        s.generation = (s.generation + 1) & ((1 << (16 - SLOT_BITS)) - 1);
+        let cid = (s.generation << SLOT_BITS) | slot;
+        let nsid = self.session.url.nsid;
+        let nlb = |blocks: u64| (blocks - 1) as u16;
+        let mut data_len = 0usize;
+        let mut small: Option<[u8; 16]> = None;
+        let (mut cmd, kind, buf) = match op {
+            IoOp::Read { lba, blocks, buf } => (
+                Command::read(cid, nsid, lba, nlb(blocks)),
+                Kind::Read,
+                Some(buf),
+            ),
+            IoOp::Write {
+                lba,
+                blocks,
+                buf,
+                fua,
+            } => {
+                data_len = buf.len();
+                (
+                    Command::write(cid, nsid, lba, nlb(blocks)).with_fua(fua),
+                    Kind::Write,
+                    Some(buf),
+                )
+            }
+            IoOp::Flush => (Command::flush(cid, nsid), Kind::Other, None),
+            IoOp::WriteZeroes { blocks, .. } | IoOp::Unmap { blocks, .. } if blocks > 65536 => {
+                st.free.push(slot);
+                st.ready.push((
+                    done,
+                    Err(BdevError::TooLarge {
+                        bytes: blocks,
+                        max: 65536,
+                    }),
+                    None,
+                ));
+                return;
+            }
+            IoOp::WriteZeroes { lba, blocks } => (
+                Command::write_zeroes(cid, nsid, lba, nlb(blocks)),
+                Kind::Other,
+                None,
+            ),
+            IoOp::Unmap { lba, blocks } => {
+                let mut r = [0u8; 16];
+                r[4..8].copy_from_slice(&(blocks as u32).to_le_bytes());
+                r[8..16].copy_from_slice(&lba.to_le_bytes());
+                small = Some(r);
+                data_len = 16;
+                // DSM, one range (NR = 0), attribute deallocate.
+                (
+                    Command::new(0x09, cid)
+                        .with_nsid(nsid)
+                        .with_cdws([0, 1 << 2, 0, 0, 0, 0]),
+                    Kind::Other,
+                    None,
+                )
+            }
+        };
+        cmd.flags = 0x40;
+        let in_capsule = data_len > 0 && data_len <= self.session.in_capsule;
+        cmd.dptr = if in_capsule {
+            SglDescriptor::in_capsule(0, data_len as u32)
+        } else if data_len > 0 {
+            SglDescriptor::transport(data_len as u32)
+        } else {
+            SglDescriptor::transport(buf.as_ref().map_or(0, |b| b.len() as u32))
+        }
+        .to_dptr();
+        let s = &mut st.slots[slot as usize];
+        s.in_use = true;
+        s.kind = kind;
+        s.buf = buf;
+        s.done = Some(done);
+        s.received = 0;
+        s.deadline = Instant::now() + self.session.opts.io_timeout;
+        let d = self.digests();
+        let mut sqe = [0u8; 64];
+        sqe.copy_from_slice(cmd.as_bytes());
+        let cap_data = if in_capsule { data_len } else { 0 };
+        st.tx
+            .push_back(TxItem::Hdr(HeaderBuf::capsule_cmd(&sqe, cap_data, d)));
+        if in_capsule {
+            let crc;
+            if let Some(r) = small {
+                crc = crc32c(&r);
+                st.tx.push_back(TxItem::Small(r));
+            } else {
+                let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
+                crc = if d.data { crc32c(b.as_slice()) } else { 0 };
+                st.tx.push_back(TxItem::SlotData {
+                    slot,
+                    off: 0,
+                    len: data_len,
+                });
+            }
+            if d.data {
+                st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
+            }
+        } else if small.is_some() {
+            unreachable!("16 bytes always fit in the capsule");
+        }
+    }
+
+    fn finish(&self, st: &mut State, slot: u16, res: Result<(), BdevError>) {
+        let s = &mut st.slots[slot as usize];
+        if !s.in_use {
+            return;
+        }
+        s.in_use = false;
+        let (done, buf) = (s.done.take(), s.buf.take());
+        st.free.push(slot);
+        if let Some(d) = done {
+            st.ready.push((d, res, buf));
+        }
+        if let Some((op, done)) = st.pending.pop_front() {
+            self.start_cmd(st, op, done);
+        }
+    }
+
+    fn slot_of(st: &State, cid: u16) -> Option<u16> {
+        let slot = cid & SLOT_MASK;
+        let s = st.slots.get(slot as usize)?;
+        (s.in_use && s.generation == cid >> SLOT_BITS).then_some(slot)
+    }
+
+    // ------------------------------------------------------------ receive
+
+    fn fill(&self, st: &mut State) -> Result<bool, String> {
+        if st.rx_start == st.rx_end {
+            st.rx_start = 0;
+            st.rx_end = 0;
+        } else if st.rx_start > RX_CAP / 2 {
+            st.rx.copy_within(st.rx_start..st.rx_end, 0);
+            st.rx_end -= st.rx_start;
+            st.rx_start = 0;
+        }
+        let Some(sock) = st.sock.as_ref() else {
+            return Ok(false);
+        };
+        let end = st.rx_end;
+        match (&*sock).read(&mut st.rx[end..]) {
+            Ok(0) => Err("the target closed the connection".into()),
+            Ok(n) => {
+                st.rx_end += n;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(format!("receive failed: {e}")),
+        }
+    }
+
+    /// One step of PDU processing; Ok(true) = progress, Ok(false) = need bytes.
+    fn step(&self, st: &mut State) -> Result<bool, String> {
+        let staged = st.rx_end - st.rx_start;
+        match st.rx_state {
+            Rx::Header => {
+                if staged < CH_LEN {
+                    return Ok(false);
+                }
+                let s0 = st.rx_start;
+                let ch = CommonHeader::parse(&st.rx[s0..s0 + CH_LEN]);
+                let hlen = usize::from(ch.hlen);
+                let hd = if ch.flags.contains(PduFlags::HDGSTF) {
+                    DIGEST_LEN
+                } else {
+                    0
+                };
+                let expect = ch.pdu_type.hlen().map(usize::from);
+                if expect != Some(hlen) || (ch.plen as usize) < hlen + hd {
+                    return Err(format!("bad PDU header from the target: {ch:?}"));
+                }
+                let term = ch.pdu_type == PduType::C2H_TERM_REQ;
+                let hb = if term { ch.plen as usize } else { hlen + hd };
+                if hb > MAX_HLEN + DIGEST_LEN + MAX_HLEN {
+                    return Err("oversized PDU header".into());
+                }
+                if staged < hb {
+                    return Ok(false);
+                }
+                let n = hb.min(st.hdr.len());
+                st.hdr[..n].copy_from_slice(&st.rx[s0..s0 + n]);
+                st.rx_start += hb;
+                if hd > 0 && le32(&st.hdr, hlen) != crc32c(&st.hdr[..hlen]) {
+                    return Err("header digest mismatch".into());
+                }
+                match ch.pdu_type {
+                    PduType::CAPSULE_RESP => {
+                        let cqe = Cqe::read_from_bytes(&st.hdr[8..24]).expect("16 bytes");
+                        let Some(slot) = Self::slot_of(st, cqe.cid) else {
+                            return Err(format!("response for unknown command {}", cqe.cid));
+                        };
+                        let res = if cqe.status().is_success() {
+                            Ok(())
+                        } else {
+                            tracing::debug!(qid = self.qid, status = %cqe.status(), "command failed");
+                            Err(status_error(cqe.status()))
+                        };
+                        self.finish(st, slot, res);
+                    }
+                    PduType::C2H_DATA => {
+                        let dh = DataHeader::parse(&st.hdr);
+                        let Some(slot) = Self::slot_of(st, dh.cccid) else {
+                            return Err(format!("data for unknown command {}", dh.cccid));
+                        };
+                        let pdo = usize::from(ch.pdo);
+                        let dd = if ch.flags.contains(PduFlags::DDGSTF) {
+                            DIGEST_LEN
+                        } else {
+                            0
+                        };
+                        let data_len = (ch.plen as usize)
+                            .checked_sub(pdo + dd)
+                            .unwrap_or(usize::MAX);
+                        let s = &st.slots[slot as usize];
+                        let cap = s.buf.as_ref().map_or(0, |b| b.len());
+                        if s.kind != Kind::Read
+                            || pdo < hlen + hd
+                            || data_len != dh.length as usize
+                            || dh.offset as usize != s.received
+                            || s.received + data_len > cap
+                        {
+                            return Err("C2HData outside its command's buffer".into());
+                        }
+                        let success = ch.flags.contains(PduFlags::SUCCESS);
+                        if success && !ch.flags.contains(PduFlags::LAST_PDU) {
+                            return Err("C2HData SUCCESS without LAST_PDU".into());
+                        }
+                        st.rx_state = Rx::Data {
+                            slot,
+                            pad: pdo - (hlen + hd),
+                            off: dh.offset as usize,
+                            remaining: data_len,
+                            crc: 0,
+                            ddgst: dd > 0,
+                            success,
+                        };
+                    }
+                    PduType::R2T => {
+                        let r = DataHeader::parse(&st.hdr);
+                        let Some(slot) = Self::slot_of(st, r.cccid) else {
+                            return Err(format!("R2T for unknown command {}", r.cccid));
+                        };
+                        let s = &st.slots[slot as usize];
+                        let len = s.buf.as_ref().map_or(0, |b| b.len());
+                        let (o, l) = (r.offset as usize, r.length as usize);
+                        if s.kind != Kind::Write || l == 0 || o + l > len {
+                            return Err("R2T outside its command's data".into());
+                        }
+                        let d = self.digests();
+                        let chunk = st.maxh2cdata.max(4096);
+                        let mut off = o;
+                        while off < o + l {
+                            let n = chunk.min(o + l - off);
+                            let dh = DataHeader {
+                                cccid: r.cccid,
+                                ttag: r.ttag,
+                                offset: off as u32,
+                                length: n as u32,
+                            };
+                            st.tx.push_back(TxItem::Hdr(HeaderBuf::h2c_data(
+                                dh,
+                                off + n == o + l,
+                                d,
+                            )));
+                            st.tx.push_back(TxItem::SlotData { slot, off, len: n });
+                            if d.data {
+                                let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
+                                let crc = crc32c(&b.as_slice()[off..off + n]);
+                                st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
+                            }
+                            off += n;
+                        }
+                    }
+                    PduType::C2H_TERM_REQ => {
+                        let fes = u16::from_le_bytes([st.hdr[8], st.hdr[9]]);
+                        return Err(format!(
+                            "the target terminated the connection (FES {fes:#x})"
+                        ));
+                    }
+                    t => return Err(format!("unexpected PDU {t:?} from the target")),
+                }
+                Ok(true)
+            }
+            Rx::Data {
+                slot,
+                mut pad,
+                mut off,
+                mut remaining,
+                mut crc,
+                ddgst,
+                success,
+            } => {
+                if pad > 0 {
+                    let n = pad.min(staged);
+                    if n == 0 {
+                        return Ok(false);
+                    }
+                    st.rx_start += n;
+                    pad -= n;
+                }
+                let staged = st.rx_end - st.rx_start;
+                if pad == 0 && remaining > 0 {
+                    if staged > 0 {
+                        let n = remaining.min(staged);
+                        let src = st.rx_start..st.rx_start + n;
+                        if ddgst {
+                            crc = crc32c_append(crc, &st.rx[src.clone()]);
+                        }
+                        let (rx, slots) = (&st.rx, &mut st.slots);
+                        let b = slots[slot as usize].buf.as_mut().expect("read buffer");
+                        b.as_mut_slice()[off..off + n].copy_from_slice(&rx[src]);
+                        st.rx_start += n;
+                        off += n;
+                        remaining -= n;
+                    } else if remaining >= DIRECT_MIN {
+                        let sock = st.sock.as_ref().expect("connected");
+                        let b = st.slots[slot as usize].buf.as_mut().expect("read buffer");
+                        match (&*sock).read(&mut b.as_mut_slice()[off..off + remaining]) {
+                            Ok(0) => return Err("the target closed the connection".into()),
+                            Ok(n) => {
+                                if ddgst {
+                                    crc = crc32c_append(crc, &b.as_slice()[off..off + n]);
+                                }
+                                off += n;
+                                remaining -= n;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(format!("receive failed: {e}")),
+                        }
+                    }
+                }
+                let staged = st.rx_end - st.rx_start;
+                let need_digest = remaining == 0 && ddgst;
+                if pad > 0 || remaining > 0 || (need_digest && staged < DIGEST_LEN) {
+                    let progressed = !matches!(st.rx_state, Rx::Data { off: o, pad: p, .. } if o == off && p == pad);
+                    st.rx_state = Rx::Data {
+                        slot,
+                        pad,
+                        off,
+                        remaining,
+                        crc,
+                        ddgst,
+                        success,
+                    };
+                    return Ok(progressed);
+                }
+                if ddgst {
+                    let want = le32(&st.rx, st.rx_start);
+                    st.rx_start += DIGEST_LEN;
+                    if want != crc {
+                        return Err("data digest mismatch on read data".into());
+                    }
+                }
+                st.rx_state = Rx::Header;
+                st.slots[slot as usize].received = off;
+                if success {
+                    self.finish(st, slot, Ok(()));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn receive(&self, st: &mut State) -> Result<bool, String> {
+        let mut progress = false;
+        for _ in 0..256 {
+            if st.sock.is_none() {
+                break;
+            }
+            if self.step(st)? {
+                progress = true;
+                continue;
+            }
+            if !self.fill(st)? {
+                break;
+            }
+            progress = true;
+        }
+        Ok(progress)
+    }
+
+    // ------------------------------------------------------------ transmit
+
+    fn send(&self, st: &mut State) -> Result<bool, String> {
+        let mut progress = false;
+        while !st.tx.is_empty() {
+            let Some(sock) = st.sock.as_ref() else {
+                return Ok(progress);
+            };
+            let mut iov: [IoSlice<'_>; 64] = [IoSlice::new(&[]); 64];
+            let mut n = 0;
+            for (i, item) in st.tx.iter().take(64).enumerate() {
+                let b: &[u8] = match item {
+                    TxItem::Hdr(h) => h.as_slice(),
+                    TxItem::SlotData { slot, off, len } => &st.slots[*slot as usize]
+                        .buf
+                        .as_ref()
+                        .expect("data buffer")
+                        .as_slice()[*off..off + len],
+                    TxItem::Small(b) => b,
+                    TxItem::Digest(d) => d,
+                };
+                iov[n] = IoSlice::new(if i == 0 { &b[st.tx_off..] } else { b });
+                n += 1;
+            }
+            match (&*sock).write_vectored(&iov[..n]) {
+                Ok(0) => return Err("send returned 0".into()),
+                Ok(mut sent) => {
+                    progress = true;
+                    while sent > 0 {
+                        let len = match st.tx.front().expect("sent bytes belong to items") {
+                            TxItem::Hdr(h) => h.len,
+                            TxItem::SlotData { len, .. } => *len,
+                            TxItem::Small(_) => 16,
+                            TxItem::Digest(_) => 4,
+                        };
+                        let left = len - st.tx_off;
+                        if sent >= left {
+                            sent -= left;
+                            st.tx.pop_front();
+                            st.tx_off = 0;
+                        } else {
+                            st.tx_off += sent;
+                            sent = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("send failed: {e}")),
+            }
+        }
+        Ok(progress)
+    }
+
+    fn check_timeouts(&self, st: &mut State, now: Instant) {
+        if now - st.last_timeout_check < Duration::from_millis(100) {
+            return;
+        }
+        st.last_timeout_check = now;
+        if st.slots.iter().any(|s| s.in_use && now > s.deadline) {
+            self.fail_connection(st, "a command timed out", libc::ETIMEDOUT);
+        }
+    }
+
+    fn deliver(&self) {
+        let mut ready = std::mem::take(&mut self.st.borrow_mut().ready);
+        for (done, res, buf) in ready.drain(..) {
+            done.complete(res, buf);
+        }
+        // Give the (empty) vector back so its capacity is reused.
+        let mut st = self.st.borrow_mut();
+        if st.ready.is_empty() {
+            st.ready = ready;
+        }
+    }
+}
+
+impl Poller for QPair {
+    fn poll(&self, r: &Reactor) -> PollStatus {
+        let busy = {
+            let mut st = self.st.borrow_mut();
+            if st.closed && st.free.len() == st.slots.len() {
+                return PollStatus::Done;
+            }
+            let mut busy = false;
+            if st.sock.is_some() {
+                let res = self
+                    .send(&mut st)
+                    .and_then(|a| Ok(a | self.receive(&mut st)?))
+                    .and_then(|b| Ok(b | self.send(&mut st)?));
+                match res {
+                    Ok(b) => busy = b,
+                    Err(why) => {
+                        self.fail_connection(&mut st, &why, libc::ECONNRESET);
+                        busy = true;
+                    }
+                }
+            }
+            self.check_timeouts(&mut st, r.now());
+            busy || !st.ready.is_empty()
+        };
+        self.deliver();
+        if busy {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    fn wake_source(&self) -> Option<WakeSource> {
+        let st = self.st.borrow();
+        let sock = st.sock.as_ref()?;
+        let mut events = libc::POLLIN as u32;
+        if !st.tx.is_empty() {
+            events |= libc::POLLOUT as u32;
+        }
+        // With commands in flight the timeout check needs turns: the reactor's idle
+        // timer granularity is enough, so no extra wake-up source is needed.
+        Some(WakeSource {
+            fd: sock.as_raw_fd(),
+            events,
+        })
+    }
+
+    fn shutdown(&self, _r: &Reactor) {
+        let mut st = self.st.borrow_mut();
+        self.fail_connection(&mut st, "the reactor is stopping", libc::ECANCELED);
+        st.closed = true;
+        drop(st);
+        self.deliver();
+    }
+
+    fn name(&self) -> &'static str {
+        "nvmf-host-qpair"
+    }
+}
+
+impl ChannelImpl for QPair {
+    fn submit(&self, op: IoOp, done: Completion) {
+        let mut st = self.st.borrow_mut();
+        if st.closed || !self.try_reconnect(&mut st) {
+            let errno = if st.closed {
+                libc::ECANCELED
+            } else {
+                libc::ENOTCONN
+            };
+            let buf = op.into_buf();
+            drop(st);
+            Reactor::with(|r| defer_completion(r, done, Err(BdevError::Io(errno)), buf));
+            return;
+        }
+        self.start_cmd(&mut st, op, done);
+        // Failures found while starting (e.g. too large) complete next turn.
+        let ready = std::mem::take(&mut st.ready);
+        drop(st);
+        for (d, res, buf) in ready {
+            Reactor::with(|r| defer_completion(r, d, res, buf));
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        let st = self.st.borrow();
+        st.slots.len() - st.free.len() + st.pending.len()
+    }
+
+    fn close(&self) {
+        let mut st = self.st.borrow_mut();
+        st.closed = true;
+        if let Some(s) = st.sock.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let pending: Vec<_> = st.pending.drain(..).collect();
+        drop(st);
+        for (op, done) in pending {
+            let buf = op.into_buf();
+            Reactor::with(|r| defer_completion(r, done, Err(BdevError::Closed), buf));
+        }
+    }
+}

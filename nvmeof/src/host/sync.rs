@@ -1,0 +1,354 @@
+//! A blocking NVMe/TCP queue: the host's admin queue, the handshake of its I/O queues,
+//! and the client the tests use to speak raw PDUs.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use ferrox_nvme::spec::{
+    Command, Completion, ConnectCommand, ConnectData, PropertyCommand, PropertySize, SglDescriptor,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::HostError;
+use crate::pdu::{
+    crc32c, le32, CommonHeader, DataHeader, Digests, HeaderBuf, IcReq, IcResp, PduFlags, PduType,
+    CH_LEN,
+};
+
+/// A received PDU, split into header and data (digests checked and removed).
+#[derive(Debug)]
+pub struct Pdu {
+    pub ch: CommonHeader,
+    pub header: Vec<u8>,
+    pub data: Vec<u8>,
+}
+
+/// One blocking queue pair.
+pub struct SyncQueue {
+    pub sock: TcpStream,
+    pub digests: Digests,
+    pub maxh2cdata: u32,
+    /// In-capsule data this queue may send (8 KiB on the admin queue).
+    pub in_capsule: usize,
+    cid: u16,
+}
+
+fn proto(why: impl Into<String>) -> HostError {
+    HostError::Protocol(why.into())
+}
+
+impl SyncQueue {
+    /// Opens the TCP connection (no ICReq yet).
+    pub fn tcp(addr: &str, timeout: Duration) -> Result<Self, HostError> {
+        let err = |source| HostError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let sa: SocketAddr = addr
+            .to_socket_addrs()
+            .map_err(err)?
+            .next()
+            .ok_or_else(|| err(std::io::Error::other("no address")))?;
+        let sock = TcpStream::connect_timeout(&sa, timeout).map_err(err)?;
+        sock.set_nodelay(true).map_err(err)?;
+        sock.set_read_timeout(Some(timeout)).map_err(err)?;
+        sock.set_write_timeout(Some(timeout)).map_err(err)?;
+        Ok(Self {
+            sock,
+            digests: Digests::default(),
+            maxh2cdata: 0,
+            in_capsule: 8192,
+            cid: 0,
+        })
+    }
+
+    /// TCP connect plus ICReq/ICResp with the wanted digests.
+    pub fn open(addr: &str, digests: Digests, timeout: Duration) -> Result<Self, HostError> {
+        let mut q = Self::tcp(addr, timeout)?;
+        let req = IcReq {
+            pfv: 0,
+            hpda: 0,
+            digests,
+            maxr2t: 0,
+        };
+        q.sock.write_all(&req.encode())?;
+        let p = q.recv()?;
+        if p.ch.pdu_type != PduType::IC_RESP || p.header.len() < 128 {
+            return Err(proto(format!("expected ICResp, got {:?}", p.ch.pdu_type)));
+        }
+        let resp = IcResp::parse(&p.header);
+        if resp.digests != digests {
+            return Err(proto("the target changed the digest settings"));
+        }
+        if resp.cpda != 0 || resp.maxh2cdata < 4096 || !resp.maxh2cdata.is_multiple_of(4) {
+            return Err(proto(format!(
+                "unusable ICResp: CPDA {} MAXH2CDATA {}",
+                resp.cpda, resp.maxh2cdata
+            )));
+        }
+        q.digests = digests;
+        q.maxh2cdata = resp.maxh2cdata;
+        Ok(q)
+    }
+
+    pub fn next_cid(&mut self) -> u16 {
+        self.cid = self.cid.wrapping_add(1);
+        self.cid
+    }
+
+    /// The next PDU. A C2HTermReq is returned like any PDU (its data is the quoted
+    /// header); a closed connection is an error.
+    pub fn recv(&mut self) -> Result<Pdu, HostError> {
+        let mut ch = [0u8; CH_LEN];
+        self.sock.read_exact(&mut ch)?;
+        let c = CommonHeader::parse(&ch);
+        let plen = c.plen as usize;
+        let hlen = usize::from(c.hlen);
+        if plen < CH_LEN || hlen < CH_LEN || hlen > plen || plen > (1 << 20) + 256 {
+            return Err(proto(format!(
+                "implausible PDU lengths: HLEN {hlen} PLEN {plen}"
+            )));
+        }
+        let mut all = vec![0u8; plen];
+        all[..CH_LEN].copy_from_slice(&ch);
+        self.sock.read_exact(&mut all[CH_LEN..])?;
+        let hd = if c.flags.contains(PduFlags::HDGSTF) {
+            4
+        } else {
+            0
+        };
+        if hd > 0 && (plen < hlen + 4 || le32(&all, hlen) != crc32c(&all[..hlen])) {
+            return Err(proto("header digest mismatch"));
+        }
+        if c.pdu_type == PduType::C2H_TERM_REQ {
+            return Ok(Pdu {
+                ch: c,
+                header: all[..hlen].to_vec(),
+                data: all[hlen..].to_vec(),
+            });
+        }
+        let pdo = usize::from(c.pdo);
+        let data = if pdo > 0 {
+            let dd = if c.flags.contains(PduFlags::DDGSTF) {
+                4
+            } else {
+                0
+            };
+            if pdo < hlen + hd || pdo + dd > plen {
+                return Err(proto("PDO outside the PDU"));
+            }
+            let d = all[pdo..plen - dd].to_vec();
+            if dd > 0 && le32(&all, plen - 4) != crc32c(&d) {
+                return Err(proto("data digest mismatch"));
+            }
+            d
+        } else {
+            Vec::new()
+        };
+        all.truncate(hlen);
+        Ok(Pdu {
+            ch: c,
+            header: all,
+            data,
+        })
+    }
+
+    /// Sends a capsule with optional in-capsule data.
+    pub fn send_cmd(&mut self, cmd: &Command, data: &[u8]) -> Result<(), HostError> {
+        let mut sqe = [0u8; 64];
+        sqe.copy_from_slice(cmd.as_bytes());
+        let h = HeaderBuf::capsule_cmd(&sqe, data.len(), self.digests);
+        let mut out = Vec::with_capacity(h.len + data.len() + 4);
+        out.extend_from_slice(h.as_slice());
+        out.extend_from_slice(data);
+        if self.digests.data && !data.is_empty() {
+            out.extend_from_slice(&crc32c(data).to_le_bytes());
+        }
+        self.sock.write_all(&out)?;
+        Ok(())
+    }
+
+    /// Sends one H2CData PDU.
+    pub fn send_h2c(
+        &mut self,
+        cccid: u16,
+        ttag: u16,
+        offset: u32,
+        data: &[u8],
+        last: bool,
+    ) -> Result<(), HostError> {
+        let dh = DataHeader {
+            cccid,
+            ttag,
+            offset,
+            length: data.len() as u32,
+        };
+        let h = HeaderBuf::h2c_data(dh, last, self.digests);
+        let mut out = Vec::with_capacity(h.len + data.len() + 4);
+        out.extend_from_slice(h.as_slice());
+        out.extend_from_slice(data);
+        if self.digests.data {
+            out.extend_from_slice(&crc32c(data).to_le_bytes());
+        }
+        self.sock.write_all(&out)?;
+        Ok(())
+    }
+
+    /// Waits for the completion of `cid`: collects C2H data, answers R2Ts from
+    /// `data_out`, and returns the CQE (synthesised for a C2HData with SUCCESS).
+    pub fn wait(&mut self, cid: u16, data_out: &[u8]) -> Result<(Completion, Vec<u8>), HostError> {
+        let mut data = Vec::new();
+        loop {
+            let p = self.recv()?;
+            match p.ch.pdu_type {
+                PduType::C2H_DATA => {
+                    let dh = DataHeader::parse(&p.header);
+                    if dh.cccid != cid || dh.offset as usize != data.len() {
+                        return Err(proto("C2HData for another command or out of order"));
+                    }
+                    data.extend_from_slice(&p.data);
+                    if p.ch.flags.contains(PduFlags::SUCCESS) {
+                        return Ok((Completion::success(cid), data));
+                    }
+                }
+                PduType::R2T => {
+                    let r = DataHeader::parse(&p.header);
+                    let (o, l) = (r.offset as usize, r.length as usize);
+                    if r.cccid != cid || o + l > data_out.len() {
+                        return Err(proto("R2T outside the command's data"));
+                    }
+                    let chunk = (self.maxh2cdata as usize).max(4096);
+                    let mut off = o;
+                    while off < o + l {
+                        let n = chunk.min(o + l - off);
+                        let last = off + n == o + l;
+                        self.send_h2c(cid, r.ttag, off as u32, &data_out[off..off + n], last)?;
+                        off += n;
+                    }
+                }
+                PduType::CAPSULE_RESP => {
+                    let cqe = Completion::read_from_bytes(&p.header[8..24])
+                        .map_err(|_| proto("short CapsuleResp"))?;
+                    if cqe.cid != cid {
+                        return Err(proto(format!(
+                            "response for cid {} while waiting for {cid}",
+                            cqe.cid
+                        )));
+                    }
+                    return Ok((cqe, data));
+                }
+                PduType::C2H_TERM_REQ => {
+                    return Err(proto(format!(
+                        "the target terminated the connection (FES {:#x})",
+                        u16::from_le_bytes([p.header[8], p.header[9]])
+                    )))
+                }
+                t => return Err(proto(format!("unexpected PDU {t:?}"))),
+            }
+        }
+    }
+
+    /// Runs one command: `data_out` goes in-capsule when it fits, else by R2T;
+    /// `data_in` bytes are expected back.
+    pub fn exec(
+        &mut self,
+        mut cmd: Command,
+        data_out: &[u8],
+        data_in: u32,
+    ) -> Result<(Completion, Vec<u8>), HostError> {
+        let cid = self.next_cid();
+        cmd.cid = cid;
+        cmd.flags = 0x40; // PSDT: SGL
+        let in_capsule = !data_out.is_empty() && data_out.len() <= self.in_capsule;
+        let sgl = if in_capsule {
+            SglDescriptor::in_capsule(0, data_out.len() as u32)
+        } else if !data_out.is_empty() {
+            SglDescriptor::transport(data_out.len() as u32)
+        } else {
+            SglDescriptor::transport(data_in)
+        };
+        cmd.dptr = sgl.to_dptr();
+        self.send_cmd(&cmd, if in_capsule { data_out } else { &[] })?;
+        self.wait(cid, data_out)
+    }
+
+    /// Like [`SyncQueue::exec`], failing on a non-success status.
+    pub fn exec_ok(
+        &mut self,
+        what: &'static str,
+        cmd: Command,
+        data_out: &[u8],
+        data_in: u32,
+    ) -> Result<(Completion, Vec<u8>), HostError> {
+        let (c, d) = self.exec(cmd, data_out, data_in)?;
+        if !c.status().is_success() {
+            return Err(HostError::Status {
+                what,
+                status: c.status(),
+            });
+        }
+        Ok((c, d))
+    }
+
+    /// Fabrics Connect of queue `qid` (0: admin, with `cntlid` 0xFFFF).
+    #[expect(clippy::too_many_arguments)]
+    pub fn fabrics_connect(
+        &mut self,
+        qid: u16,
+        sqsize: u16,
+        kato: u32,
+        cntlid: u16,
+        subnqn: &str,
+        hostnqn: &str,
+        hostid: [u8; 16],
+    ) -> Result<Completion, HostError> {
+        let cmd: Command = ConnectCommand::new(0, qid, sqsize, kato).into();
+        let data = ConnectData::new(hostid, cntlid, subnqn, hostnqn)
+            .map_err(|e| proto(format!("NQN does not fit: {e}")))?;
+        if qid != 0 {
+            self.in_capsule = 8192; // refined by the caller from IOCCSZ
+        }
+        Ok(self.exec(cmd, data.as_bytes(), 0)?.0)
+    }
+
+    pub fn prop_get(&mut self, ofst: u32, size: PropertySize) -> Result<Completion, HostError> {
+        let cmd = Command::read_from_bytes(PropertyCommand::get(0, ofst, size).as_bytes())
+            .expect("64 bytes");
+        Ok(self.exec(cmd, &[], 0)?.0)
+    }
+
+    pub fn prop_set(&mut self, ofst: u32, value: u32) -> Result<Completion, HostError> {
+        let pc = PropertyCommand::set(0, ofst, PropertySize::Four, u64::from(value));
+        let cmd = Command::read_from_bytes(pc.as_bytes()).expect("64 bytes");
+        Ok(self.exec(cmd, &[], 0)?.0)
+    }
+
+    /// Reads CAP, writes CC (NVM, 4 KiB pages, 64/16-byte entries, EN), waits for
+    /// CSTS.RDY within CAP.TO.
+    pub fn enable(&mut self) -> Result<(), HostError> {
+        let cap = self.prop_get(0x00, PropertySize::Eight)?;
+        let to_ms = u64::from((cap.dw0 >> 24) & 0xff).max(1) * 500;
+        let c = self.prop_set(0x14, (6 << 16) | (4 << 20) | 1)?;
+        if !c.status().is_success() {
+            return Err(HostError::Status {
+                what: "Property Set CC",
+                status: c.status(),
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(to_ms);
+        loop {
+            let csts = self.prop_get(0x1c, PropertySize::Four)?;
+            if csts.dw0 & 2 != 0 {
+                return Err(proto("the controller reports a fatal status (CSTS.CFS)"));
+            }
+            if csts.dw0 & 1 != 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(proto("CSTS.RDY did not come within CAP.TO"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

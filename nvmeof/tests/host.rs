@@ -1,0 +1,290 @@
+//! The host library against Ferrox's target on loopback: data both ways, digests,
+//! queue-full back-pressure, errors, and a target restart in the middle.
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ferrox_bdev::{BdevError, BlockDevice, Completion, IoChannel, IoOp, IoSink};
+use ferrox_nvmeof::host::{HostOptions, NvmfBdev};
+use ferrox_reactor::mailbox::{oneshot, Replier};
+use ferrox_reactor::{
+    available_cores, BufferPool, ClassConfig, DmaBuf, PollStatus, Poller, PoolConfig, Reactor,
+    ReactorGroup, ReactorHandle, ReactorOptions,
+};
+
+#[derive(Clone, Debug)]
+enum Req {
+    Read(u64, u64),
+    Write(u64, Vec<u8>),
+    Flush,
+    Zero(u64, u64),
+    Unmap(u64, u64),
+}
+
+type Outcome = Result<Option<Vec<u8>>, BdevError>;
+
+struct Collector {
+    results: RefCell<Vec<Option<Outcome>>>,
+    left: Cell<usize>,
+    reply: RefCell<Option<Replier<Vec<Outcome>>>>,
+}
+
+impl IoSink for Collector {
+    fn io_done(&self, tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
+        self.results.borrow_mut()[tag as usize] =
+            Some(result.map(|()| buf.map(|b| b.as_slice().to_vec())));
+        self.left.set(self.left.get() - 1);
+    }
+}
+
+impl Poller for Collector {
+    fn poll(&self, _r: &Reactor) -> PollStatus {
+        if self.left.get() > 0 {
+            return PollStatus::Idle;
+        }
+        if let Some(tx) = self.reply.borrow_mut().take() {
+            tx.send(
+                self.results
+                    .borrow_mut()
+                    .drain(..)
+                    .map(|o| o.unwrap())
+                    .collect(),
+            );
+        }
+        PollStatus::Done
+    }
+}
+
+thread_local! {
+    static CHANNEL: RefCell<Option<IoChannel>> = const { RefCell::new(None) };
+}
+
+/// Submits all requests at once on the host reactor through its (kept) channel.
+fn run(h: &ReactorHandle, dev: &Arc<dyn BlockDevice>, reqs: Vec<Req>) -> Vec<Outcome> {
+    let dev = dev.clone();
+    let (tx, rx) = oneshot();
+    h.send(move |r| {
+        CHANNEL.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(IoChannel::open(dev, r).expect("open a channel"));
+            }
+            let chan = c.as_ref().unwrap();
+            let n = reqs.len();
+            let col = Rc::new(Collector {
+                results: RefCell::new(vec![None; n]),
+                left: Cell::new(n),
+                reply: RefCell::new(Some(tx)),
+            });
+            for (i, req) in reqs.into_iter().enumerate() {
+                let op = match req {
+                    Req::Read(lba, blocks) => IoOp::Read {
+                        lba,
+                        blocks,
+                        buf: r.pool().alloc(blocks as usize * 512).unwrap(),
+                    },
+                    Req::Write(lba, data) => {
+                        let mut buf = r.pool().alloc(data.len()).unwrap();
+                        buf.as_mut_slice().copy_from_slice(&data);
+                        IoOp::Write {
+                            lba,
+                            blocks: (data.len() / 512) as u64,
+                            buf,
+                            fua: false,
+                        }
+                    }
+                    Req::Flush => IoOp::Flush,
+                    Req::Zero(lba, blocks) => IoOp::WriteZeroes { lba, blocks },
+                    Req::Unmap(lba, blocks) => IoOp::Unmap { lba, blocks },
+                };
+                let done = Completion {
+                    sink: col.clone(),
+                    tag: i as u64,
+                };
+                if let Err((e, _)) = chan.submit(op, done) {
+                    col.results.borrow_mut()[i] = Some(Err(e));
+                    col.left.set(col.left.get() - 1);
+                }
+            }
+            r.add_poller(col);
+        });
+    })
+    .unwrap();
+    rx.wait_timeout(Duration::from_secs(60))
+        .expect("requests complete")
+}
+
+fn host_group() -> ReactorGroup {
+    let pool = BufferPool::new(&PoolConfig {
+        classes: vec![
+            ClassConfig {
+                size: 4096,
+                count: 512,
+            },
+            ClassConfig {
+                size: 128 << 10,
+                count: 64,
+            },
+        ],
+        hugepages: false,
+    })
+    .unwrap();
+    let core = *available_cores().last().unwrap();
+    ReactorGroup::start(&[core], &ReactorOptions::default(), pool).unwrap()
+}
+
+fn opts(digests: bool, qd: u16) -> HostOptions {
+    HostOptions {
+        hostnqn: HOSTNQN.to_string(),
+        header_digest: digests,
+        data_digest: digests,
+        queue_depth: qd,
+        kato_ms: 2000,
+        io_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    }
+}
+
+fn url(f: &Fixture) -> String {
+    format!("nvme+tcp://{}/{NQN}", f.addr)
+}
+
+fn round_trip(digests: bool) {
+    let f = fixture();
+    let dev = NvmfBdev::connect(&url(&f), &opts(digests, 32)).unwrap();
+    assert_eq!(dev.info().num_blocks, f.dev.info().num_blocks);
+    assert_eq!(dev.info().block_size, 512);
+    let g = host_group();
+    let h = &g.handles()[0];
+    let sizes = [512usize, 4096, 8192, 65536, 131072];
+    let writes: Vec<Req> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Req::Write(i as u64 * 512, pattern(i as u8, n)))
+        .collect();
+    assert!(run(h, &dev, writes).iter().all(Result::is_ok));
+    let reads: Vec<Req> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Req::Read(i as u64 * 512, (n / 512) as u64))
+        .collect();
+    for (i, o) in run(h, &dev, reads).into_iter().enumerate() {
+        assert!(
+            o.unwrap().unwrap() == pattern(i as u8, sizes[i]),
+            "size {}",
+            sizes[i]
+        );
+    }
+    let out = run(
+        h,
+        &dev,
+        vec![
+            Req::Flush,
+            Req::Zero(0, 8),
+            Req::Unmap(512, 8),
+            Req::Read(0, 8),
+        ],
+    );
+    assert!(out[..3].iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(out[3].clone().unwrap().unwrap(), vec![0u8; 4096]);
+}
+
+#[test]
+fn data_round_trips() {
+    round_trip(false);
+}
+
+#[test]
+fn data_round_trips_with_digests() {
+    round_trip(true);
+}
+
+#[test]
+fn more_requests_than_queue_entries_wait_and_complete() {
+    let f = fixture();
+    let dev = NvmfBdev::connect(&url(&f), &opts(false, 4)).unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    let writes: Vec<Req> = (0..100u64)
+        .map(|i| Req::Write(i * 8, pattern(i as u8, 4096)))
+        .collect();
+    assert!(run(h, &dev, writes).iter().all(Result::is_ok));
+    let reads: Vec<Req> = (0..100u64).map(|i| Req::Read(i * 8, 8)).collect();
+    for (i, o) in run(h, &dev, reads).into_iter().enumerate() {
+        assert!(o.unwrap().unwrap() == pattern(i as u8, 4096));
+    }
+}
+
+#[test]
+fn errors_come_back_as_errors() {
+    let f = fixture();
+    let dev = NvmfBdev::connect(&url(&f), &opts(false, 8)).unwrap();
+    let g = host_group();
+    let nb = dev.info().num_blocks;
+    let out = run(
+        &g.handles()[0],
+        &dev,
+        vec![Req::Read(nb, 1), Req::Read(0, 1)],
+    );
+    assert!(
+        matches!(out[0], Err(BdevError::OutOfRange { .. })),
+        "{:?}",
+        out[0]
+    );
+    assert!(out[1].is_ok());
+    // Wrong NQN and unreachable targets fail at connect with a clear error.
+    let bad = format!("nvme+tcp://{}/nqn.2026-11.io.ferrox:nope", f.addr);
+    let e = NvmfBdev::connect(&bad, &opts(false, 8)).err().unwrap();
+    assert!(e.to_string().contains("Connect"), "{e}");
+    let e = NvmfBdev::connect(
+        "nvme+tcp://127.0.0.1:1/nqn.2026-11.io.ferrox:x",
+        &opts(false, 8),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("cannot connect"), "{e}");
+}
+
+#[test]
+fn target_restart_fails_in_flight_then_reconnects() {
+    let f = fixture();
+    let addr = f.addr.to_string();
+    let dev = NvmfBdev::connect(&url(&f), &opts(false, 8)).unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    assert!(run(h, &dev, vec![Req::Write(0, pattern(1, 4096))])
+        .iter()
+        .all(Result::is_ok));
+    drop(f); // the target goes away
+    let out = run(h, &dev, vec![Req::Read(0, 8)]);
+    assert!(
+        out[0].is_err(),
+        "I/O to a stopped target must fail, not hang"
+    );
+    // A new target on the same address (fresh RAM): the host reconnects by itself.
+    let f2 = fixture_at(&addr);
+    let mut ok = false;
+    for _ in 0..50 {
+        let out = run(
+            h,
+            &dev,
+            vec![Req::Write(8, pattern(2, 4096)), Req::Read(8, 8)],
+        );
+        if let (Ok(_), Ok(Some(d))) = (&out[0], &out[1]) {
+            assert!(*d == pattern(2, 4096));
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100)); // reconnects are rate-limited
+    }
+    assert!(ok, "the host never reconnected");
+    drop(f2);
+}
