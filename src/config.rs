@@ -43,6 +43,8 @@ pub enum Cores {
 pub struct PoolSection {
     #[serde(default = "default_small")]
     pub buffers_4k: usize,
+    #[serde(default = "default_medium")]
+    pub buffers_8k: usize,
     #[serde(default = "default_large")]
     pub buffers_128k: usize,
     #[serde(default = "yes")]
@@ -53,6 +55,7 @@ impl Default for PoolSection {
     fn default() -> Self {
         Self {
             buffers_4k: default_small(),
+            buffers_8k: default_medium(),
             buffers_128k: default_large(),
             hugepages: true,
         }
@@ -61,6 +64,9 @@ impl Default for PoolSection {
 
 fn default_small() -> usize {
     4096
+}
+fn default_medium() -> usize {
+    1024
 }
 fn default_large() -> usize {
     512

@@ -290,6 +290,10 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 count: cfg.pool.buffers_4k,
             },
             ClassConfig {
+                size: 8192,
+                count: cfg.pool.buffers_8k,
+            },
+            ClassConfig {
                 size: 128 << 10,
                 count: cfg.pool.buffers_128k,
             },

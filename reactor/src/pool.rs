@@ -48,6 +48,12 @@ impl Default for PoolConfig {
                     size: 4096,
                     count: 4096,
                 },
+                // In-capsule writes (up to 8 KiB) take these, so they never wait
+                // behind large transfers for a 128 KiB buffer.
+                ClassConfig {
+                    size: 8192,
+                    count: 1024,
+                },
                 ClassConfig {
                     size: 128 << 10,
                     count: 512,

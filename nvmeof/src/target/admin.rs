@@ -73,7 +73,13 @@ impl Conn {
                 0,
             ),
             AdminOpcode::GET_LOG_PAGE => (
-                get_log_page(&self.target, &ctrl, &GetLogPage::parse(&cmd), out),
+                get_log_page(
+                    &self.target,
+                    &ctrl,
+                    &GetLogPage::parse(&cmd),
+                    out,
+                    self.local_addr(),
+                ),
                 0,
             ),
             AdminOpcode::GET_FEATURES => get_features(&ctrl, &GetFeatures::parse(&cmd)),
@@ -204,7 +210,13 @@ fn u128le(v: u64) -> u128 {
     u128::from(v)
 }
 
-fn get_log_page(t: &TargetShared, ctrl: &Controller, g: &GetLogPage, out: &mut [u8]) -> Status {
+fn get_log_page(
+    t: &TargetShared,
+    ctrl: &Controller,
+    g: &GetLogPage,
+    out: &mut [u8],
+    local: Option<std::net::SocketAddr>,
+) -> Status {
     let len = g.num_bytes() as usize;
     if len > out.len() {
         return Status::DATA_SGL_LENGTH_INVALID;
@@ -215,7 +227,7 @@ fn get_log_page(t: &TargetShared, ctrl: &Controller, g: &GetLogPage, out: &mut [
     let out = &mut out[..len];
     let sub = &ctrl.subsys;
     let page: Vec<u8> = match g.lid {
-        Lid::DISCOVERY if sub.discovery => discovery_log(t, &ctrl.hostnqn),
+        Lid::DISCOVERY if sub.discovery => discovery_log(t, &ctrl.hostnqn, local),
         _ if sub.discovery => return Status::INVALID_LOG_PAGE,
         Lid::ERROR => vec![0u8; 64],
         Lid::SMART => {
@@ -248,7 +260,7 @@ fn get_log_page(t: &TargetShared, ctrl: &Controller, g: &GetLogPage, out: &mut [
             f.as_bytes().to_vec()
         }
         Lid::CHANGED_NS => {
-            let list = ctrl.changed_ns_log(!g.rae);
+            let list = ctrl.changed_ns_log();
             let mut b = vec![0u8; 4096];
             for (i, n) in list.iter().take(1024).enumerate() {
                 b[i * 4..i * 4 + 4].copy_from_slice(&n.to_le_bytes());
@@ -289,15 +301,30 @@ fn get_log_page(t: &TargetShared, ctrl: &Controller, g: &GetLogPage, out: &mut [
         return Status::INVALID_FIELD;
     }
     put(out, &page[lpo..]);
+    if g.lid == Lid::CHANGED_NS && !g.rae {
+        ctrl.clear_changed_ns_log();
+    }
     Status::SUCCESS
 }
 
 /// The discovery log page for `hostnqn`: the discovery subsystem itself, then every
 /// subsystem the host may connect to, once per listener.
-pub(super) fn discovery_log(t: &TargetShared, hostnqn: &str) -> Vec<u8> {
+/// A listener on a wildcard address is reported with the address the host reached
+/// (`local`), as a host cannot connect to 0.0.0.0.
+pub(super) fn discovery_log(
+    t: &TargetShared,
+    hostnqn: &str,
+    local: Option<std::net::SocketAddr>,
+) -> Vec<u8> {
     let mut entries = Vec::new();
     let listeners = t.listeners();
-    for (portid, addr) in listeners.iter().enumerate() {
+    for (portid, bound) in listeners.iter().enumerate() {
+        let addr = match local {
+            Some(l) if bound.ip().is_unspecified() => {
+                std::net::SocketAddr::new(l.ip(), bound.port())
+            }
+            _ => *bound,
+        };
         let fam = if addr.is_ipv4() {
             AddressFamily::IPV4
         } else {

@@ -45,6 +45,10 @@ pub const MAX_H2C_DATA: usize = 128 << 10;
 pub const MAX_AERS: usize = 4;
 
 const RX_CAP: usize = 64 << 10;
+/// Transmit items queued beyond which the connection stops reading new commands.
+const TX_HIGH: usize = 128;
+/// R2Ts (write buffers waiting for the host's data) one connection may have out.
+pub const MAX_R2T_OUT: usize = 32;
 /// Data at least this long that is not staged yet is read straight into its buffer.
 const DIRECT_MIN: usize = 2048;
 
@@ -191,6 +195,8 @@ pub(super) struct State {
     pub slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buf: VecDeque<u16>,
+    /// Slots with an R2T out (holding a buffer until the host's data arrives).
+    r2t_out: usize,
     pub q: Option<QueueState>,
     pub sq_head: u16,
     sq_size: u16,
@@ -253,6 +259,7 @@ impl Conn {
                 slots: (0..depth).map(|_| Slot::empty()).collect(),
                 free: (0..depth as u16).rev().collect(),
                 wait_buf: VecDeque::with_capacity(depth),
+                r2t_out: 0,
                 q: None,
                 sq_head: 0,
                 sq_size: depth as u16,
@@ -267,6 +274,10 @@ impl Conn {
         let pid = r.add_poller(conn.clone());
         conn.poller.set(Some(pid));
         tracing::debug!(conn = id, %peer, reactor = r.id(), "connection accepted");
+    }
+
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        self.sock.local_addr().ok()
     }
 
     pub(super) fn sink(&self) -> Rc<Conn> {
@@ -316,7 +327,7 @@ impl Conn {
             if q.qid == 0 {
                 q.ctrl.teardown(reason);
             } else {
-                q.ctrl.remove_io_queue(q.qid, self.id);
+                q.ctrl.remove_io_queue(q.qid, self.id, &st.counters);
             }
         }
     }
@@ -328,6 +339,9 @@ impl Conn {
         }
         s.in_use = false;
         s.buf = None;
+        if s.awaiting_h2c {
+            st.r2t_out -= 1;
+        }
         s.awaiting_h2c = false;
         s.ops_left = 0;
         st.free.push(slot);
@@ -645,6 +659,7 @@ impl Conn {
                     return Step::Progress;
                 }
                 sl.awaiting_h2c = false;
+                st.r2t_out -= 1;
             }
             self.data_complete(st, s);
         }
@@ -690,6 +705,14 @@ impl Conn {
             return;
         }
         let in_capsule = dir == Dir::H2C && l.data_len > 0;
+        if dir == Dir::H2C && !in_capsule && xfer > 0 {
+            // Its buffer is taken when its R2T can go out (see `retry_waiting`).
+            st.wait_buf.push_back(slot);
+            if l.data_len > 0 {
+                self.begin_data(st, None, false);
+            }
+            return;
+        }
         if xfer > 0 {
             if let Some(buf) = Reactor::with(|r| r.pool().alloc(xfer)) {
                 st.slots[slot as usize].buf = Some(buf);
@@ -747,7 +770,10 @@ impl Conn {
             return (Dir::None, 0, Err(Status::DATA_SGL_LENGTH_INVALID));
         }
         if sgl.is_in_capsule() {
-            if dir != Dir::H2C || sgl.address != 0 || len != capsule_data {
+            if sgl.address != 0 {
+                return (Dir::None, 0, Err(Status::SGL_OFFSET_INVALID));
+            }
+            if dir != Dir::H2C || len != capsule_data {
                 return (Dir::None, 0, Err(Status::DATA_SGL_LENGTH_INVALID));
             }
         } else if sgl.is_transport() {
@@ -765,6 +791,7 @@ impl Conn {
         let s = &mut st.slots[slot as usize];
         if s.dir == Dir::H2C && s.xfer > 0 && s.got < s.xfer {
             s.awaiting_h2c = true;
+            st.r2t_out += 1;
             let dh = DataHeader {
                 cccid: s.cmd.cid(),
                 ttag: slot,
@@ -858,7 +885,8 @@ impl Conn {
         let mut need_resp = true;
         if status.is_success() && s.dir == Dir::C2H && s.xfer > 0 {
             if let Some(buf) = s.buf.take() {
-                let success = sqflow_off;
+                // SUCCESS replaces the response only when it carries nothing else.
+                let success = sqflow_off && result == 0;
                 let mut flags = PduFlags::LAST_PDU;
                 if success {
                     flags |= PduFlags::SUCCESS;
@@ -958,7 +986,11 @@ impl Conn {
     fn retry_waiting(&self, st: &mut State) -> bool {
         let mut progress = false;
         while let Some(&slot) = st.wait_buf.front() {
-            let len = st.slots[slot as usize].xfer;
+            let s = &st.slots[slot as usize];
+            if s.dir == Dir::H2C && st.r2t_out >= MAX_R2T_OUT {
+                break;
+            }
+            let len = s.xfer;
             let Some(buf) = Reactor::with(|r| r.pool().alloc(len)) else {
                 break;
             };
@@ -1006,7 +1038,11 @@ impl Poller for Conn {
             return PollStatus::Done;
         }
         let mut busy = self.retry_waiting(&mut st);
-        busy |= self.receive(&mut st);
+        // A host that does not read its responses stops being read from: the
+        // transmit backlog (and the pool buffers it holds) stays bounded.
+        if st.tx.len() < TX_HIGH {
+            busy |= self.receive(&mut st);
+        }
         busy |= self.send(&mut st);
         // Waiting for pool buffers: another reactor may free them without waking this
         // one, so keep polling (never park) until the waiters are served.

@@ -119,6 +119,8 @@ pub struct Controller {
     dead: AtomicBool,
     events: Mutex<Events>,
     pub counters: Mutex<Vec<Arc<QueueCounters>>>,
+    /// What closed I/O queues counted.
+    retired: QueueCounters,
     reactors: Arc<[ReactorHandle]>,
     pub created: Instant,
 }
@@ -150,6 +152,7 @@ impl Controller {
             dead: AtomicBool::new(false),
             events: Mutex::new(Events::default()),
             counters: Mutex::new(Vec::new()),
+            retired: QueueCounters::default(),
             reactors,
             created: Instant::now(),
         }
@@ -241,6 +244,11 @@ impl Controller {
 
     pub fn add_io_queue(&self, q: QueueRef) -> Result<(), Status> {
         let mut qs = self.io_queues.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `teardown` takes the queue list with: a queue either
+        // joins before teardown (and is closed by it) or is refused.
+        if self.is_dead() {
+            return Err(Status::CONNECT_INVALID_PARAMETERS);
+        }
         if qs.iter().any(|x| x.qid == q.qid) {
             return Err(Status::CONNECT_INVALID_PARAMETERS);
         }
@@ -248,11 +256,25 @@ impl Controller {
         Ok(())
     }
 
-    pub fn remove_io_queue(&self, qid: u16, conn: u64) {
+    pub fn remove_io_queue(&self, qid: u16, conn: u64, counters: &Arc<QueueCounters>) {
         self.io_queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|q| !(q.qid == qid && q.conn == conn));
+        // Keep what the queue counted (for SMART) but not the queue's entry.
+        let mut cs = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = cs.iter().position(|c| Arc::ptr_eq(c, counters)) {
+            let gone = cs.swap_remove(i);
+            let r = &self.retired;
+            for (keep, from) in [
+                (&r.read_cmds, &gone.read_cmds),
+                (&r.write_cmds, &gone.write_cmds),
+                (&r.read_bytes, &gone.read_bytes),
+                (&r.write_bytes, &gone.write_bytes),
+            ] {
+                keep.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
     }
 
     pub fn io_queue_count(&self) -> usize {
@@ -324,32 +346,38 @@ impl Controller {
         Some(0x2 | (0x04 << 16))
     }
 
-    /// The Changed Namespace List log (up to 1024 NSIDs); `clear` unless RAE.
-    pub fn changed_ns_log(&self, clear: bool) -> Vec<u32> {
-        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let v = if ev.overflow {
+    /// The Changed Namespace List log (up to 1024 NSIDs).
+    pub fn changed_ns_log(&self) -> Vec<u32> {
+        let ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if ev.overflow {
             vec![0xFFFF_FFFF]
         } else {
             ev.changed_ns.clone()
-        };
-        if clear {
-            ev.changed_ns.clear();
-            ev.overflow = false;
-            ev.awaiting_log_read = false;
         }
-        v
+    }
+
+    /// The host read the Changed Namespace List without RAE: clear it and re-arm the
+    /// notice.
+    pub fn clear_changed_ns_log(&self) {
+        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        ev.changed_ns.clear();
+        ev.overflow = false;
+        ev.awaiting_log_read = false;
     }
 
     pub fn totals(&self) -> (u64, u64, u64, u64) {
         let cs = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        cs.iter().fold((0, 0, 0, 0), |t, c| {
-            (
-                t.0 + l(&c.read_cmds),
-                t.1 + l(&c.write_cmds),
-                t.2 + l(&c.read_bytes),
-                t.3 + l(&c.write_bytes),
-            )
-        })
+        cs.iter()
+            .map(|c| &**c)
+            .chain([&self.retired])
+            .fold((0, 0, 0, 0), |t, c| {
+                (
+                    t.0 + l(&c.read_cmds),
+                    t.1 + l(&c.write_cmds),
+                    t.2 + l(&c.read_bytes),
+                    t.3 + l(&c.write_bytes),
+                )
+            })
     }
 }

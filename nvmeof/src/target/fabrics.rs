@@ -121,7 +121,9 @@ impl Conn {
             let Some(ctrl) = created else {
                 return (Status::CONNECT_CONTROLLER_BUSY, 0);
             };
-            if kato > 0 {
+            {
+                // Checked on every period, against the KATO in force then (Set
+                // Features may change it, or turn it on after a Connect without one).
                 let period = Duration::from_millis(u64::from(kato / 4).clamp(100, 1000));
                 let weak = Arc::downgrade(&ctrl);
                 let t = Reactor::with(|r| {
@@ -138,11 +140,17 @@ impl Conn {
             tracing::info!(conn = self.id, cntlid = ctrl.cntlid, subsystem = %subsys.nqn, host = %hostnqn, kato_ms = kato, "controller created");
             ctrl
         } else {
+            if subsys.discovery {
+                return invalid_cmd(42); // a discovery controller has no I/O queues
+            }
             let Some(ctrl) = subsys.controller(data.cntlid) else {
                 return invalid_data(16);
             };
             if ctrl.hostnqn != hostnqn {
                 return invalid_data(512);
+            }
+            if ctrl.hostid != data.hostid {
+                return invalid_data(0);
             }
             if !ctrl.is_ready() {
                 return (Status::COMMAND_SEQUENCE_ERROR, 0);
