@@ -175,6 +175,7 @@ impl ReactorGroup {
                 });
             }
         }
+        crate::ring::sqpoll_supported();
         let stop = Arc::new(AtomicBool::new(false));
         let mut group = Self {
             handles: Vec::new(),

