@@ -147,3 +147,37 @@ fn adding_a_namespace_completes_an_aer() {
     let (_, d) = a.exec(glp, &[], 4096);
     assert_eq!(&d[..8], &[2, 0, 0, 0, 0, 0, 0, 0]);
 }
+
+#[test]
+fn subsystems_come_and_go_while_running() {
+    let f = fixture();
+    let t = f.target.shared();
+    let g0 = t
+        .discovery_genctr
+        .load(std::sync::atomic::Ordering::Acquire);
+    let dev: Arc<dyn ferrox_bdev::BlockDevice> = MallocBdev::new("m2", 2048, 512).unwrap();
+    let nqn2 = "nqn.2026-11.io.ferrox:second";
+    t.add_subsystem(ferrox_nvmeof::SubsystemConfig {
+        nqn: nqn2.to_string(),
+        serial: "SN2".to_string(),
+        model: "second".to_string(),
+        allow_any_host: true,
+        hosts: vec![],
+        namespaces: vec![(1, dev)],
+    })
+    .unwrap();
+    assert!(
+        t.discovery_genctr
+            .load(std::sync::atomic::Ordering::Acquire)
+            > g0
+    );
+    let mut h = Host::ic(f.addr, Digests::default());
+    assert!(h.connect_to(nqn2, HOSTNQN, 0, 0xFFFF).status().is_success());
+    t.remove_subsystem(nqn2).unwrap();
+    assert!(
+        h.try_recv().is_none(),
+        "removing the subsystem closes its controllers"
+    );
+    assert!(t.remove_subsystem(nqn2).is_err());
+    assert!(t.remove_subsystem(DISCOVERY_NQN).is_err());
+}

@@ -94,6 +94,44 @@ impl TargetShared {
             .collect()
     }
 
+    /// Adds a subsystem while the target runs (discovery log generation bumps).
+    pub fn add_subsystem(&self, sc: SubsystemConfig) -> Result<Arc<Subsystem>, TargetError> {
+        let nqn = sc.nqn.clone();
+        let sub = Arc::new(build_subsystem(sc, self.node_id)?);
+        let mut map = self.subsystems.write().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(&nqn) {
+            return Err(TargetError::Duplicate(nqn));
+        }
+        map.insert(nqn, sub.clone());
+        drop(map);
+        self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
+        Ok(sub)
+    }
+
+    /// Removes a subsystem; its controllers are torn down and their queues closed.
+    pub fn remove_subsystem(&self, nqn: &str) -> Result<(), TargetError> {
+        if nqn == DISCOVERY_NQN {
+            return Err(TargetError::Subsystem {
+                nqn: nqn.to_string(),
+                why: "the discovery subsystem cannot be removed".to_string(),
+            });
+        }
+        let sub = self
+            .subsystems
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(nqn)
+            .ok_or_else(|| TargetError::Subsystem {
+                nqn: nqn.to_string(),
+                why: "no such subsystem".to_string(),
+            })?;
+        self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
+        for c in sub.controllers() {
+            c.teardown("subsystem removed");
+        }
+        Ok(())
+    }
+
     pub fn listeners(&self) -> Vec<SocketAddr> {
         self.listeners
             .read()
@@ -117,6 +155,50 @@ fn check_text(nqn: &str, what: &str, s: &str, max: usize) -> Result<(), TargetEr
     Ok(())
 }
 
+/// Checks one subsystem's configuration and builds it.
+fn build_subsystem(sc: SubsystemConfig, node_id: [u8; 16]) -> Result<Subsystem, TargetError> {
+    validate_nqn(&sc.nqn).map_err(|source| TargetError::Nqn {
+        nqn: sc.nqn.clone(),
+        source,
+    })?;
+    if sc.nqn == DISCOVERY_NQN {
+        return Err(TargetError::Subsystem {
+            nqn: sc.nqn,
+            why: "the discovery NQN cannot be configured".to_string(),
+        });
+    }
+    check_text(&sc.nqn, "serial number", &sc.serial, 20)?;
+    check_text(&sc.nqn, "model number", &sc.model, 40)?;
+    for h in &sc.hosts {
+        validate_nqn(h).map_err(|source| TargetError::HostNqn {
+            nqn: h.clone(),
+            source,
+        })?;
+    }
+    if !sc.allow_any_host && sc.hosts.is_empty() {
+        return Err(TargetError::Subsystem {
+            nqn: sc.nqn,
+            why: "no host may connect: set allow_any_host or list hosts".to_string(),
+        });
+    }
+    let sub = Subsystem::new(
+        &sc.nqn,
+        &sc.serial,
+        &sc.model,
+        sc.allow_any_host,
+        sc.hosts,
+        node_id,
+    );
+    for (nsid, dev) in sc.namespaces {
+        sub.add_namespace(nsid, dev)
+            .map_err(|why| TargetError::Subsystem {
+                nqn: sc.nqn.clone(),
+                why,
+            })?;
+    }
+    Ok(sub)
+}
+
 impl Target {
     /// Checks the configuration, creates the subsystems (and the discovery
     /// subsystem), binds every listener and starts accepting on the first reactor.
@@ -130,47 +212,10 @@ impl Target {
         let disc = Subsystem::new(DISCOVERY_NQN, "", "", true, Vec::new(), node_id);
         map.insert(DISCOVERY_NQN.to_string(), Arc::new(disc));
         for sc in subsystems {
-            validate_nqn(&sc.nqn).map_err(|source| TargetError::Nqn {
-                nqn: sc.nqn.clone(),
-                source,
-            })?;
-            if sc.nqn == DISCOVERY_NQN {
-                return Err(TargetError::Subsystem {
-                    nqn: sc.nqn,
-                    why: "the discovery NQN cannot be configured".to_string(),
-                });
-            }
-            check_text(&sc.nqn, "serial number", &sc.serial, 20)?;
-            check_text(&sc.nqn, "model number", &sc.model, 40)?;
-            for h in &sc.hosts {
-                validate_nqn(h).map_err(|source| TargetError::HostNqn {
-                    nqn: h.clone(),
-                    source,
-                })?;
-            }
-            if !sc.allow_any_host && sc.hosts.is_empty() {
-                return Err(TargetError::Subsystem {
-                    nqn: sc.nqn,
-                    why: "no host may connect: set allow_any_host or list hosts".to_string(),
-                });
-            }
-            let sub = Subsystem::new(
-                &sc.nqn,
-                &sc.serial,
-                &sc.model,
-                sc.allow_any_host,
-                sc.hosts,
-                node_id,
-            );
-            for (nsid, dev) in sc.namespaces {
-                sub.add_namespace(nsid, dev)
-                    .map_err(|why| TargetError::Subsystem {
-                        nqn: sc.nqn.clone(),
-                        why,
-                    })?;
-            }
-            if map.insert(sc.nqn.clone(), Arc::new(sub)).is_some() {
-                return Err(TargetError::Duplicate(sc.nqn));
+            let nqn = sc.nqn.clone();
+            let sub = build_subsystem(sc, node_id)?;
+            if map.insert(nqn.clone(), Arc::new(sub)).is_some() {
+                return Err(TargetError::Duplicate(nqn));
             }
         }
         let mut bound = Vec::new();
