@@ -466,7 +466,10 @@ fn set_features(ctrl: &Controller, s: &SetFeatures) -> (Status, u32) {
         }
         FeatureId::TEMP_THRESHOLD => f.temp_threshold = v,
         FeatureId::ERROR_RECOVERY => f.error_recovery = v,
-        FeatureId::VOLATILE_WRITE_CACHE => f.volatile_write_cache = v & 1 != 0,
+        FeatureId::VOLATILE_WRITE_CACHE => {
+            f.volatile_write_cache = v & 1 != 0;
+            ctrl.write_cache.store(v & 1 != 0, Ordering::Relaxed);
+        }
         FeatureId::NUMBER_OF_QUEUES => {
             let (nsqr, ncqr) = ((v & 0xffff) as u16, (v >> 16) as u16);
             if nsqr == 0xffff || ncqr == 0xffff {

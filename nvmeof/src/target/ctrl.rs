@@ -112,6 +112,8 @@ pub struct Controller {
     pub admin_reactor: usize,
     pub admin_conn: u64,
     pub kato_ms: AtomicU32,
+    /// The Volatile Write Cache feature, readable by I/O queues without a lock.
+    pub write_cache: AtomicBool,
     regs: Mutex<(u32, u32)>, // (CC, CSTS)
     pub features: Mutex<Features>,
     io_queues: Mutex<Vec<QueueRef>>,
@@ -145,6 +147,7 @@ impl Controller {
             admin_reactor,
             admin_conn,
             kato_ms: AtomicU32::new(kato_ms),
+            write_cache: AtomicBool::new(true),
             regs: Mutex::new((0, 0)),
             features: Mutex::new(Features::default()),
             io_queues: Mutex::new(Vec::new()),

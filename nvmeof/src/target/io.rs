@@ -73,14 +73,7 @@ impl Conn {
         let bs = u64::from(info.block_size);
         let lba = cmd.slba();
         let blocks = u64::from(cmd.block_count());
-        let vwc =
-            st.q.as_ref()
-                .expect("connected")
-                .ctrl
-                .features
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .volatile_write_cache;
+        let vwc = (st.q.as_ref().expect("connected").ctrl.write_cache).load(Ordering::Relaxed);
         let s = &mut st.slots[slot as usize];
         let data_ok = s.xfer as u64 == blocks * bs;
         let ops: Plan = match op {
