@@ -12,8 +12,7 @@
 #   RUNTIME (20), ROUNDS (2), SIZE_MIB (256), FERROX_CORES ("0, 1"),
 #   FERROX_POLL_MODE (adaptive), VM_MEM (3072), VM_CPUS (2), VM_TIMEOUT (1800).
 #
-# Under TCG absolute figures mean nothing (see scripts/interop/README or run-in-vm's
-# notes): only the ratio of figures measured in the same run is evidence, and the target,
+# Under TCG absolute figures mean nothing (see scripts/interop/README.md): only the ratio of figures measured in the same run is evidence, and the target,
 # the initiator and fio all share the guest's vCPUs; the header states that CPU budget.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)

@@ -14,7 +14,8 @@
 #                                  target/release/ferrox, else target/debug/ferrox)
 #   ferrox_start CONFIG [ADDR:PORT] [ARGS...]
 #                                  start it in the background; wait until its log says
-#                                  "listening on ADDR:PORT" (default 127.0.0.1:4420).
+#                                  "listening on ADDR:PORT" (default 127.0.0.1:4420), or
+#                                  its stdout has "nvme connect -t tcp -a ADDR -s PORT".
 #                                  Sets FERROX_PID; stderr -> $FERROX_LOG, stdout ->
 #                                  $FERROX_STDOUT (appended across restarts)
 #   ferrox_stop [TIMEOUT_S]        SIGTERM, bounded wait, then SIGKILL; sets
@@ -79,7 +80,13 @@ _ferrox_log_plain() { sed 's/\x1b\[[0-9;]*m//g' "$FERROX_LOG" 2>/dev/null; }
 ferrox_log_lines() { _ferrox_log_plain | wc -l; }
 
 # True when the log after line $3 (default 0) matches the extended regex $1.
-_ferrox_log_has() { _ferrox_log_plain | tail -n +"$(( ${2:-0} + 1 ))" | grep -Eiq -- "$1"; }
+# (grep reads a here-string, not a pipe: with pipefail, grep -q closing a pipe early
+# would make the writer die of SIGPIPE and the whole test look false.)
+_ferrox_log_has() {
+    local text
+    text=$(_ferrox_log_plain | tail -n +"$(( ${2:-0} + 1 ))")
+    grep -Eiq -- "$1" <<<"$text"
+}
 
 ferrox_log_wait() {   # REGEX TIMEOUT_S [FROM_LINE]
     wait_for "$2" _ferrox_log_has "$1" "${3:-0}"
@@ -87,30 +94,35 @@ ferrox_log_wait() {   # REGEX TIMEOUT_S [FROM_LINE]
 
 _ferrox_alive() { [[ -n $FERROX_PID ]] && kill -0 "$FERROX_PID" 2>/dev/null; }
 
-# True when the daemon is listening, false while it starts; exit 2 ends the wait early
-# when it died.
+# True when the daemon is ready (or died: ferrox_start then reports it), false while it
+# starts.  Ready = the log (stderr, after line $2) says "listening on ADDR:PORT", or, when
+# the log level hides that info line, stdout (after line $3) has its
+# "nvme connect -t tcp -a ADDR -s PORT" line.
 _ferrox_ready() {
+    local addr=${1%:*} port=${1##*:}
     _ferrox_log_has "listening on ${1//./\\.}([^0-9]|\$)" "$2" && return 0
-    _ferrox_alive || return 0     # dead: stop waiting, ferrox_start reports it
+    grep -Eq -- "nvme connect -t tcp -a ${addr//./\\.} -s $port( |\$)" \
+        <<<"$(tail -n +"$(( $3 + 1 ))" "$FERROX_STDOUT" 2>/dev/null)" && return 0
+    _ferrox_alive || return 0
     return 1
 }
 
 ferrox_start() {   # CONFIG [ADDR:PORT] [extra daemon args...]
-    local config=$1 listen=${2:-127.0.0.1:4420} bin from
+    local config=$1 listen=${2:-127.0.0.1:4420} bin from from_out
     shift; [[ $# -gt 0 ]] && shift
     bin=$(ferrox_bin) || { echo "ferrox binary not found (build it, or set FERROX_BIN)" >&2; return 1; }
     [[ -r $config ]] || { echo "config $config not readable" >&2; return 1; }
     mkdir -p "$(dirname "$FERROX_LOG")" "$(dirname "$FERROX_STDOUT")"
     touch "$FERROX_LOG" "$FERROX_STDOUT"
-    from=$(ferrox_log_lines)
+    from=$(ferrox_log_lines) from_out=$(wc -l < "$FERROX_STDOUT")
     echo "==== ferrox start $(date '+%F %T'): $bin --config $config --log ${FERROX_LOG_LEVEL:-info} $*" >> "$FERROX_LOG"
     from=$(( from + 1 ))
     NO_COLOR=1 RUST_BACKTRACE=1 "$bin" --config "$config" --log "${FERROX_LOG_LEVEL:-info}" "$@" \
         >> "$FERROX_STDOUT" 2>> "$FERROX_LOG" < /dev/null &
     FERROX_PID=$!
     FERROX_EXIT="" FERROX_KILLED=0
-    if ! wait_for "${FERROX_START_TIMEOUT:-60}" _ferrox_ready "$listen" "$from"; then
-        echo "ferrox did not log 'listening on $listen' within ${FERROX_START_TIMEOUT:-60}s" >&2
+    if ! wait_for "${FERROX_START_TIMEOUT:-60}" _ferrox_ready "$listen" "$from" "$from_out"; then
+        echo "ferrox did not log 'listening on $listen' (nor print its nvme connect line) within ${FERROX_START_TIMEOUT:-60}s" >&2
         ferrox_stop 5 >/dev/null 2>&1 || true
         return 1
     fi

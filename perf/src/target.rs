@@ -1,0 +1,166 @@
+//! Opening targets: `malloc:SIZE`, a file or block device (uring bdev), and
+//! `nvme+tcp://` through the nvmeof host library; and `--spawn-target`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrox_bdev::malloc::MallocBdev;
+use ferrox_bdev::uring::UringBdev;
+use ferrox_bdev::BlockDevice;
+use ferrox_nvmeof::{SubsystemConfig, Target};
+use ferrox_reactor::{ReactorGroup, ReactorOptions};
+
+use crate::bench::Session;
+use crate::parse::{format_size, NvmfUrl, TargetSpec};
+use crate::Error;
+
+/// NQN of the subsystem `--spawn-target` serves.
+pub const SPAWN_NQN: &str = "nqn.2026-11.io.ferrox:perf";
+
+/// Settings for opening targets.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Logical block size of malloc and file targets.
+    pub block_size: u32,
+    /// Requests each channel (queue pair) keeps in flight.
+    pub queue_depth: u32,
+    pub host: HostSettings,
+}
+
+/// What an nvme+tcp connection is opened with (the host library's `HostOptions`).
+#[derive(Debug, Clone, Default)]
+pub struct HostSettings {
+    /// Empty: the library's default host NQN.
+    pub hostnqn: String,
+    pub header_digest: bool,
+    pub data_digest: bool,
+    pub kato_ms: Option<u32>,
+    pub io_timeout: Option<Duration>,
+}
+
+/// An open target and whatever must live as long as it does.
+pub struct Opened {
+    pub dev: Arc<dyn BlockDevice>,
+    /// What the report calls it.
+    pub label: String,
+    /// `--spawn-target`: the in-process target serving `dev`'s far end, and its own
+    /// reactors (the host's queue pairs connect from the benchmark's reactors, which
+    /// must not also be the ones that have to answer).
+    pub spawned: Option<(Target, ReactorGroup)>,
+}
+
+/// Opens `spec`. `name` names the bdev (malloc and file targets).
+pub fn open(spec: &TargetSpec, name: &str, o: &OpenOptions) -> Result<Opened, Error> {
+    let label = spec.to_string();
+    let fail = |why: String| Error::Target {
+        target: label.clone(),
+        why,
+    };
+    let dev: Arc<dyn BlockDevice> = match spec {
+        TargetSpec::Malloc { size } => {
+            let bs = u64::from(o.block_size);
+            if !size.is_multiple_of(bs) {
+                return Err(Error::usage(format!(
+                    "malloc:{}: the size is not a multiple of the block size {bs}",
+                    format_size(*size)
+                )));
+            }
+            MallocBdev::new(name, size / bs, o.block_size).map_err(|e| fail(e.to_string()))?
+        }
+        TargetSpec::Path(p) => UringBdev::open(name, p, None, o.block_size, o.queue_depth as usize)
+            .map_err(|e| fail(e.to_string()))?,
+        TargetSpec::Nvmf(url) => connect(url, o)?,
+    };
+    Ok(Opened {
+        dev,
+        label,
+        spawned: None,
+    })
+}
+
+/// Connects through the nvmeof host library. The URL handed over is rebuilt from the
+/// parsed one, so a host name has been resolved to the address the library expects.
+fn connect(url: &NvmfUrl, o: &OpenOptions) -> Result<Arc<dyn BlockDevice>, Error> {
+    use ferrox_nvmeof::host::{HostOptions, NvmfBdev};
+    let mut h = HostOptions::default();
+    if !o.host.hostnqn.is_empty() {
+        h.hostnqn.clone_from(&o.host.hostnqn);
+    }
+    h.header_digest = o.host.header_digest;
+    h.data_digest = o.host.data_digest;
+    // One entry more than the requests we keep in flight: a full queue holds one
+    // fewer command than it has entries. The library caps it (128).
+    h.queue_depth = u16::try_from(o.queue_depth.saturating_add(1)).unwrap_or(u16::MAX);
+    if let Some(k) = o.host.kato_ms {
+        h.kato_ms = k;
+    }
+    if let Some(t) = o.host.io_timeout {
+        h.io_timeout = t;
+    }
+    let canonical = match url.nsid {
+        Some(n) => format!("nvme+tcp://{}/{}?nsid={n}", url.addr, url.nqn),
+        None => format!("nvme+tcp://{}/{}", url.addr, url.nqn),
+    };
+    NvmfBdev::connect(&canonical, &h).map_err(|e| Error::Target {
+        target: url.url.clone(),
+        why: e.to_string(),
+    })
+}
+
+/// `--spawn-target`: serves a malloc bdev of `size` bytes from an in-process Ferrox
+/// target on 127.0.0.1 (a free port) and connects to it. The target gets its own
+/// adaptive-polling reactors, on the cores the benchmark does not use (on the same
+/// cores when it uses them all).
+pub fn spawn(s: &Session, size: u64, o: &OpenOptions) -> Result<Opened, Error> {
+    let bs = u64::from(o.block_size);
+    if size == 0 || !size.is_multiple_of(bs) {
+        return Err(Error::usage(format!(
+            "--spawn-size {}: must be a non-zero multiple of the block size {bs}",
+            format_size(size)
+        )));
+    }
+    let label = format!("spawned target (malloc:{})", format_size(size));
+    let fail = |why: String| Error::Target {
+        target: label.clone(),
+        why,
+    };
+    let ram: Arc<dyn BlockDevice> =
+        MallocBdev::new("perf-spawn", size / bs, o.block_size).map_err(|e| fail(e.to_string()))?;
+    let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let ours: Vec<usize> = s.handles().iter().map(|h| h.core()).collect();
+    let mut cores: Vec<usize> = ferrox_reactor::available_cores()
+        .into_iter()
+        .filter(|c| !ours.contains(c))
+        .collect();
+    if cores.is_empty() {
+        cores = ours;
+    }
+    let group = ReactorGroup::start(&cores, &ReactorOptions::default(), s.pool())
+        .map_err(Error::Reactor)?;
+    let target = Target::start(
+        group.handles(),
+        ferrox_bdev::random_uuid(),
+        vec![SubsystemConfig {
+            nqn: SPAWN_NQN.to_string(),
+            serial: "FXPERF0001".to_string(),
+            model: "Ferrox perf spawned target".to_string(),
+            allow_any_host: true,
+            hosts: Vec::new(),
+            namespaces: vec![(1, ram)],
+        }],
+        &[listen],
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let addr = *target
+        .listen_addrs()
+        .first()
+        .ok_or_else(|| fail("the target bound no listener".to_string()))?;
+    let url = crate::parse::parse_nvmf_url(&format!("nvme+tcp://{addr}/{SPAWN_NQN}?nsid=1"))?;
+    let dev = connect(&url, o)?;
+    Ok(Opened {
+        dev,
+        label: format!("{} via {}", label, url.url),
+        spawned: Some((target, group)),
+    })
+}
