@@ -25,6 +25,7 @@ use std::sync::{Arc, RwLock};
 use ferrox_reactor::{DmaBuf, Reactor};
 
 mod defer;
+pub mod lvol;
 pub mod malloc;
 pub mod uring;
 

@@ -1,0 +1,896 @@
+//! The metadata engine: the one owner of a pool's metadata, living on the metadata
+//! reactor. It runs one job at a time (control-plane calls, allocation batches from
+//! channels, deallocations), commits each change as a whole new metadata generation,
+//! and publishes per-volume cluster views for the channels.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use ferrox_reactor::{PollStatus, Poller, PollerId, Reactor};
+
+use super::format::{check_name, encode_meta, Label, Meta, VolMeta, MAX_VOLUMES, NONE};
+use super::io::{BaseIo, LocalFuture};
+use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
+use crate::BdevError;
+
+thread_local! {
+    /// The engines living on this (metadata) reactor, by store id.
+    static ENGINES: RefCell<HashMap<u64, Rc<Engine>>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` with the engine of store `id`, when it lives on this thread.
+pub(crate) fn with_engine<R>(id: u64, f: impl FnOnce(Option<&Rc<Engine>>) -> R) -> R {
+    let e = ENGINES.with(|m| m.borrow().get(&id).cloned());
+    f(e.as_ref())
+}
+
+/// What a channel asks of the engine.
+pub(crate) enum ChanReq {
+    /// Give the volume its own cluster for each of these volume clusters.
+    Alloc { vol: u64, clusters: Vec<u64> },
+    /// Free these wholly unmapped volume clusters.
+    Dealloc { vol: u64, clusters: Vec<u64> },
+}
+
+/// A channel's request and where its answer goes.
+pub(crate) struct Request {
+    pub req: u64,
+    pub kind: ChanReq,
+    pub reply: Sender<(u64, Result<(), BdevError>)>,
+}
+
+struct State {
+    meta: Meta,
+    used: Vec<bool>,
+    allocated: u64,
+    shared: HashMap<u64, Arc<VolShared>>,
+    frozen: HashSet<u64>,
+    deleting: HashSet<u64>,
+}
+
+pub(crate) struct Engine {
+    sh: Arc<Shared>,
+    io: BaseIo,
+    st: RefCell<State>,
+    jobs: RefCell<VecDeque<LocalFuture>>,
+    allocs: RefCell<Vec<Request>>,
+    current: RefCell<Option<LocalFuture>>,
+    poller: Cell<Option<PollerId>>,
+}
+
+struct EnginePoller(Rc<Engine>);
+
+impl Poller for EnginePoller {
+    fn poll(&self, _r: &Reactor) -> PollStatus {
+        let eng = &self.0;
+        let mut cur = eng.current.borrow_mut();
+        if cur.is_none() {
+            let job = eng.jobs.borrow_mut().pop_front();
+            *cur = match job {
+                Some(j) => Some(j),
+                None if !eng.allocs.borrow().is_empty() => {
+                    // Everything that arrived together is one batch and one commit.
+                    let reqs = std::mem::take(&mut *eng.allocs.borrow_mut());
+                    let e = eng.clone();
+                    Some(Box::pin(async move { e.alloc_batch(reqs).await }))
+                }
+                None => return PollStatus::Idle,
+            };
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Some(f) = cur.as_mut() {
+            if f.as_mut().poll(&mut cx).is_ready() {
+                *cur = None;
+            }
+        }
+        PollStatus::Busy
+    }
+
+    fn shutdown(&self, r: &Reactor) {
+        // Drop the engine (and its base channel) while the reactor still runs.
+        Engine::stop(self.0.sh.id, r);
+    }
+
+    fn name(&self) -> &'static str {
+        "lvol-meta"
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn io_err(during: &'static str) -> impl Fn(BdevError) -> LvolError {
+    move |source| LvolError::Io { during, source }
+}
+
+/// What each volume cluster of `parent` reads, as seen by `v` (no OWNED bits).
+fn parent_sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
+    let n = v.map.len();
+    let mut out = vec![NONE; n];
+    let Some(p) = v.parent.and_then(|p| meta.vols.iter().find(|x| x.id == p)) else {
+        return out;
+    };
+    let ps = sources(meta, p);
+    let lim = (v.backing as usize).min(n).min(ps.len());
+    for (o, s) in out[..lim].iter_mut().zip(&ps) {
+        *o = if *s == NONE { NONE } else { s & !OWNED };
+    }
+    out
+}
+
+/// What each volume cluster of `v` reads: its own cluster (with [`OWNED`]), an
+/// ancestor's, or [`NONE`] (zeroes).
+fn sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
+    let mut out = parent_sources(meta, v);
+    for (o, &m) in out.iter_mut().zip(&v.map) {
+        if m != NONE {
+            *o = m | OWNED;
+        }
+    }
+    out
+}
+
+fn find(meta: &Meta, name: &str) -> Result<usize, LvolError> {
+    meta.vols
+        .iter()
+        .position(|v| v.name == name)
+        .ok_or_else(|| LvolError::NotFound(name.to_string()))
+}
+
+impl Engine {
+    /// Builds the engine for loaded metadata and registers it on this reactor.
+    pub fn start(r: &Reactor, sh: Arc<Shared>, io: BaseIo, meta: Meta) -> Rc<Self> {
+        let mut used = vec![false; sh.label.clusters as usize];
+        let mut allocated = 0;
+        for v in &meta.vols {
+            for &p in v.map.iter().filter(|&&p| p != NONE) {
+                used[p as usize] = true;
+                allocated += 1;
+            }
+        }
+        let ids: Vec<u64> = meta.vols.iter().map(|v| v.id).collect();
+        let eng = Rc::new(Self {
+            sh: sh.clone(),
+            io,
+            st: RefCell::new(State {
+                meta,
+                used,
+                allocated,
+                shared: HashMap::new(),
+                frozen: HashSet::new(),
+                deleting: HashSet::new(),
+            }),
+            jobs: RefCell::new(VecDeque::new()),
+            allocs: RefCell::new(Vec::new()),
+            current: RefCell::new(None),
+            poller: Cell::new(None),
+        });
+        for id in ids {
+            eng.add_shared(id);
+        }
+        let pid = r.add_poller(Rc::new(EnginePoller(eng.clone())));
+        eng.poller.set(Some(pid));
+        ENGINES.with(|m| m.borrow_mut().insert(sh.id, eng.clone()));
+        eng
+    }
+
+    /// Unregisters the engine; queued and running jobs are dropped (their callers see
+    /// a cancelled reply, channels see `Closed`).
+    pub fn stop(id: u64, r: &Reactor) {
+        let Some(eng) = ENGINES.with(|m| m.borrow_mut().remove(&id)) else {
+            return;
+        };
+        if let Some(p) = eng.poller.take() {
+            r.remove_poller(p);
+        }
+        eng.current.borrow_mut().take();
+        eng.jobs.borrow_mut().clear();
+        for req in eng.allocs.borrow_mut().drain(..) {
+            let _ = req.reply.send((req.req, Err(BdevError::Closed)));
+        }
+    }
+
+    /// Queues a control-plane job.
+    pub fn push_job(&self, job: LocalFuture) {
+        self.jobs.borrow_mut().push_back(job);
+    }
+
+    /// Takes a channel's request.
+    pub fn request(self: &Rc<Self>, req: Request) {
+        match req.kind {
+            ChanReq::Alloc { .. } => self.allocs.borrow_mut().push(req),
+            ChanReq::Dealloc { vol, ref clusters } => {
+                let (e, clusters) = (self.clone(), clusters.clone());
+                self.push_job(Box::pin(async move {
+                    let res = e.dealloc(vol, clusters).await;
+                    let _ = req.reply.send((req.req, res));
+                }));
+            }
+        }
+    }
+
+    fn cluster_off(&self, p: u32) -> u64 {
+        self.sh.label.data_offset + u64::from(p) * self.sh.label.cluster_size
+    }
+
+    fn add_shared(&self, id: u64) {
+        let vs = Arc::new(VolShared {
+            id,
+            gen: Default::default(),
+            view: Mutex::new(Arc::new(VolView::deleted())),
+            active: Default::default(),
+            channels: Default::default(),
+        });
+        self.st.borrow_mut().shared.insert(id, vs);
+        self.publish(id);
+    }
+
+    /// Computes volume `id`'s view from the committed metadata and hands it to the
+    /// channels: the map first, then the generation they watch (see `VolShared`).
+    fn publish(&self, id: u64) {
+        let st = self.st.borrow();
+        let Some(vs) = st.shared.get(&id) else { return };
+        let view = match st.meta.vols.iter().find(|v| v.id == id) {
+            Some(v) if !st.deleting.contains(&id) => VolView {
+                frozen: st.frozen.contains(&id),
+                deleted: false,
+                read_only: v.read_only,
+                num_blocks: v.size / u64::from(self.sh.label.block_size),
+                entries: sources(&st.meta, v),
+            },
+            _ => VolView::deleted(),
+        };
+        *vs.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+        vs.gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Stops new I/O to volume `id` and waits until none is in flight.
+    async fn freeze(&self, id: u64) {
+        self.st.borrow_mut().frozen.insert(id);
+        self.publish(id);
+        let Some(vs) = self.st.borrow().shared.get(&id).cloned() else {
+            return;
+        };
+        // Pairs with the channel's `active += 1` (SeqCst) before it reads `gen`: either
+        // we see its I/O here, or it sees the frozen view and holds the request.
+        std::future::poll_fn(|_| {
+            if vs.active.load(Ordering::SeqCst) == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    fn unfreeze(&self, id: u64) {
+        self.st.borrow_mut().frozen.remove(&id);
+        self.publish(id);
+    }
+
+    /// Marks `n` free clusters used (lowest first).
+    fn reserve(&self, n: usize) -> Result<Vec<u32>, LvolError> {
+        let mut st = self.st.borrow_mut();
+        let free = st.used.len() as u64 - st.allocated;
+        if (n as u64) > free {
+            return Err(LvolError::NoSpace {
+                needed: n as u64,
+                free,
+            });
+        }
+        let mut out = Vec::with_capacity(n);
+        for (i, u) in st.used.iter_mut().enumerate() {
+            if out.len() == n {
+                break;
+            }
+            if !*u {
+                *u = true;
+                out.push(i as u32);
+            }
+        }
+        st.allocated += n as u64;
+        Ok(out)
+    }
+
+    /// Returns clusters to the free set: reserved ones that were never committed, or
+    /// ones whose freeing has been committed.
+    fn release(&self, clusters: &[u32]) {
+        let mut st = self.st.borrow_mut();
+        for &p in clusters {
+            debug_assert!(st.used[p as usize]);
+            st.used[p as usize] = false;
+        }
+        st.allocated -= clusters.len() as u64;
+    }
+
+    /// Fills new clusters: a copy of `src` where it is not [`NONE`], else zeroes; then
+    /// flushes, so the metadata that references them can be committed.
+    async fn init_clusters(&self, work: &[(u32, u32)]) -> Result<(), BdevError> {
+        if work.is_empty() {
+            return Ok(());
+        }
+        let cs = self.sh.label.cluster_size;
+        for &(dst, src) in work {
+            if src == NONE {
+                self.io.zero(self.cluster_off(dst), cs).await?;
+            } else {
+                self.io
+                    .copy(self.cluster_off(src), self.cluster_off(dst), cs)
+                    .await?;
+            }
+        }
+        self.io.flush().await
+    }
+
+    /// Writes `meta` as the next generation into the slot not holding the current one,
+    /// flushes, and only then installs it in memory.
+    async fn commit(&self, mut meta: Meta) -> Result<(), LvolError> {
+        meta.generation = self.st.borrow().meta.generation + 1;
+        let img = encode_meta(&meta, &self.sh.label)?;
+        let off = self.sh.label.slot_offset[(meta.generation & 1) as usize];
+        self.io
+            .write(off, &img)
+            .await
+            .map_err(io_err("writing metadata"))?;
+        self.io.flush().await.map_err(io_err("flushing metadata"))?;
+        self.st.borrow_mut().meta = meta;
+        Ok(())
+    }
+
+    fn meta(&self) -> Meta {
+        self.st.borrow().meta.clone()
+    }
+
+    async fn alloc_batch(&self, reqs: Vec<Request>) {
+        let mut meta = self.meta();
+        let mut work = Vec::new();
+        let mut reserved = Vec::new();
+        let mut results = Vec::with_capacity(reqs.len());
+        let mut touched = HashSet::new();
+        let mut srcs: HashMap<u64, Vec<u32>> = HashMap::new();
+        for r in &reqs {
+            let ChanReq::Alloc { vol, ref clusters } = r.kind else {
+                continue;
+            };
+            let Some(vi) = meta.vols.iter().position(|v| v.id == vol) else {
+                results.push(Err(BdevError::Closed));
+                continue;
+            };
+            if meta.vols[vi].read_only {
+                results.push(Err(BdevError::Unsupported("writes to a snapshot")));
+                continue;
+            }
+            // Writable volumes are never parents, so their sources stay put in a batch.
+            let src = srcs
+                .entry(vol)
+                .or_insert_with(|| parent_sources(&meta, &meta.vols[vi]));
+            let mut res = Ok(());
+            for &vc in clusters {
+                let vc = vc as usize;
+                if vc >= meta.vols[vi].map.len() || meta.vols[vi].map[vc] != NONE {
+                    continue;
+                }
+                match self.reserve(1) {
+                    Ok(p) => {
+                        meta.vols[vi].map[vc] = p[0];
+                        work.push((p[0], src[vc]));
+                        reserved.push(p[0]);
+                        touched.insert(vol);
+                    }
+                    Err(_) => {
+                        res = Err(BdevError::NoSpace);
+                        break;
+                    }
+                }
+            }
+            results.push(res);
+        }
+        if !work.is_empty() {
+            let done = match self.init_clusters(&work).await {
+                Ok(()) => self.commit(meta).await,
+                Err(e) => Err(io_err("initialising clusters")(e)),
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "lvol: allocation batch failed");
+                self.release(&reserved);
+                for r in &mut results {
+                    if r.is_ok() {
+                        *r = Err(e.to_bdev());
+                    }
+                }
+            } else {
+                for v in touched {
+                    self.publish(v);
+                }
+            }
+        }
+        for (r, res) in reqs.iter().zip(results) {
+            let _ = r.reply.send((r.req, res));
+        }
+    }
+
+    async fn dealloc(&self, vol: u64, clusters: Vec<u64>) -> Result<(), BdevError> {
+        if !self.st.borrow().meta.vols.iter().any(|v| v.id == vol) {
+            return Ok(());
+        }
+        self.freeze(vol).await;
+        let mut meta = self.meta();
+        let vi = meta.vols.iter().position(|v| v.id == vol).expect("checked");
+        let ps = parent_sources(&meta, &meta.vols[vi]);
+        let mut freed = Vec::new();
+        let v = &mut meta.vols[vi];
+        for vc in clusters.into_iter().map(|c| c as usize) {
+            // With ancestor data beneath, the zeroed cluster must stay to hide it.
+            if vc < v.map.len() && v.map[vc] != NONE && ps[vc] == NONE {
+                freed.push(v.map[vc]);
+                v.map[vc] = NONE;
+            }
+        }
+        let res = if freed.is_empty() {
+            Ok(())
+        } else {
+            self.commit(meta).await
+        };
+        if res.is_ok() {
+            self.release(&freed);
+        }
+        self.unfreeze(vol);
+        res.map_err(|e| e.to_bdev())
+    }
+
+    pub async fn create_volume(
+        &self,
+        name: String,
+        size: u64,
+        thin: bool,
+    ) -> Result<VolumeInfo, LvolError> {
+        check_name(&name)?;
+        let cs = self.sh.label.cluster_size;
+        if size == 0 {
+            return Err(LvolError::Invalid("a volume needs a non-zero size".into()));
+        }
+        let n = size.div_ceil(cs);
+        let mut meta = self.meta();
+        if find(&meta, &name).is_ok() {
+            return Err(LvolError::Exists(name));
+        }
+        if meta.vols.len() >= MAX_VOLUMES {
+            return Err(LvolError::MetadataFull(format!(
+                "a pool holds at most {MAX_VOLUMES} volumes"
+            )));
+        }
+        if n >= u64::from(NONE >> 1) {
+            return Err(LvolError::Invalid(format!("size {size} is too large")));
+        }
+        let mut map = vec![NONE; n as usize];
+        let reserved = if thin {
+            Vec::new()
+        } else {
+            self.reserve(n as usize)?
+        };
+        map[..reserved.len()].copy_from_slice(&reserved);
+        let work: Vec<(u32, u32)> = reserved.iter().map(|&p| (p, NONE)).collect();
+        let id = meta.next_id;
+        meta.next_id += 1;
+        meta.vols.push(VolMeta {
+            id,
+            uuid: crate::random_uuid(),
+            name,
+            size: n * cs,
+            parent: None,
+            backing: 0,
+            created: now_secs(),
+            thin,
+            read_only: false,
+            map,
+        });
+        let res = match self.init_clusters(&work).await {
+            Ok(()) => self.commit(meta).await,
+            Err(e) => Err(io_err("zeroing a thick volume")(e)),
+        };
+        if let Err(e) = res {
+            self.release(&reserved);
+            return Err(e);
+        }
+        self.add_shared(id);
+        Ok(self.info_of(id))
+    }
+
+    pub async fn snapshot(&self, vol: String, snap: String) -> Result<VolumeInfo, LvolError> {
+        check_name(&snap)?;
+        let meta = self.meta();
+        let vi = find(&meta, &vol)?;
+        if meta.vols[vi].read_only {
+            return Err(LvolError::ReadOnly(vol));
+        }
+        if find(&meta, &snap).is_ok() {
+            return Err(LvolError::Exists(snap));
+        }
+        if meta.vols.len() >= MAX_VOLUMES {
+            return Err(LvolError::MetadataFull(format!(
+                "a pool holds at most {MAX_VOLUMES} volumes"
+            )));
+        }
+        let vid = meta.vols[vi].id;
+        self.freeze(vid).await;
+        let mut meta = self.meta();
+        let sid = meta.next_id;
+        meta.next_id += 1;
+        let v = &mut meta.vols[vi];
+        let n = v.map.len();
+        // The snapshot takes the volume's clusters; the volume reads through it.
+        let s = VolMeta {
+            id: sid,
+            uuid: crate::random_uuid(),
+            name: snap,
+            size: v.size,
+            parent: v.parent,
+            backing: v.backing,
+            created: now_secs(),
+            thin: v.thin,
+            read_only: true,
+            map: std::mem::replace(&mut v.map, vec![NONE; n]),
+        };
+        v.parent = Some(sid);
+        v.backing = n as u64;
+        meta.vols.push(s);
+        let res = self.commit(meta).await;
+        if res.is_ok() {
+            self.add_shared(sid);
+        }
+        self.unfreeze(vid);
+        res.map(|()| self.info_of(sid))
+    }
+
+    pub async fn clone_volume(&self, snap: String, name: String) -> Result<VolumeInfo, LvolError> {
+        check_name(&name)?;
+        let mut meta = self.meta();
+        let si = find(&meta, &snap)?;
+        if !meta.vols[si].read_only {
+            return Err(LvolError::NotSnapshot(snap));
+        }
+        if find(&meta, &name).is_ok() {
+            return Err(LvolError::Exists(name));
+        }
+        if meta.vols.len() >= MAX_VOLUMES {
+            return Err(LvolError::MetadataFull(format!(
+                "a pool holds at most {MAX_VOLUMES} volumes"
+            )));
+        }
+        let s = &meta.vols[si];
+        let n = s.map.len();
+        let c = VolMeta {
+            id: meta.next_id,
+            uuid: crate::random_uuid(),
+            name,
+            size: s.size,
+            parent: Some(s.id),
+            backing: n as u64,
+            created: now_secs(),
+            thin: true,
+            read_only: false,
+            map: vec![NONE; n],
+        };
+        let id = c.id;
+        meta.next_id += 1;
+        meta.vols.push(c);
+        self.commit(meta).await?;
+        self.add_shared(id);
+        Ok(self.info_of(id))
+    }
+
+    pub async fn resize(
+        &self,
+        vol: String,
+        size: u64,
+        force: bool,
+    ) -> Result<VolumeInfo, LvolError> {
+        let cs = self.sh.label.cluster_size;
+        let mut meta = self.meta();
+        let vi = find(&meta, &vol)?;
+        if meta.vols[vi].read_only {
+            return Err(LvolError::ReadOnly(vol));
+        }
+        if size == 0 || size.div_ceil(cs) >= u64::from(NONE >> 1) {
+            return Err(LvolError::Invalid(format!("volume size {size}")));
+        }
+        let n = size.div_ceil(cs) as usize;
+        let v = &mut meta.vols[vi];
+        let (id, old) = (v.id, v.map.len());
+        if n > old {
+            let reserved = if v.thin {
+                Vec::new()
+            } else {
+                self.reserve(n - old)?
+            };
+            v.map.resize(old, NONE);
+            v.map.extend(reserved.iter().copied());
+            v.map.resize(n, NONE);
+            v.size = n as u64 * cs;
+            let work: Vec<(u32, u32)> = reserved.iter().map(|&p| (p, NONE)).collect();
+            let res = match self.init_clusters(&work).await {
+                Ok(()) => self.commit(meta).await,
+                Err(e) => Err(io_err("zeroing new clusters")(e)),
+            };
+            if let Err(e) = res {
+                self.release(&reserved);
+                return Err(e);
+            }
+            self.publish(id);
+        } else if n < old {
+            let dropped: Vec<u32> = v.map[n..].iter().copied().filter(|&p| p != NONE).collect();
+            if !dropped.is_empty() && !force {
+                return Err(LvolError::WouldDropData {
+                    name: vol,
+                    size,
+                    clusters: dropped.len() as u64,
+                });
+            }
+            v.map.truncate(n);
+            v.size = n as u64 * cs;
+            v.backing = v.backing.min(n as u64);
+            self.freeze(id).await;
+            let res = self.commit(meta).await;
+            if res.is_ok() {
+                self.release(&dropped);
+            }
+            self.unfreeze(id);
+            res?;
+        }
+        Ok(self.info_of(id))
+    }
+
+    pub async fn delete(&self, name: String) -> Result<(), LvolError> {
+        let meta = self.meta();
+        let vi = find(&meta, &name)?;
+        let vid = meta.vols[vi].id;
+        let children: Vec<u64> = meta
+            .vols
+            .iter()
+            .filter(|c| c.parent == Some(vid))
+            .map(|c| c.id)
+            .collect();
+        if children.len() > 1 {
+            return Err(LvolError::HasClones(name, children.len()));
+        }
+        // Publish "deleted" first, then look for channels: a channel opened after the
+        // publish sees it; one opened before is counted here (both SeqCst).
+        self.st.borrow_mut().deleting.insert(vid);
+        self.publish(vid);
+        let vs = self.st.borrow().shared.get(&vid).cloned();
+        let open = vs.as_ref().map_or(0, |v| v.channels.load(Ordering::SeqCst));
+        if open > 0 {
+            self.st.borrow_mut().deleting.remove(&vid);
+            self.publish(vid);
+            return Err(LvolError::Busy(name, format!("{open} open channel(s)")));
+        }
+        let child = children.first().copied();
+        if let Some(c) = child {
+            self.freeze(c).await;
+        }
+        let mut meta = self.meta();
+        let mut v = meta.vols.remove(vi);
+        if let Some(c) = child.and_then(|c| meta.vols.iter_mut().find(|x| x.id == c)) {
+            // Merge: the child takes every cluster it reads from the deleted parent.
+            let lim = (c.backing as usize).min(c.map.len()).min(v.map.len());
+            for i in 0..lim {
+                if c.map[i] == NONE && v.map[i] != NONE {
+                    c.map[i] = v.map[i];
+                    v.map[i] = NONE;
+                }
+            }
+            c.parent = v.parent;
+            c.backing = c.backing.min(v.backing);
+        }
+        let freed: Vec<u32> = v.map.iter().copied().filter(|&p| p != NONE).collect();
+        let res = self.commit(meta).await;
+        {
+            let mut st = self.st.borrow_mut();
+            st.deleting.remove(&vid);
+            if res.is_ok() {
+                st.shared.remove(&vid);
+            }
+        }
+        if res.is_ok() {
+            self.release(&freed);
+            if let Some(vs) = vs {
+                *vs.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(VolView::deleted());
+                vs.gen.fetch_add(1, Ordering::SeqCst);
+            }
+        } else {
+            self.publish(vid);
+        }
+        if let Some(c) = child {
+            self.unfreeze(c);
+        }
+        res
+    }
+
+    pub async fn inflate(&self, name: String) -> Result<VolumeInfo, LvolError> {
+        let meta = self.meta();
+        let vi = find(&meta, &name)?;
+        if meta.vols[vi].read_only {
+            return Err(LvolError::ReadOnly(name));
+        }
+        let vid = meta.vols[vi].id;
+        if meta.vols[vi].parent.is_none() {
+            return Ok(self.info_of(vid));
+        }
+        self.freeze(vid).await;
+        let mut meta = self.meta();
+        let ps = parent_sources(&meta, &meta.vols[vi]);
+        let v = &mut meta.vols[vi];
+        let need: Vec<usize> = (0..v.map.len())
+            .filter(|&i| v.map[i] == NONE && ps[i] != NONE)
+            .collect();
+        let reserved = match self.reserve(need.len()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.unfreeze(vid);
+                return Err(e);
+            }
+        };
+        let mut work = Vec::with_capacity(need.len());
+        for (&i, &p) in need.iter().zip(&reserved) {
+            v.map[i] = p;
+            work.push((p, ps[i]));
+        }
+        v.parent = None;
+        v.backing = 0;
+        let res = match self.init_clusters(&work).await {
+            Ok(()) => self.commit(meta).await,
+            Err(e) => Err(io_err("copying clusters")(e)),
+        };
+        if res.is_err() {
+            self.release(&reserved);
+        }
+        self.unfreeze(vid);
+        res.map(|()| self.info_of(vid))
+    }
+
+    /// The volume's shared state and its current size in blocks.
+    pub fn lookup(&self, name: &str) -> Result<(Arc<VolShared>, VolumeInfo), LvolError> {
+        let st = self.st.borrow();
+        let vi = find(&st.meta, name)?;
+        let id = st.meta.vols[vi].id;
+        let vs = st
+            .shared
+            .get(&id)
+            .cloned()
+            .expect("every volume has shared state");
+        drop(st);
+        Ok((vs, self.info_of(id)))
+    }
+
+    pub fn list(&self) -> Vec<VolumeInfo> {
+        let ids: Vec<u64> = self.st.borrow().meta.vols.iter().map(|v| v.id).collect();
+        ids.into_iter().map(|id| self.info_of(id)).collect()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let st = self.st.borrow();
+        let l = &self.sh.label;
+        PoolStats {
+            name: l.name.clone(),
+            uuid: l.uuid,
+            cluster_size: l.cluster_size,
+            total_clusters: l.clusters,
+            allocated_clusters: st.allocated,
+            free_clusters: l.clusters - st.allocated,
+            volumes: st.meta.vols.len(),
+            generation: st.meta.generation,
+        }
+    }
+
+    fn info_of(&self, id: u64) -> VolumeInfo {
+        let st = self.st.borrow();
+        let m = &st.meta;
+        let v = m.vols.iter().find(|v| v.id == id).expect("known volume");
+        let children: Vec<&VolMeta> = m.vols.iter().filter(|c| c.parent == Some(id)).collect();
+        let owned = v.owned() as u64;
+        let freed_on_delete = match children.as_slice() {
+            [] => owned,
+            [c] => {
+                let lim = (c.backing as usize).min(c.map.len());
+                (0..v.map.len())
+                    .filter(|&i| v.map[i] != NONE && !(i < lim && c.map[i] == NONE))
+                    .count() as u64
+            }
+            _ => 0,
+        };
+        VolumeInfo {
+            name: v.name.clone(),
+            uuid: v.uuid,
+            size: v.size,
+            thin: v.thin,
+            snapshot: v.read_only,
+            parent: v
+                .parent
+                .and_then(|p| m.vols.iter().find(|x| x.id == p))
+                .map(|p| p.name.clone()),
+            clones: children.iter().map(|c| c.name.clone()).collect(),
+            created: v.created,
+            allocated_clusters: owned,
+            freed_on_delete,
+        }
+    }
+}
+
+/// Reads the label and the newest valid metadata generation.
+pub(crate) async fn load_meta(
+    io: &BaseIo,
+    dev: &crate::BdevInfo,
+) -> Result<(Label, Meta), LvolError> {
+    let bs = io.bs;
+    let lb = io.read(0, bs).await.map_err(io_err("reading the label"))?;
+    let label = Label::decode(&lb, dev)?;
+    let mut cands = Vec::new();
+    let mut why = Vec::new();
+    for (i, &off) in label.slot_offset.iter().enumerate() {
+        let h = io
+            .read(off, bs)
+            .await
+            .map_err(io_err("reading a metadata slot"))?;
+        match super::format::decode_header(&h, &label) {
+            Ok(h) => cands.push((h.generation, i, h.len)),
+            Err(e) => why.push(format!("slot {i} at byte {off}: {e}")),
+        }
+    }
+    cands.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+    for (generation, i, len) in cands {
+        let off = label.slot_offset[i];
+        let b = io
+            .read(off, len.div_ceil(bs) * bs)
+            .await
+            .map_err(io_err("reading a metadata slot"))?;
+        match super::format::decode_meta(&b, &label) {
+            Ok(m) => {
+                if !why.is_empty() {
+                    tracing::warn!(pool = %label.name, generation, skipped = ?why, "lvol: using an older metadata generation");
+                }
+                return Ok((label, m));
+            }
+            Err((e, at)) => why.push(format!(
+                "slot {i} generation {generation}: {e} at byte {}",
+                off + at
+            )),
+        }
+    }
+    Err(LvolError::Corrupt {
+        device: dev.name.clone(),
+        what: format!("no valid metadata generation ({})", why.join("; ")),
+        offset: label.slot_offset[0],
+    })
+}
+
+/// Writes a fresh pool: label erased, an empty generation 1, then the label.
+pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<Meta, LvolError> {
+    let bs = io.bs as usize;
+    let e = io_err("formatting");
+    io.write(0, &vec![0u8; bs]).await.map_err(&e)?;
+    io.flush().await.map_err(&e)?;
+    let meta = Meta {
+        generation: 1,
+        next_id: 1,
+        vols: Vec::new(),
+    };
+    let img = encode_meta(&meta, label)?;
+    io.write(label.slot_offset[1], &img).await.map_err(&e)?;
+    io.write(label.slot_offset[0], &vec![0u8; bs])
+        .await
+        .map_err(&e)?;
+    io.flush().await.map_err(&e)?;
+    let mut lb = vec![0u8; bs];
+    lb[..super::format::LABEL_LEN].copy_from_slice(&label.encode());
+    io.write(0, &lb).await.map_err(&e)?;
+    io.flush().await.map_err(&e)?;
+    Ok(meta)
+}

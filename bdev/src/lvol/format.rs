@@ -1,0 +1,489 @@
+//! The on-disk format: the label, the two metadata slots, and their checks.
+//!
+//! Byte layouts are drawn in the module documentation of `lvol`; this file is their
+//! only reader and writer. Every decoder checks before it trusts: magic, then format
+//! version (so a newer pool is refused even if its layout moved), then checksums, then
+//! the meaning of every field (ranges, references, uniqueness).
+
+use crate::BdevInfo;
+
+use super::LvolError;
+
+pub(crate) const LABEL_MAGIC: [u8; 8] = *b"FRXLVOL\0";
+pub(crate) const META_MAGIC: [u8; 8] = *b"FRXMETA\0";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the label that carry data (the crc covers `0..LABEL_CRC_AT`).
+pub(crate) const LABEL_LEN: usize = 256;
+const LABEL_CRC_AT: usize = 252;
+/// Bytes reserved for the label at the start of the device (at least one block).
+pub(crate) const LABEL_REGION: u64 = 4096;
+pub(crate) const META_HEADER_LEN: usize = 64;
+pub(crate) const VOL_RECORD_LEN: usize = 128;
+pub(crate) const RUN_LEN: usize = 16;
+/// Longest pool or volume name, in bytes of UTF-8.
+pub const MAX_NAME: usize = 63;
+/// Most volumes (snapshots and clones included) one pool holds.
+pub const MAX_VOLUMES: usize = 1024;
+/// A cluster-map entry with no cluster.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Where everything is, fixed at format time and recorded in the label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Label {
+    pub version: u32,
+    pub block_size: u32,
+    pub uuid: [u8; 16],
+    pub name: String,
+    pub cluster_size: u64,
+    pub slot_offset: [u64; 2],
+    pub slot_size: u64,
+    pub data_offset: u64,
+    pub clusters: u64,
+    pub device_blocks: u64,
+}
+
+/// One volume as the metadata records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VolMeta {
+    pub id: u64,
+    pub uuid: [u8; 16],
+    pub name: String,
+    /// Bytes; always a multiple of the cluster size.
+    pub size: u64,
+    /// The volume this one reads through where it owns no cluster.
+    pub parent: Option<u64>,
+    /// The parent is consulted only for volume clusters below this index.
+    pub backing: u64,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub thin: bool,
+    pub read_only: bool,
+    /// Volume cluster -> pool cluster owned by this volume, or [`NONE`].
+    pub map: Vec<u32>,
+}
+
+impl VolMeta {
+    pub fn owned(&self) -> usize {
+        self.map.iter().filter(|&&c| c != NONE).count()
+    }
+}
+
+/// The whole metadata image of one generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub generation: u64,
+    pub next_id: u64,
+    pub vols: Vec<VolMeta>,
+}
+
+fn put(buf: &mut [u8], at: usize, v: &[u8]) {
+    buf[at..at + v.len()].copy_from_slice(v);
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn put_name(buf: &mut [u8], at: usize, name: &str) {
+    buf[at] = name.len() as u8;
+    put(buf, at + 1, name.as_bytes());
+}
+
+fn name_at(b: &[u8], at: usize) -> Option<String> {
+    let len = usize::from(b[at]);
+    if len == 0 || len > MAX_NAME {
+        return None;
+    }
+    String::from_utf8(b[at + 1..at + 1 + len].to_vec()).ok()
+}
+
+/// Checks a pool or volume name.
+pub(crate) fn check_name(name: &str) -> Result<(), LvolError> {
+    if name.is_empty() || name.len() > MAX_NAME || name.contains('\0') || name.contains('/') {
+        return Err(LvolError::Invalid(format!(
+            "name {name:?} must be 1 to {MAX_NAME} bytes without '/' or NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn align_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+impl Label {
+    /// Lays out a new pool on `dev`.
+    pub fn plan(
+        dev: &BdevInfo,
+        name: &str,
+        uuid: [u8; 16],
+        cluster_size: u64,
+    ) -> Result<Self, LvolError> {
+        check_name(name)?;
+        let bs = u64::from(dev.block_size);
+        if !cluster_size.is_power_of_two() || cluster_size < bs.max(4096) || cluster_size > 1 << 30
+        {
+            return Err(LvolError::Invalid(format!(
+                "cluster size {cluster_size} must be a power of two from max(4096, block size {bs}) to 1 GiB"
+            )));
+        }
+        let dev_bytes = dev.num_blocks * bs;
+        let upper = dev_bytes / cluster_size;
+        let slot_size = align_up(
+            (META_HEADER_LEN + MAX_VOLUMES * VOL_RECORD_LEN) as u64 + upper * RUN_LEN as u64,
+            bs,
+        );
+        let a = align_up(LABEL_REGION, bs);
+        let b = a + slot_size;
+        let data_offset = align_up(b + slot_size, cluster_size);
+        let clusters = dev_bytes.saturating_sub(data_offset) / cluster_size;
+        if clusters == 0 || clusters >= u64::from(NONE >> 1) {
+            return Err(LvolError::Invalid(format!(
+                "device {:?} of {dev_bytes} bytes gives {clusters} data clusters of {cluster_size} bytes after {data_offset} bytes of metadata",
+                dev.name
+            )));
+        }
+        Ok(Self {
+            version: FORMAT_VERSION,
+            block_size: dev.block_size,
+            uuid,
+            name: name.to_string(),
+            cluster_size,
+            slot_offset: [a, b],
+            slot_size,
+            data_offset,
+            clusters,
+            device_blocks: dev.num_blocks,
+        })
+    }
+
+    pub fn encode(&self) -> [u8; LABEL_LEN] {
+        let mut b = [0u8; LABEL_LEN];
+        put(&mut b, 0, &LABEL_MAGIC);
+        put(&mut b, 8, &self.version.to_le_bytes());
+        put(&mut b, 12, &self.block_size.to_le_bytes());
+        put(&mut b, 16, &self.uuid);
+        put_name(&mut b, 32, &self.name);
+        put(&mut b, 96, &self.cluster_size.to_le_bytes());
+        put(&mut b, 104, &self.slot_offset[0].to_le_bytes());
+        put(&mut b, 112, &self.slot_offset[1].to_le_bytes());
+        put(&mut b, 120, &self.slot_size.to_le_bytes());
+        put(&mut b, 128, &self.data_offset.to_le_bytes());
+        put(&mut b, 136, &self.clusters.to_le_bytes());
+        put(&mut b, 144, &self.device_blocks.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..LABEL_CRC_AT]);
+        put(&mut b, LABEL_CRC_AT, &crc.to_le_bytes());
+        b
+    }
+
+    /// Reads a label back, checking magic, version, checksum and geometry in that
+    /// order.
+    pub fn decode(b: &[u8], dev: &BdevInfo) -> Result<Self, LvolError> {
+        let corrupt = |what: String, offset: u64| LvolError::Corrupt {
+            device: dev.name.clone(),
+            what,
+            offset,
+        };
+        if b.len() < LABEL_LEN || b[..8] != LABEL_MAGIC {
+            return Err(LvolError::NotAPool {
+                device: dev.name.clone(),
+            });
+        }
+        let version = u32_at(b, 8);
+        if version > FORMAT_VERSION {
+            return Err(LvolError::NewerFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(corrupt("label format version 0".into(), 8));
+        }
+        let crc = u32_at(b, LABEL_CRC_AT);
+        let want = crc32c::crc32c(&b[..LABEL_CRC_AT]);
+        if crc != want {
+            return Err(corrupt(
+                format!("label checksum {crc:#010x}, computed {want:#010x}"),
+                LABEL_CRC_AT as u64,
+            ));
+        }
+        let name = name_at(b, 32).ok_or_else(|| corrupt("label pool name".into(), 32))?;
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[16..32]);
+        let l = Self {
+            version,
+            block_size: u32_at(b, 12),
+            uuid,
+            name,
+            cluster_size: u64_at(b, 96),
+            slot_offset: [u64_at(b, 104), u64_at(b, 112)],
+            slot_size: u64_at(b, 120),
+            data_offset: u64_at(b, 128),
+            clusters: u64_at(b, 136),
+            device_blocks: u64_at(b, 144),
+        };
+        let bs = u64::from(dev.block_size);
+        if l.block_size != dev.block_size {
+            return Err(corrupt(
+                format!(
+                    "label block size {} differs from the device's {}",
+                    l.block_size, dev.block_size
+                ),
+                12,
+            ));
+        }
+        let dev_bytes = dev.num_blocks * bs;
+        let geometry_ok = l.cluster_size.is_power_of_two()
+            && l.cluster_size >= bs
+            && l.slot_size > META_HEADER_LEN as u64
+            && l.slot_size & (bs - 1) == 0
+            && l.slot_offset[0] >= LABEL_LEN as u64
+            && l.slot_offset[0] & (bs - 1) == 0
+            && l.slot_offset[1] >= l.slot_offset[0] + l.slot_size
+            && l.slot_offset[1] & (bs - 1) == 0
+            && l.data_offset >= l.slot_offset[1] + l.slot_size
+            && l.data_offset & (l.cluster_size - 1) == 0
+            && l.clusters > 0
+            && l.clusters < u64::from(NONE >> 1)
+            && l.clusters
+                .checked_mul(l.cluster_size)
+                .and_then(|d| d.checked_add(l.data_offset))
+                .is_some_and(|end| end <= dev_bytes);
+        if !geometry_ok {
+            return Err(corrupt(
+                format!("label geometry does not fit the {dev_bytes}-byte device: {l:?}"),
+                96,
+            ));
+        }
+        Ok(l)
+    }
+}
+
+/// Serialises a metadata image; `Err` when it would not fit its slot.
+pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError> {
+    let cs = label.cluster_size;
+    let mut body = Vec::new();
+    for v in &m.vols {
+        let runs = runs_of(&v.map);
+        let mut rec = [0u8; VOL_RECORD_LEN];
+        put(&mut rec, 0, &v.id.to_le_bytes());
+        put(&mut rec, 8, &v.uuid);
+        put(&mut rec, 24, &v.size.to_le_bytes());
+        put(&mut rec, 32, &v.parent.unwrap_or(0).to_le_bytes());
+        put(&mut rec, 40, &v.backing.to_le_bytes());
+        put(&mut rec, 48, &v.created.to_le_bytes());
+        let flags = u32::from(v.thin) | (u32::from(v.read_only) << 1);
+        put(&mut rec, 56, &flags.to_le_bytes());
+        put(&mut rec, 60, &(runs.len() as u32).to_le_bytes());
+        put_name(&mut rec, 64, &v.name);
+        debug_assert_eq!(v.map.len() as u64, v.size / cs);
+        body.extend_from_slice(&rec);
+        for (vc, pc, len) in runs {
+            body.extend_from_slice(&vc.to_le_bytes());
+            body.extend_from_slice(&pc.to_le_bytes());
+            body.extend_from_slice(&len.to_le_bytes());
+        }
+    }
+    let len = META_HEADER_LEN + body.len();
+    let padded = align_up(len as u64, u64::from(label.block_size));
+    if padded > label.slot_size {
+        return Err(LvolError::MetadataFull(format!(
+            "the image needs {padded} bytes, a slot holds {}",
+            label.slot_size
+        )));
+    }
+    let mut out = vec![0u8; padded as usize];
+    put(&mut out, 0, &META_MAGIC);
+    put(&mut out, 8, &FORMAT_VERSION.to_le_bytes());
+    put(&mut out, 12, &(m.vols.len() as u32).to_le_bytes());
+    put(&mut out, 16, &label.uuid);
+    put(&mut out, 32, &m.generation.to_le_bytes());
+    put(&mut out, 40, &(len as u64).to_le_bytes());
+    put(&mut out, 48, &m.next_id.to_le_bytes());
+    put(&mut out, 56, &crc32c::crc32c(&body).to_le_bytes());
+    let hcrc = crc32c::crc32c(&out[..60]);
+    put(&mut out, 60, &hcrc.to_le_bytes());
+    put(&mut out, META_HEADER_LEN, &body);
+    Ok(out)
+}
+
+/// Runs of consecutive volume clusters in consecutive pool clusters.
+fn runs_of(map: &[u32]) -> Vec<(u64, u32, u32)> {
+    let mut runs: Vec<(u64, u32, u32)> = Vec::new();
+    for (vc, &pc) in map.iter().enumerate() {
+        if pc == NONE {
+            continue;
+        }
+        if let Some(last) = runs.last_mut() {
+            if last.0 + u64::from(last.2) == vc as u64 && last.1.checked_add(last.2) == Some(pc) {
+                last.2 += 1;
+                continue;
+            }
+        }
+        runs.push((vc as u64, pc, 1));
+    }
+    runs
+}
+
+/// What one slot's header says, before its body is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotHeader {
+    pub generation: u64,
+    pub len: u64,
+}
+
+/// Checks a slot header; `Err` says what is wrong, for the log and the error.
+pub(crate) fn decode_header(b: &[u8], label: &Label) -> Result<SlotHeader, String> {
+    if b[..8] != META_MAGIC {
+        return Err("no metadata magic".into());
+    }
+    let version = u32_at(b, 8);
+    if version > FORMAT_VERSION {
+        return Err(format!("metadata format version {version} is newer"));
+    }
+    let hcrc = u32_at(b, 60);
+    if hcrc != crc32c::crc32c(&b[..60]) {
+        return Err("header checksum mismatch".into());
+    }
+    if b[16..32] != label.uuid {
+        return Err("metadata belongs to another pool (uuid differs)".into());
+    }
+    let len = u64_at(b, 40);
+    if len < META_HEADER_LEN as u64 || len > label.slot_size {
+        return Err(format!("image length {len} outside the slot"));
+    }
+    Ok(SlotHeader {
+        generation: u64_at(b, 32),
+        len,
+    })
+}
+
+/// Decodes and validates a whole image (`b` holds at least the header's length).
+/// `Err` carries what is wrong and its byte offset inside the slot.
+pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)> {
+    let h = decode_header(b, label).map_err(|e| (e, 0))?;
+    let len = h.len as usize;
+    let body = &b[META_HEADER_LEN..len];
+    if u32_at(b, 56) != crc32c::crc32c(body) {
+        return Err(("body checksum mismatch".into(), 56));
+    }
+    let count = u32_at(b, 12) as usize;
+    if count > MAX_VOLUMES {
+        return Err((format!("{count} volumes, more than {MAX_VOLUMES}"), 12));
+    }
+    let cs = label.cluster_size;
+    let mut at = META_HEADER_LEN;
+    let mut vols = Vec::with_capacity(count);
+    let mut used = vec![false; label.clusters as usize];
+    for i in 0..count {
+        let rec_at = at as u64;
+        if at + VOL_RECORD_LEN > len {
+            return Err((format!("volume record {i} runs past the image"), rec_at));
+        }
+        let r = &b[at..at + VOL_RECORD_LEN];
+        let bad = |what: String| (format!("volume record {i}: {what}"), rec_at);
+        let id = u64_at(r, 0);
+        let size = u64_at(r, 24);
+        let parent = u64_at(r, 32);
+        let flags = u32_at(r, 56);
+        let nruns = u32_at(r, 60) as usize;
+        let name = name_at(r, 64).ok_or_else(|| bad("bad name".into()))?;
+        if id == 0 || id >= u64_at(b, 48) {
+            return Err(bad(format!("id {id} outside 1..next id")));
+        }
+        if size & (cs - 1) != 0 || size / cs > u64::from(NONE >> 1) {
+            return Err(bad(format!("size {size} is not a valid cluster multiple")));
+        }
+        let nclusters = (size / cs) as usize;
+        at += VOL_RECORD_LEN;
+        if at + nruns * RUN_LEN > len {
+            return Err(bad(format!("{nruns} runs run past the image")));
+        }
+        let mut map = vec![NONE; nclusters];
+        for k in 0..nruns {
+            let run = &b[at + k * RUN_LEN..at + (k + 1) * RUN_LEN];
+            let (vc, pc, n) = (u64_at(run, 0), u32_at(run, 8), u32_at(run, 12));
+            let fits_vol = vc
+                .checked_add(u64::from(n))
+                .is_some_and(|e| e <= nclusters as u64);
+            let fits_pool = u64::from(pc) + u64::from(n) <= label.clusters;
+            if n == 0 || !fits_vol || !fits_pool {
+                return Err(bad(format!("run {k} ({vc}, {pc}, {n}) out of range")));
+            }
+            for j in 0..n {
+                let (v, p) = (vc as usize + j as usize, pc + j);
+                if map[v] != NONE || used[p as usize] {
+                    return Err(bad(format!(
+                        "cluster {p} (volume cluster {v}) mapped twice"
+                    )));
+                }
+                map[v] = p;
+                used[p as usize] = true;
+            }
+        }
+        at += nruns * RUN_LEN;
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&r[8..24]);
+        vols.push(VolMeta {
+            id,
+            uuid,
+            name,
+            size,
+            parent: (parent != 0).then_some(parent),
+            backing: u64_at(r, 40),
+            created: u64_at(r, 48),
+            thin: flags & 1 != 0,
+            read_only: flags & 2 != 0,
+            map,
+        });
+    }
+    let m = Meta {
+        generation: h.generation,
+        next_id: u64_at(b, 48),
+        vols,
+    };
+    check_references(&m).map_err(|e| (e, META_HEADER_LEN as u64))?;
+    Ok(m)
+}
+
+/// Unique ids and names; parents exist, are read-only, and form no cycle.
+fn check_references(m: &Meta) -> Result<(), String> {
+    let mut ids = std::collections::HashMap::new();
+    let mut names = std::collections::HashSet::new();
+    for v in &m.vols {
+        if ids.insert(v.id, v).is_some() {
+            return Err(format!("volume id {} appears twice", v.id));
+        }
+        if !names.insert(v.name.as_str()) {
+            return Err(format!("volume name {:?} appears twice", v.name));
+        }
+    }
+    for v in &m.vols {
+        let mut cur = v;
+        for _ in 0..=m.vols.len() {
+            let Some(p) = cur.parent else { break };
+            let Some(pv) = ids.get(&p) else {
+                return Err(format!("volume {:?} names a missing parent {p}", cur.name));
+            };
+            if !pv.read_only {
+                return Err(format!(
+                    "parent {:?} of {:?} is writable",
+                    pv.name, cur.name
+                ));
+            }
+            if pv.id == v.id {
+                return Err(format!("volume {:?} is its own ancestor", v.name));
+            }
+            cur = pv;
+        }
+        if cur.parent.is_some() {
+            return Err(format!("the parent chain of {:?} does not end", v.name));
+        }
+    }
+    Ok(())
+}

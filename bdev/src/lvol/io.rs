@@ -1,0 +1,229 @@
+//! Asynchronous base-device I/O for the metadata reactor, and the tiny executor that
+//! runs metadata jobs there.
+//!
+//! Metadata jobs are ordinary `async` code (read the label, write an image, flush)
+//! polled by a [`Poller`]: the poller polls its current future every loop turn while
+//! it has one (reporting `Busy`, so the reactor does not park mid-job) and needs no
+//! wakers. Each base request completes into a one-shot slot the future checks.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use ferrox_reactor::{DmaBuf, PollStatus, Poller, Reactor};
+
+use crate::{BdevError, Completion, IoChannel, IoOp, IoSink, Ops};
+
+pub(crate) type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Polls one future per loop turn until it finishes, then removes itself.
+struct Task {
+    fut: RefCell<Option<LocalFuture>>,
+}
+
+impl Poller for Task {
+    fn poll(&self, _r: &Reactor) -> PollStatus {
+        let mut slot = self.fut.borrow_mut();
+        let Some(f) = slot.as_mut() else {
+            return PollStatus::Done;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(()) => {
+                *slot = None;
+                PollStatus::Done
+            }
+            Poll::Pending => PollStatus::Busy,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "lvol-task"
+    }
+}
+
+/// Runs `fut` on reactor `r` to completion.
+pub(crate) fn spawn(r: &Reactor, fut: impl Future<Output = ()> + 'static) {
+    r.add_poller(Rc::new(Task {
+        fut: RefCell::new(Some(Box::pin(fut))),
+    }));
+}
+
+/// Returns `Pending` once, so the reactor runs a turn (completions, other pollers).
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|_| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+type IoResult = (Result<(), BdevError>, Option<DmaBuf>);
+
+#[derive(Default)]
+struct Slot(RefCell<Option<IoResult>>);
+
+impl IoSink for Slot {
+    fn io_done(&self, _tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
+        *self.0.borrow_mut() = Some((result, buf));
+    }
+}
+
+/// A submitted request whose completion has not been awaited yet.
+pub(crate) struct Pending(Rc<Slot>);
+
+impl Pending {
+    pub async fn wait(self) -> IoResult {
+        std::future::poll_fn(|_| match self.0 .0.borrow_mut().take() {
+            Some(v) => Poll::Ready(v),
+            None => Poll::Pending,
+        })
+        .await
+    }
+}
+
+/// Turns a buffer shortage into a wait of a bounded number of loop turns.
+const BUFFER_PATIENCE: u32 = 1_000_000;
+
+/// The metadata reactor's view of the base device, in bytes.
+pub(crate) struct BaseIo {
+    pub chan: IoChannel,
+    pub bs: u64,
+    /// Largest piece per request: the pool's largest buffer and the device limit.
+    pub chunk: u64,
+}
+
+impl BaseIo {
+    pub fn new(chan: IoChannel, r: &Reactor) -> Self {
+        let info = chan.info();
+        let bs = u64::from(info.block_size);
+        let chunk = (r.pool().max_size() as u64).min(u64::from(info.max_transfer)) / bs * bs;
+        Self {
+            chan,
+            bs,
+            chunk: chunk.max(bs),
+        }
+    }
+
+    pub fn submit(&self, op: IoOp) -> Pending {
+        let slot = Rc::new(Slot::default());
+        let done = Completion {
+            sink: slot.clone(),
+            tag: 0,
+        };
+        if let Err((e, op)) = self.chan.submit(op, done) {
+            *slot.0.borrow_mut() = Some((Err(e), op.into_buf()));
+        }
+        Pending(slot)
+    }
+
+    async fn buffer(&self, len: usize) -> Result<DmaBuf, BdevError> {
+        for _ in 0..BUFFER_PATIENCE {
+            if let Some(b) = Reactor::with(|r| r.pool().alloc(len)) {
+                return Ok(b);
+            }
+            yield_now().await;
+        }
+        Err(BdevError::Io(libc::ENOMEM))
+    }
+
+    /// Reads `len` bytes at byte `off` (both block multiples).
+    pub async fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, BdevError> {
+        let mut out = vec![0u8; len as usize];
+        let mut at = 0;
+        while at < len {
+            let n = self.chunk.min(len - at);
+            let buf = self.buffer(n as usize).await?;
+            let (res, buf) = self
+                .submit(IoOp::Read {
+                    lba: (off + at) / self.bs,
+                    blocks: n / self.bs,
+                    buf,
+                })
+                .wait()
+                .await;
+            res?;
+            let buf = buf.ok_or(BdevError::Io(libc::EIO))?;
+            out[at as usize..(at + n) as usize].copy_from_slice(buf.as_slice());
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` (a block multiple) at byte `off`, up to 16 requests at a time.
+    pub async fn write(&self, off: u64, data: &[u8]) -> Result<(), BdevError> {
+        let mut pending = Vec::new();
+        let mut first_err = Ok(());
+        for (i, piece) in data.chunks(self.chunk as usize).enumerate() {
+            let mut buf = self.buffer(piece.len()).await?;
+            buf.as_mut_slice().copy_from_slice(piece);
+            pending.push(self.submit(IoOp::Write {
+                lba: (off + i as u64 * self.chunk) / self.bs,
+                blocks: piece.len() as u64 / self.bs,
+                buf,
+                fua: false,
+            }));
+            if pending.len() >= 16 {
+                first_err = first_err.and(pending.remove(0).wait().await.0);
+            }
+        }
+        for p in pending {
+            first_err = first_err.and(p.wait().await.0);
+        }
+        first_err
+    }
+
+    /// Makes `len` bytes at `off` read as zeroes.
+    pub async fn zero(&self, off: u64, len: u64) -> Result<(), BdevError> {
+        if self.chan.info().ops.contains(Ops::WRITE_ZEROES) {
+            let mut at = 0;
+            while at < len {
+                // Write zeroes carries no buffer; keep requests to a sane size anyway.
+                let n = (64 * self.chunk).min(len - at);
+                self.submit(IoOp::WriteZeroes {
+                    lba: (off + at) / self.bs,
+                    blocks: n / self.bs,
+                })
+                .wait()
+                .await
+                .0?;
+                at += n;
+            }
+            return Ok(());
+        }
+        let zeroes = vec![0u8; self.chunk.min(len) as usize];
+        let mut at = 0;
+        while at < len {
+            let n = self.chunk.min(len - at);
+            self.write(off + at, &zeroes[..n as usize]).await?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` to `dst`.
+    pub async fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), BdevError> {
+        let mut at = 0;
+        while at < len {
+            let n = (16 * self.chunk).min(len - at);
+            let data = self.read(src + at, n).await?;
+            self.write(dst + at, &data).await?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&self) -> Result<(), BdevError> {
+        if !self.chan.info().ops.contains(Ops::FLUSH) {
+            return Ok(());
+        }
+        self.submit(IoOp::Flush).wait().await.0
+    }
+}

@@ -1,0 +1,194 @@
+use super::format::*;
+use super::LvolError;
+use crate::{BdevInfo, Ops};
+
+fn dev(blocks: u64) -> BdevInfo {
+    BdevInfo {
+        name: "d".into(),
+        uuid: [0; 16],
+        block_size: 512,
+        num_blocks: blocks,
+        optimal_io_boundary: 0,
+        max_transfer: 1 << 20,
+        ops: Ops::FLUSH,
+        volatile_cache: false,
+    }
+}
+
+fn label() -> Label {
+    Label::plan(&dev(8192), "pool", [7; 16], 4096).unwrap()
+}
+
+fn vol(id: u64, name: &str, map: Vec<u32>) -> VolMeta {
+    VolMeta {
+        id,
+        uuid: [id as u8; 16],
+        name: name.into(),
+        size: map.len() as u64 * 4096,
+        parent: None,
+        backing: 0,
+        created: 1_700_000_000,
+        thin: true,
+        read_only: false,
+        map,
+    }
+}
+
+#[test]
+fn label_round_trips_and_fits_the_device() {
+    let l = label();
+    assert_eq!(l.slot_offset[0], LABEL_REGION);
+    assert!(l.data_offset + l.clusters * l.cluster_size <= 8192 * 512);
+    assert_eq!(Label::decode(&l.encode(), &dev(8192)).unwrap(), l);
+    // A smaller device than the label describes is corrupt, not silently used.
+    let e = Label::decode(&l.encode(), &dev(4096)).unwrap_err();
+    assert!(matches!(e, LvolError::Corrupt { offset: 96, .. }), "{e}");
+}
+
+#[test]
+fn every_single_bit_flip_in_the_label_is_caught() {
+    let l = label();
+    let good = l.encode();
+    for bit in 0..LABEL_LEN * 8 {
+        let mut b = good;
+        b[bit / 8] ^= 1 << (bit % 8);
+        assert!(Label::decode(&b, &dev(8192)).is_err(), "bit {bit}");
+    }
+}
+
+#[test]
+fn metadata_round_trips_with_runs() {
+    let l = label();
+    let mut snap = vol(1, "snap", vec![0, 1, 2, NONE, 9, 10]);
+    snap.read_only = true;
+    let mut child = vol(2, "child", vec![NONE, 3, NONE, NONE, NONE, NONE]);
+    child.parent = Some(1);
+    child.backing = 6;
+    let m = Meta {
+        generation: 5,
+        next_id: 3,
+        vols: vec![snap, child],
+    };
+    let img = encode_meta(&m, &l).unwrap();
+    // Two runs for the snapshot, one for the child.
+    assert_eq!(
+        img.len() as u64,
+        (64 + 2 * 128 + 3 * 16u64).div_ceil(512) * 512
+    );
+    assert_eq!(decode_meta(&img, &l).unwrap(), m);
+}
+
+#[test]
+fn every_single_bit_flip_in_an_image_is_caught() {
+    let l = label();
+    let m = Meta {
+        generation: 2,
+        next_id: 2,
+        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+    };
+    let img = encode_meta(&m, &l).unwrap();
+    let len = 64 + 128 + 2 * 16;
+    for bit in 0..len * 8 {
+        let mut b = img.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        assert!(decode_meta(&b, &l).is_err(), "bit {bit}");
+    }
+}
+
+/// Re-checksums an image built by hand, as a buggy writer would have.
+fn reseal(img: &mut [u8]) {
+    let len = u64::from_le_bytes(img[40..48].try_into().unwrap()) as usize;
+    let body = crc32c::crc32c(&img[64..len]);
+    img[56..60].copy_from_slice(&body.to_le_bytes());
+    let h = crc32c::crc32c(&img[..60]);
+    img[60..64].copy_from_slice(&h.to_le_bytes());
+}
+
+#[test]
+fn checksummed_but_inconsistent_metadata_is_refused() {
+    let l = label();
+    let cases: Vec<(Meta, &str)> = vec![
+        (
+            Meta {
+                generation: 2,
+                next_id: 3,
+                vols: vec![vol(1, "a", vec![4]), vol(2, "b", vec![4])],
+            },
+            "mapped twice",
+        ),
+        (
+            Meta {
+                generation: 2,
+                next_id: 3,
+                vols: vec![vol(1, "a", vec![4]), vol(2, "a", vec![5])],
+            },
+            "appears twice",
+        ),
+        (
+            Meta {
+                generation: 2,
+                next_id: 3,
+                vols: vec![{
+                    let mut v = vol(1, "a", vec![4]);
+                    v.parent = Some(2);
+                    v
+                }],
+            },
+            "missing parent",
+        ),
+        (
+            Meta {
+                generation: 2,
+                next_id: 3,
+                vols: vec![
+                    {
+                        let mut v = vol(1, "a", vec![NONE]);
+                        v.parent = Some(2);
+                        v.read_only = true;
+                        v
+                    },
+                    {
+                        let mut v = vol(2, "b", vec![NONE]);
+                        v.parent = Some(1);
+                        v.read_only = true;
+                        v
+                    },
+                ],
+            },
+            "ancestor",
+        ),
+        (
+            Meta {
+                generation: 2,
+                next_id: 2,
+                vols: vec![vol(1, "a", vec![l.clusters as u32])],
+            },
+            "out of range",
+        ),
+    ];
+    for (m, why) in cases {
+        let mut img = encode_meta(&m, &l).unwrap();
+        reseal(&mut img);
+        let e = decode_meta(&img, &l).unwrap_err();
+        assert!(e.0.contains(why), "{why}: {e:?}");
+    }
+}
+
+#[test]
+fn newer_metadata_version_and_other_pools_are_refused() {
+    let l = label();
+    let m = Meta {
+        generation: 2,
+        next_id: 1,
+        vols: vec![],
+    };
+    let mut img = encode_meta(&m, &l).unwrap();
+    let mut other = l.clone();
+    other.uuid = [9; 16];
+    assert!(decode_header(&img, &other)
+        .unwrap_err()
+        .contains("another pool"));
+    img[8] = 2;
+    reseal(&mut img);
+    assert!(decode_header(&img, &l).unwrap_err().contains("newer"));
+}

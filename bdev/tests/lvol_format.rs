@@ -1,0 +1,131 @@
+#![allow(clippy::tests_outside_test_module)] // an integration test file is its own test module
+//! The on-disk format: a pool loads back (from RAM and from a file), a newer format is
+//! refused, and damaged labels and metadata are reported, never used.
+
+mod lvol_util;
+
+use std::sync::Arc;
+
+use ferrox_bdev::lvol::{LvolError, LvolStore, FORMAT_VERSION};
+use ferrox_bdev::BlockDevice;
+use ferrox_reactor::ReactorHandle;
+use lvol_util::*;
+
+const CS: u64 = 64 << 10;
+
+fn patch(h: &ReactorHandle, dev: &Arc<dyn BlockDevice>, byte: u64, f: impl FnOnce(&mut [u8])) {
+    let lba = byte / 512;
+    let mut blk = read(h, dev.clone(), lba, 1).unwrap();
+    f(&mut blk[(byte % 512) as usize..]);
+    write(h, dev.clone(), lba, blk).unwrap();
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+#[test]
+fn pool_on_a_file_survives_reopen() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.img");
+    let open = |size| -> Arc<dyn BlockDevice> {
+        ferrox_bdev::uring::UringBdev::open("u", &path, size, 512, 16).unwrap()
+    };
+    let store = LvolStore::create(
+        open(Some(16 << 20)),
+        "filepool",
+        ferrox_bdev::lvol::DEFAULT_CLUSTER_SIZE,
+        h.clone(),
+    )
+    .unwrap();
+    store.create_volume("v", 3 << 20, true).unwrap();
+    let v = store.volume("v").unwrap();
+    write(&h, v.clone(), 2047, pattern(5, 4096)).unwrap();
+    drop(v);
+    drop(store);
+    let store = LvolStore::load(open(None), h.clone()).unwrap();
+    assert_eq!(store.stats().unwrap().cluster_size, 1 << 20);
+    let v = store.volume("v").unwrap();
+    assert_eq!(read(&h, v, 2047, 8).unwrap(), pattern(5, 4096));
+}
+
+#[test]
+fn a_newer_format_is_refused() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let base = malloc("base", 4 << 20);
+    drop(LvolStore::create(base.clone(), "pool", CS, h.clone()).unwrap());
+    patch(&h, &base, 8, |b| {
+        b[..4].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes())
+    });
+    let e = LvolStore::load(base, h).unwrap_err();
+    assert!(
+        matches!(e, LvolError::NewerFormat { found, .. } if found == FORMAT_VERSION + 1),
+        "{e}"
+    );
+    assert!(e.to_string().contains("newer"), "{e}");
+}
+
+#[test]
+fn a_blank_device_is_not_a_pool() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let e = LvolStore::load(malloc("blank", 4 << 20), h).unwrap_err();
+    assert!(matches!(e, LvolError::NotAPool { .. }), "{e}");
+}
+
+#[test]
+fn a_damaged_label_is_reported() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let base = malloc("base", 4 << 20);
+    drop(LvolStore::create(base.clone(), "pool", CS, h.clone()).unwrap());
+    patch(&h, &base, 40, |b| b[0] ^= 0x55); // inside the pool name
+    let e = LvolStore::load(base, h).unwrap_err();
+    assert!(matches!(e, LvolError::Corrupt { offset: 252, .. }), "{e}");
+    assert!(e.to_string().contains("label checksum"), "{e}");
+}
+
+#[test]
+fn damaged_metadata_falls_back_or_is_reported() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let base = malloc("base", 4 << 20);
+    let store = LvolStore::create(base.clone(), "pool", CS, h.clone()).unwrap();
+    store.create_volume("one", CS, true).unwrap(); // generation 2, slot A
+    store.create_volume("two", CS, true).unwrap(); // generation 3, slot B
+    assert_eq!(store.stats().unwrap().generation, 3);
+    drop(store);
+    let label = read(&h, base.clone(), 0, 1).unwrap();
+    let (a, b) = (u64_at(&label, 104), u64_at(&label, 112));
+
+    // Damage the body of the newest generation (slot B): the older one is used.
+    patch(&h, &base, b + 64 + 70, |x| x[0] ^= 1);
+    let store = LvolStore::load(base.clone(), h.clone()).unwrap();
+    let names: Vec<String> = store.list().unwrap().into_iter().map(|v| v.name).collect();
+    assert_eq!(names, vec!["one".to_string()]);
+    assert_eq!(store.stats().unwrap().generation, 2);
+    drop(store);
+
+    // Damage slot A too: nothing valid is left, and the error says where and what.
+    patch(&h, &base, a + 33, |x| x[0] ^= 1);
+    let e = LvolStore::load(base, h).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, LvolError::Corrupt { .. }), "{msg}");
+    assert!(
+        msg.contains("body checksum") && msg.contains("header checksum"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_geometry_is_refused_at_create() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let e = LvolStore::create(malloc("tiny", 64 << 10), "pool", CS, h.clone()).unwrap_err();
+    assert!(matches!(e, LvolError::Invalid(_)), "{e}");
+    let e = LvolStore::create(malloc("b", 4 << 20), "pool", 3000, h).unwrap_err();
+    assert!(e.to_string().contains("power of two"), "{e}");
+}
