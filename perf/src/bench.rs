@@ -225,7 +225,7 @@ impl Outcome {
     }
 }
 
-/// Runs `w` on `dev`: with `--verify` and reads, a fill pass first (then
+/// Runs `w` on `dev`: with `--verify`, a fill pass first (then
 /// `after_fill`); then the measured workload; with `--verify` and only writes, a
 /// read-back pass last. `progress` draws a live line on stderr.
 pub fn run(
@@ -240,7 +240,10 @@ pub fn run(
     let writes = w.rw.read_percent(w.mix) < 100;
     let counters = Progress::new(s.cores());
     let mut fill = None;
-    if w.verify && reads {
+    // Always fill first: then every block of the range carries this run's seed, and a
+    // write that did not land reads back as an error instead of passing for a block
+    // the workload never touched.
+    if w.verify {
         let jobs = plan::jobs(w, &p, JobKind::Fill, &counters);
         let r = s.run_job(dev, jobs, None)?;
         let merged = stats::merge(&r);

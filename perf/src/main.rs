@@ -32,8 +32,8 @@ or use --spawn-target to start an in-process Ferrox target serving a RAM disk on
 Sizes take binary suffixes: 4k = 4KiB = 4096, 1g = 1GiB.
 
 --verify stamps a header (sector, generation, run seed) in every 512 bytes written and
-checks it on every read. With reads in the workload the range is first filled by a
-write pass; a write-only workload is read back at the end. A mismatch is reported with
+checks it on every read. The range is first filled by a write pass (so every block
+carries this run's stamp); a write-only workload is read back at the end. A mismatch is reported with
 its LBA and makes the exit status 1.
 
 Exit status: 0 done, 1 the run failed (verify mismatch, I/O error, target trouble),

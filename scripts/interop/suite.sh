@@ -14,6 +14,8 @@
 #   5 restart    data written before a daemon restart (SIGTERM) reads back after it
 #   6 kato       abrupt host loss (nft drops port 4420): the daemon tears the controller
 #                down after KATO; a second host (other hostnqn) then connects and does I/O
+#   7 perf       ferrox-perf --verify (Ferrox's host library) against kernel nvmet-tcp
+#                and against Ferrox, with and without digests
 #
 # Environment (host side):
 #   FERROX_BIN        daemon binary (default target/release/ferrox, else target/debug/ferrox)
@@ -428,9 +430,42 @@ step6() {
     disconnect
 }
 
+# 7: Ferrox's own host library (ferrox-perf --verify) against a peer nobody here wrote,
+# the kernel's nvmet-tcp target (a file namespace on the ext4 RAM disk, port 4421),
+# and against Ferrox itself.
+step7() {
+    step "7 perf: ferrox-perf --verify against kernel nvmet-tcp and against Ferrox"
+    local perf k_nqn=nqn.2026-11.io.ferrox:interop-kernel k_port=4421 sub port img
+    perf="$(dirname "$(ferrox_bin)")/ferrox-perf"
+    [[ -x $perf ]] || fail perf "no ferrox-perf next to $(ferrox_bin) (cargo build --release --bin ferrox-perf)"
+    modprobe nvmet && modprobe nvmet-tcp || fail perf "cannot load nvmet/nvmet-tcp"
+    img=/tmp/ferrox/nvmet.img
+    truncate -s 64M "$img" || fail perf "cannot create $img"
+    sub=$NVMET_CFS/subsystems/$k_nqn port=$NVMET_CFS/ports/7
+    mkdir -p "$sub/namespaces/1" "$port" || fail perf "configfs"
+    echo 1 > "$sub/attr_allow_any_host"
+    echo -n "$img" > "$sub/namespaces/1/device_path"
+    echo 1 > "$sub/namespaces/1/enable" || fail perf "cannot enable the nvmet file namespace"
+    echo tcp > "$port/addr_trtype"; echo ipv4 > "$port/addr_adrfam"
+    echo "$ADDR" > "$port/addr_traddr"; echo "$k_port" > "$port/addr_trsvcid"
+    ln -s "$sub" "$port/subsystems/$k_nqn" || fail perf "cannot expose $k_nqn on port $k_port"
+    daemon_up
+    local target name args
+    for target in "nvme+tcp://$ADDR:$k_port/$k_nqn kernel-nvmet" "nvme+tcp://$ADDR:$PORT/$NQN ferrox"; do
+        name=${target#* } target=${target% *}
+        for args in "--rw randrw --bs 4k --qd 16" "--rw randwrite --bs 128k --qd 4" "--rw randrw --bs 64k --qd 8 --header-digest --data-digest"; do
+            # shellcheck disable=SC2086  # word splitting of $args is intended
+            "$perf" "$target" $args --range 32MiB --time 3 --verify --cores 0 > "$OUT/perf-$name.txt" 2>&1 ||
+                fail perf "ferrox-perf --verify $args against $name failed: $(tail -n 3 "$OUT/perf-$name.txt")"
+            pass "ferrox-perf $args --verify against $name: $(grep -E '^total' "$OUT/perf-$name.txt" | awk '{print $2 " IOPS"}')"
+        done
+    done
+    rm -f "$port/subsystems/$k_nqn"; rmdir "$sub/namespaces/1" "$sub" "$port" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------- main
 steps=("$@")
-[[ ${#steps[@]} -gt 0 ]] || steps=(1 2 3 4 5 6)
+[[ ${#steps[@]} -gt 0 ]] || steps=(1 2 3 4 5 6 7)
 modprobe nvme-tcp || fail modprobe "modprobe nvme-tcp"
 echo "ferrox: $(ferrox_bin || echo 'NOT FOUND'); config $CONFIG; logs in $OUT"
 start=$(date +%s)
@@ -438,7 +473,8 @@ for s in "${steps[@]}"; do
     case $s in
         1|admin) step1 ;;  2|fio) step2 ;;  3|fs) step3 ;;
         4|options) step4 ;;  5|restart) step5 ;;  6|kato) step6 ;;
-        *) fail suite "unknown step '$s' (1-6)" ;;
+        7|perf) step7 ;;
+        *) fail suite "unknown step '$s' (1-7)" ;;
     esac
 done
 connected && disconnect
