@@ -31,6 +31,10 @@ cargo test -j2 --workspace
 if (( interop )); then
     step "kernel interop suite (VM)"
     cargo build -j2 --release --bin ferrox --bin ferrox-perf
+    cargo build -j2 --release -p ferrox-nvme --example vfio_verify
     FERROX_BIN="$repo/target/release/ferrox" "$here/interop/suite.sh"
+
+    step "user-space NVMe driver through VFIO on QEMU's NVMe controller (VM)"
+    "$here/interop/vfio.sh"
 fi
 step "all tests passed"

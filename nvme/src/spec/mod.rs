@@ -1,5 +1,8 @@
 //! NVMe base 2.0 and NVMe-oF specification types.
 //!
+//! `no_std`-friendly: only `core` (and `bitflags`/`zerocopy`) is used here, and no
+//! unsafe code.
+//!
 //! Every submodule is re-exported here, so `ferrox_nvme::spec::Command` and
 //! `ferrox_nvme::spec::command::Command` name the same type.
 //!
@@ -10,6 +13,8 @@
 //! - "Zero-based" counts (NLB, NUMD, SQSIZE, NSQR...) are returned raw, exactly as on the
 //!   wire; helpers that return one-based counts say so in their name (`block_count`,
 //!   `num_bytes`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 #[cfg(target_endian = "big")]
 compile_error!("ferrox-nvme stores little-endian wire fields as native integers; big-endian targets are not supported");
