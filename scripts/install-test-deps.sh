@@ -15,6 +15,8 @@
 #   util-linux coreutils procps  blockdev, losetup, flock, timeout, sha256sum, pgrep
 #   python3            parses fio's JSON in the benchmark
 #   xz-utils zstd      decompress kernel modules when the kernel ships them compressed
+#   protobuf-compiler libprotobuf-dev  protoc and the well-known .proto files, for the
+#                      control crate's gRPC code generation (build time)
 #
 # Usage: sudo scripts/install-test-deps.sh      (or as root; uses sudo when not root)
 # INSTALL_VERBOSE=1 shows apt's output.
@@ -22,7 +24,7 @@ set -euo pipefail
 
 pkgs=(qemu-system-x86 linux-image-amd64 busybox-static kmod nvme-cli fio
       e2fsprogs xfsprogs nftables iproute2 util-linux coreutils procps
-      python3 xz-utils zstd)
+      python3 xz-utils zstd protobuf-compiler libprotobuf-dev)
 
 missing=()
 status=" $(dpkg-query -W -f='${Package}=${db:Status-Status} ' "${pkgs[@]}" 2>/dev/null || true) "

@@ -253,7 +253,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         ));
     }
 
-    let registry = Registry::new();
+    let registry = Arc::new(Registry::new());
     create_bdevs(&cfg, &registry)?;
     let node = node_id(&data_dir)?;
     let mut subsystems = Vec::new();
@@ -327,6 +327,35 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     };
     let started = Instant::now();
 
+    // The control plane: after the target is up (it re-publishes volumes), before
+    // "ready" is printed.
+    let control = if cli.no_control {
+        None
+    } else {
+        let socket = cli
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| data_dir.join("ferrox.sock"));
+        let ctx = ferrox_control::ControlContext {
+            target: target.shared().clone(),
+            registry: registry.clone(),
+            reactors: group.handles().to_vec(),
+            node_id: node,
+            data_dir: data_dir.clone(),
+        };
+        match ferrox_control::ControlServer::start(ctx, &socket) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                drop(target);
+                group.shutdown();
+                return Err(Failure::Runtime(format!(
+                    "cannot start the control API on {}: {e}",
+                    socket.display()
+                )));
+            }
+        }
+    };
+
     let mut out = std::io::stdout().lock();
     for (nqn, bytes, nns) in &summary {
         for a in target.listen_addrs() {
@@ -348,12 +377,19 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             );
         }
     }
+    if let Some(c) = &control {
+        let _ = writeln!(out, "ferrox: control socket {}", c.socket().display());
+    }
     let _ = writeln!(out, "ferrox: ready; stop with Ctrl-C or SIGTERM");
     let _ = out.flush();
     drop(out);
 
     let sig = crate::signals::wait();
     tracing::info!(signal = sig, "stopping");
+    // The control plane first: it closes its pools while the reactors still run.
+    if let Some(c) = control {
+        c.stop();
+    }
     drop(target);
     let stats = group.shutdown();
     for s in stats {

@@ -43,6 +43,13 @@ pub struct Cli {
     /// Address of the embedded default listener (used without --config).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:4420")]
     pub listen: String,
+    /// The control API's Unix socket (gRPC, mode 0600; `ferroxctl` talks to it).
+    /// Default: <data-dir>/ferrox.sock.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Do not start the control API.
+    #[arg(long, conflicts_with = "control_socket")]
+    pub no_control: bool,
     /// Log filter: error, warn, info, debug, trace, or per-module directives.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,

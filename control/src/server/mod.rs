@@ -1,0 +1,339 @@
+//! The gRPC server: its runtime thread, the shared [`Core`], and `rpc_submit`, the one
+//! way a handler reaches the data plane.
+
+mod grpc;
+mod pools;
+mod publish;
+mod reconcile;
+mod volumes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferrox_bdev::lvol::LvolStore;
+use ferrox_bdev::{BlockDevice, Registry};
+use ferrox_nvmeof::TargetShared;
+use ferrox_reactor::{Reactor, ReactorHandle};
+
+use crate::error::ControlError;
+use crate::state::{PoolRec, RedbStore, StateStore};
+
+/// Largest request the server decodes.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Largest response the server encodes (lists of many volumes).
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// What the daemon hands the control plane.
+pub struct ControlContext {
+    pub target: Arc<TargetShared>,
+    pub registry: Arc<Registry>,
+    pub reactors: Vec<ReactorHandle>,
+    pub node_id: [u8; 16],
+    pub data_dir: PathBuf,
+}
+
+/// A pool the server knows: its record, and the open store (or why it is not open).
+pub(crate) struct PoolEntry {
+    pub rec: PoolRec,
+    pub lvs: Option<Arc<LvolStore>>,
+    /// The bdev the pool is on (registered under this name).
+    pub bdev: String,
+    pub error: Option<String>,
+}
+
+/// State shared by every handler.
+pub(crate) struct Core {
+    pub ctx: ControlContext,
+    pub store: Arc<dyn StateStore>,
+    /// Control-plane bookkeeping only (never held across an await or a data-plane call).
+    pub pools: Mutex<BTreeMap<String, PoolEntry>>,
+    /// Serialises mutating calls (held across their awaits).
+    pub ops: tokio::sync::Mutex<()>,
+    pub ready: AtomicBool,
+    pub started: Instant,
+    next_meta: std::sync::atomic::AtomicUsize,
+}
+
+type ReactorFn<T> = Box<dyn FnOnce(&Reactor) -> Result<T, ControlError> + Send>;
+
+/// Data-plane work, in one of the two forms the control plane may do it.
+pub(crate) enum Job<T> {
+    /// A blocking call (an [`LvolStore`] method, a state-store commit) for tokio's
+    /// blocking pool.
+    Blocking(Box<dyn FnOnce() -> Result<T, ControlError> + Send>),
+    /// A closure for the reactor that owns the resource.
+    OnReactor(ReactorHandle, ReactorFn<T>),
+}
+
+impl<T> Job<T> {
+    pub fn blocking(f: impl FnOnce() -> Result<T, ControlError> + Send + 'static) -> Self {
+        Self::Blocking(Box::new(f))
+    }
+
+    pub fn on_reactor(
+        h: &ReactorHandle,
+        f: impl FnOnce(&Reactor) -> Result<T, ControlError> + Send + 'static,
+    ) -> Self {
+        Self::OnReactor(h.clone(), Box::new(f))
+    }
+}
+
+/// How long a reactor mailbox that is full is retried before the call gives up.
+const MAILBOX_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The one way a handler reaches the data plane: never blocks a runtime worker, never
+/// takes a data-plane lock itself.
+pub(crate) async fn rpc_submit<T: Send + 'static>(job: Job<T>) -> Result<T, ControlError> {
+    match job {
+        Job::Blocking(f) => tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ControlError::Internal(format!("blocking task failed: {e}")))?,
+        Job::OnReactor(h, f) => {
+            // `call` hands a full mailbox back as an error; retry with a bounded
+            // patience, yielding to the runtime between attempts.
+            let f = Arc::new(Mutex::new(Some(f)));
+            let deadline = Instant::now() + MAILBOX_PATIENCE;
+            loop {
+                let f2 = f.clone();
+                let res = h.call(move |r| {
+                    let f = f2.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    f.map(|f| f(r))
+                });
+                match res {
+                    Ok(reply) => {
+                        return reply
+                            .await
+                            .map_err(ControlError::Reactor)?
+                            .unwrap_or_else(|| {
+                                Err(ControlError::Internal("reactor job ran twice".into()))
+                            })
+                    }
+                    Err(e) if Instant::now() >= deadline => return Err(ControlError::Reactor(e)),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// `Unavailable` until start-up reconciliation is done.
+    pub fn check_ready(&self) -> Result<(), ControlError> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ControlError::Unavailable(
+                "reconciling state after start; retry shortly".into(),
+            ))
+        }
+    }
+
+    /// The reactor that runs the target's listener and owns subsystem changes.
+    pub fn target_reactor(&self) -> &ReactorHandle {
+        &self.ctx.reactors[0]
+    }
+
+    /// A metadata reactor for a new pool (round robin).
+    pub fn meta_reactor(&self) -> ReactorHandle {
+        let n = self.ctx.reactors.len();
+        let i = self.next_meta.fetch_add(1, Ordering::Relaxed) % n;
+        self.ctx.reactors[i].clone()
+    }
+
+    pub fn pools(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PoolEntry>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open store of pool `name`.
+    pub fn lvs(&self, name: &str) -> Result<Arc<LvolStore>, ControlError> {
+        let pools = self.pools();
+        let p = pools
+            .get(name)
+            .ok_or_else(|| ControlError::not_found("pool", name))?;
+        p.lvs.clone().ok_or_else(|| {
+            ControlError::FailedPrecondition(format!(
+                "pool {name:?} is unavailable: {}",
+                p.error.as_deref().unwrap_or("not open")
+            ))
+        })
+    }
+
+    pub fn records(&self) -> crate::state::Records<'_> {
+        crate::state::Records(&*self.store)
+    }
+
+    /// Whether any subsystem exports the bdev named `bdev`.
+    pub fn bdev_exported(&self, bdev: &str) -> Option<String> {
+        self.ctx.target.subsystems().iter().find_map(|s| {
+            s.namespaces()
+                .iter()
+                .any(|n| n.bdev.info().name == bdev)
+                .then(|| s.nqn.clone())
+        })
+    }
+}
+
+/// Opens the base of a path-based pool (creating a sparse file of `size` when absent).
+pub(crate) fn open_path_base(
+    pool: &str,
+    path: &Path,
+    size: Option<u64>,
+) -> Result<Arc<dyn BlockDevice>, ControlError> {
+    let dev = ferrox_bdev::uring::UringBdev::open(&base_bdev_name(pool), path, size, 512, 128)
+        .map_err(|source| ControlError::Registry {
+            during: format!("opening {}", path.display()),
+            source,
+        })?;
+    Ok(dev)
+}
+
+/// The registry name of a path-based pool's base.
+pub(crate) fn base_bdev_name(pool: &str) -> String {
+    format!("pool:{pool}")
+}
+
+/// The running control server. [`ControlServer::stop`] (or drop) stops it.
+pub struct ControlServer {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    socket: PathBuf,
+}
+
+impl ControlServer {
+    /// Opens the state store, binds `socket` (mode 0600), starts serving, and
+    /// reconciles the stored state with the data plane (re-importing pools and
+    /// re-publishing volumes). Returns once reconciliation is done.
+    pub fn start(ctx: ControlContext, socket: &Path) -> Result<Self, ControlError> {
+        if ctx.reactors.is_empty() {
+            return Err(ControlError::Internal("no reactors".into()));
+        }
+        let store = RedbStore::open(&ctx.data_dir.join("control.redb"))?;
+        let listener = bind_socket(socket)?;
+        let core = Arc::new(Core {
+            ctx,
+            store: Arc::new(store),
+            pools: Mutex::new(BTreeMap::new()),
+            ops: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+            next_meta: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(16)
+            .thread_name("ferrox-ctl")
+            .enable_all()
+            .build()
+            .map_err(|source| ControlError::Io {
+                during: "starting the control runtime".into(),
+                source,
+            })?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sock_path = socket.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("ferrox-ctl".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let incoming = match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => tokio_stream::wrappers::UnixListenerStream::new(l),
+                        Err(source) => {
+                            let _ = ready_tx.send(Err(ControlError::Io {
+                                during: "registering the control socket".into(),
+                                source,
+                            }));
+                            return;
+                        }
+                    };
+                    let server = tokio::spawn(grpc::serve(core.clone(), incoming, stop_rx));
+                    let res = reconcile::run(&core).await;
+                    core.ready.store(true, Ordering::Release);
+                    let _ = ready_tx.send(res);
+                    match server.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "control server failed"),
+                        Err(e) => tracing::error!(error = %e, "control server task failed"),
+                    }
+                    // Close the pools (their engines stop on their reactors) while
+                    // the reactors still run.
+                    core.pools().clear();
+                });
+                rt.shutdown_timeout(Duration::from_secs(10));
+            })
+            .map_err(|source| ControlError::Io {
+                during: "starting the control thread".into(),
+                source,
+            })?;
+        let mut me = Self {
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+            socket: sock_path,
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(me),
+            Ok(Err(e)) => {
+                me.stop_inner();
+                Err(e)
+            }
+            Err(_) => {
+                me.stop_inner();
+                Err(ControlError::Internal("the control thread ended".into()))
+            }
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Stops serving, closes the pools and removes the socket.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Binds `path` with mode 0600 and no window in which another user could connect:
+/// bound under a temporary name, chmod-ed, then renamed into place. A stale socket is
+/// replaced; a live one (another daemon) is an error.
+fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, ControlError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |during: String| move |source| ControlError::Io { during, source };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "{} is in use: another ferrox daemon serves it",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(io(format!("removing stale {}", path.display())))?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let l = std::os::unix::net::UnixListener::bind(&tmp)
+        .map_err(io(format!("binding {}", tmp.display())))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod 0600 {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))?;
+    l.set_nonblocking(true)
+        .map_err(io("set_nonblocking on the control socket".into()))?;
+    Ok(l)
+}

@@ -1,0 +1,493 @@
+//! Pools: create, import, destroy, export, list, get.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferrox_bdev::lvol::{LvolError, LvolStore, DEFAULT_CLUSTER_SIZE};
+use ferrox_bdev::BlockDevice;
+
+use super::{base_bdev_name, open_path_base, rpc_submit, Core, Job, PoolEntry};
+use crate::api;
+use crate::error::ControlError;
+use crate::state::{Phase, PoolBaseRec, PoolRec, PublishRec, SnapshotRec, VolumeRec};
+use crate::validate;
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn base_of(b: Option<api::PoolBase>) -> Result<PoolBaseRec, ControlError> {
+    let b = b.ok_or_else(|| ControlError::invalid("base", "name a bdev or a path"))?;
+    match b.base {
+        Some(api::pool_base::Base::Bdev(n)) if !n.is_empty() => {
+            if b.size_bytes != 0 {
+                return Err(ControlError::invalid(
+                    "base.size_bytes",
+                    "only with a path (a bdev has its own size)",
+                ));
+            }
+            Ok(PoolBaseRec::Bdev(n))
+        }
+        Some(api::pool_base::Base::Path(p)) if !p.is_empty() => {
+            if !p.starts_with('/') {
+                return Err(ControlError::invalid(
+                    "base.path",
+                    format!("{p:?} must be absolute"),
+                ));
+            }
+            if b.size_bytes != 0 {
+                validate::size("base.size_bytes", b.size_bytes, 4096)?;
+            } else if !std::path::Path::new(&p).exists() {
+                return Err(ControlError::invalid(
+                    "base.size_bytes",
+                    format!("{p} does not exist: give a size to create it"),
+                ));
+            }
+            Ok(PoolBaseRec::Path {
+                path: p,
+                size: b.size_bytes,
+            })
+        }
+        _ => Err(ControlError::invalid("base", "name a bdev or a path")),
+    }
+}
+
+/// The same device or file (sizes aside).
+fn same_base(a: &PoolBaseRec, b: &PoolBaseRec) -> bool {
+    match (a, b) {
+        (PoolBaseRec::Bdev(x), PoolBaseRec::Bdev(y)) => x == y,
+        (PoolBaseRec::Path { path: x, .. }, PoolBaseRec::Path { path: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+fn describe(b: &PoolBaseRec) -> String {
+    match b {
+        PoolBaseRec::Bdev(n) => format!("bdev {n:?}"),
+        PoolBaseRec::Path { path, size } => format!("path {path} ({size} bytes)"),
+    }
+}
+
+/// The base device of a pool (opening a path-based one), and its registry name.
+pub(crate) fn open_base(
+    core: &Core,
+    name: &str,
+    base: &PoolBaseRec,
+    create: bool,
+) -> Result<(Arc<dyn BlockDevice>, String), ControlError> {
+    match base {
+        PoolBaseRec::Bdev(b) => {
+            let dev = core
+                .ctx
+                .registry
+                .get(b)
+                .map_err(|_| ControlError::not_found("bdev", b.clone()))?;
+            Ok((dev, b.clone()))
+        }
+        PoolBaseRec::Path { path, size } => {
+            let bname = base_bdev_name(name);
+            if let Ok(dev) = core.ctx.registry.get(&bname) {
+                return Ok((dev, bname));
+            }
+            let size = (create && *size != 0).then_some(*size);
+            let dev = open_path_base(name, &PathBuf::from(path), size)?;
+            core.ctx
+                .registry
+                .add(dev.clone())
+                .map_err(|source| ControlError::Registry {
+                    during: format!("registering the base of pool {name:?}"),
+                    source,
+                })?;
+            Ok((dev, bname))
+        }
+    }
+}
+
+pub(crate) fn close_base(core: &Core, rec: &PoolRec) {
+    if let PoolBaseRec::Path { .. } = rec.base {
+        let _ = core.ctx.registry.remove(&base_bdev_name(&rec.name));
+    }
+}
+
+impl Core {
+    fn pool_msg(&self, name: &str) -> Result<api::Pool, ControlError> {
+        let (rec, lvs, bdev, error) = {
+            let pools = self.pools();
+            let p = pools
+                .get(name)
+                .ok_or_else(|| ControlError::not_found("pool", name))?;
+            (
+                p.rec.clone(),
+                p.lvs.clone(),
+                p.bdev.clone(),
+                p.error.clone(),
+            )
+        };
+        let mut m = api::Pool {
+            name: rec.name.clone(),
+            bdev,
+            path: match &rec.base {
+                PoolBaseRec::Path { path, .. } => path.clone(),
+                PoolBaseRec::Bdev(_) => String::new(),
+            },
+            cluster_size: rec.cluster_size,
+            state: "unavailable".into(),
+            message: error.unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(lvs) = lvs {
+            let s = lvs
+                .stats()
+                .map_err(|e| ControlError::lvol(format!("pool {name:?} stats"), e))?;
+            m.uuid = hex(&s.uuid);
+            m.cluster_size = s.cluster_size;
+            m.capacity_bytes = s.total_clusters * s.cluster_size;
+            m.allocated_bytes = s.allocated_clusters * s.cluster_size;
+            m.free_bytes = s.free_clusters * s.cluster_size;
+            m.volumes = s.volumes as u32;
+            m.state = "online".into();
+        }
+        Ok(m)
+    }
+
+    pub async fn pool_get(self: &Arc<Self>, name: String) -> Result<api::Pool, ControlError> {
+        self.check_ready()?;
+        let core = self.clone();
+        rpc_submit(Job::blocking(move || core.pool_msg(&name))).await
+    }
+
+    pub async fn pool_list(self: &Arc<Self>) -> Result<Vec<api::Pool>, ControlError> {
+        self.check_ready()?;
+        let core = self.clone();
+        rpc_submit(Job::blocking(move || {
+            let names: Vec<String> = core.pools().keys().cloned().collect();
+            names.iter().map(|n| core.pool_msg(n)).collect()
+        }))
+        .await
+    }
+
+    pub async fn pool_create(
+        self: &Arc<Self>,
+        req: api::CreatePoolRequest,
+    ) -> Result<api::Pool, ControlError> {
+        self.check_ready()?;
+        validate::name("name", &req.name)?;
+        let base = base_of(req.base)?;
+        let cluster_size = match req.cluster_size {
+            0 => DEFAULT_CLUSTER_SIZE,
+            c if c.is_power_of_two() && c >= 4096 => c,
+            c => {
+                return Err(ControlError::invalid(
+                    "cluster_size",
+                    format!("{c} must be a power of two of at least 4096"),
+                ))
+            }
+        };
+        let _g = self.ops.lock().await;
+        let rec = PoolRec {
+            name: req.name.clone(),
+            base,
+            cluster_size,
+            phase: Phase::Creating,
+        };
+        let existing = {
+            let pools = self.pools();
+            if let Some(p) = pools.get(&req.name) {
+                let mut diff = Vec::new();
+                if p.rec.base != rec.base {
+                    diff.push(format!(
+                        "base is {}, not {}",
+                        describe(&p.rec.base),
+                        describe(&rec.base)
+                    ));
+                }
+                if p.rec.cluster_size != cluster_size {
+                    diff.push(format!(
+                        "cluster_size is {}, not {cluster_size}",
+                        p.rec.cluster_size
+                    ));
+                }
+                if !diff.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "pool",
+                        name: req.name,
+                        difference: diff.join("; "),
+                    });
+                }
+                true
+            } else if let Some(other) = pools.values().find(|p| same_base(&p.rec.base, &rec.base)) {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "{} already holds pool {:?}",
+                    describe(&rec.base),
+                    other.rec.name
+                )));
+            } else {
+                false
+            }
+        };
+        if existing {
+            let core = self.clone();
+            return rpc_submit(Job::blocking(move || core.pool_msg(&req.name))).await;
+        }
+        if let PoolBaseRec::Bdev(b) = &rec.base {
+            if let Some(nqn) = self.bdev_exported(b) {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "bdev {b:?} is exported by {nqn}; formatting it would destroy that namespace"
+                )));
+            }
+        }
+        let core = self.clone();
+        let meta = self.meta_reactor();
+        rpc_submit(Job::blocking(move || {
+            let (dev, bdev) = open_base(&core, &rec.name, &rec.base, true)?;
+            // Never format over an existing pool: that is what Import is for.
+            match LvolStore::load(dev.clone(), meta.clone()) {
+                Ok(existing) => {
+                    let n = existing.name().to_string();
+                    drop(existing);
+                    close_base(&core, &rec);
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "{} already holds a pool ({n:?}); import it instead",
+                        describe(&rec.base)
+                    )));
+                }
+                Err(LvolError::NotAPool { .. }) => {}
+                Err(e) => {
+                    close_base(&core, &rec);
+                    return Err(ControlError::lvol(
+                        format!("checking {} for an existing pool", describe(&rec.base)),
+                        e,
+                    ));
+                }
+            }
+            core.records().put(&rec)?;
+            let lvs = match LvolStore::create(dev, &rec.name, rec.cluster_size, meta) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = core.records().delete::<PoolRec>(&rec.name);
+                    close_base(&core, &rec);
+                    return Err(ControlError::lvol(
+                        format!("creating pool {:?}", rec.name),
+                        e,
+                    ));
+                }
+            };
+            let rec = PoolRec {
+                phase: Phase::Ready,
+                ..rec
+            };
+            core.records().put(&rec)?;
+            tracing::info!(pool = %rec.name, base = %describe(&rec.base), "pool created");
+            let name = rec.name.clone();
+            core.pools().insert(
+                name.clone(),
+                PoolEntry {
+                    rec,
+                    lvs: Some(lvs),
+                    bdev,
+                    error: None,
+                },
+            );
+            core.pool_msg(&name)
+        }))
+        .await
+    }
+
+    pub async fn pool_import(
+        self: &Arc<Self>,
+        req: api::ImportPoolRequest,
+    ) -> Result<api::Pool, ControlError> {
+        self.check_ready()?;
+        let base = base_of(req.base)?;
+        let base = match base {
+            PoolBaseRec::Path { path, .. } => PoolBaseRec::Path { path, size: 0 },
+            b => b,
+        };
+        let _g = self.ops.lock().await;
+        let known = self
+            .pools()
+            .values()
+            .find(|p| same_base(&p.rec.base, &base))
+            .map(|p| p.rec.name.clone());
+        if let Some(name) = known {
+            let core = self.clone();
+            return rpc_submit(Job::blocking(move || core.pool_msg(&name))).await;
+        }
+        let core = self.clone();
+        let meta = self.meta_reactor();
+        rpc_submit(Job::blocking(move || {
+            // The registry name of a path base needs the pool's name, which only the
+            // label knows: open it under a provisional name first.
+            let provisional = format!("import:{}", std::process::id());
+            let (dev, _) = open_base(&core, &provisional, &base, false)?;
+            let cleanup = |core: &Core| {
+                close_base(
+                    core,
+                    &PoolRec {
+                        name: provisional.clone(),
+                        base: base.clone(),
+                        cluster_size: 0,
+                        phase: Phase::Ready,
+                    },
+                )
+            };
+            let lvs = match LvolStore::load(dev, meta.clone()) {
+                Ok(l) => l,
+                Err(e) => {
+                    cleanup(&core);
+                    return Err(ControlError::lvol(
+                        format!("importing {}", describe(&base)),
+                        e,
+                    ));
+                }
+            };
+            let name = lvs.name().to_string();
+            if core.pools().contains_key(&name) {
+                drop(lvs);
+                cleanup(&core);
+                return Err(ControlError::AlreadyExists {
+                    kind: "pool",
+                    name,
+                    difference: format!(
+                        "a pool of that name is already on another base, not {}",
+                        describe(&base)
+                    ),
+                });
+            }
+            drop(lvs);
+            cleanup(&core);
+            let (dev, bdev) = open_base(&core, &name, &base, false)?;
+            let lvs = LvolStore::load(dev, meta)
+                .map_err(|e| ControlError::lvol(format!("importing {}", describe(&base)), e))?;
+            let stats = lvs
+                .stats()
+                .map_err(|e| ControlError::lvol("reading the imported pool", e))?;
+            let rec = PoolRec {
+                name: name.clone(),
+                base,
+                cluster_size: stats.cluster_size,
+                phase: Phase::Ready,
+            };
+            core.records().put(&rec)?;
+            core.adopt_volumes(&name, &lvs)?;
+            tracing::info!(pool = %name, "pool imported");
+            core.pools().insert(
+                name.clone(),
+                PoolEntry {
+                    rec,
+                    lvs: Some(lvs),
+                    bdev,
+                    error: None,
+                },
+            );
+            core.pool_msg(&name)
+        }))
+        .await
+    }
+
+    /// Records every volume and snapshot of `lvs` the store does not know.
+    pub(crate) fn adopt_volumes(&self, pool: &str, lvs: &LvolStore) -> Result<(), ControlError> {
+        let r = self.records();
+        for v in lvs
+            .list()
+            .map_err(|e| ControlError::lvol(format!("listing pool {pool:?}"), e))?
+        {
+            if v.snapshot {
+                if r.get::<SnapshotRec>(&v.name)?.is_none() {
+                    tracing::warn!(pool, snapshot = %v.name, "adopting a snapshot the state store did not know");
+                    r.put(&SnapshotRec {
+                        name: v.name.clone(),
+                        pool: pool.to_string(),
+                        volume: v.clones.first().cloned().unwrap_or_default(),
+                        group_id: String::new(),
+                        phase: Phase::Ready,
+                    })?;
+                }
+            } else if r.get::<VolumeRec>(&v.name)?.is_none() {
+                tracing::warn!(pool, volume = %v.name, "adopting a volume the state store did not know");
+                r.put(&VolumeRec {
+                    name: v.name.clone(),
+                    pool: pool.to_string(),
+                    size: v.size,
+                    thin: v.thin,
+                    labels: Default::default(),
+                    clone_of: None,
+                    phase: Phase::Ready,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroy (`erase`: remove a file base) or export (keep it).
+    pub async fn pool_remove(
+        self: &Arc<Self>,
+        name: String,
+        erase: bool,
+    ) -> Result<bool, ControlError> {
+        self.check_ready()?;
+        validate::name("name", &name)?;
+        let _g = self.ops.lock().await;
+        let Some(rec) = self.pools().get(&name).map(|p| p.rec.clone()) else {
+            return Ok(false);
+        };
+        let r = self.records();
+        let published: Vec<String> = r
+            .list::<PublishRec>()?
+            .into_iter()
+            .filter(|p| {
+                r.get::<VolumeRec>(&p.volume)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v.pool == name)
+            })
+            .map(|p| p.volume)
+            .collect();
+        if !published.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "pool {name:?} has published volumes {published:?}; unpublish them first"
+            )));
+        }
+        let vols: Vec<String> = r
+            .list::<VolumeRec>()?
+            .into_iter()
+            .filter(|v| v.pool == name)
+            .map(|v| v.name)
+            .chain(
+                r.list::<SnapshotRec>()?
+                    .into_iter()
+                    .filter(|s| s.pool == name)
+                    .map(|s| s.name),
+            )
+            .collect();
+        if erase && !vols.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "pool {name:?} holds {vols:?}; delete them first (or export the pool)"
+            )));
+        }
+        let core = self.clone();
+        rpc_submit(Job::blocking(move || {
+            let r = core.records();
+            r.put(&PoolRec {
+                phase: Phase::Deleting,
+                ..rec.clone()
+            })?;
+            for v in &vols {
+                r.delete::<VolumeRec>(v)?;
+                r.delete::<SnapshotRec>(v)?;
+            }
+            // Dropping the store stops its engine on its metadata reactor.
+            core.pools().remove(&name);
+            close_base(&core, &rec);
+            if let (true, PoolBaseRec::Path { path, .. }) = (erase, &rec.base) {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(pool = %name, path, error = %e, "cannot remove the pool file");
+                }
+            }
+            r.delete::<PoolRec>(&name)?;
+            tracing::info!(pool = %name, erase, "pool removed");
+            Ok(true)
+        }))
+        .await
+    }
+}

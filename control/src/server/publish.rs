@@ -1,0 +1,286 @@
+//! Publishing volumes as NVMe/TCP subsystems.
+
+use std::sync::Arc;
+
+use ferrox_nvmeof::{SubsystemConfig, TargetError};
+
+use super::{rpc_submit, Core, Job};
+use crate::api;
+use crate::error::ControlError;
+use crate::state::{Phase, PublishRec, VolumeRec};
+use crate::validate;
+
+/// What `Publish` says about listeners.
+const LISTENER_NOTE: &str =
+    "listeners are target-wide in this version: the volume is reachable on every running listener";
+
+impl Core {
+    fn publish_response(&self, rec: &PublishRec) -> api::PublishResponse {
+        let listeners = self.ctx.target.listeners();
+        let host = rec
+            .hosts
+            .first()
+            .map(|h| format!(" --hostnqn {h}"))
+            .unwrap_or_default();
+        api::PublishResponse {
+            nqn: rec.nqn.clone(),
+            listeners: listeners.iter().map(ToString::to_string).collect(),
+            connect: listeners
+                .iter()
+                .map(|a| {
+                    format!(
+                        "nvme connect -t tcp -a {} -s {} -n {}{host}",
+                        a.ip(),
+                        a.port(),
+                        rec.nqn
+                    )
+                })
+                .collect(),
+            note: LISTENER_NOTE.into(),
+        }
+    }
+
+    /// Adds the subsystem of `rec` to the target (on the target's reactor).
+    pub(crate) async fn export(self: &Arc<Self>, rec: &PublishRec) -> Result<(), ControlError> {
+        let vol = self
+            .records()
+            .get::<VolumeRec>(&rec.volume)?
+            .ok_or_else(|| ControlError::not_found("volume", rec.volume.clone()))?;
+        let lvs = self.lvs(&vol.pool)?;
+        let name = vol.name.clone();
+        let bdev = rpc_submit(Job::blocking(move || {
+            lvs.volume(&name)
+                .map_err(|e| ControlError::lvol(format!("opening volume {name:?}"), e))
+        }))
+        .await?;
+        let uuid = ferrox_bdev::BlockDevice::info(&*bdev).uuid;
+        let sc = SubsystemConfig {
+            nqn: rec.nqn.clone(),
+            serial: format!("FX{}", &super::pools::hex(&uuid)[..18]),
+            model: "Ferrox volume".into(),
+            allow_any_host: rec.any_host,
+            hosts: rec.hosts.clone(),
+            namespaces: vec![(1, bdev)],
+        };
+        let target = self.ctx.target.clone();
+        let nqn = rec.nqn.clone();
+        rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
+            target
+                .add_subsystem(sc)
+                .map(|_| ())
+                .map_err(|source| match source {
+                    TargetError::Duplicate(_) => ControlError::AlreadyExists {
+                        kind: "subsystem",
+                        name: nqn,
+                        difference: "it exports something else".into(),
+                    },
+                    source => ControlError::Target {
+                        during: format!("adding subsystem {nqn}"),
+                        source,
+                    },
+                })
+        }))
+        .await
+    }
+
+    /// Removes subsystem `nqn` from the target; true when it was there.
+    pub(crate) async fn unexport(self: &Arc<Self>, nqn: &str) -> Result<bool, ControlError> {
+        let target = self.ctx.target.clone();
+        let nqn = nqn.to_string();
+        rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
+            if target.subsystem(&nqn).is_none() {
+                return Ok(false);
+            }
+            target
+                .remove_subsystem(&nqn)
+                .map(|()| true)
+                .map_err(|source| ControlError::Target {
+                    during: format!("removing subsystem {nqn}"),
+                    source,
+                })
+        }))
+        .await
+    }
+
+    pub async fn publish(
+        self: &Arc<Self>,
+        req: api::PublishRequest,
+    ) -> Result<api::PublishResponse, ControlError> {
+        self.check_ready()?;
+        validate::name("volume", &req.volume)?;
+        let nqn = if req.nqn.is_empty() {
+            format!("{}{}", validate::NQN_PREFIX, req.volume)
+        } else {
+            req.nqn.clone()
+        };
+        validate::nqn("nqn", &nqn)?;
+        let mut hosts = req.hosts.clone();
+        for h in &hosts {
+            validate::nqn("hosts", h)?;
+        }
+        hosts.sort();
+        hosts.dedup();
+        match (req.any_host, hosts.is_empty()) {
+            (false, true) => {
+                return Err(ControlError::invalid(
+                    "hosts",
+                    "name at least one host NQN, or set any_host",
+                ))
+            }
+            (true, false) => {
+                return Err(ControlError::invalid(
+                    "any_host",
+                    "either list hosts or allow any host, not both",
+                ))
+            }
+            _ => {}
+        }
+        if !req.address.is_empty() || req.port != 0 {
+            let running = self.ctx.target.listeners();
+            let matches = running.iter().any(|a| {
+                (req.address.is_empty() || a.ip().to_string() == req.address)
+                    && (req.port == 0 || u32::from(a.port()) == req.port)
+            });
+            if !matches {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "no running listener on {}:{}; {LISTENER_NOTE} ({running:?}), and new ones cannot be added",
+                    req.address, req.port
+                )));
+            }
+        }
+        let _g = self.ops.lock().await;
+        let rec = PublishRec {
+            volume: req.volume.clone(),
+            nqn,
+            hosts,
+            any_host: req.any_host,
+            phase: Phase::Creating,
+        };
+        if let Some(old) = self.records().get::<PublishRec>(&req.volume)? {
+            let mut diff = Vec::new();
+            if old.nqn != rec.nqn {
+                diff.push(format!("nqn is {}, not {}", old.nqn, rec.nqn));
+            }
+            if old.hosts != rec.hosts {
+                diff.push(format!("hosts are {:?}, not {:?}", old.hosts, rec.hosts));
+            }
+            if old.any_host != rec.any_host {
+                diff.push(format!(
+                    "any_host is {}, not {}",
+                    old.any_host, rec.any_host
+                ));
+            }
+            if !diff.is_empty() {
+                return Err(ControlError::AlreadyExists {
+                    kind: "publication of volume",
+                    name: req.volume,
+                    difference: diff.join("; "),
+                });
+            }
+            return Ok(self.publish_response(&old));
+        }
+        self.volume_get(req.volume.clone()).await?;
+        if self.ctx.target.subsystem(&rec.nqn).is_some() {
+            return Err(ControlError::AlreadyExists {
+                kind: "subsystem",
+                name: rec.nqn,
+                difference: "it exports something else".into(),
+            });
+        }
+        let core = self.clone();
+        let r2 = rec.clone();
+        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        if let Err(e) = self.export(&rec).await {
+            let core = self.clone();
+            let v = rec.volume.clone();
+            rpc_submit(Job::blocking(move || {
+                core.records().delete::<PublishRec>(&v)
+            }))
+            .await?;
+            return Err(e);
+        }
+        let rec = PublishRec {
+            phase: Phase::Ready,
+            ..rec
+        };
+        let core = self.clone();
+        let r2 = rec.clone();
+        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume published");
+        Ok(self.publish_response(&rec))
+    }
+
+    pub async fn unpublish(self: &Arc<Self>, volume: String) -> Result<bool, ControlError> {
+        self.check_ready()?;
+        validate::name("volume", &volume)?;
+        let _g = self.ops.lock().await;
+        let Some(rec) = self.records().get::<PublishRec>(&volume)? else {
+            return Ok(false);
+        };
+        let core = self.clone();
+        let r2 = PublishRec {
+            phase: Phase::Deleting,
+            ..rec.clone()
+        };
+        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        self.unexport(&rec.nqn).await?;
+        let core = self.clone();
+        rpc_submit(Job::blocking(move || {
+            core.records().delete::<PublishRec>(&volume)
+        }))
+        .await?;
+        tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume unpublished");
+        Ok(true)
+    }
+
+    pub async fn subsystems(self: &Arc<Self>) -> Result<Vec<api::Subsystem>, ControlError> {
+        self.check_ready()?;
+        let core = self.clone();
+        let by_nqn = rpc_submit(Job::blocking(move || core.records().list::<PublishRec>()))
+            .await?
+            .into_iter()
+            .map(|p| (p.nqn, p.volume))
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let target = self.ctx.target.clone();
+        let listeners: Vec<String> = target.listeners().iter().map(ToString::to_string).collect();
+        // A consistent view of controllers and namespaces, taken on the target's reactor.
+        rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
+            Ok(target
+                .subsystems()
+                .iter()
+                .map(|s| api::Subsystem {
+                    nqn: s.nqn.clone(),
+                    serial: s.serial.clone(),
+                    model: s.model.clone(),
+                    any_host: s.allow_any_host,
+                    hosts: s.hosts.clone(),
+                    namespaces: s
+                        .namespaces()
+                        .iter()
+                        .map(|n| {
+                            let i = n.bdev.info();
+                            api::Namespace {
+                                nsid: n.nsid,
+                                bdev: i.name.clone(),
+                                size_bytes: i.num_blocks * u64::from(i.block_size),
+                                block_size: i.block_size,
+                            }
+                        })
+                        .collect(),
+                    controllers: s
+                        .controllers()
+                        .iter()
+                        .map(|c| api::ControllerInfo {
+                            cntlid: u32::from(c.cntlid),
+                            hostnqn: c.hostnqn.clone(),
+                        })
+                        .collect(),
+                    listeners: listeners.clone(),
+                    volume: by_nqn.get(&s.nqn).cloned().unwrap_or_default(),
+                    discovery: s.discovery,
+                })
+                .collect())
+        }))
+        .await
+    }
+}

@@ -1,0 +1,190 @@
+//! `ferroxctl` against a live control server: tables, JSON, sizes with units, exit
+//! codes and the server's message on errors, help with examples.
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
+
+mod support;
+
+use std::process::Command;
+
+use support::Node;
+
+fn ctl(node: &Node, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferroxctl"))
+        .arg("--socket")
+        .arg(&node.socket)
+        .args(args)
+        .output()
+        .expect("run ferroxctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(node: &Node, args: &[&str]) -> String {
+    let (code, out, err) = ctl(node, args);
+    assert_eq!(code, 0, "ferroxctl {args:?}: {err}");
+    out
+}
+
+fn fails(node: &Node, args: &[&str], needle: &str) {
+    let (code, _, err) = ctl(node, args);
+    assert_ne!(code, 0, "ferroxctl {args:?} should fail");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+}
+
+#[test]
+fn every_command_through_the_cli() {
+    let d = tempfile::tempdir().unwrap();
+    let node = Node::start(d.path());
+    let img = d.path().join("p0.img").display().to_string();
+
+    let out = ok(&node, &["node", "info"]);
+    assert!(out.contains("REACTOR") && out.contains("node id"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["-o", "json", "node", "info"])).unwrap();
+    assert_eq!(json["ready"], true);
+
+    let out = ok(
+        &node,
+        &["pool", "create", "p0", "--path", &img, "--size", "64MiB"],
+    );
+    assert!(out.contains("p0") && out.contains("online"), "{out}");
+    ok(
+        &node,
+        &["pool", "create", "p0", "--path", &img, "--size", "64MiB"],
+    );
+    fails(
+        &node,
+        &["pool", "create", "p0", "--path", &img, "--size", "32MiB"],
+        "AlreadyExists",
+    );
+    let out = ok(&node, &["pool", "list"]);
+    assert!(out.contains("64 MiB") || out.contains("63 MiB"), "{out}");
+
+    let out = ok(
+        &node,
+        &[
+            "volume", "create", "v1", "--size", "8MiB", "--thin", "--label", "a=b",
+        ],
+    );
+    assert!(
+        out.contains("8 MiB") && out.contains("thin") && out.contains("a=b"),
+        "{out}"
+    );
+    fails(
+        &node,
+        &["volume", "create", "v2", "--size", "0"],
+        "size_bytes",
+    );
+    fails(
+        &node,
+        &["volume", "create", "v2", "--size", "1000"],
+        "size_bytes",
+    );
+    fails(
+        &node,
+        &["volume", "create", "bad/name", "--size", "1MiB"],
+        "name",
+    );
+    fails(
+        &node,
+        &["volume", "create", "v2", "--size", "12 parsecs"],
+        "unit",
+    );
+    fails(&node, &["volume", "get", "ghost"], "NotFound");
+    let out = ok(&node, &["volume", "resize", "v1", "--size", "16MiB"]);
+    assert!(out.contains("16 MiB"), "{out}");
+
+    let out = ok(&node, &["volume", "publish", "v1", "--any-host"]);
+    assert!(
+        out.contains("nvme connect -t tcp -a 127.0.0.1 -s ")
+            && out.contains("-n nqn.2026-11.io.ferrox:volume:v1"),
+        "{out}"
+    );
+    fails(
+        &node,
+        &["volume", "publish", "v1", "--host", "bogus"],
+        "hosts",
+    );
+    let out = ok(&node, &["subsystem", "list"]);
+    assert!(out.contains("nqn.2026-11.io.ferrox:volume:v1"), "{out}");
+
+    ok(&node, &["snapshot", "create", "v1", "s1", "--group", "g"]);
+    ok(&node, &["snapshot", "clone", "s1", "c1"]);
+    let out = ok(&node, &["snapshot", "list"]);
+    assert!(out.contains("s1") && out.contains("c1"), "{out}");
+    fails(&node, &["snapshot", "delete", "s1"], "FailedPrecondition");
+
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["volume", "list", "-o", "json"])).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c1", "v1"]);
+
+    ok(&node, &["volume", "unpublish", "v1"]);
+    ok(&node, &["volume", "delete", "c1"]);
+    let out = ok(&node, &["volume", "delete", "c1"]);
+    assert!(out.contains("did not exist"), "{out}");
+    ok(&node, &["snapshot", "delete", "s1"]);
+    ok(&node, &["volume", "delete", "v1"]);
+    ok(&node, &["pool", "destroy", "p0"]);
+    assert!(!d.path().join("p0.img").exists());
+}
+
+#[test]
+fn help_has_an_example_on_every_subcommand() {
+    let cmds: &[&[&str]] = &[
+        &["node", "info"],
+        &["pool", "create"],
+        &["pool", "import"],
+        &["pool", "list"],
+        &["pool", "get"],
+        &["pool", "destroy"],
+        &["pool", "export"],
+        &["volume", "create"],
+        &["volume", "resize"],
+        &["volume", "delete"],
+        &["volume", "list"],
+        &["volume", "get"],
+        &["volume", "publish"],
+        &["volume", "unpublish"],
+        &["snapshot", "create"],
+        &["snapshot", "delete"],
+        &["snapshot", "clone"],
+        &["snapshot", "list"],
+        &["subsystem", "list"],
+    ];
+    for c in cmds {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferroxctl"))
+            .args(*c)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{c:?}");
+        assert!(
+            text.contains("ferroxctl "),
+            "no example in {c:?} --help: {text}"
+        );
+    }
+}
+
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferroxctl"))
+        .arg("--socket")
+        .arg(d.path().join("none.sock"))
+        .args(["pool", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none.sock"));
+}
