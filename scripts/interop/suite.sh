@@ -15,7 +15,9 @@
 #   6 kato       abrupt host loss (nft drops port 4420): the daemon tears the controller
 #                down after KATO; a second host (other hostnqn) then connects and does I/O
 #   7 perf       ferrox-perf --verify (Ferrox's host library) against kernel nvmet-tcp
-#                and against Ferrox, with and without digests
+#                and against Ferrox, with and without digests; ferrox-perf compare
+#   8 volumes    ferroxctl: pool, thin volume with ext4, snapshot while fio writes,
+#                clone published to a second NQN and mounted: files of the snapshot moment
 #
 # Environment (host side):
 #   FERROX_BIN        daemon binary (default target/release/ferrox, else target/debug/ferrox)
@@ -460,12 +462,72 @@ step7() {
             pass "ferrox-perf $args --verify against $name: $(grep -E '^total' "$OUT/perf-$name.txt" | awk '{print $2 " IOPS"}')"
         done
     done
+    # The project's way of reporting performance: A B A B, ratios pair by pair.
+    "$perf" compare "nvme+tcp://$ADDR:$PORT/$NQN" "nvme+tcp://$ADDR:$k_port/$k_nqn" --rounds 2 \
+        --rw randread --bs 4k --qd 16 --range 32MiB --time 3 --cores 0 > "$OUT/perf-compare.txt" 2>&1 ||
+        fail perf "ferrox-perf compare failed: $(tail -n 3 "$OUT/perf-compare.txt")"
+    grep -q '^iops ' "$OUT/perf-compare.txt" || fail perf "ferrox-perf compare printed no iops row"
+    pass "ferrox-perf compare ferrox vs kernel-nvmet (randread 4k QD16, A/B): $(grep '^iops ' "$OUT/perf-compare.txt" | awk '{print "IOPS ratio median", $(NF-2)}')"
     rm -f "$port/subsystems/$k_nqn"; rmdir "$sub/namespaces/1" "$sub" "$port" 2>/dev/null || true
+}
+
+# 8: logical volumes through the control plane: a thin volume with a file system, a
+# snapshot taken while fio writes (the file system frozen around it), a clone of the
+# snapshot published to a second NQN and mounted: it holds exactly the files of the
+# snapshot moment.
+step8() {
+    step "8 volumes: ferroxctl thin volume, snapshot during fio, clone mounted"
+    local ctl sock v1 v2 d1 d2 fio_pid rc m2=/mnt/ferrox-clone
+    ctl="$(dirname "$(ferrox_bin)")/ferroxctl"
+    [[ -x $ctl ]] || fail volumes "no ferroxctl next to $(ferrox_bin)"
+    sock=$WORK/data/ferrox.sock
+    daemon_up
+    c() { "$ctl" --socket "$sock" "$@" >> "$OUT/ferroxctl.log" 2>&1 || fail volumes "ferroxctl $* failed: $(tail -n 2 "$OUT/ferroxctl.log")"; }
+    c pool create pool0 --path /tmp/ferrox/pool0.img --size 256MiB
+    c volume create vol1 --size 128MiB --thin
+    c volume publish vol1 --any-host
+    v1=nqn.2026-11.io.ferrox:volume:vol1 v2=nqn.2026-11.io.ferrox:volume:vol2
+    nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$v1" >/dev/null || fail volumes "connect $v1"
+    d1=$(nvme_wait_dev "$v1" 30) || fail volumes "no block device for $v1"
+    pass "thin volume vol1 published and connected as $d1"
+    mkfs.ext4 -q -F "$d1" || fail volumes "mkfs.ext4 on the thin volume"
+    mount "$d1" "$MNT" || fail volumes "mount vol1"
+    mkdir -p "$MNT/before"
+    for i in $(seq 1 12); do head -c $(( i * 37 * 1024 )) /dev/urandom > "$MNT/before/f$i"; done
+    (cd "$MNT" && sha256sum before/* > "$WORK/before.sha256")
+    fio --name=bg --filename="$MNT/fio.dat" --size=16M --rw=randwrite --bs=4k --iodepth=8 \
+        --ioengine=libaio --direct=1 --time_based --runtime=20 --eta=never --output="$OUT/fio-bg.log" &
+    fio_pid=$!
+    wait_for 30 test -s "$MNT/fio.dat" || fail volumes "fio did not start writing"
+    fsfreeze -f "$MNT" || fail volumes "fsfreeze"
+    "$ctl" --socket "$sock" snapshot create vol1 snap1 >> "$OUT/ferroxctl.log" 2>&1; rc=$?
+    fsfreeze -u "$MNT"
+    (( rc == 0 )) || fail volumes "snapshot create failed: $(tail -n 2 "$OUT/ferroxctl.log")"
+    pass "snapshot snap1 taken while fio wrote to vol1"
+    mkdir -p "$MNT/after" && head -c 100000 /dev/urandom > "$MNT/after/late" && sync
+    wait "$fio_pid" || fail volumes "background fio failed (log: $OUT/fio-bg.log)"
+    c snapshot clone snap1 vol2
+    c volume publish vol2 --any-host
+    nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$v2" >/dev/null || fail volumes "connect $v2"
+    d2=$(nvme_wait_dev "$v2" 30) || fail volumes "no block device for $v2"
+    mkdir -p "$m2"
+    mount "$d2" "$m2" || fail volumes "mount the clone"
+    (cd "$m2" && sha256sum -c --quiet "$WORK/before.sha256") || fail volumes "the clone's files differ from the snapshot moment"
+    [[ ! -e $m2/after ]] || fail volumes "the clone holds files written after the snapshot"
+    [[ -e $MNT/after/late ]] || fail volumes "vol1 lost a file written after the snapshot"
+    pass "clone vol2 mounted from $d2: 12 files match the snapshot, nothing from after it"
+    umount "$m2" && umount "$MNT" || fail volumes "umount"
+    fsck.ext4 -fn "$d2" > "$OUT/fsck-clone.log" 2>&1 || fail volumes "fsck of the clone (log: $OUT/fsck-clone.log)"
+    nvme disconnect -n "$v2" >/dev/null; nvme disconnect -n "$v1" >/dev/null
+    nvme_wait_gone "$v1" 30 && nvme_wait_gone "$v2" 30 || fail volumes "controllers still present after disconnect"
+    c volume unpublish vol2
+    c volume unpublish vol1
+    pass "clone file system clean (fsck), both volumes unpublished"
 }
 
 # ---------------------------------------------------------------- main
 steps=("$@")
-[[ ${#steps[@]} -gt 0 ]] || steps=(1 2 3 4 5 6 7)
+[[ ${#steps[@]} -gt 0 ]] || steps=(1 2 3 4 5 6 7 8)
 modprobe nvme-tcp || fail modprobe "modprobe nvme-tcp"
 echo "ferrox: $(ferrox_bin || echo 'NOT FOUND'); config $CONFIG; logs in $OUT"
 start=$(date +%s)
@@ -473,8 +535,8 @@ for s in "${steps[@]}"; do
     case $s in
         1|admin) step1 ;;  2|fio) step2 ;;  3|fs) step3 ;;
         4|options) step4 ;;  5|restart) step5 ;;  6|kato) step6 ;;
-        7|perf) step7 ;;
-        *) fail suite "unknown step '$s' (1-7)" ;;
+        7|perf) step7 ;;  8|volumes) step8 ;;
+        *) fail suite "unknown step '$s' (1-8)" ;;
     esac
 done
 connected && disconnect
