@@ -30,7 +30,7 @@ cargo test -j2 --workspace
 
 if (( interop )); then
     step "kernel interop suite (VM)"
-    cargo build -j2 --release -p ferrox -p ferrox-perf
+    cargo build -j2 --release -p ferrox -p ferrox-perf -p ferrox-control
     cargo build -j2 --release -p ferrox-nvme --example vfio_verify
     FERROX_BIN="$repo/target/release/ferrox" "$here/interop/suite.sh"
 
