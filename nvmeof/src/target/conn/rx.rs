@@ -1,0 +1,514 @@
+//! Receiving: the staging buffer, PDU headers, data into command buffers, and the
+//! commands they start.
+
+use std::io::Read;
+
+use ferrox_nvme::spec::{Command, FabricsCommandType, Status};
+use ferrox_reactor::Reactor;
+use zerocopy::FromBytes;
+
+use super::{Conn, Dir, Phase, RxState, Slot, State, Step, TxItem, DIRECT_MIN, RX_CAP};
+use super::{MAX_H2C_DATA, MAX_TRANSFER};
+use crate::pdu::{
+    crc32c, crc32c_append, le32, validate_h2c, CommonHeader, DataHeader, Fes, HeaderBuf, IcReq,
+    IcResp, PduType, TermError, CH_LEN, DIGEST_LEN, MAX_HLEN,
+};
+use crate::target::ctrl::QueueCounters;
+
+impl Conn {
+    // ---------------------------------------------------------------- receive
+
+    /// Reads more bytes into the staging buffer; false when nothing came.
+    pub(in crate::target) fn fill(&self, st: &mut State) -> bool {
+        if st.rx_start == st.rx_end {
+            st.rx_start = 0;
+            st.rx_end = 0;
+        } else if st.rx_start > RX_CAP / 2 {
+            st.rx.copy_within(st.rx_start..st.rx_end, 0);
+            st.rx_end -= st.rx_start;
+            st.rx_start = 0;
+        }
+        if st.rx_end == RX_CAP {
+            return false;
+        }
+        let end = st.rx_end;
+        match (&self.sock).read(&mut st.rx[end..]) {
+            Ok(0) => {
+                self.close_locked(st, "the host closed the connection");
+                false
+            }
+            Ok(n) => {
+                st.rx_end += n;
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+            Err(e) => {
+                self.close_locked(st, &format!("receive failed: {e}"));
+                false
+            }
+        }
+    }
+
+    pub(in crate::target) fn staged(st: &State) -> usize {
+        st.rx_end - st.rx_start
+    }
+
+    /// Processes received bytes; returns whether anything happened.
+    pub(in crate::target) fn receive(&self, st: &mut State) -> bool {
+        let mut progress = false;
+        for _ in 0..256 {
+            if !matches!(st.phase, Phase::AwaitIc | Phase::Active) {
+                break;
+            }
+            match self.step(st) {
+                Step::Progress => progress = true,
+                Step::NeedBytes => {
+                    if !self.fill(st) {
+                        break;
+                    }
+                    progress = true;
+                }
+                Step::Blocked => break,
+            }
+        }
+        progress
+    }
+
+    pub(in crate::target) fn step(&self, st: &mut State) -> Step {
+        match st.rx_state {
+            RxState::Header => self.step_header(st),
+            RxState::Data { .. } => self.step_data(st),
+            RxState::WaitBuf { slot } => {
+                let len = st.slots[slot as usize].xfer;
+                match Reactor::with(|r| r.pool().alloc(len)) {
+                    Some(buf) => {
+                        st.slots[slot as usize].buf = Some(buf);
+                        self.begin_data(st, Some(slot), false);
+                        Step::Progress
+                    }
+                    None => Step::Blocked,
+                }
+            }
+        }
+    }
+
+    pub(in crate::target) fn step_header(&self, st: &mut State) -> Step {
+        if Self::staged(st) < CH_LEN {
+            return Step::NeedBytes;
+        }
+        let s = st.rx_start;
+        let ch = CommonHeader::parse(&st.rx[s..s + CH_LEN]);
+        let digests = (st.phase == Phase::Active).then_some(st.digests);
+        let layout = match validate_h2c(&ch, digests, &Self::limits(st)) {
+            Ok(l) => l,
+            Err(e) => {
+                let n = Self::staged(st).min(MAX_HLEN);
+                st.hdr[..n].copy_from_slice(&st.rx[s..s + n]);
+                st.layout.hlen = n;
+                self.fatal(st, e);
+                return Step::Progress;
+            }
+        };
+        let hb = layout.header_bytes();
+        if Self::staged(st) < hb {
+            return Step::NeedBytes;
+        }
+        st.hdr[..hb].copy_from_slice(&st.rx[s..s + hb]);
+        st.rx_start += hb;
+        st.layout = layout;
+        if layout.hdgst {
+            let want = le32(&st.hdr, layout.hlen);
+            if crc32c(&st.hdr[..layout.hlen]) != want {
+                self.fatal(
+                    st,
+                    TermError::new(Fes::HEADER_DIGEST_ERROR, 0, "header digest mismatch"),
+                );
+                return Step::Progress;
+            }
+        }
+        match ch.pdu_type {
+            PduType::IC_REQ => self.on_icreq(st),
+            PduType::H2C_TERM_REQ => {
+                let fes = u16::from_le_bytes([st.hdr[8], st.hdr[9]]);
+                self.close_locked(st, &format!("the host sent H2CTermReq (FES {fes:#x})"));
+            }
+            PduType::CAPSULE_CMD => self.on_capsule(st),
+            PduType::H2C_DATA => self.on_h2c_data(st),
+            _ => unreachable!("validate_h2c admits only host PDU types"),
+        }
+        Step::Progress
+    }
+
+    pub(in crate::target) fn on_icreq(&self, st: &mut State) {
+        let req = IcReq::parse(&st.hdr);
+        if let Err(e) = req.check(st.hdr[11]) {
+            self.fatal(st, e);
+            return;
+        }
+        st.digests = req.digests;
+        st.c2h_align = (usize::from(req.hpda) + 1) * 4;
+        let resp = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digests: req.digests,
+            maxh2cdata: MAX_H2C_DATA as u32,
+        };
+        let mut h = HeaderBuf::capsule_resp(&[0; 16], false);
+        h.bytes[..128].copy_from_slice(&resp.encode());
+        h.len = 128;
+        st.tx.push_back(TxItem::Hdr(h));
+        st.phase = Phase::Active;
+    }
+
+    /// Sets up receiving the current PDU's data into `slot` (or discarding it).
+    pub(in crate::target) fn begin_data(&self, st: &mut State, slot: Option<u16>, h2c: bool) {
+        let l = st.layout;
+        let off = match (slot, h2c) {
+            (Some(s), true) => st.slots[s as usize].got,
+            _ => 0,
+        };
+        st.rx_state = RxState::Data {
+            slot,
+            pad: l.pad(),
+            off,
+            remaining: l.data_len,
+            crc: 0,
+            ddgst: l.ddgst,
+            h2c,
+        };
+    }
+
+    pub(in crate::target) fn step_data(&self, st: &mut State) -> Step {
+        let RxState::Data {
+            slot,
+            mut pad,
+            mut off,
+            mut remaining,
+            mut crc,
+            ddgst,
+            h2c,
+        } = st.rx_state
+        else {
+            unreachable!()
+        };
+        // Padding between header and data.
+        if pad > 0 {
+            let n = pad.min(Self::staged(st));
+            if n == 0 {
+                return Step::NeedBytes;
+            }
+            st.rx_start += n;
+            pad -= n;
+        }
+        if pad == 0 && remaining > 0 {
+            let staged = Self::staged(st);
+            if staged > 0 {
+                let n = remaining.min(staged);
+                let src = st.rx_start..st.rx_start + n;
+                if ddgst {
+                    crc = crc32c_append(crc, &st.rx[src.clone()]);
+                }
+                if let Some(s) = slot {
+                    let (rx, slots) = (&st.rx, &mut st.slots);
+                    if let Some(buf) = slots[s as usize].buf.as_mut() {
+                        buf.as_mut_slice()[off..off + n].copy_from_slice(&rx[src]);
+                    }
+                    QueueCounters::add(&st.counters.copied_bytes, n as u64);
+                }
+                st.rx_start += n;
+                off += n;
+                remaining -= n;
+            } else if remaining >= DIRECT_MIN && slot.is_some() {
+                // Zero copy: straight from the socket into the command's buffer.
+                let s = slot.expect("checked") as usize;
+                let Some(buf) = st.slots[s].buf.as_mut() else {
+                    return Step::Blocked;
+                };
+                let dst = &mut buf.as_mut_slice()[off..off + remaining];
+                match (&self.sock).read(dst) {
+                    Ok(0) => {
+                        self.close_locked(st, "the host closed the connection");
+                        return Step::Blocked;
+                    }
+                    Ok(n) => {
+                        if ddgst {
+                            let b = st.slots[s].buf.as_ref().expect("present");
+                            crc = crc32c_append(crc, &b.as_slice()[off..off + n]);
+                        }
+                        QueueCounters::add(&st.counters.direct_bytes, n as u64);
+                        off += n;
+                        remaining -= n;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        st.rx_state = RxState::Data {
+                            slot,
+                            pad,
+                            off,
+                            remaining,
+                            crc,
+                            ddgst,
+                            h2c,
+                        };
+                        return Step::Blocked;
+                    }
+                    Err(e) => {
+                        self.close_locked(st, &format!("receive failed: {e}"));
+                        return Step::Blocked;
+                    }
+                }
+            } else {
+                st.rx_state = RxState::Data {
+                    slot,
+                    pad,
+                    off,
+                    remaining,
+                    crc,
+                    ddgst,
+                    h2c,
+                };
+                return Step::NeedBytes;
+            }
+        }
+        if pad > 0 || remaining > 0 {
+            st.rx_state = RxState::Data {
+                slot,
+                pad,
+                off,
+                remaining,
+                crc,
+                ddgst,
+                h2c,
+            };
+            return Step::Progress;
+        }
+        let mut digest_ok = true;
+        if ddgst {
+            if Self::staged(st) < DIGEST_LEN {
+                st.rx_state = RxState::Data {
+                    slot,
+                    pad,
+                    off,
+                    remaining,
+                    crc,
+                    ddgst,
+                    h2c,
+                };
+                return Step::NeedBytes;
+            }
+            digest_ok = le32(&st.rx, st.rx_start) == crc;
+            st.rx_start += DIGEST_LEN;
+        }
+        st.rx_state = RxState::Header;
+        if let Some(s) = slot {
+            let sl = &mut st.slots[s as usize];
+            if !digest_ok {
+                // Non-fatal: the command fails with a transient transport error.
+                sl.data_digest_error = true;
+            }
+            if h2c {
+                sl.got = off;
+                if sl.got < sl.xfer {
+                    return Step::Progress;
+                }
+                sl.awaiting_h2c = false;
+                st.r2t_out -= 1;
+            }
+            self.data_complete(st, s);
+        }
+        Step::Progress
+    }
+
+    pub(in crate::target) fn data_complete(&self, st: &mut State, slot: u16) {
+        if st.slots[slot as usize].data_digest_error {
+            tracing::warn!(conn = self.id, "data digest mismatch");
+            self.complete(st, slot, Status::TRANSIENT_TRANSPORT_ERROR, 0);
+            return;
+        }
+        self.execute(st, slot);
+    }
+
+    pub(in crate::target) fn on_capsule(&self, st: &mut State) {
+        let cmd = match Command::read_from_bytes(&st.hdr[8..72]) {
+            Ok(c) => c,
+            Err(_) => unreachable!("64 bytes"),
+        };
+        st.sq_head = (st.sq_head + 1) % st.sq_size.max(1);
+        let l = st.layout;
+        let Some(slot) = st.free.pop() else {
+            // The host exceeded the queue size it connected with.
+            self.respond_now(st, &cmd, Status::COMMAND_SEQUENCE_ERROR.with_dnr());
+            self.begin_data(st, None, false);
+            return;
+        };
+        let (dir, xfer, status) = Self::plan(&cmd, l.data_len, st.q.is_some());
+        let s = &mut st.slots[slot as usize];
+        *s = Slot {
+            cmd,
+            in_use: true,
+            dir,
+            xfer,
+            ..Slot::empty()
+        };
+        if let Err(status) = status {
+            self.complete(st, slot, status.with_dnr(), 0);
+            if l.data_len > 0 {
+                self.begin_data(st, None, false);
+            }
+            return;
+        }
+        let in_capsule = dir == Dir::H2C && l.data_len > 0;
+        if dir == Dir::H2C && !in_capsule && xfer > 0 {
+            // Its buffer is taken when its R2T can go out (see `retry_waiting`).
+            st.wait_buf.push_back(slot);
+            if l.data_len > 0 {
+                self.begin_data(st, None, false);
+            }
+            return;
+        }
+        if xfer > 0 {
+            if let Some(buf) = Reactor::with(|r| r.pool().alloc(xfer)) {
+                st.slots[slot as usize].buf = Some(buf);
+            } else if in_capsule {
+                st.rx_state = RxState::WaitBuf { slot };
+                return;
+            } else {
+                st.wait_buf.push_back(slot);
+                return;
+            }
+        }
+        if in_capsule {
+            self.begin_data(st, Some(slot), false);
+        } else if l.data_len > 0 {
+            // Data the command does not take: read and drop it.
+            self.begin_data(st, None, false);
+            self.proceed(st, slot);
+        } else {
+            self.proceed(st, slot);
+        }
+    }
+
+    /// Works out a command's data transfer from its direction and SGL: (direction,
+    /// bytes, verdict). Public for the fuzzers.
+    pub fn plan(
+        cmd: &Command,
+        capsule_data: usize,
+        connected: bool,
+    ) -> (Dir, usize, Result<(), Status>) {
+        let fabrics = cmd.is_fabrics();
+        let is_connect = fabrics && cmd.fctype() == FabricsCommandType::CONNECT;
+        if !connected && !is_connect {
+            return (Dir::None, 0, Err(Status::COMMAND_SEQUENCE_ERROR));
+        }
+        let bits = if fabrics {
+            cmd.fctype().0
+        } else {
+            cmd.opcode()
+        } & 3;
+        let dir = match bits {
+            0 => Dir::None,
+            1 => Dir::H2C,
+            2 => Dir::C2H,
+            _ => return (Dir::None, 0, Err(Status::INVALID_FIELD)),
+        };
+        if dir == Dir::None {
+            return (dir, 0, Ok(()));
+        }
+        if cmd.psdt() != 0b01 && !fabrics {
+            return (Dir::None, 0, Err(Status::INVALID_FIELD));
+        }
+        let sgl = cmd.sgl1();
+        let len = sgl.length as usize;
+        if len > MAX_TRANSFER {
+            return (Dir::None, 0, Err(Status::DATA_SGL_LENGTH_INVALID));
+        }
+        if sgl.is_in_capsule() {
+            if sgl.address != 0 {
+                return (Dir::None, 0, Err(Status::SGL_OFFSET_INVALID));
+            }
+            if dir != Dir::H2C || len != capsule_data {
+                return (Dir::None, 0, Err(Status::DATA_SGL_LENGTH_INVALID));
+            }
+        } else if sgl.is_transport() {
+            if capsule_data > 0 {
+                return (Dir::None, 0, Err(Status::DATA_SGL_LENGTH_INVALID));
+            }
+        } else if len > 0 {
+            return (Dir::None, 0, Err(Status::SGL_DESCRIPTOR_TYPE_INVALID));
+        }
+        (dir, len, Ok(()))
+    }
+
+    /// The slot has its buffer: ask the host for data (R2T) or execute.
+    pub(in crate::target) fn proceed(&self, st: &mut State, slot: u16) {
+        let s = &mut st.slots[slot as usize];
+        if s.dir == Dir::H2C && s.xfer > 0 && s.got < s.xfer {
+            s.awaiting_h2c = true;
+            st.r2t_out += 1;
+            let dh = DataHeader {
+                cccid: s.cmd.cid(),
+                ttag: slot,
+                offset: 0,
+                length: s.xfer as u32,
+            };
+            let h = HeaderBuf::r2t(dh, st.digests.header);
+            st.tx.push_back(TxItem::Hdr(h));
+            return;
+        }
+        self.execute(st, slot);
+    }
+
+    pub(in crate::target) fn on_h2c_data(&self, st: &mut State) {
+        let dh = DataHeader::parse(&st.hdr);
+        let l = st.layout;
+        let ok_slot = st
+            .slots
+            .get(usize::from(dh.ttag))
+            .is_some_and(|s| s.in_use && s.awaiting_h2c);
+        if !ok_slot {
+            self.fatal(
+                st,
+                TermError::field(10, "H2CData for an unknown transfer tag"),
+            );
+            return;
+        }
+        let s = &st.slots[usize::from(dh.ttag)];
+        if s.cmd.cid() != dh.cccid {
+            self.fatal(
+                st,
+                TermError::field(8, "H2CData CCCID does not match the R2T"),
+            );
+            return;
+        }
+        if dh.length as usize != l.data_len {
+            self.fatal(
+                st,
+                TermError::field(16, "DATAL differs from the PDU's data"),
+            );
+            return;
+        }
+        if dh.offset as usize != s.got || s.got + l.data_len > s.xfer {
+            self.fatal(
+                st,
+                TermError::new(Fes::DATA_OUT_OF_RANGE, 12, "H2CData outside the R2T range"),
+            );
+            return;
+        }
+        self.begin_data(st, Some(dh.ttag), true);
+    }
+
+    /// Runs a command whose data (if any) is in its buffer.
+    pub(in crate::target) fn execute(&self, st: &mut State, slot: u16) {
+        let cmd = st.slots[slot as usize].cmd;
+        if cmd.is_fabrics() {
+            let (status, dw0) = self.fabrics(st, slot);
+            self.complete(st, slot, status, dw0);
+            return;
+        }
+        match &st.q {
+            Some(q) if q.qid == 0 => self.admin(st, slot),
+            Some(_) => self.io(st, slot),
+            None => self.complete(st, slot, Status::COMMAND_SEQUENCE_ERROR, 0),
+        }
+    }
+}

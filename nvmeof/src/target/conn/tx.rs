@@ -1,0 +1,171 @@
+//! Transmitting: responses, C2H data, held asynchronous events, and the one `writev`
+//! per turn that sends them.
+
+use std::io::{IoSlice, Write};
+
+use ferrox_nvme::spec::{Command, Completion, Status};
+use zerocopy::IntoBytes;
+
+use ferrox_reactor::{Reactor, TimerId};
+
+use super::{Conn, Dir, Phase, State, TxItem, MAX_R2T_OUT};
+use crate::pdu::{crc32c, DataHeader, HeaderBuf, PduFlags};
+
+impl Conn {
+    // ---------------------------------------------------------------- responses
+
+    /// Sends a response for a command that never got a slot.
+    pub(in crate::target) fn respond_now(&self, st: &mut State, cmd: &Command, status: Status) {
+        let qid = st.q.as_ref().map_or(0, |q| q.qid);
+        let cqe = Completion::new(cmd.cid(), status).with_sq(qid, st.sq_head);
+        let mut b = [0u8; 16];
+        b.copy_from_slice(cqe.as_bytes());
+        st.tx
+            .push_back(TxItem::Hdr(HeaderBuf::capsule_resp(&b, st.digests.header)));
+    }
+
+    /// Completes a command: data (for a successful controller-to-host transfer), then
+    /// the response capsule unless the data PDU carries SUCCESS.
+    pub(in crate::target) fn complete(
+        &self,
+        st: &mut State,
+        slot: u16,
+        status: Status,
+        result: u64,
+    ) {
+        if st.phase == Phase::Closed {
+            Self::release(st, slot);
+            return;
+        }
+        let qid = st.q.as_ref().map_or(0, |q| q.qid);
+        let sqflow_off = st.q.as_ref().is_some_and(|q| q.sqflow_disabled);
+        let s = &mut st.slots[slot as usize];
+        let cid = s.cmd.cid();
+        let mut need_resp = true;
+        if status.is_success() && s.dir == Dir::C2H && s.xfer > 0 {
+            if let Some(buf) = s.buf.take() {
+                // SUCCESS replaces the response only when it carries nothing else.
+                let success = sqflow_off && result == 0;
+                let mut flags = PduFlags::LAST_PDU;
+                if success {
+                    flags |= PduFlags::SUCCESS;
+                    need_resp = false;
+                }
+                let dh = DataHeader {
+                    cccid: cid,
+                    ttag: 0,
+                    offset: 0,
+                    length: buf.len() as u32,
+                };
+                let digest = st.digests.data.then(|| crc32c(buf.as_slice()));
+                st.tx.push_back(TxItem::Hdr(HeaderBuf::c2h_data(
+                    dh,
+                    flags,
+                    st.digests,
+                    st.c2h_align,
+                )));
+                st.tx.push_back(TxItem::Data(buf));
+                if let Some(d) = digest {
+                    st.tx.push_back(TxItem::Digest(d.to_le_bytes()));
+                }
+            }
+        }
+        if need_resp {
+            let cqe = Completion::new(cid, status)
+                .with_qword(result)
+                .with_sq(qid, st.sq_head);
+            let mut b = [0u8; 16];
+            b.copy_from_slice(cqe.as_bytes());
+            st.tx
+                .push_back(TxItem::Hdr(HeaderBuf::capsule_resp(&b, st.digests.header)));
+        }
+        Self::release(st, slot);
+    }
+
+    /// Completes held AERs with pending events.
+    pub(in crate::target) fn deliver_events(&self, st: &mut State) {
+        let Some(ctrl) = st.q.as_ref().map(|q| q.ctrl.clone()) else {
+            return;
+        };
+        while !st.aers.is_empty() {
+            let Some(dw0) = ctrl.take_event() else { break };
+            let slot = st.aers.remove(0);
+            self.complete(st, slot, Status::SUCCESS, u64::from(dw0));
+        }
+    }
+
+    // ---------------------------------------------------------------- transmit
+
+    pub(in crate::target) fn send(&self, st: &mut State) -> bool {
+        let mut progress = false;
+        while !st.tx.is_empty() {
+            let mut iov: [IoSlice<'_>; 64] = [IoSlice::new(&[]); 64];
+            let mut n = 0;
+            for (i, item) in st.tx.iter().take(64).enumerate() {
+                let b = item.bytes();
+                iov[n] = IoSlice::new(if i == 0 { &b[st.tx_off..] } else { b });
+                n += 1;
+            }
+            match (&self.sock).write_vectored(&iov[..n]) {
+                Ok(0) => {
+                    self.close_locked(st, "send returned 0");
+                    return progress;
+                }
+                Ok(mut sent) => {
+                    progress = true;
+                    while sent > 0 {
+                        let left = st
+                            .tx
+                            .front()
+                            .expect("sent bytes belong to items")
+                            .bytes()
+                            .len()
+                            - st.tx_off;
+                        if sent >= left {
+                            sent -= left;
+                            st.tx.pop_front();
+                            st.tx_off = 0;
+                        } else {
+                            st.tx_off += sent;
+                            sent = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close_locked(st, &format!("send failed: {e}"));
+                    return progress;
+                }
+            }
+        }
+        progress
+    }
+
+    pub(in crate::target) fn retry_waiting(&self, st: &mut State) -> bool {
+        let mut progress = false;
+        while let Some(&slot) = st.wait_buf.front() {
+            let s = &st.slots[slot as usize];
+            if s.dir == Dir::H2C && st.r2t_out >= MAX_R2T_OUT {
+                break;
+            }
+            let len = s.xfer;
+            let Some(buf) = Reactor::with(|r| r.pool().alloc(len)) else {
+                break;
+            };
+            st.wait_buf.pop_front();
+            st.slots[slot as usize].buf = Some(buf);
+            self.proceed(st, slot);
+            progress = true;
+        }
+        progress
+    }
+
+    pub(in crate::target) fn in_flight_ops(st: &State) -> bool {
+        st.slots.iter().any(|s| s.in_use && s.ops_left > 0)
+    }
+
+    pub(in crate::target) fn set_kato_timer(&self, st: &mut State, t: TimerId) {
+        st.kato_timer = Some(t);
+    }
+}
