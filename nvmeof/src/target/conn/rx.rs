@@ -192,6 +192,18 @@ impl Conn {
         else {
             unreachable!()
         };
+        // Writes the progress back when this step has to wait for more bytes.
+        let save = |st: &mut State, pad, off, remaining, crc| {
+            st.rx_state = RxState::Data {
+                slot,
+                pad,
+                off,
+                remaining,
+                crc,
+                ddgst,
+                h2c,
+            };
+        };
         // Padding between header and data.
         if pad > 0 {
             let n = pad.min(Self::staged(st));
@@ -241,15 +253,7 @@ impl Conn {
                         remaining -= n;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        st.rx_state = RxState::Data {
-                            slot,
-                            pad,
-                            off,
-                            remaining,
-                            crc,
-                            ddgst,
-                            h2c,
-                        };
+                        save(st, pad, off, remaining, crc);
                         return Step::Blocked;
                     }
                     Err(e) => {
@@ -258,42 +262,18 @@ impl Conn {
                     }
                 }
             } else {
-                st.rx_state = RxState::Data {
-                    slot,
-                    pad,
-                    off,
-                    remaining,
-                    crc,
-                    ddgst,
-                    h2c,
-                };
+                save(st, pad, off, remaining, crc);
                 return Step::NeedBytes;
             }
         }
         if pad > 0 || remaining > 0 {
-            st.rx_state = RxState::Data {
-                slot,
-                pad,
-                off,
-                remaining,
-                crc,
-                ddgst,
-                h2c,
-            };
+            save(st, pad, off, remaining, crc);
             return Step::Progress;
         }
         let mut digest_ok = true;
         if ddgst {
             if Self::staged(st) < DIGEST_LEN {
-                st.rx_state = RxState::Data {
-                    slot,
-                    pad,
-                    off,
-                    remaining,
-                    crc,
-                    ddgst,
-                    h2c,
-                };
+                save(st, pad, off, remaining, crc);
                 return Step::NeedBytes;
             }
             digest_ok = le32(&st.rx, st.rx_start) == crc;
