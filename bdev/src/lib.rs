@@ -27,6 +27,8 @@ use ferrox_reactor::{DmaBuf, Reactor};
 mod defer;
 pub mod lvol;
 pub mod malloc;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod uring;
 
 pub use defer::defer_completion;

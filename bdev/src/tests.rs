@@ -1,14 +1,10 @@
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use ferrox_reactor::mailbox::{oneshot, Replier};
 use ferrox_reactor::{
-    available_cores, BufferPool, ClassConfig, DmaBuf, PollStatus, Poller, PoolConfig, Reactor,
-    ReactorGroup, ReactorOptions,
+    available_cores, BufferPool, ClassConfig, PoolConfig, ReactorGroup, ReactorOptions,
 };
 
+use super::testing::{run, Req};
 use super::*;
 
 fn pool() -> &'static BufferPool {
@@ -31,106 +27,6 @@ fn pool() -> &'static BufferPool {
 fn group(n: usize) -> ReactorGroup {
     let cores: Vec<usize> = available_cores().into_iter().cycle().take(n).collect();
     ReactorGroup::start(&cores, &ReactorOptions::default(), pool()).unwrap()
-}
-
-/// A request as the tests describe it.
-#[derive(Clone, Debug)]
-enum Req {
-    Read(u64, u64),
-    Write(u64, Vec<u8>, bool),
-    Flush,
-    Zero(u64, u64),
-    Unmap(u64, u64),
-}
-
-type Outcome = Result<Option<Vec<u8>>, BdevError>;
-
-struct Collector {
-    results: RefCell<Vec<Option<Outcome>>>,
-    left: std::cell::Cell<usize>,
-    reply: RefCell<Option<Replier<Vec<Outcome>>>>,
-    _chan: RefCell<Option<IoChannel>>,
-}
-
-impl IoSink for Collector {
-    fn io_done(&self, tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
-        let out = result.map(|()| buf.map(|b| b.as_slice().to_vec()));
-        self.results.borrow_mut()[tag as usize] = Some(out);
-        self.left.set(self.left.get() - 1);
-    }
-}
-
-impl Poller for Collector {
-    fn poll(&self, _r: &Reactor) -> PollStatus {
-        if self.left.get() > 0 {
-            return PollStatus::Idle;
-        }
-        if let Some(tx) = self.reply.borrow_mut().take() {
-            let v = self
-                .results
-                .borrow_mut()
-                .drain(..)
-                .map(|o| o.unwrap())
-                .collect();
-            self._chan.borrow_mut().take();
-            tx.send(v);
-        }
-        PollStatus::Done
-    }
-}
-
-/// Submits every request at once on reactor `h` and returns the outcomes in order.
-fn run(
-    h: &ferrox_reactor::ReactorHandle,
-    dev: Arc<dyn BlockDevice>,
-    reqs: Vec<Req>,
-) -> Vec<Outcome> {
-    let (tx, rx) = oneshot();
-    h.send(move |r| {
-        let chan = IoChannel::open(dev, r).unwrap();
-        let bs = chan.info().block_size as usize;
-        let n = reqs.len();
-        let c = Rc::new(Collector {
-            results: RefCell::new(vec![None; n]),
-            left: std::cell::Cell::new(n),
-            reply: RefCell::new(Some(tx)),
-            _chan: RefCell::new(None),
-        });
-        for (i, req) in reqs.into_iter().enumerate() {
-            let op = match req {
-                Req::Read(lba, blocks) => IoOp::Read {
-                    lba,
-                    blocks,
-                    buf: r.pool().alloc(blocks as usize * bs).unwrap(),
-                },
-                Req::Write(lba, data, fua) => {
-                    let mut buf = r.pool().alloc(data.len()).unwrap();
-                    buf.as_mut_slice().copy_from_slice(&data);
-                    IoOp::Write {
-                        lba,
-                        blocks: (data.len() / bs) as u64,
-                        buf,
-                        fua,
-                    }
-                }
-                Req::Flush => IoOp::Flush,
-                Req::Zero(lba, blocks) => IoOp::WriteZeroes { lba, blocks },
-                Req::Unmap(lba, blocks) => IoOp::Unmap { lba, blocks },
-            };
-            let done = Completion {
-                sink: c.clone(),
-                tag: i as u64,
-            };
-            if let Err((e, _op)) = chan.submit(op, done) {
-                c.results.borrow_mut()[i] = Some(Err(e));
-                c.left.set(c.left.get() - 1);
-            }
-        }
-        *c._chan.borrow_mut() = Some(chan);
-        r.add_poller(c);
-    })
-    .unwrap();
-    rx.wait_timeout(Duration::from_secs(30)).unwrap()
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -160,11 +56,13 @@ fn data_round_trip(dev: Arc<dyn BlockDevice>, reactors: usize) {
                 let base = h.id() as u64 * 512;
                 let writes: Vec<Req> = (0..32u64)
                     .map(|i| {
-                        Req::Write(
-                            base + i * 8,
-                            pattern(i as u8 + h.id() as u8, 4096),
-                            i % 2 == 0,
-                        )
+                        let (lba, data) = (base + i * 8, pattern(i as u8 + h.id() as u8, 4096));
+                        // Every other write with FUA.
+                        if i % 2 == 0 {
+                            Req::Fua(lba, data)
+                        } else {
+                            Req::Write(lba, data)
+                        }
                     })
                     .collect();
                 for o in run(&h, dev.clone(), writes) {
@@ -266,10 +164,7 @@ fn zeroes_and_unmap(dev: Arc<dyn BlockDevice>) {
     run(
         h,
         dev.clone(),
-        vec![
-            Req::Write(0, ones.clone(), false),
-            Req::Write(64, ones, false),
-        ],
+        vec![Req::Write(0, ones.clone()), Req::Write(64, ones)],
     );
     let out = run(
         h,
@@ -304,7 +199,7 @@ fn uring_queues_beyond_its_depth() {
     let g = group(1);
     let h = &g.handles()[0];
     let writes: Vec<Req> = (0..64u64)
-        .map(|i| Req::Write(i * 8, pattern(i as u8, 4096), false))
+        .map(|i| Req::Write(i * 8, pattern(i as u8, 4096)))
         .collect();
     assert!(run(h, dev.clone(), writes).iter().all(|o| o.is_ok()));
     let reads: Vec<Req> = (0..64u64).map(|i| Req::Read(i * 8, 8)).collect();
@@ -321,7 +216,7 @@ fn uring_data_survives_reopen() {
     run(
         h,
         uring(&d),
-        vec![Req::Write(10, pattern(9, 1024), true), Req::Flush],
+        vec![Req::Fua(10, pattern(9, 1024)), Req::Flush],
     );
     let again: Arc<dyn BlockDevice> =
         uring::UringBdev::open("u1", &d.path().join("disk.img"), None, 512, 8).unwrap();

@@ -5,120 +5,21 @@
 
 mod common;
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ferrox_bdev::{BdevError, BlockDevice, Completion, IoChannel, IoOp, IoSink};
+use ferrox_bdev::testing::{run_kept, Outcome, Req};
+use ferrox_bdev::{BdevError, BlockDevice};
 use ferrox_nvmeof::host::{HostOptions, NvmfBdev};
-use ferrox_reactor::mailbox::{oneshot, Replier};
 use ferrox_reactor::{
-    available_cores, BufferPool, ClassConfig, DmaBuf, PollStatus, Poller, PoolConfig, Reactor,
-    ReactorGroup, ReactorHandle, ReactorOptions,
+    available_cores, BufferPool, ClassConfig, PoolConfig, ReactorGroup, ReactorHandle,
+    ReactorOptions,
 };
 
-#[derive(Clone, Debug)]
-enum Req {
-    Read(u64, u64),
-    Write(u64, Vec<u8>),
-    Flush,
-    Zero(u64, u64),
-    Unmap(u64, u64),
-}
-
-type Outcome = Result<Option<Vec<u8>>, BdevError>;
-
-struct Collector {
-    results: RefCell<Vec<Option<Outcome>>>,
-    left: Cell<usize>,
-    reply: RefCell<Option<Replier<Vec<Outcome>>>>,
-}
-
-impl IoSink for Collector {
-    fn io_done(&self, tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
-        self.results.borrow_mut()[tag as usize] =
-            Some(result.map(|()| buf.map(|b| b.as_slice().to_vec())));
-        self.left.set(self.left.get() - 1);
-    }
-}
-
-impl Poller for Collector {
-    fn poll(&self, _r: &Reactor) -> PollStatus {
-        if self.left.get() > 0 {
-            return PollStatus::Idle;
-        }
-        if let Some(tx) = self.reply.borrow_mut().take() {
-            tx.send(
-                self.results
-                    .borrow_mut()
-                    .drain(..)
-                    .map(|o| o.unwrap())
-                    .collect(),
-            );
-        }
-        PollStatus::Done
-    }
-}
-
-thread_local! {
-    static CHANNEL: RefCell<Option<IoChannel>> = const { RefCell::new(None) };
-}
-
-/// Submits all requests at once on the host reactor through its (kept) channel.
+/// The host's channel is kept across batches: reconnecting is what is tested.
 fn run(h: &ReactorHandle, dev: &Arc<dyn BlockDevice>, reqs: Vec<Req>) -> Vec<Outcome> {
-    let dev = dev.clone();
-    let (tx, rx) = oneshot();
-    h.send(move |r| {
-        CHANNEL.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.is_none() {
-                *c = Some(IoChannel::open(dev, r).expect("open a channel"));
-            }
-            let chan = c.as_ref().unwrap();
-            let n = reqs.len();
-            let col = Rc::new(Collector {
-                results: RefCell::new(vec![None; n]),
-                left: Cell::new(n),
-                reply: RefCell::new(Some(tx)),
-            });
-            for (i, req) in reqs.into_iter().enumerate() {
-                let op = match req {
-                    Req::Read(lba, blocks) => IoOp::Read {
-                        lba,
-                        blocks,
-                        buf: r.pool().alloc(blocks as usize * 512).unwrap(),
-                    },
-                    Req::Write(lba, data) => {
-                        let mut buf = r.pool().alloc(data.len()).unwrap();
-                        buf.as_mut_slice().copy_from_slice(&data);
-                        IoOp::Write {
-                            lba,
-                            blocks: (data.len() / 512) as u64,
-                            buf,
-                            fua: false,
-                        }
-                    }
-                    Req::Flush => IoOp::Flush,
-                    Req::Zero(lba, blocks) => IoOp::WriteZeroes { lba, blocks },
-                    Req::Unmap(lba, blocks) => IoOp::Unmap { lba, blocks },
-                };
-                let done = Completion {
-                    sink: col.clone(),
-                    tag: i as u64,
-                };
-                if let Err((e, _)) = chan.submit(op, done) {
-                    col.results.borrow_mut()[i] = Some(Err(e));
-                    col.left.set(col.left.get() - 1);
-                }
-            }
-            r.add_poller(col);
-        });
-    })
-    .unwrap();
-    rx.wait_timeout(Duration::from_secs(60))
-        .expect("requests complete")
+    run_kept(h, dev.clone(), reqs)
 }
 
 fn host_group() -> ReactorGroup {

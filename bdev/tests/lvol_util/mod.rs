@@ -2,22 +2,18 @@
 //! block device, and a simple in-memory model of a pool.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ferrox_bdev::lvol::{LvolError, LvolStore};
 use ferrox_bdev::{
     defer_completion, BdevError, BdevInfo, BlockDevice, ChannelImpl, Completion, IoChannel, IoOp,
-    IoSink,
 };
-use ferrox_reactor::mailbox::{oneshot, Replier};
 use ferrox_reactor::{
-    available_cores, BufferPool, ClassConfig, DmaBuf, PollStatus, Poller, PoolConfig, Reactor,
-    ReactorGroup, ReactorHandle, ReactorOptions,
+    available_cores, BufferPool, ClassConfig, PoolConfig, Reactor, ReactorGroup, ReactorHandle,
+    ReactorOptions,
 };
 
 pub fn pool() -> &'static BufferPool {
@@ -46,106 +42,7 @@ pub fn malloc(name: &str, bytes: u64) -> Arc<dyn BlockDevice> {
     ferrox_bdev::malloc::MallocBdev::new(name, bytes / 512, 512).unwrap()
 }
 
-/// A request as the tests describe it.
-#[derive(Clone, Debug)]
-pub enum Req {
-    Read(u64, u64),
-    Write(u64, Vec<u8>),
-    Flush,
-    Zero(u64, u64),
-    Unmap(u64, u64),
-}
-
-pub type Outcome = Result<Option<Vec<u8>>, BdevError>;
-
-struct Collector {
-    results: RefCell<Vec<Option<Outcome>>>,
-    left: Cell<usize>,
-    reply: RefCell<Option<Replier<Vec<Outcome>>>>,
-    chan: RefCell<Option<IoChannel>>,
-}
-
-impl IoSink for Collector {
-    fn io_done(&self, tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
-        let out = result.map(|()| buf.map(|b| b.as_slice().to_vec()));
-        self.results.borrow_mut()[tag as usize] = Some(out);
-        self.left.set(self.left.get() - 1);
-    }
-}
-
-impl Poller for Collector {
-    fn poll(&self, _r: &Reactor) -> PollStatus {
-        if self.left.get() > 0 {
-            return PollStatus::Idle;
-        }
-        if let Some(tx) = self.reply.borrow_mut().take() {
-            let v = self
-                .results
-                .borrow_mut()
-                .drain(..)
-                .map(|o| o.unwrap())
-                .collect();
-            // Close the channel before answering: the caller may delete the volume.
-            self.chan.borrow_mut().take();
-            tx.send(v);
-        }
-        PollStatus::Done
-    }
-}
-
-/// Opens a channel on reactor `h`, submits every request at once, waits for all of
-/// them and closes the channel; outcomes in order.
-pub fn run(h: &ReactorHandle, dev: Arc<dyn BlockDevice>, reqs: Vec<Req>) -> Vec<Outcome> {
-    let (tx, rx) = oneshot();
-    h.send(move |r| {
-        let chan = match IoChannel::open(dev, r) {
-            Ok(c) => c,
-            Err(e) => return tx.send(reqs.iter().map(|_| Err(e.clone())).collect()),
-        };
-        let bs = chan.info().block_size as usize;
-        let n = reqs.len();
-        let c = Rc::new(Collector {
-            results: RefCell::new(vec![None; n]),
-            left: Cell::new(n),
-            reply: RefCell::new(Some(tx)),
-            chan: RefCell::new(None),
-        });
-        for (i, req) in reqs.into_iter().enumerate() {
-            let op = match req {
-                Req::Read(lba, blocks) => IoOp::Read {
-                    lba,
-                    blocks,
-                    buf: r.pool().alloc(blocks as usize * bs).unwrap(),
-                },
-                Req::Write(lba, data) => {
-                    let mut buf = r.pool().alloc(data.len()).unwrap();
-                    buf.as_mut_slice().copy_from_slice(&data);
-                    IoOp::Write {
-                        lba,
-                        blocks: (data.len() / bs) as u64,
-                        buf,
-                        fua: false,
-                    }
-                }
-                Req::Flush => IoOp::Flush,
-                Req::Zero(lba, blocks) => IoOp::WriteZeroes { lba, blocks },
-                Req::Unmap(lba, blocks) => IoOp::Unmap { lba, blocks },
-            };
-            let done = Completion {
-                sink: c.clone(),
-                tag: i as u64,
-            };
-            if let Err((e, _op)) = chan.submit(op, done) {
-                c.results.borrow_mut()[i] = Some(Err(e));
-                c.left.set(c.left.get() - 1);
-            }
-        }
-        *c.chan.borrow_mut() = Some(chan);
-        r.add_poller(c);
-    })
-    .unwrap();
-    rx.wait_timeout(Duration::from_secs(60)).unwrap()
-}
+pub use ferrox_bdev::testing::{run, Req};
 
 pub fn write(
     h: &ReactorHandle,
