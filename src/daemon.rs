@@ -356,6 +356,25 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         }
     };
 
+    // Metrics (opt-in, --metrics-addr): served from the control plane's runtime.
+    let metrics = match (&control, cli.metrics_addr) {
+        (Some(c), Some(addr)) => match c.serve_metrics(addr) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                if let Some(c) = control {
+                    c.stop();
+                }
+                drop(target);
+                group.shutdown();
+                return Err(Failure::Runtime(format!(
+                    "cannot serve metrics on {addr}: {e}"
+                )));
+            }
+        },
+        _ => None,
+    };
+    // End of metrics.
+
     let mut out = std::io::stdout().lock();
     for (nqn, bytes, nns) in &summary {
         for a in target.listen_addrs() {
@@ -379,6 +398,13 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     }
     if let Some(c) = &control {
         let _ = writeln!(out, "ferrox: control socket {}", c.socket().display());
+    }
+    if let Some(a) = metrics {
+        let _ = writeln!(
+            out,
+            "ferrox: metrics on http://{a}{}",
+            ferrox_control::METRICS_PATH
+        );
     }
     let _ = writeln!(out, "ferrox: ready; stop with Ctrl-C or SIGTERM");
     let _ = out.flush();

@@ -50,6 +50,10 @@ pub struct Cli {
     /// Do not start the control API.
     #[arg(long, conflicts_with = "control_socket")]
     pub no_control: bool,
+    /// Serve Prometheus metrics over HTTP on ADDR:PORT at /metrics (off by default;
+    /// served by the control API's runtime, so not with --no-control).
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_control")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log filter: error, warn, info, debug, trace, or per-module directives.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,

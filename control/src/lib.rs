@@ -22,6 +22,10 @@
 //!   anything but `NodeService` (`Unavailable` until then).
 //! * **Errors** ([`ControlError`]): one enum, and exactly one
 //!   `From<ControlError> for tonic::Status`.
+//! * **Metrics** ([`ControlServer::serve_metrics`]): opt-in Prometheus text on TCP at
+//!   [`METRICS_PATH`], served from the control runtime; it reads the reactors', the
+//!   target's and the pools' own counters at scrape time (series listed in
+//!   `server/metrics.rs`).
 //!
 //! # What it doesn't implement
 //!
@@ -32,7 +36,8 @@
 //!   ones and says so). Resizing a published volume (unpublish first).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.
-//! * Crash-consistent snapshot groups (`group_id` is recorded only); metrics.
+//! * Crash-consistent snapshot groups (`group_id` is recorded only). Per-volume
+//!   latency metrics (the target does not time commands).
 //!
 //! [`LvolStore`]: ferrox_bdev::lvol::LvolStore
 
@@ -42,7 +47,7 @@ pub mod state;
 pub mod validate;
 
 pub use error::{ControlError, Kind};
-pub use server::{ControlContext, ControlServer};
+pub use server::{ControlContext, ControlServer, METRICS_PATH};
 
 /// The generated API: messages, `*_server` traits and `*_client` stubs.
 pub mod api {

@@ -2,6 +2,9 @@
 //! way a handler reaches the data plane.
 
 mod grpc;
+mod metrics;
+
+pub use metrics::METRICS_PATH;
 mod pools;
 mod publish;
 mod reconcile;
@@ -198,6 +201,11 @@ pub(crate) fn base_bdev_name(pool: &str) -> String {
 /// The running control server. [`ControlServer::stop`] (or drop) stops it.
 pub struct ControlServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The control runtime and state, for the metrics endpoint.
+    rt: tokio::runtime::Handle,
+    core: Arc<Core>,
+    /// Stops the metrics endpoint (when started).
+    metrics_stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     socket: PathBuf,
 }
@@ -231,6 +239,8 @@ impl ControlServer {
                 during: "starting the control runtime".into(),
                 source,
             })?;
+        let rt_handle = rt.handle().clone();
+        let core2 = core.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sock_path = socket.to_path_buf();
@@ -269,6 +279,9 @@ impl ControlServer {
             })?;
         let mut me = Self {
             shutdown: Some(stop_tx),
+            rt: rt_handle,
+            core: core2,
+            metrics_stop: tokio::sync::watch::channel(false).0,
             thread: Some(thread),
             socket: sock_path,
         };
@@ -289,12 +302,29 @@ impl ControlServer {
         &self.socket
     }
 
+    /// Serves Prometheus metrics on `addr` at [`METRICS_PATH`]
+    /// from the control runtime until [`ControlServer::stop`]; returns the bound
+    /// address (port 0 picks one).
+    pub fn serve_metrics(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, ControlError> {
+        let (listener, local) = metrics::bind(addr)?;
+        self.rt.spawn(metrics::serve(
+            self.core.clone(),
+            listener,
+            self.metrics_stop.subscribe(),
+        ));
+        Ok(local)
+    }
+
     /// Stops serving, closes the pools and removes the socket.
     pub fn stop(mut self) {
         self.stop_inner();
     }
 
     fn stop_inner(&mut self) {
+        let _ = self.metrics_stop.send(true);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -3,6 +3,8 @@
 //! An in-process node for the control-plane tests: one reactor, a target on an
 //! ephemeral port, and the control server on a socket in a temporary data dir.
 
+pub mod load;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -73,6 +75,15 @@ impl Node {
         }
     }
 
+    /// Serves metrics on an ephemeral loopback port; returns its address.
+    pub fn serve_metrics(&self) -> std::net::SocketAddr {
+        self.server
+            .as_ref()
+            .expect("running")
+            .serve_metrics("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+    }
+
     pub fn client(&self) -> BlockingClient {
         BlockingClient::connect(&self.socket).unwrap()
     }
@@ -110,6 +121,85 @@ impl Node {
                 .await
         })
         .unwrap();
+    }
+}
+
+/// Creates volume `name` in the only pool and publishes it to any host; returns the
+/// first listener ("ip:port") and the NQN.
+pub fn create_and_publish(c: &BlockingClient, name: &str, size: u64) -> (String, String) {
+    use ferrox_control::api::target_service_client::TargetServiceClient;
+    use ferrox_control::api::volume_service_client::VolumeServiceClient;
+    use ferrox_control::api::{CreateVolumeRequest, PublishRequest};
+    let n = name.to_string();
+    c.call(|ch| async move {
+        VolumeServiceClient::new(ch)
+            .create(CreateVolumeRequest {
+                name: n,
+                size_bytes: size,
+                thin: true,
+                ..Default::default()
+            })
+            .await
+    })
+    .unwrap();
+    let n = name.to_string();
+    let p = c
+        .call(|ch| async move {
+            TargetServiceClient::new(ch)
+                .publish(PublishRequest {
+                    volume: n,
+                    any_host: true,
+                    ..Default::default()
+                })
+                .await
+        })
+        .unwrap()
+        .into_inner();
+    (p.listeners[0].clone(), p.nqn)
+}
+
+/// `GET /metrics` over HTTP/1.0; returns the status line and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a response head");
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body.to_string())
+}
+
+/// Scrapes `addr` and parses the exposition with `prometheus-parse`.
+pub fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(addr, ferrox_control::METRICS_PATH);
+    assert_eq!(status, "HTTP/1.0 200 OK", "{body}");
+    assert_eq!(
+        body.lines().last(),
+        Some("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// The value of the one sample named `metric` whose labels include `want`.
+pub fn value(s: &prometheus_parse::Scrape, metric: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let mut found = s
+        .samples
+        .iter()
+        .filter(|x| x.metric == metric && want.iter().all(|(k, v)| x.labels.get(k) == Some(*v)));
+    let one = found.next()?;
+    assert!(
+        found.next().is_none(),
+        "more than one {metric} with {want:?}"
+    );
+    match one.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => Some(v),
+        _ => panic!("{metric} is not a scalar"),
     }
 }
 

@@ -59,6 +59,15 @@ enum Cmd {
     /// NVMe-oF subsystems the target serves.
     #[command(subcommand)]
     Subsystem(SubsystemCmd),
+    /// Print a shell completion script (needs no daemon).
+    #[command(
+        after_help = "Example:\n  ferroxctl completions bash > /etc/bash_completion.d/ferroxctl\n  ferroxctl completions zsh > \"${fpath[1]}/_ferroxctl\"\n  ferroxctl completions fish > ~/.config/fish/completions/ferroxctl.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -431,12 +440,19 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                 .await?;
             out.subsystems(&r.into_inner().subsystems);
         }
+        // Answered in `main`, before connecting.
+        Cmd::Completions { .. } => {}
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.cmd {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "ferroxctl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let socket = cli.socket.clone().unwrap_or_else(default_socket);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
