@@ -36,5 +36,8 @@ if (( interop )); then
 
     step "user-space NVMe driver through VFIO on QEMU's NVMe controller (VM)"
     "$here/interop/vfio.sh"
+
+    step "the ferrox daemon exporting a VFIO-attached NVMe drive over NVMe/TCP (VM)"
+    FERROX_BIN="$repo/target/release/ferrox" "$here/interop/vfio-export.sh"
 fi
 step "all tests passed"

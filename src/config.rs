@@ -79,7 +79,7 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct BdevSection {
     pub name: String,
-    /// `malloc` or `uring`.
+    /// `malloc`, `uring` or `nvme`.
     pub kind: String,
     /// Bytes, or a string with a unit: "512MiB", "1GiB".
     pub size: Option<Size>,
@@ -87,6 +87,11 @@ pub struct BdevSection {
     pub block_size: u32,
     /// For `uring`: the file or block device.
     pub path: Option<PathBuf>,
+    /// For `nvme`: the PCI address of a controller bound to vfio-pci ("0000:00:04.0").
+    /// Each active namespace becomes a bdev `<name>n<nsid>`.
+    pub pci: Option<String>,
+    /// For `uring`: requests in flight; for `nvme`: entries per I/O queue (one queue
+    /// pair per reactor; capped by the controller's CAP.MQES).
     #[serde(default = "default_qd")]
     pub queue_depth: usize,
 }

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use ferrox_bdev::malloc::MallocBdev;
 use ferrox_bdev::uring::UringBdev;
 use ferrox_bdev::{BlockDevice, Registry};
+use ferrox_nvme::bdev::NvmeController;
+use ferrox_nvme::driver::ControllerOptions;
+use ferrox_nvme::Error as NvmeError;
 use ferrox_nvmeof::{SubsystemConfig, Target};
 use ferrox_reactor::{
     available_cores, parse_cores, BufferPool, ClassConfig, PollMode, PoolConfig, ReactorGroup,
@@ -133,11 +136,131 @@ port = {port}
     toml::from_str(&text).map_err(|e| cfg_err(format!("embedded default: {e}")))
 }
 
-fn create_bdevs(cfg: &Config, registry: &Registry) -> Result<(), Failure> {
+/// Attached NVMe controllers. They are shut down (CC.SHN) after the reactors stop:
+/// each reactor's I/O queue pair is deleted as its poller is dropped, and only then may
+/// the controller be handed back, so that the kernel can bind the device again. On an
+/// early return (a configuration error after the attach) `Drop` does the same.
+#[derive(Default)]
+pub struct Controllers(Vec<NvmeController>);
+
+impl Controllers {
+    /// Shuts every controller down, in attach order. Call after the reactors stopped.
+    pub fn shutdown(&mut self) {
+        for c in self.0.drain(..) {
+            let (name, id) = (c.name.clone(), c.ctrl.id().to_string());
+            match c.shutdown() {
+                Ok(()) => tracing::info!(
+                    controller = name,
+                    pci = id,
+                    "NVMe controller shut down (CC.SHN) and handed back"
+                ),
+                Err(e) => {
+                    tracing::error!(controller = name, pci = id, error = %e, "NVMe controller shutdown failed")
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What an `nvme` bdev is attached with: the buffer pool its DMA mapping covers, one
+/// I/O queue pair per reactor, and interrupts for adaptive parking.
+pub struct NvmeSetup {
+    pub pool: &'static BufferPool,
+    pub reactors: usize,
+    pub poll_mode: PollMode,
+}
+
+fn attach_nvme(
+    key: &str,
+    b: &config::BdevSection,
+    setup: &NvmeSetup,
+) -> Result<NvmeController, Failure> {
+    if b.size.is_some() || b.path.is_some() {
+        return Err(cfg_err(format!(
+            "{key}: an nvme bdev takes its size from the controller: remove size/path"
+        )));
+    }
+    let pci = b.pci.as_ref().ok_or_else(|| {
+        cfg_err(format!(
+            "{key}: an nvme bdev needs pci = \"DOMAIN:BUS:DEV.FN\" (list NVMe functions with: lspci -D -d ::0108)"
+        ))
+    })?;
+    let bdf = ferrox_nvme::bdev::parse_bdf(pci).map_err(|e| cfg_err(format!("{key}.pci = {e}")))?;
+    let queue_depth = u16::try_from(b.queue_depth + 1)
+        .ok()
+        .filter(|&d| d >= 3)
+        .ok_or_else(|| {
+            cfg_err(format!(
+                "{key}.queue_depth = {}: expected 2 to 1023",
+                b.queue_depth
+            ))
+        })?;
+    let opts = ControllerOptions {
+        io_queues: u16::try_from(setup.reactors.max(1)).unwrap_or(u16::MAX),
+        queue_depth,
+        interrupts: setup.poll_mode == PollMode::Adaptive,
+        ..ControllerOptions::default()
+    };
+    let c = ferrox_nvme::bdev::attach_named(&b.name, &bdf, setup.pool, opts).map_err(|e| {
+        let msg = format!("{key}: cannot attach the NVMe controller {bdf}: {e}");
+        match e {
+            // Something the operator fixes on this machine (driver binding, IOMMU,
+            // permissions): the driver's message carries the one-line hint.
+            NvmeError::Setup { .. } => cfg_err(msg),
+            _ => Failure::Runtime(msg),
+        }
+    })?;
+    if c.bdevs.is_empty() {
+        tracing::warn!(
+            controller = b.name,
+            pci = bdf,
+            "the NVMe controller has no active namespace"
+        );
+    }
+    Ok(c)
+}
+
+fn create_bdevs(
+    cfg: &Config,
+    registry: &Registry,
+    nvme: &NvmeSetup,
+    ctrls: &mut Controllers,
+) -> Result<(), Failure> {
     for (i, b) in cfg.bdev.iter().enumerate() {
         let key = format!("bdev[{i}] ({:?})", b.name);
         if b.name.is_empty() {
             return Err(cfg_err(format!("{key}.name must not be empty")));
+        }
+        if b.kind != "nvme" && b.pci.is_some() {
+            return Err(cfg_err(format!(
+                "{key}.pci: only an nvme bdev takes a PCI address (kind = {:?})",
+                b.kind
+            )));
+        }
+        if b.kind == "nvme" {
+            // Kept before registering: a failure below still shuts the controller down.
+            ctrls.0.push(attach_nvme(&key, b, nvme)?);
+            let c = ctrls.0.last().expect("just pushed");
+            for d in &c.bdevs {
+                let i = d.info();
+                tracing::info!(
+                    bdev = i.name,
+                    pci = c.ctrl.id(),
+                    blocks = i.num_blocks,
+                    block_size = i.block_size,
+                    "NVMe namespace attached"
+                );
+                registry
+                    .add(d.clone())
+                    .map_err(|e| cfg_err(format!("{key}: namespace bdev {:?}: {e}", i.name)))?;
+            }
+            continue;
         }
         let size = b
             .size
@@ -169,7 +292,7 @@ fn create_bdevs(cfg: &Config, registry: &Registry) -> Result<(), Failure> {
             }
             other => {
                 return Err(cfg_err(format!(
-                    "{key}.kind = {other:?}: expected \"malloc\" or \"uring\""
+                    "{key}.kind = {other:?}: expected \"malloc\", \"uring\" or \"nvme\""
                 )))
             }
         };
@@ -253,8 +376,34 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         ));
     }
 
+    // The pool first: an nvme bdev maps it for DMA when it attaches. Declared before
+    // the reactor group, `ctrls` is dropped (shut down) after it on any early return.
+    let pool = BufferPool::new(&PoolConfig {
+        classes: vec![
+            ClassConfig {
+                size: 4096,
+                count: cfg.pool.buffers_4k,
+            },
+            ClassConfig {
+                size: 8192,
+                count: cfg.pool.buffers_8k,
+            },
+            ClassConfig {
+                size: 128 << 10,
+                count: cfg.pool.buffers_128k,
+            },
+        ],
+        hugepages: cfg.pool.hugepages,
+    })
+    .map_err(|e| Failure::Runtime(format!("cannot map the buffer pool: {e}")))?;
     let registry = Arc::new(Registry::new());
-    create_bdevs(&cfg, &registry)?;
+    let mut ctrls = Controllers::default();
+    let nvme = NvmeSetup {
+        pool,
+        reactors: cores.len(),
+        poll_mode,
+    };
+    create_bdevs(&cfg, &registry, &nvme, &mut ctrls)?;
     let node = node_id(&data_dir)?;
     let mut subsystems = Vec::new();
     let mut summary = Vec::new();
@@ -283,24 +432,6 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         });
     }
 
-    let pool = BufferPool::new(&PoolConfig {
-        classes: vec![
-            ClassConfig {
-                size: 4096,
-                count: cfg.pool.buffers_4k,
-            },
-            ClassConfig {
-                size: 8192,
-                count: cfg.pool.buffers_8k,
-            },
-            ClassConfig {
-                size: 128 << 10,
-                count: cfg.pool.buffers_128k,
-            },
-        ],
-        hugepages: cfg.pool.hugepages,
-    })
-    .map_err(|e| Failure::Runtime(format!("cannot map the buffer pool: {e}")))?;
     let opts = ReactorOptions {
         poll_mode,
         idle_threshold: Duration::from_micros(idle_us),
@@ -418,6 +549,8 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     }
     drop(target);
     let stats = group.shutdown();
+    // Every reactor has stopped and deleted its queue pairs: now CC.SHN.
+    ctrls.shutdown();
     for s in stats {
         tracing::info!(
             reactor = s.id,

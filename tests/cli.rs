@@ -67,6 +67,49 @@ fn invalid_nqn_is_refused() {
     );
 }
 
+fn nvme_bdev(pci: &str) -> String {
+    format!("[[bdev]]\nname = \"nvme0\"\nkind = \"nvme\"\n{pci}\n")
+}
+
+#[test]
+fn nvme_bdev_mistakes_exit_2_with_the_fix() {
+    expect_config_error(&nvme_bdev(""), &["bdev[0]", "needs pci", "lspci"]);
+    expect_config_error(
+        &nvme_bdev("pci = \"04.0\""),
+        &["bdev[0]", "\"04.0\"", "not a PCI address"],
+    );
+    expect_config_error(
+        "[[bdev]]\nname = \"m\"\nkind = \"malloc\"\nsize = 4096\npci = \"0000:00:04.0\"\n",
+        &["only an nvme bdev takes a PCI address"],
+    );
+    if !std::path::Path::new("/sys/bus/pci/devices/0000:fe:1f.7").exists() {
+        expect_config_error(
+            &nvme_bdev("pci = \"0000:fe:1f.7\""),
+            &["0000:fe:1f.7", "no such PCI device", "hint: "],
+        );
+    }
+    // Any function of this machine that is not on vfio-pci: refused before anything is
+    // touched, with the command that binds it.
+    let not_vfio = std::fs::read_dir("/sys/bus/pci/devices")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| {
+            std::fs::read_link(e.path().join("driver")).map_or(true, |d| !d.ends_with("vfio-pci"))
+        });
+    if let Some(e) = not_vfio {
+        let bdf = e.file_name().to_string_lossy().into_owned();
+        expect_config_error(
+            &nvme_bdev(&format!("pci = \"{bdf}\"")),
+            &[
+                "not bound to vfio-pci",
+                "hint: ",
+                &format!("vfio-pci > /sys/bus/pci/devices/{bdf}/driver_override"),
+            ],
+        );
+    }
+}
+
 #[test]
 fn missing_config_file() {
     let (code, err) = ferrox(&["--config", "/nonexistent/ferrox.toml"]);

@@ -55,6 +55,19 @@ pub fn attach(
     attach_backing(Arc::new(dev), pool, opts)
 }
 
+/// Like [`attach`], with the controller named `name` (its namespaces `<name>n<nsid>`)
+/// instead of the next `nvme<N>`: what the daemon's `[[bdev]] kind = "nvme"` does.
+pub fn attach_named(
+    name: &str,
+    bdf: &str,
+    pool: &'static BufferPool,
+    opts: ControllerOptions,
+) -> Result<NvmeController, Error> {
+    let dev = crate::vfio::VfioDevice::open(bdf)?;
+    let ctrl = Controller::init(Arc::new(dev), pool, opts)?;
+    Ok(wrap(name.to_string(), ctrl))
+}
+
 /// Attaches a controller behind any backing (the emulator in tests).
 pub fn attach_backing(
     backing: Arc<dyn DeviceBacking>,
@@ -66,12 +79,44 @@ pub fn attach_backing(
         "nvme{}",
         NEXT_CTRL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
+    Ok(wrap(name, ctrl))
+}
+
+fn wrap(name: String, ctrl: Arc<Controller>) -> NvmeController {
     let bdevs = ctrl
         .namespaces()
         .iter()
         .map(|ns| Arc::new(NvmeBdev::new(&ctrl, &name, *ns)))
         .collect();
-    Ok(NvmeController { name, ctrl, bdevs })
+    NvmeController { name, ctrl, bdevs }
+}
+
+/// Checks a PCI address and writes it the way sysfs names it: `0000:00:04.0`, or
+/// `00:04.0` (domain 0), hex digits in either case.
+pub fn parse_bdf(s: &str) -> Result<String, String> {
+    let bad =
+        || format!("{s:?} is not a PCI address (expected DOMAIN:BUS:DEV.FN, e.g. 0000:00:04.0)");
+    let t = s.trim().to_ascii_lowercase();
+    let full = if t.matches(':').count() == 1 {
+        format!("0000:{t}")
+    } else {
+        t
+    };
+    let (rest, func) = full.rsplit_once('.').ok_or_else(bad)?;
+    let parts: Vec<&str> = rest.split(':').collect();
+    let hex = |p: &str, n: usize, max: u32| {
+        p.len() == n
+            && p.chars().all(|c| c.is_ascii_hexdigit())
+            && u32::from_str_radix(p, 16).is_ok_and(|v| v <= max)
+    };
+    match parts.as_slice() {
+        [d, b, dev]
+            if hex(d, 4, 0xffff) && hex(b, 2, 0xff) && hex(dev, 2, 0x1f) && hex(func, 1, 7) =>
+        {
+            Ok(full)
+        }
+        _ => Err(bad()),
+    }
 }
 
 impl NvmeController {

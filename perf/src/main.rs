@@ -24,6 +24,8 @@ tool used.
 
 TARGET is one of:
   nvme+tcp://ADDR:PORT/NQN[?nsid=N]   an NVMe/TCP namespace (default: the first one)
+  pcie://DOMAIN:BUS:DEV.FN[?nsid=N]   a local NVMe controller bound to vfio-pci, through
+                                      Ferrox's user-space driver (default: the first one)
   malloc:SIZE                         an in-process RAM disk (the network-free ceiling)
   PATH                                a file or block device (io_uring, O_DIRECT)
 or use --spawn-target to start an in-process Ferrox target serving a RAM disk on
@@ -48,6 +50,7 @@ Examples:
   ferrox-perf --spawn-target --cores 0,1 --time 10
   ferrox-perf nvme+tcp://127.0.0.1:4420/nqn.2026-11.io.ferrox:default --rw randrw --mix 70 --qd 64
   ferrox-perf /var/lib/ferrox/disk0.img --rw write --bs 128k --qd 8 --json
+  ferrox-perf pcie://0000:00:04.0 --rw randread --bs 4k --qd 32 --time 5
   ferrox-perf malloc:256MiB --rw randrw --verify --time 10
   ferrox-perf malloc:1GiB --dist zipf:1.2 --range 50% --plot lat.svg
   ferrox-perf compare malloc:1GiB nvme+tcp://10.0.0.2:4420/nqn.2026-11.io.ferrox:vol1 --rounds 5";
@@ -117,7 +120,7 @@ struct WorkArgs {
 #[derive(Debug, Parser)]
 #[command(name = "ferrox-perf", about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
 struct RunCli {
-    /// nvme+tcp://ADDR:PORT/NQN[?nsid=N], malloc:SIZE, or a file or block device
+    /// nvme+tcp://ADDR:PORT/NQN[?nsid=N], pcie://BDF[?nsid=N], malloc:SIZE, or a file or block device
     #[arg(value_name = "TARGET", required_unless_present = "spawn_target")]
     target: Option<String>,
     /// Start an in-process Ferrox target (RAM disk on 127.0.0.1) and benchmark it over nvme+tcp
@@ -258,6 +261,7 @@ fn settings(a: &WorkArgs) -> Result<Settings, Error> {
                 kato_ms: None,
                 io_timeout: None,
             },
+            poll_mode,
         },
         workload,
         json: a.json,
@@ -270,10 +274,22 @@ fn run(cli: RunCli) -> Result<bool, Error> {
     let spawn_size = parse::parse_size(&cli.spawn_size)?;
     let session = Session::start(&st.session)?;
     let opened = match &spec {
-        Some(spec) => target::open(spec, "perf0", &st.open)?,
+        Some(spec) => target::open(&session, spec, "perf0", &st.open)?,
         None => target::spawn(&session, spawn_size, &st.open)?,
     };
-    let outcome = bench::run(&session, &opened.dev, &st.workload, !st.json, None)?;
+    let r = report_run(&cli, &st, &session, &opened);
+    drop(session); // stop the reactors (and a spawned target's connections) first
+    drop(opened); // then a pcie:// controller may shut down
+    r
+}
+
+fn report_run(
+    cli: &RunCli,
+    st: &Settings,
+    session: &Session,
+    opened: &target::Opened,
+) -> Result<bool, Error> {
+    let outcome = bench::run(session, &opened.dev, &st.workload, !st.json, None)?;
     let report = Report::new(&opened.label, &st.workload, &outcome);
     if st.json {
         println!("{}", report.json());
@@ -286,8 +302,6 @@ fn run(cli: RunCli) -> Result<bool, Error> {
             println!("plot: {}", p.display());
         }
     }
-    drop(session); // stop the reactors (and a spawned target's connections) first
-    drop(opened);
     Ok(report.passed)
 }
 
@@ -298,15 +312,33 @@ fn compare(cli: CompareCli) -> Result<bool, Error> {
     let st = settings(&cli.work)?;
     let specs: [TargetSpec; 2] = [parse::parse_target(&cli.a)?, parse::parse_target(&cli.b)?];
     let session = Session::start(&st.session)?;
-    let a = target::open(&specs[0], "perf-a", &st.open)?;
-    let b = target::open(&specs[1], "perf-b", &st.open)?;
+    let a = target::open(&session, &specs[0], "perf-a", &st.open)?;
+    let b = match target::open(&session, &specs[1], "perf-b", &st.open) {
+        Ok(b) => b,
+        Err(e) => {
+            drop(session);
+            return Err(e);
+        }
+    };
+    let r = compare_rounds(&cli, &st, &session, &a, &b);
+    drop(session); // the reactors first, then the targets (a pcie:// controller's CC.SHN)
+    r
+}
+
+fn compare_rounds(
+    cli: &CompareCli,
+    st: &Settings,
+    session: &Session,
+    a: &target::Opened,
+    b: &target::Opened,
+) -> Result<bool, Error> {
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
     for round in 0..cli.rounds {
-        for (t, out) in [(&a, &mut ra), (&b, &mut rb)] {
+        for (t, out) in [(a, &mut ra), (b, &mut rb)] {
             if !st.json {
                 eprintln!("round {}/{}: {}", round + 1, cli.rounds, t.label);
             }
-            let o = bench::run(&session, &t.dev, &st.workload, !st.json, None)?;
+            let o = bench::run(session, &t.dev, &st.workload, !st.json, None)?;
             out.push(Report::new(&t.label, &st.workload, &o));
         }
     }
@@ -319,7 +351,6 @@ fn compare(cli: CompareCli) -> Result<bool, Error> {
     } else {
         print!("{}", c.table());
     }
-    drop(session);
     Ok(c.passed)
 }
 

@@ -50,6 +50,9 @@ pub enum TargetSpec {
     Path(PathBuf),
     /// `malloc:SIZE`: an in-process RAM disk of SIZE bytes.
     Malloc { size: u64 },
+    /// `pcie://DOMAIN:BUS:DEV.FN[?nsid=N]`: a local NVMe controller bound to vfio-pci,
+    /// driven through Ferrox's user-space driver (namespace N, else the first).
+    Pcie { bdf: String, nsid: Option<u32> },
 }
 
 /// A parsed `nvme+tcp://` URL.
@@ -68,6 +71,8 @@ impl std::fmt::Display for TargetSpec {
             Self::Nvmf(u) => f.write_str(&u.url),
             Self::Path(p) => write!(f, "{}", p.display()),
             Self::Malloc { size } => write!(f, "malloc:{}", format_size(*size)),
+            Self::Pcie { bdf, nsid: None } => write!(f, "pcie://{bdf}"),
+            Self::Pcie { bdf, nsid: Some(n) } => write!(f, "pcie://{bdf}?nsid={n}"),
         }
     }
 }
@@ -83,16 +88,51 @@ pub fn parse_target(s: &str) -> Result<TargetSpec, Error> {
         }
         return Ok(TargetSpec::Malloc { size });
     }
+    if s.starts_with("pcie://") {
+        return parse_pcie_url(s);
+    }
     if s.contains("://") {
         return parse_nvmf_url(s).map(TargetSpec::Nvmf);
     }
     let p = PathBuf::from(s);
     if !p.exists() {
         return Err(Error::usage(format!(
-            "target {s:?}: no such file or device (targets are nvme+tcp://ADDR:PORT/NQN, malloc:SIZE or a path)"
+            "target {s:?}: no such file or device (targets are nvme+tcp://ADDR:PORT/NQN, pcie://BDF, malloc:SIZE or a path)"
         )));
     }
     Ok(TargetSpec::Path(p))
+}
+
+/// Parses `pcie://DOMAIN:BUS:DEV.FN[?nsid=N]` (the domain may be left out).
+pub fn parse_pcie_url(s: &str) -> Result<TargetSpec, Error> {
+    let bad = |why: &str| {
+        Error::usage(format!(
+            "URL {s:?}: {why} (expected pcie://DOMAIN:BUS:DEV.FN[?nsid=N], e.g. pcie://0000:00:04.0)"
+        ))
+    };
+    let rest = s
+        .strip_prefix("pcie://")
+        .ok_or_else(|| bad("no pcie:// scheme"))?;
+    let (addr, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let bdf = ferrox_nvme::bdev::parse_bdf(addr).map_err(|e| bad(&e))?;
+    let mut nsid = None;
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("nsid", v)) => {
+                nsid = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&n: &u32| n != 0 && n != u32::MAX)
+                        .ok_or_else(|| bad(&format!("nsid {v:?} is not a namespace id")))?,
+                );
+            }
+            _ => return Err(bad(&format!("unknown query parameter {kv:?}"))),
+        }
+    }
+    Ok(TargetSpec::Pcie { bdf, nsid })
 }
 
 /// Parses `nvme+tcp://ADDR:PORT/NQN[?nsid=N]`; ADDR is an IPv4 address, `[IPv6]` or a

@@ -1,5 +1,6 @@
-//! Opening targets: `malloc:SIZE`, a file or block device (uring bdev), and
-//! `nvme+tcp://` through the nvmeof host library; and `--spawn-target`.
+//! Opening targets: `malloc:SIZE`, a file or block device (uring bdev),
+//! `nvme+tcp://` through the nvmeof host library, `pcie://` through the user-space NVMe
+//! driver (VFIO); and `--spawn-target`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +9,10 @@ use std::time::Duration;
 use ferrox_bdev::malloc::MallocBdev;
 use ferrox_bdev::uring::UringBdev;
 use ferrox_bdev::BlockDevice;
+use ferrox_nvme::bdev::NvmeController;
+use ferrox_nvme::driver::ControllerOptions;
 use ferrox_nvmeof::{SubsystemConfig, Target};
-use ferrox_reactor::{ReactorGroup, ReactorOptions};
+use ferrox_reactor::{PollMode, ReactorGroup, ReactorOptions};
 
 use crate::bench::Session;
 use crate::parse::{format_size, NvmfUrl, TargetSpec};
@@ -26,6 +29,8 @@ pub struct OpenOptions {
     /// Requests each channel (queue pair) keeps in flight.
     pub queue_depth: u32,
     pub host: HostSettings,
+    /// The reactors' poll mode (a `pcie://` controller routes MSI-X only when adaptive).
+    pub poll_mode: PollMode,
 }
 
 /// What an nvme+tcp connection is opened with (the host library's `HostOptions`).
@@ -48,10 +53,27 @@ pub struct Opened {
     /// reactors (the host's queue pairs connect from the benchmark's reactors, which
     /// must not also be the ones that have to answer).
     pub spawned: Option<(Target, ReactorGroup)>,
+    /// `pcie://`: the attached controller, shut down (CC.SHN) when this is dropped,
+    /// which must be after the session's reactors stopped (they own its queue pairs).
+    pub pcie: Option<NvmeController>,
 }
 
-/// Opens `spec`. `name` names the bdev (malloc and file targets).
-pub fn open(spec: &TargetSpec, name: &str, o: &OpenOptions) -> Result<Opened, Error> {
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some(c) = self.pcie.take() {
+            if let Err(e) = c.shutdown() {
+                eprintln!("ferrox-perf: {}: shutdown: {e}", self.label);
+            }
+        }
+    }
+}
+
+/// Opens `spec` with the session's reactors and buffer pool. `name` names the bdev
+/// (malloc and file targets).
+pub fn open(s: &Session, spec: &TargetSpec, name: &str, o: &OpenOptions) -> Result<Opened, Error> {
+    if let TargetSpec::Pcie { bdf, nsid } = spec {
+        return open_pcie(s, bdf, *nsid, o);
+    }
     let label = spec.to_string();
     let fail = |why: String| Error::Target {
         target: label.clone(),
@@ -71,11 +93,56 @@ pub fn open(spec: &TargetSpec, name: &str, o: &OpenOptions) -> Result<Opened, Er
         TargetSpec::Path(p) => UringBdev::open(name, p, None, o.block_size, o.queue_depth as usize)
             .map_err(|e| fail(e.to_string()))?,
         TargetSpec::Nvmf(url) => connect(url, o)?,
+        TargetSpec::Pcie { .. } => unreachable!("opened above"),
     };
     Ok(Opened {
         dev,
         label,
         spawned: None,
+        pcie: None,
+    })
+}
+
+/// Attaches a controller bound to vfio-pci: one I/O queue pair per reactor, the
+/// session's pool mapped for DMA; the bdev is namespace `nsid` (else the first).
+fn open_pcie(s: &Session, bdf: &str, nsid: Option<u32>, o: &OpenOptions) -> Result<Opened, Error> {
+    let url = TargetSpec::Pcie {
+        bdf: bdf.to_string(),
+        nsid,
+    }
+    .to_string();
+    let fail = |why: String| Error::Target {
+        target: url.clone(),
+        why,
+    };
+    let opts = ControllerOptions {
+        io_queues: u16::try_from(s.cores()).unwrap_or(u16::MAX),
+        // One entry more than the requests in flight: a full queue holds one fewer.
+        queue_depth: u16::try_from(o.queue_depth.saturating_add(1).max(2)).unwrap_or(1024),
+        interrupts: o.poll_mode == PollMode::Adaptive,
+        ..ControllerOptions::default()
+    };
+    let c = ferrox_nvme::bdev::attach(bdf, s.pool(), opts).map_err(|e| fail(e.to_string()))?;
+    let pick = c
+        .bdevs
+        .iter()
+        .find(|b| nsid.is_none_or(|n| b.nsid() == n))
+        .cloned();
+    let Some(b) = pick else {
+        let have: Vec<u32> = c.bdevs.iter().map(|b| b.nsid()).collect();
+        let why = format!("no active namespace {nsid:?} (active: {have:?})");
+        let _ = c.shutdown();
+        return Err(fail(why));
+    };
+    let mn = String::from_utf8_lossy(&c.ctrl.identify().mn)
+        .trim()
+        .to_string();
+    let label = format!("{} ({mn}, {})", url, b.info().name);
+    Ok(Opened {
+        dev: b,
+        label,
+        spawned: None,
+        pcie: Some(c),
     })
 }
 
@@ -162,5 +229,6 @@ pub fn spawn(s: &Session, size: u64, o: &OpenOptions) -> Result<Opened, Error> {
         dev,
         label: format!("{} via {}", label, url.url),
         spawned: Some((target, group)),
+        pcie: None,
     })
 }

@@ -31,6 +31,13 @@
 #   nvme_wait_dev NQN [TIMEOUT_S]     wait for and print /dev/nvmeXnY of NQN (namespace 1)
 #   nvme_wait_gone NQN [TIMEOUT_S]    wait until no controller of NQN is left
 #
+# PCI binding (the VFIO tests; QEMU's emulated NVMe controller from run-in-vm --nvme)
+#   qemu_nvme_bdf                  print the BDF of the first QEMU NVMe controller (1b36:0010)
+#   pci_driver BDF                 print the driver bound to BDF (nothing when none)
+#   pci_bind_vfio BDF              unbind, driver_override = vfio-pci, probe; 1 on failure
+#   pci_bind_nvme BDF [TIMEOUT_S]  back to the kernel nvme driver; wait for and print its
+#                                  namespace 1 block device (/dev/nvmeXnY)
+#
 # Kernel nvmet reference target (configfs, brd RAM disk)
 #   nvmet_setup NQN ADDR PORT SIZE_MB [PORT_ID]   one namespace on /dev/ram0
 #   nvmet_teardown                                undo it (safe to call twice)
@@ -194,6 +201,46 @@ nvme_wait_dev() {   # NQN [TIMEOUT_S]
 _nvme_no_ctrl() { ! nvme_ctrl_for_nqn "$1" >/dev/null; }
 nvme_wait_gone() {   # NQN [TIMEOUT_S]
     wait_for "${2:-30}" _nvme_no_ctrl "$1"
+}
+
+# ---------------------------------------------------------------- PCI binding
+qemu_nvme_bdf() {
+    local d
+    for d in /sys/bus/pci/devices/*; do
+        [[ $(cat "$d/vendor") == 0x1b36 && $(cat "$d/device") == 0x0010 ]] && { echo "${d##*/}"; return 0; }
+    done
+    return 1
+}
+
+pci_driver() {
+    local l
+    l=$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null) || return 0
+    echo "${l##*/}"
+}
+
+pci_bind_vfio() {   # BDF
+    local dev=/sys/bus/pci/devices/$1
+    modprobe vfio-pci || return 1
+    [[ -e $dev/driver ]] && echo "$1" > "$dev/driver/unbind"
+    echo vfio-pci > "$dev/driver_override"
+    echo "$1" > /sys/bus/pci/drivers_probe
+    [[ $(pci_driver "$1") == vfio-pci ]]
+}
+
+_pci_nvme_ctrl() { local c; for c in "/sys/bus/pci/devices/$1"/nvme/nvme*; do [[ -e $c ]] && { echo "${c##*/}"; return 0; }; done; return 1; }
+
+pci_bind_nvme() {   # BDF [TIMEOUT_S]
+    local dev=/sys/bus/pci/devices/$1 t=${2:-15} ctrl nqn
+    [[ -e $dev/driver ]] && echo "$1" > "$dev/driver/unbind"
+    echo > "$dev/driver_override"
+    modprobe nvme || return 1
+    echo "$1" > /sys/bus/pci/drivers_probe
+    wait_for "$t" _pci_nvme_ctrl "$1" >/dev/null || return 1
+    [[ $(pci_driver "$1") == nvme ]] || return 1
+    ctrl=$(_pci_nvme_ctrl "$1")
+    wait_for "$t" test -s "/sys/class/nvme/$ctrl/subsysnqn" || return 1
+    nqn=$(cat "/sys/class/nvme/$ctrl/subsysnqn")
+    nvme_wait_dev "$nqn" "$t"
 }
 
 # ---------------------------------------------------------------- kernel nvmet (reference)

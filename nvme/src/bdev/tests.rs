@@ -219,3 +219,22 @@ fn namespaces_serve_io_in_busy_mode() {
 fn namespaces_serve_io_in_adaptive_mode_with_interrupts() {
     exercise(PollMode::Adaptive);
 }
+
+#[test]
+fn pci_addresses_are_checked_and_normalised() {
+    assert_eq!(parse_bdf("0000:00:04.0").unwrap(), "0000:00:04.0");
+    assert_eq!(parse_bdf("00:04.0").unwrap(), "0000:00:04.0");
+    assert_eq!(parse_bdf("0000:3B:1F.7").unwrap(), "0000:3b:1f.7");
+    for bad in [
+        "",
+        "04.0",
+        "0000:00:04",
+        "0000:00:20.0",
+        "0000:00:04.8",
+        "x:00:04.0",
+        "0000:000:04.0",
+    ] {
+        let e = parse_bdf(bad).unwrap_err();
+        assert!(e.contains("not a PCI address"), "{bad}: {e}");
+    }
+}

@@ -88,6 +88,27 @@ fn targets() {
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("no such file"), "{e}");
     assert!(parse_target("http://x:1/nqn.a").is_err());
+    assert_eq!(
+        parse_target("pcie://0000:00:04.0?nsid=2").unwrap(),
+        TargetSpec::Pcie {
+            bdf: "0000:00:04.0".into(),
+            nsid: Some(2)
+        }
+    );
+    assert_eq!(
+        parse_target("pcie://00:04.0").unwrap().to_string(),
+        "pcie://0000:00:04.0"
+    );
+    for bad in [
+        "pcie://",
+        "pcie://0000:00:04",
+        "pcie://0000:00:04.0?nsid=0",
+        "pcie://0000:00:04.0?queue=1",
+    ] {
+        let e = parse_target(bad).expect_err(bad);
+        assert_eq!(e.exit_code(), 2, "{bad}");
+        assert!(e.to_string().contains("pcie://DOMAIN:BUS:DEV.FN"), "{e}");
+    }
 }
 
 #[test]
