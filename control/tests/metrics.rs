@@ -78,6 +78,32 @@ fn metrics_parse_and_counters_move_after_io() {
     assert!(r_ops > 0.0 && w_ops > 0.0);
     assert!(ctrl("ferrox_controller_read_bytes_total") >= 4096.0 * r_ops);
     assert!(ctrl("ferrox_controller_write_bytes_total") >= 4096.0 * w_ops);
+    // The latency histogram counted every one of those I/O commands.
+    let hist = during
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "ferrox_controller_io_latency_seconds"
+                && sub.iter().all(|(k, v)| x.labels.get(k) == Some(*v))
+        })
+        .expect("a latency histogram for the volume's controller");
+    match &hist.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let inf = buckets.last().expect("buckets");
+            assert!(inf.less_than.is_infinite(), "the last bucket is +Inf");
+            assert!(
+                inf.count >= r_ops + w_ops,
+                "{} < {}",
+                inf.count,
+                r_ops + w_ops
+            );
+            assert!(
+                buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                "cumulative"
+            );
+        }
+        v => panic!("the latency is not a histogram: {v:?}"),
+    }
     // Writes to a thin volume allocated clusters.
     assert!(value(&during, "ferrox_pool_allocated_bytes", &pool).unwrap() > alloc0);
     // Reactor counters are monotonic and the reactor did work for the I/O.

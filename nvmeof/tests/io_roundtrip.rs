@@ -49,6 +49,16 @@ fn round_trip(digests: Digests) {
         .is_success());
     let (_, z) = io.read(8, 8);
     assert!(z.iter().all(|&b| b == 0));
+    // Every I/O command above landed in the controller's latency histogram.
+    let ctrl = f.target.shared().subsystem(NQN).unwrap().controllers()[0].clone();
+    let lat = ctrl.latency();
+    assert_eq!(
+        lat.count,
+        5 * 2 + 3,
+        "10 reads/writes, flush, write zeroes, read"
+    );
+    assert_eq!(lat.buckets.iter().sum::<u64>(), lat.count);
+    assert!(lat.sum_ns > 0);
 }
 
 #[test]

@@ -32,15 +32,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Core;
 use crate::error::ControlError;
 use crate::state::PublishRec;
+use ferrox_nvmeof::target::ctrl::Latency;
 
 /// The path the endpoint answers on.
 pub const METRICS_PATH: &str = "/metrics";
@@ -69,6 +72,7 @@ struct Scrape {
     counters_f: Vec<(&'static str, Family<Labels, CounterF>)>,
     gauges: Vec<(&'static str, Family<Labels, Gauge>)>,
     gauges_f: Vec<(&'static str, Family<Labels, GaugeF>)>,
+    histograms: Vec<(&'static str, Family<Labels, HistogramSnapshot>)>,
 }
 
 impl Scrape {
@@ -79,59 +83,89 @@ impl Scrape {
             counters_f: Vec::new(),
             gauges: Vec::new(),
             gauges_f: Vec::new(),
+            histograms: Vec::new(),
         }
     }
 
     fn counter(&mut self, name: &'static str, help: &str, l: &Labels, v: u64) {
-        let fam = match self.counters.iter().find(|(n, _)| *n == name) {
-            Some((_, f)) => f.clone(),
-            None => {
-                let f = Family::<Labels, Counter>::default();
-                self.reg.register(name, help, f.clone());
-                self.counters.push((name, f.clone()));
-                f
-            }
-        };
-        fam.get_or_create(l).inc_by(v);
+        family(&mut self.reg, &mut self.counters, name, help)
+            .get_or_create(l)
+            .inc_by(v);
     }
 
     fn counter_f(&mut self, name: &'static str, help: &str, l: &Labels, v: f64) {
-        let fam = match self.counters_f.iter().find(|(n, _)| *n == name) {
-            Some((_, f)) => f.clone(),
-            None => {
-                let f = Family::<Labels, CounterF>::default();
-                self.reg.register(name, help, f.clone());
-                self.counters_f.push((name, f.clone()));
-                f
-            }
-        };
-        fam.get_or_create(l).inc_by(v);
+        family(&mut self.reg, &mut self.counters_f, name, help)
+            .get_or_create(l)
+            .inc_by(v);
     }
 
     fn gauge(&mut self, name: &'static str, help: &str, l: &Labels, v: i64) {
-        let fam = match self.gauges.iter().find(|(n, _)| *n == name) {
-            Some((_, f)) => f.clone(),
-            None => {
-                let f = Family::<Labels, Gauge>::default();
-                self.reg.register(name, help, f.clone());
-                self.gauges.push((name, f.clone()));
-                f
-            }
-        };
-        fam.get_or_create(l).set(v);
+        family(&mut self.reg, &mut self.gauges, name, help)
+            .get_or_create(l)
+            .set(v);
     }
 
     fn gauge_f(&mut self, name: &'static str, help: &str, l: &Labels, v: f64) {
-        let fam = match self.gauges_f.iter().find(|(n, _)| *n == name) {
-            Some((_, f)) => f.clone(),
-            None => {
-                let f = Family::<Labels, GaugeF>::default();
-                self.reg.register(name, help, f.clone());
-                self.gauges_f.push((name, f.clone()));
-                f
-            }
-        };
-        fam.get_or_create(l).set(v);
+        family(&mut self.reg, &mut self.gauges_f, name, help)
+            .get_or_create(l)
+            .set(v);
+    }
+
+    /// A histogram whose buckets the data plane already counted: (upper bound in
+    /// seconds, count in that bucket alone), plus the sum in seconds.
+    fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        l: &Labels,
+        sum: f64,
+        buckets: Vec<(f64, u64)>,
+    ) {
+        let count = buckets.iter().map(|b| b.1).sum();
+        *family(&mut self.reg, &mut self.histograms, name, help)
+            .get_or_create(l)
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (sum, count, buckets);
+    }
+}
+
+/// The family registered under `name`, registering it on first use.
+fn family<M>(
+    reg: &mut Registry,
+    list: &mut Vec<(&'static str, Family<Labels, M>)>,
+    name: &'static str,
+    help: &str,
+) -> Family<Labels, M>
+where
+    M: EncodeMetric + TypedMetric + Default + std::fmt::Debug + Send + Sync + 'static,
+{
+    if let Some((_, f)) = list.iter().find(|(n, _)| *n == name) {
+        return f.clone();
+    }
+    let f = Family::<Labels, M>::default();
+    reg.register(name, help, f.clone());
+    list.push((name, f.clone()));
+    f
+}
+
+/// A histogram snapshot taken from counters the data plane keeps (its buckets are
+/// counted on the I/O path; a scrape only reports them).
+#[derive(Debug, Default)]
+struct HistogramSnapshot(std::sync::Mutex<(f64, u64, Vec<(f64, u64)>)>);
+
+impl TypedMetric for HistogramSnapshot {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for HistogramSnapshot {
+    fn encode(&self, mut e: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        e.encode_histogram::<NoLabelSet>(g.0, g.1, &g.2, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -259,6 +293,20 @@ fn gather(core: &Core) -> Result<String, ControlError> {
             s.counter("controller_write_ops", "Write commands", &cl, wc);
             s.counter("controller_read_bytes", "Bytes read", &cl, rb);
             s.counter("controller_write_bytes", "Bytes written", &cl, wb);
+            let lat = c.latency();
+            let buckets = lat
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (Latency::upper_bound_secs(i), n))
+                .collect();
+            s.histogram(
+                "controller_io_latency_seconds",
+                "I/O command latency at the target: capsule received to response queued",
+                &cl,
+                secs(lat.sum_ns),
+                buckets,
+            );
         }
     }
 

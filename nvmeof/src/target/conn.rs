@@ -139,6 +139,8 @@ pub(super) struct Slot {
     /// The host is sending data for this slot after an R2T.
     pub awaiting_h2c: bool,
     pub data_digest_error: bool,
+    /// When the capsule arrived (for the latency histogram).
+    pub started: std::time::Instant,
 }
 
 impl Slot {
@@ -154,6 +156,8 @@ impl Slot {
             status: Status::SUCCESS,
             awaiting_h2c: false,
             data_digest_error: false,
+            // A fresh slot is taken when its capsule arrives: now is its start.
+            started: std::time::Instant::now(),
         }
     }
 }

@@ -45,12 +45,59 @@ pub struct QueueCounters {
     pub copied_bytes: AtomicU64,
     /// Received data bytes read straight into their command's buffer.
     pub direct_bytes: AtomicU64,
+    /// I/O command latency, capsule received → response queued: counts per bucket,
+    /// bucket `i` holding latencies below `2^i` µs (the last one: everything else).
+    pub latency: [AtomicU64; LATENCY_BUCKETS],
+    pub latency_sum_ns: AtomicU64,
+}
+
+/// Latency histogram buckets: < 1 µs, < 2 µs, … < 2^(N-2) µs, and the rest.
+pub const LATENCY_BUCKETS: usize = 24;
+
+/// A summed latency histogram: cumulative-free counts per bucket, sum, count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    pub sum_ns: u64,
+    pub count: u64,
+}
+
+impl Latency {
+    /// The upper bound of bucket `i` in seconds (`f64::INFINITY` for the last).
+    pub fn upper_bound_secs(i: usize) -> f64 {
+        if i + 1 >= LATENCY_BUCKETS {
+            f64::INFINITY
+        } else {
+            (1u64 << i) as f64 / 1e6
+        }
+    }
 }
 
 impl QueueCounters {
     pub fn add(c: &AtomicU64, v: u64) {
         // Single writer: a load and a store, no locked instruction on the I/O path.
         c.store(c.load(Ordering::Relaxed) + v, Ordering::Relaxed);
+    }
+
+    /// Records one I/O command's latency (single writer, like `add`).
+    pub fn record_latency(&self, ns: u64) {
+        let us = ns / 1000;
+        let bucket = if us == 0 {
+            0
+        } else {
+            (64 - us.leading_zeros()) as usize
+        };
+        Self::add(&self.latency[bucket.min(LATENCY_BUCKETS - 1)], 1);
+        Self::add(&self.latency_sum_ns, ns);
+    }
+
+    fn add_latency_to(&self, l: &mut Latency) {
+        for (b, c) in l.buckets.iter_mut().zip(&self.latency) {
+            let v = c.load(Ordering::Relaxed);
+            *b += v;
+            l.count += v;
+        }
+        l.sum_ns += self.latency_sum_ns.load(Ordering::Relaxed);
     }
 }
 
@@ -277,6 +324,13 @@ impl Controller {
             ] {
                 keep.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
             }
+            for (keep, from) in r.latency.iter().zip(&gone.latency) {
+                keep.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            r.latency_sum_ns.fetch_add(
+                gone.latency_sum_ns.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -366,6 +420,16 @@ impl Controller {
         ev.changed_ns.clear();
         ev.overflow = false;
         ev.awaiting_log_read = false;
+    }
+
+    /// The I/O latency histogram of all this controller's queues, past and present.
+    pub fn latency(&self) -> Latency {
+        let cs = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = Latency::default();
+        for c in cs.iter().map(|c| &**c).chain([&self.retired]) {
+            c.add_latency_to(&mut l);
+        }
+        l
     }
 
     pub fn totals(&self) -> (u64, u64, u64, u64) {

@@ -39,6 +39,11 @@ impl Conn {
         }
         let qid = st.q.as_ref().map_or(0, |q| q.qid);
         let sqflow_off = st.q.as_ref().is_some_and(|q| q.sqflow_disabled);
+        let s = &st.slots[slot as usize];
+        if qid != 0 && !s.cmd.is_fabrics() {
+            let ns = s.started.elapsed().as_nanos() as u64;
+            st.counters.record_latency(ns);
+        }
         let s = &mut st.slots[slot as usize];
         let cid = s.cmd.cid();
         let mut need_resp = true;
