@@ -152,7 +152,10 @@ where
 /// A histogram snapshot taken from counters the data plane keeps (its buckets are
 /// counted on the I/O path; a scrape only reports them).
 #[derive(Debug, Default)]
-struct HistogramSnapshot(std::sync::Mutex<(f64, u64, Vec<(f64, u64)>)>);
+struct HistogramSnapshot(std::sync::Mutex<HistogramData>);
+
+/// (sum, count, per-bucket (upper bound, count)).
+type HistogramData = (f64, u64, Vec<(f64, u64)>);
 
 impl TypedMetric for HistogramSnapshot {
     const TYPE: MetricType = MetricType::Histogram;
