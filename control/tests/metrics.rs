@@ -91,12 +91,9 @@ fn metrics_parse_and_counters_move_after_io() {
         prometheus_parse::Value::Histogram(buckets) => {
             let inf = buckets.last().expect("buckets");
             assert!(inf.less_than.is_infinite(), "the last bucket is +Inf");
-            assert!(
-                inf.count >= r_ops + w_ops,
-                "{} < {}",
-                inf.count,
-                r_ops + w_ops
-            );
+            // Counted at completion (the op counters at submission): the 1000
+            // requests that completed before the scrape are all in.
+            assert!(inf.count >= 1000.0, "{} latencies", inf.count);
             assert!(
                 buckets.windows(2).all(|w| w[0].count <= w[1].count),
                 "cumulative"
