@@ -189,3 +189,31 @@ fn target_restart_fails_in_flight_then_reconnects() {
     assert!(ok, "the host never reconnected");
     drop(f2);
 }
+
+#[test]
+fn a_silent_target_times_out_instead_of_hanging() {
+    let f = fixture();
+    let mut o = opts(false, 8);
+    o.io_timeout = Duration::from_millis(500);
+    let dev = NvmfBdev::connect(&url(&f), &o).unwrap();
+    // The host's reactors park when idle (adaptive): only its timer can notice.
+    let g = host_group();
+    let h = &g.handles()[0];
+    assert!(run(h, &dev, vec![Req::Read(0, 8)])[0].is_ok());
+    // Freeze every target reactor: the target stays connected and says nothing.
+    let gate = Arc::new(std::sync::Barrier::new(3));
+    for t in f.group.as_ref().unwrap().handles() {
+        let gate = gate.clone();
+        t.send(move |_| {
+            gate.wait();
+        })
+        .unwrap();
+    }
+    let out = run(h, &dev, vec![Req::Read(0, 8)]);
+    assert!(
+        matches!(out[0], Err(BdevError::Io(e)) if e == libc::ETIMEDOUT),
+        "{:?}",
+        out[0]
+    );
+    gate.wait();
+}

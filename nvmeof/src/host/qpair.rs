@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use ferrox_bdev::{defer_completion, BdevError, ChannelImpl, Completion, IoOp};
 use ferrox_nvme::spec::{Command, SglDescriptor, Status};
-use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, WakeSource};
+use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, TimerId, WakeSource};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::bdev::Session;
@@ -105,6 +105,9 @@ pub(super) struct QPair {
     qid: u16,
     st: RefCell<State>,
     poller: Cell<Option<PollerId>>,
+    /// Checks deadlines even while the reactor sleeps (a silent target sends nothing
+    /// that would wake it).
+    timer: Cell<Option<TimerId>>,
 }
 
 fn status_error(s: Status) -> BdevError {
@@ -165,9 +168,22 @@ impl QPair {
                 closed: false,
             }),
             poller: Cell::new(None),
+            timer: Cell::new(None),
         });
         let id = r.add_poller(qp.clone());
         qp.poller.set(Some(id));
+        let weak = Rc::downgrade(&qp);
+        let period = (qp.session.opts.io_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let t = r.add_periodic(period, move |r| {
+            if let Some(q) = weak.upgrade() {
+                let mut st = q.st.borrow_mut();
+                q.check_timeouts(&mut st, r.now());
+                drop(st);
+                q.deliver();
+            }
+        });
+        qp.timer.set(Some(t));
         Ok(qp)
     }
 
@@ -696,6 +712,9 @@ impl Poller for QPair {
         let busy = {
             let mut st = self.st.borrow_mut();
             if st.closed && st.free.len() == st.slots.len() {
+                if let Some(t) = self.timer.take() {
+                    r.cancel_timer(t);
+                }
                 return PollStatus::Done;
             }
             let mut busy = false;
@@ -730,8 +749,7 @@ impl Poller for QPair {
         if !st.tx.is_empty() {
             events |= libc::POLLOUT as u32;
         }
-        // With commands in flight the timeout check needs turns: the reactor's idle
-        // timer granularity is enough, so no extra wake-up source is needed.
+        // Deadlines are checked by the queue's periodic timer while the reactor sleeps.
         Some(WakeSource {
             fd: sock.as_raw_fd(),
             events,
