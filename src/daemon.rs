@@ -376,6 +376,26 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         ));
     }
 
+    // Control API over TCP (opt-in, --control-tcp): the TLS files are checked now.
+    let control_tls = match (
+        &cli.control_tcp,
+        &cli.tls_cert,
+        &cli.tls_key,
+        &cli.tls_client_ca,
+    ) {
+        (None, ..) => None,
+        (Some(_), Some(cert), Some(key), Some(ca)) => Some(
+            ferrox_control::ServerTls::load(cert, key, ca)
+                .map_err(|e| cfg_err(format!("--control-tcp: {e}")))?,
+        ),
+        (Some(_), ..) => {
+            return Err(cfg_err(
+                "--control-tcp needs --tls-cert, --tls-key and --tls-client-ca",
+            ))
+        }
+    };
+    // End of control API over TCP.
+
     // The pool first: an nvme bdev maps it for DMA when it attaches. Declared before
     // the reactor group, `ctrls` is dropped (shut down) after it on any early return.
     let pool = BufferPool::new(&PoolConfig {
@@ -506,6 +526,25 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     };
     // End of metrics.
 
+    // Control API over TCP (opt-in, --control-tcp), mutual TLS.
+    let control_tcp = match (&control, cli.control_tcp, control_tls) {
+        (Some(c), Some(addr), Some(tls)) => match c.serve_tcp(addr, tls) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                if let Some(c) = control {
+                    c.stop();
+                }
+                drop(target);
+                group.shutdown();
+                return Err(Failure::Runtime(format!(
+                    "cannot serve the control API on {addr}: {e}"
+                )));
+            }
+        },
+        _ => None,
+    };
+    // End of control API over TCP.
+
     let mut out = std::io::stdout().lock();
     for (nqn, bytes, nns) in &summary {
         for a in target.listen_addrs() {
@@ -529,6 +568,9 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     }
     if let Some(c) = &control {
         let _ = writeln!(out, "ferrox: control socket {}", c.socket().display());
+    }
+    if let Some(a) = control_tcp {
+        let _ = writeln!(out, "ferrox: control API on https://{a} (mutual TLS)");
     }
     if let Some(a) = metrics {
         let _ = writeln!(

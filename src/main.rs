@@ -54,6 +54,26 @@ pub struct Cli {
     /// served by the control API's runtime, so not with --no-control).
     #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_control")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    // Control API over TCP (opt-in): mutual TLS only.
+    /// Also serve the control API on TCP ADDR:PORT, with TLS that requires client
+    /// certificates (needs --tls-cert, --tls-key and --tls-client-ca). Off by default.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        conflicts_with = "no_control",
+        requires_all = ["tls_cert", "tls_key", "tls_client_ca"]
+    )]
+    pub control_tcp: Option<std::net::SocketAddr>,
+    /// The TCP listener's certificate chain (PEM, leaf first), for --control-tcp.
+    #[arg(long, value_name = "PEM", requires = "control_tcp")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TCP listener's private key (PEM), for --control-tcp.
+    #[arg(long, value_name = "PEM", requires = "control_tcp")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that must have signed every client certificate, for --control-tcp.
+    #[arg(long, value_name = "PEM", requires = "control_tcp")]
+    pub tls_client_ca: Option<PathBuf>,
+    // End of control API over TCP.
     /// Log filter: error, warn, info, debug, trace, or per-module directives.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,

@@ -1,5 +1,6 @@
 //! `ferrox-control`: the control plane of Ferrox — a gRPC API (package `ferrox.v1`)
-//! served on a Unix socket, its durable state, and the `ferroxctl` client.
+//! served on a Unix socket (and, opt-in, on TCP with mutual TLS), its durable state,
+//! and the `ferroxctl` client.
 //!
 //! # Architecture
 //!
@@ -20,6 +21,15 @@
 //!   finishes or forgets interrupted changes, adopts volumes the store does not know
 //!   (with a warning), and re-publishes published volumes, before it answers
 //!   anything but `NodeService` (`Unavailable` until then).
+//! * **Remote access** ([`ControlServer::serve_tcp`], [`tls`]): opt-in; the same
+//!   services and limits on TCP, with rustls requiring a client certificate signed by
+//!   the configured client CA. Handshakes run concurrently with a timeout
+//!   ([`tls::HANDSHAKE_TIMEOUT`]), so a stalled or garbage-sending peer holds up no
+//!   one else.
+//! * **Limits** (both listeners): requests over [`server::MAX_REQUEST_BYTES`] are
+//!   refused (`OutOfRange`), header lists over [`server::MAX_HEADER_BYTES`] are
+//!   refused by HTTP/2, prost refuses messages nested deeper than its recursion limit,
+//!   and at most 64 calls run per connection.
 //! * **Errors** ([`ControlError`]): one enum, and exactly one
 //!   `From<ControlError> for tonic::Status`.
 //! * **Metrics** ([`ControlServer::serve_metrics`]): opt-in Prometheus text on TCP at
@@ -29,9 +39,9 @@
 //!
 //! # What it doesn't implement
 //!
-//! * TCP (and TLS) for the API: only the Unix socket. Replicas, topology and
-//!   cluster state (etcd) — the API accepts `replicas` 0/1 and an empty `topology`
-//!   only.
+//! * Authorisation beyond "holds a certificate the client CA signed" (no per-client
+//!   roles, no certificate revocation lists). Replicas, topology and cluster state
+//!   (etcd) — the API accepts `replicas` 0/1 and an empty `topology` only.
 //! * Per-subsystem listeners (listeners are target-wide; `Publish` uses the running
 //!   ones and says so). Resizing a published volume (unpublish first).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
@@ -44,10 +54,26 @@
 pub mod error;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod validate;
 
 pub use error::{ControlError, Kind};
 pub use server::{ControlContext, ControlServer, METRICS_PATH};
+pub use tls::{connect_tls, ClientTls, ServerTls};
+
+/// An error and its sources, each once: "cannot connect: transport error: refused".
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(&format!(": {t}"));
+        }
+        src = s.source();
+    }
+    msg
+}
 
 /// The generated API: messages, `*_server` traits and `*_client` stubs.
 pub mod api {
@@ -62,18 +88,7 @@ pub async fn connect(path: &std::path::Path) -> Result<tonic::transport::Channel
         .map_err(|e| format!("{}: {e}", path.display()))?
         .connect()
         .await
-        .map_err(|e| {
-            let mut msg = format!("cannot connect to {}: {e}", path.display());
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !msg.contains(&t) {
-                    msg.push_str(&format!(": {t}"));
-                }
-                src = s.source();
-            }
-            msg
-        })
+        .map_err(|e| format!("cannot connect to {}: {}", path.display(), error_chain(&e)))
 }
 
 /// A client for code without a tokio runtime of its own (tests, tools): owns a
@@ -90,6 +105,16 @@ impl BlockingClient {
             .build()
             .map_err(|e| format!("cannot start a runtime: {e}"))?;
         let ch = rt.block_on(connect(path))?;
+        Ok(Self { rt, ch })
+    }
+
+    /// Connects to the TCP listener at `addr` (`https://HOST:PORT`) with `tls`.
+    pub fn connect_tls(addr: &str, tls: &ClientTls) -> Result<Self, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let ch = rt.block_on(connect_tls(addr, tls))?;
         Ok(Self { rt, ch })
     }
 

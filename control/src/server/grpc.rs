@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Core, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use super::{Core, MAX_HEADER_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use crate::api::node_service_server::{NodeService, NodeServiceServer};
 use crate::api::pool_service_server::{PoolService, PoolServiceServer};
 use crate::api::snapshot_service_server::{SnapshotService, SnapshotServiceServer};
@@ -31,6 +31,7 @@ const FEATURES: &[&str] = &[
     "resize",
     "nvmf-tcp",
     "unix-socket-api",
+    "tcp-mtls-api",
 ];
 
 #[tonic::async_trait]
@@ -201,21 +202,37 @@ macro_rules! limited {
     };
 }
 
-/// Serves every service on `incoming` until `stop` fires.
-pub(crate) async fn serve(
+/// Serves every service on `incoming` until `stop` fires: the Unix socket (`tls`
+/// `None`) and the opt-in TCP listener (mutual TLS) alike, with the same message-size
+/// limits and per-connection concurrency limit.
+pub(crate) async fn serve<I, IO, IE>(
     core: Arc<Core>,
-    incoming: tokio_stream::wrappers::UnixListenerStream,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    incoming: I,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .concurrency_limit_per_connection(64)
+        .http2_max_header_list_size(MAX_HEADER_BYTES)
         .add_service(limited!(NodeServiceServer, core))
         .add_service(limited!(PoolServiceServer, core))
         .add_service(limited!(VolumeServiceServer, core))
         .add_service(limited!(SnapshotServiceServer, core))
         .add_service(limited!(TargetServiceServer, core))
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop.await;
-        })
+        .serve_with_incoming_shutdown(incoming, stop)
         .await
 }

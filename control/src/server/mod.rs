@@ -23,11 +23,14 @@ use ferrox_reactor::{Reactor, ReactorHandle};
 
 use crate::error::ControlError;
 use crate::state::{PoolRec, RedbStore, StateStore};
+use crate::tls::ServerTls;
 
 /// Largest request the server decodes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Largest response the server encodes (lists of many volumes).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// Largest HTTP/2 header list the server accepts (metadata of one request).
+pub const MAX_HEADER_BYTES: u32 = 16 << 10;
 
 /// What the daemon hands the control plane.
 pub struct ControlContext {
@@ -204,8 +207,10 @@ pub struct ControlServer {
     /// The control runtime and state, for the metrics endpoint.
     rt: tokio::runtime::Handle,
     core: Arc<Core>,
-    /// Stops the metrics endpoint (when started).
+    /// Stops the metrics endpoint and the TCP listener (when started).
     metrics_stop: tokio::sync::watch::Sender<bool>,
+    /// The TCP listener's server task (when started), awaited on stop.
+    tcp: Mutex<Option<tokio::task::JoinHandle<()>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     socket: PathBuf,
 }
@@ -258,7 +263,10 @@ impl ControlServer {
                             return;
                         }
                     };
-                    let server = tokio::spawn(grpc::serve(core.clone(), incoming, stop_rx));
+                    let stop = async {
+                        let _ = stop_rx.await;
+                    };
+                    let server = tokio::spawn(grpc::serve(core.clone(), incoming, None, stop));
                     let res = reconcile::run(&core).await;
                     core.ready.store(true, Ordering::Release);
                     let _ = ready_tx.send(res);
@@ -282,6 +290,7 @@ impl ControlServer {
             rt: rt_handle,
             core: core2,
             metrics_stop: tokio::sync::watch::channel(false).0,
+            tcp: Mutex::new(None),
             thread: Some(thread),
             socket: sock_path,
         };
@@ -318,6 +327,51 @@ impl ControlServer {
         Ok(local)
     }
 
+    /// Serves the API — the same services and limits as the Unix socket — on TCP
+    /// `addr` with mutual TLS ([`ServerTls`]: only clients whose certificate the client
+    /// CA signed get past the handshake) from the control runtime until
+    /// [`ControlServer::stop`]; returns the bound address (port 0 picks one). Bound
+    /// now, so a bad or busy address fails the caller. At most one TCP listener.
+    pub fn serve_tcp(
+        &self,
+        addr: std::net::SocketAddr,
+        tls: ServerTls,
+    ) -> Result<std::net::SocketAddr, ControlError> {
+        let mut slot = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Err(ControlError::FailedPrecondition(
+                "the TCP listener is already running".into(),
+            ));
+        }
+        let io = |during: String| move |source| ControlError::Io { during, source };
+        let l = std::net::TcpListener::bind(addr)
+            .map_err(io(format!("binding the control API on {addr}")))?;
+        l.set_nonblocking(true)
+            .map_err(io("set_nonblocking on the control TCP socket".into()))?;
+        let local = l
+            .local_addr()
+            .map_err(io("reading the control TCP address".into()))?;
+        let core = self.core.clone();
+        let mut stop = self.metrics_stop.subscribe();
+        *slot = Some(self.rt.spawn(async move {
+            let incoming = match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot register the control TCP socket");
+                    return;
+                }
+            };
+            let stop = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = grpc::serve(core, incoming, Some(tls.config), stop).await {
+                tracing::error!(error = %e, %local, "control TCP listener failed");
+            }
+        }));
+        tracing::info!(%local, "control API on TCP (mutual TLS)");
+        Ok(local)
+    }
+
     /// Stops serving, closes the pools and removes the socket.
     pub fn stop(mut self) {
         self.stop_inner();
@@ -325,6 +379,15 @@ impl ControlServer {
 
     fn stop_inner(&mut self) {
         let _ = self.metrics_stop.send(true);
+        // The TCP listener drains its calls before the pools close (below).
+        let tcp = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = tcp {
+            if tokio::runtime::Handle::try_current().is_err() {
+                let _ = self
+                    .rt
+                    .block_on(async { tokio::time::timeout(Duration::from_secs(10), h).await });
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

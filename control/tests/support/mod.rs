@@ -4,6 +4,7 @@
 //! ephemeral port, and the control server on a socket in a temporary data dir.
 
 pub mod load;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +82,16 @@ impl Node {
             .as_ref()
             .expect("running")
             .serve_metrics("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+    }
+
+    /// Serves the API on an ephemeral loopback TCP port with mutual TLS; returns its
+    /// address.
+    pub fn serve_tcp(&self, tls: ferrox_control::ServerTls) -> std::net::SocketAddr {
+        self.server
+            .as_ref()
+            .expect("running")
+            .serve_tcp("127.0.0.1:0".parse().unwrap(), tls)
             .unwrap()
     }
 

@@ -1,4 +1,5 @@
-//! `ferroxctl`: the command-line client of the Ferrox control API (a Unix socket).
+//! `ferroxctl`: the command-line client of the Ferrox control API (a Unix socket, or
+//! the daemon's opt-in TCP listener with mutual TLS).
 
 mod output;
 
@@ -22,13 +23,32 @@ use tonic::transport::Channel;
     name = "ferroxctl",
     version,
     about,
-    after_help = "Example:\n  ferroxctl pool create pool0 --path /var/lib/ferrox/pool0.img --size 20GiB\n  ferroxctl volume create vol1 --size 10GiB --thin\n  ferroxctl volume publish vol1 --any-host"
+    after_help = "Example:\n  ferroxctl pool create pool0 --path /var/lib/ferrox/pool0.img --size 20GiB\n  ferroxctl volume create vol1 --size 10GiB --thin\n  ferroxctl volume publish vol1 --any-host\n  ferroxctl --addr https://node1:9443 --tls-ca ca.pem --tls-cert me.pem --tls-key me.key node info"
 )]
 struct Cli {
     /// The daemon's control socket. Default: $FERROX_SOCKET, else <data-dir>/ferrox.sock
     /// (data dir: $FERROX_DATA_DIR, /var/lib/ferrox as root, ~/.local/share/ferrox).
     #[arg(long, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
+    /// The daemon's TCP listener (ferrox --control-tcp), https://HOST:PORT, instead of
+    /// the socket. Needs --tls-ca, --tls-cert and --tls-key.
+    #[arg(
+        long,
+        value_name = "URL",
+        global = true,
+        conflicts_with = "socket",
+        requires_all = ["tls_ca", "tls_cert", "tls_key"]
+    )]
+    addr: Option<String>,
+    /// The CA (PEM) that signed the daemon's certificate (with --addr).
+    #[arg(long, value_name = "PEM", global = true, requires = "addr")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by the daemon's client CA (with --addr).
+    #[arg(long, value_name = "PEM", global = true, requires = "addr")]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM) (with --addr).
+    #[arg(long, value_name = "PEM", global = true, requires = "addr")]
+    tls_key: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table", global = true)]
     output: Format,
@@ -465,10 +485,24 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let ch = match ferrox_control::connect(&socket).await {
+        let connected = match (&cli.addr, &cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+            (Some(addr), Some(ca), Some(cert), Some(key)) => {
+                match ferrox_control::ClientTls::load(ca, cert, key) {
+                    Ok(tls) => ferrox_control::connect_tls(addr, &tls)
+                        .await
+                        .map_err(|e| format!("{e} (does the daemon run with --control-tcp?)")),
+                    Err(e) => Err(e),
+                }
+            }
+            (Some(_), ..) => Err("--addr needs --tls-ca, --tls-cert and --tls-key".to_string()),
+            (None, ..) => ferrox_control::connect(&socket)
+                .await
+                .map_err(|e| format!("{e} (is the daemon running? --socket PATH)")),
+        };
+        let ch = match connected {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("ferroxctl: {e} (is the daemon running? --socket PATH)");
+                eprintln!("ferroxctl: {e}");
                 return ExitCode::FAILURE;
             }
         };
