@@ -194,12 +194,20 @@ pub struct PublishRec {
 pub trait Record: Serialize + DeserializeOwned {
     const KIND: &'static str;
     fn id(&self) -> &str;
+    /// The same record in another phase.
+    fn in_phase(&self, phase: Phase) -> Self;
 }
 
 impl Record for PoolRec {
     const KIND: &'static str = "pool";
     fn id(&self) -> &str {
         &self.name
+    }
+    fn in_phase(&self, phase: Phase) -> Self {
+        Self {
+            phase,
+            ..self.clone()
+        }
     }
 }
 
@@ -208,6 +216,12 @@ impl Record for VolumeRec {
     fn id(&self) -> &str {
         &self.name
     }
+    fn in_phase(&self, phase: Phase) -> Self {
+        Self {
+            phase,
+            ..self.clone()
+        }
+    }
 }
 
 impl Record for SnapshotRec {
@@ -215,12 +229,24 @@ impl Record for SnapshotRec {
     fn id(&self) -> &str {
         &self.name
     }
+    fn in_phase(&self, phase: Phase) -> Self {
+        Self {
+            phase,
+            ..self.clone()
+        }
+    }
 }
 
 impl Record for PublishRec {
     const KIND: &'static str = "publish";
     fn id(&self) -> &str {
         &self.volume
+    }
+    fn in_phase(&self, phase: Phase) -> Self {
+        Self {
+            phase,
+            ..self.clone()
+        }
     }
 }
 

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferrox_bdev::lvol::{LvolError, VolumeInfo};
+use ferrox_bdev::lvol::{LvolError, LvolStore, VolumeInfo};
 
 use super::pools::hex;
 use super::{rpc_submit, Core, Job};
 use crate::api;
 use crate::error::ControlError;
-use crate::state::{Phase, PublishRec, SnapshotRec, VolumeRec};
+use crate::state::{Phase, PublishRec, Record, SnapshotRec, VolumeRec};
 use crate::validate;
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ControlError> {
@@ -297,25 +297,7 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let r = core.records();
-            r.put(&VolumeRec {
-                phase: Phase::Deleting,
-                ..rec.clone()
-            })?;
-            match lvs.delete(&name) {
-                Ok(()) | Err(LvolError::NotFound(_)) => {}
-                Err(e) => {
-                    r.put(&rec)?;
-                    return Err(ControlError::lvol(format!("deleting volume {name:?}"), e));
-                }
-            }
-            r.delete::<VolumeRec>(&name)?;
-            tracing::info!(volume = %name, "volume deleted");
-            Ok(true)
-        }))
-        .await
+        self.delete_recorded(lvs, rec, name, "volume").await
     }
 
     pub async fn snapshot_create(
@@ -428,22 +410,32 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
+        self.delete_recorded(lvs, rec, name, "snapshot").await
+    }
+
+    /// Deletes a volume or snapshot with its intent recorded first: the record goes to
+    /// Deleting, the pool deletes the object, then the record goes. A failure puts the
+    /// record back; a crash in between is finished by the start-up reconciliation.
+    async fn delete_recorded<R: Record + Clone + Send + 'static>(
+        self: &Arc<Self>,
+        lvs: Arc<LvolStore>,
+        rec: R,
+        name: String,
+        what: &'static str,
+    ) -> Result<bool, ControlError> {
         let core = self.clone();
         rpc_submit(Job::blocking(move || {
             let r = core.records();
-            r.put(&SnapshotRec {
-                phase: Phase::Deleting,
-                ..rec.clone()
-            })?;
+            r.put(&rec.in_phase(Phase::Deleting))?;
             match lvs.delete(&name) {
                 Ok(()) | Err(LvolError::NotFound(_)) => {}
                 Err(e) => {
                     r.put(&rec)?;
-                    return Err(ControlError::lvol(format!("deleting snapshot {name:?}"), e));
+                    return Err(ControlError::lvol(format!("deleting {what} {name:?}"), e));
                 }
             }
-            r.delete::<SnapshotRec>(&name)?;
-            tracing::info!(snapshot = %name, "snapshot deleted");
+            r.delete::<R>(&name)?;
+            tracing::info!(kind = what, name = %name, "deleted");
             Ok(true)
         }))
         .await
