@@ -395,6 +395,11 @@ impl Poller for Conn {
             return PollStatus::Done;
         }
         let mut busy = self.retry_waiting(&mut st);
+        // Responses queued since the last turn (backend completions) go out first, so
+        // a full batch of them does not hold back reading the next commands.
+        if !st.tx.is_empty() {
+            busy |= self.send(&mut st);
+        }
         // A host that does not read its responses stops being read from: the
         // transmit backlog (and the pool buffers it holds) stays bounded.
         if st.tx.len() < TX_HIGH {
