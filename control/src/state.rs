@@ -198,57 +198,28 @@ pub trait Record: Serialize + DeserializeOwned {
     fn in_phase(&self, phase: Phase) -> Self;
 }
 
-impl Record for PoolRec {
-    const KIND: &'static str = "pool";
-    fn id(&self) -> &str {
-        &self.name
-    }
-    fn in_phase(&self, phase: Phase) -> Self {
-        Self {
-            phase,
-            ..self.clone()
+/// `Record` for a struct with a `phase` field, keyed by its field `$id`.
+macro_rules! record {
+    ($ty:ty, $kind:literal, $id:ident) => {
+        impl Record for $ty {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.$id
+            }
+            fn in_phase(&self, phase: Phase) -> Self {
+                Self {
+                    phase,
+                    ..self.clone()
+                }
+            }
         }
-    }
+    };
 }
 
-impl Record for VolumeRec {
-    const KIND: &'static str = "volume";
-    fn id(&self) -> &str {
-        &self.name
-    }
-    fn in_phase(&self, phase: Phase) -> Self {
-        Self {
-            phase,
-            ..self.clone()
-        }
-    }
-}
-
-impl Record for SnapshotRec {
-    const KIND: &'static str = "snapshot";
-    fn id(&self) -> &str {
-        &self.name
-    }
-    fn in_phase(&self, phase: Phase) -> Self {
-        Self {
-            phase,
-            ..self.clone()
-        }
-    }
-}
-
-impl Record for PublishRec {
-    const KIND: &'static str = "publish";
-    fn id(&self) -> &str {
-        &self.volume
-    }
-    fn in_phase(&self, phase: Phase) -> Self {
-        Self {
-            phase,
-            ..self.clone()
-        }
-    }
-}
+record!(PoolRec, "pool", name);
+record!(VolumeRec, "volume", name);
+record!(SnapshotRec, "snapshot", name);
+record!(PublishRec, "publish", volume);
 
 /// Typed access to a [`StateStore`].
 pub struct Records<'a>(pub &'a dyn StateStore);
