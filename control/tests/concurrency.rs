@@ -18,7 +18,7 @@ use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
 use ferrox_control::BlockingClient;
 use support::load::{connect, Load};
-use support::{create_and_publish, Node, MIB};
+use support::{create_and_publish, list_volumes, Node, MIB};
 use tonic::Code;
 
 const THREADS: usize = 4;
@@ -169,15 +169,7 @@ fn churn_while_io_runs() {
     assert!(stats.ok.load(Ordering::Relaxed) >= waits);
 
     // The final state is what the successful requests left.
-    let listed = c
-        .call(|ch| async move {
-            VolumeServiceClient::new(ch)
-                .list(ListVolumesRequest::default())
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .volumes;
+    let listed = list_volumes(&c);
     let got: BTreeMap<String, (u64, bool)> = listed
         .iter()
         .map(|v| (v.name.clone(), (v.size_bytes, !v.published_nqn.is_empty())))

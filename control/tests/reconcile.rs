@@ -12,7 +12,7 @@ use ferrox_control::api::pool_service_client::PoolServiceClient;
 use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
 use ferrox_control::state::{Phase, PublishRec, Records, RedbStore, VolumeRec};
-use support::{Node, MIB};
+use support::{list_volumes, Node, MIB};
 
 fn create(c: &ferrox_control::BlockingClient, name: &str) {
     let name = name.to_string();
@@ -74,15 +74,7 @@ fn interrupted_changes_are_finished_or_forgotten() {
     }
     let node = Node::start(d.path());
     let c = node.client();
-    let vols = c
-        .call(|ch| async move {
-            VolumeServiceClient::new(ch)
-                .list(ListVolumesRequest::default())
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .volumes;
+    let vols = list_volumes(&c);
     let state = |n: &str| vols.iter().find(|v| v.name == n).map(|v| v.state.as_str());
     assert_eq!(state("never-made"), None, "{vols:?}");
     assert_eq!(state("done"), Some("online"));

@@ -10,7 +10,7 @@ use ferrox_control::api::snapshot_service_client::SnapshotServiceClient;
 use ferrox_control::api::target_service_client::TargetServiceClient;
 use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
-use support::{Node, MIB};
+use support::{list_volumes, Node, MIB};
 
 #[test]
 fn restart_restores_everything() {
@@ -62,15 +62,7 @@ fn restart_restores_everything() {
         })
         .unwrap()
         .into_inner();
-    let before = c
-        .call(|ch| async move {
-            VolumeServiceClient::new(ch)
-                .list(ListVolumesRequest::default())
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .volumes;
+    let before = list_volumes(&c);
     drop(c);
 
     let node = node.restart();
@@ -83,15 +75,7 @@ fn restart_restores_everything() {
     assert_eq!(pools.len(), 1);
     assert_eq!(pools[0].state, "online");
     assert_eq!(pools[0].volumes, 3);
-    let after = c
-        .call(|ch| async move {
-            VolumeServiceClient::new(ch)
-                .list(ListVolumesRequest::default())
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .volumes;
+    let after = list_volumes(&c);
     assert_eq!(before, after);
     assert!(after.iter().all(|v| v.state == "online"), "{after:?}");
     let v1 = after.iter().find(|v| v.name == "v1").unwrap();
@@ -158,15 +142,6 @@ fn restart_restores_everything() {
         .into_inner();
     assert_eq!(p.name, "p0");
     assert_eq!(p.volumes, 3);
-    let n = c
-        .call(|ch| async move {
-            VolumeServiceClient::new(ch)
-                .list(ListVolumesRequest::default())
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .volumes
-        .len();
+    let n = list_volumes(&c).len();
     assert_eq!(n, 2);
 }

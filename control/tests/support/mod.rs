@@ -219,3 +219,15 @@ impl Drop for Node {
         self.stop();
     }
 }
+
+/// Every volume the node lists (`VolumeService.List` without a filter).
+pub fn list_volumes(c: &BlockingClient) -> Vec<ferrox_control::api::Volume> {
+    c.call(|ch| async move {
+        ferrox_control::api::volume_service_client::VolumeServiceClient::new(ch)
+            .list(ferrox_control::api::ListVolumesRequest::default())
+            .await
+    })
+    .unwrap()
+    .into_inner()
+    .volumes
+}
