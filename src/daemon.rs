@@ -34,7 +34,7 @@ impl From<ConfigError> for Failure {
     }
 }
 
-fn cfg_err(msg: impl Into<String>) -> Failure {
+pub(crate) fn cfg_err(msg: impl Into<String>) -> Failure {
     Failure::Config(ConfigError(msg.into()))
 }
 
@@ -51,50 +51,6 @@ fn default_data_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".local/share/ferrox")
-}
-
-/// This node's identity: random once, then kept in the data directory, so namespace
-/// NGUIDs/UUIDs stay the same across restarts and differ between machines.
-fn node_id(dir: &Path) -> Result<[u8; 16], Failure> {
-    let path = dir.join("node-id");
-    let parse = |s: &str| -> Option<[u8; 16]> {
-        let s = s.trim();
-        if s.len() != 32 {
-            return None;
-        }
-        let mut id = [0u8; 16];
-        for (i, b) in id.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
-        }
-        Some(id)
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(s) => parse(&s).ok_or_else(|| {
-            Failure::Runtime(format!(
-                "{} is corrupt (expected 32 hex digits); remove it to get a new node identity",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = ferrox_bdev::random_uuid();
-            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            let tmp = dir.join("node-id.tmp");
-            let write = || -> std::io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(hex.as_bytes())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()
-            };
-            write()
-                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
-            Ok(id)
-        }
-        Err(e) => Err(Failure::Runtime(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
 }
 
 fn embedded_default(cli: &Cli, data_dir: &Path) -> Result<Config, Failure> {
@@ -324,6 +280,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Some(p) => (config::load(p)?, false),
         None => (embedded_default(cli, &data_dir)?, true),
     };
+    let node = crate::node::load(&data_dir, cli.node_name.as_deref())?;
 
     // Everything is checked before anything starts.
     let cores = match (&cli.cores, &cfg.reactor.cores) {
@@ -424,7 +381,6 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         poll_mode,
     };
     create_bdevs(&cfg, &registry, &nvme, &mut ctrls)?;
-    let node = node_id(&data_dir)?;
     let mut subsystems = Vec::new();
     let mut summary = Vec::new();
     for (si, s) in cfg.subsystem.iter().enumerate() {
@@ -463,8 +419,8 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         }
         other => Failure::Runtime(other.to_string()),
     })?;
-    tracing::info!(?cores, ?poll_mode, idle_threshold_us = idle_us, data_dir = %data_dir.display(), "reactors started");
-    let target = match Target::start(group.handles(), node, subsystems, &listeners) {
+    tracing::info!(?cores, ?poll_mode, idle_threshold_us = idle_us, data_dir = %data_dir.display(), node = %node.name, "reactors started");
+    let target = match Target::start(group.handles(), node.id, subsystems, &listeners) {
         Ok(t) => t,
         Err(e) => {
             group.shutdown();
@@ -491,7 +447,8 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             target: target.shared().clone(),
             registry: registry.clone(),
             reactors: group.handles().to_vec(),
-            node_id: node,
+            node_id: node.id,
+            node_name: node.name.clone(),
             data_dir: data_dir.clone(),
         };
         match ferrox_control::ControlServer::start(ctx, &socket) {

@@ -4,6 +4,7 @@
 
 mod config;
 mod daemon;
+mod node;
 mod signals;
 
 use std::path::PathBuf;
@@ -37,6 +38,10 @@ pub struct Cli {
     /// Default: /var/lib/ferrox as root, else ~/.local/share/ferrox.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// This node's name (a DNS name: lowercase letters, digits, '-', '.'), kept in the
+    /// data directory; giving a different one renames the node. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     /// Size of the embedded default namespace (used without --config).
     #[arg(long, value_name = "SIZE", default_value = "1GiB")]
     pub default_size: String,

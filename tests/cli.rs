@@ -60,6 +60,15 @@ fn unknown_bdev_kind_and_missing_bdev() {
 }
 
 #[test]
+fn a_bad_node_name_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().display().to_string();
+    let (code, err) = ferrox(&["--node-name", "rack_1", "--data-dir", &data]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--node-name") && err.contains("'_'"), "{err}");
+}
+
+#[test]
 fn invalid_nqn_is_refused() {
     expect_config_error(
         "[[subsystem]]\nnqn = \"not-an-nqn\"\nallow_any_host = true\n",

@@ -18,6 +18,7 @@ fn metrics_addr_serves_a_parsable_scrape() {
             "--default-size",
             "16MiB",
         ])
+        .args(["--node-name", "rack1-node7"])
         .args(["--metrics-addr", "127.0.0.1:0", "--data-dir"])
         .arg(d.path())
         .stdout(Stdio::piped())
@@ -54,6 +55,12 @@ fn metrics_addr_serves_a_parsable_scrape() {
             .any(|x| x.metric == metric && x.labels.get(label.0) == Some(label.1))
     };
     assert!(has("ferrox_reactor_loops_total", ("core", "0")));
+    assert!(has("ferrox_node_info", ("node", "rack1-node7")));
+    // The name is kept in the data directory.
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("node-name")).unwrap(),
+        "rack1-node7\n"
+    );
     assert!(has(
         "ferrox_subsystem_controllers",
         ("subsystem", "nqn.2026-11.io.ferrox:default")

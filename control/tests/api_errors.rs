@@ -44,6 +44,7 @@ fn errors_have_their_codes_and_name_the_field() {
     assert!(info.ready);
     assert_eq!(info.reactors.len(), 1);
     assert_eq!(info.node_id, "07".repeat(16));
+    assert_eq!(info.node_name, "test-node");
     assert_eq!(info.listeners.len(), 1);
 
     // No pool yet.
@@ -229,12 +230,12 @@ fn errors_have_their_codes_and_name_the_field() {
         VolumeServiceClient::new(ch)
             .resize(ResizeVolumeRequest {
                 name: "v1".into(),
-                size_bytes: 8 * MIB,
-                force: false,
+                size_bytes: 2 * MIB,
+                force: true,
             })
             .await
     });
-    expect(rs, Code::FailedPrecondition, "published");
+    expect(rs, Code::FailedPrecondition, "not shrink");
     let d = c.call(|ch| async move {
         PoolServiceClient::new(ch)
             .destroy(DestroyPoolRequest { name: "p0".into() })

@@ -39,6 +39,10 @@ fn metrics_parse_and_counters_move_after_io() {
     );
     assert_eq!(value(&before, "ferrox_pool_up", &pool), Some(1.0));
     assert_eq!(value(&before, "ferrox_control_ready", &[]), Some(1.0));
+    assert_eq!(
+        value(&before, "ferrox_node_info", &[("node", "test-node")]),
+        Some(1.0)
+    );
     let gauge = before
         .samples
         .iter()

@@ -181,3 +181,56 @@ fn subsystems_come_and_go_while_running() {
     assert!(t.remove_subsystem(nqn2).is_err());
     assert!(t.remove_subsystem(DISCOVERY_NQN).is_err());
 }
+
+#[test]
+fn a_namespace_given_a_larger_device_reports_it_and_serves_the_new_blocks() {
+    let f = fixture();
+    let (mut a, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    let old_blocks = f.dev.info().num_blocks;
+    // The old end is out of range; the queue has its channel open.
+    assert_eq!(
+        io.write(old_blocks, &pattern(1, 512)),
+        Status::LBA_OUT_OF_RANGE.with_dnr()
+    );
+    assert_eq!(io.write(0, &pattern(2, 512)), Status::SUCCESS);
+
+    let aec = Command::new(0x09, 0).with_cdws([0x0b, 1 << 8, 0, 0, 0, 0]);
+    assert!(a.exec(aec, &[], 0).0.status().is_success());
+    let mut aer = Command::new(0x0c, 0);
+    aer.cid = 901;
+    aer.flags = 0x40;
+    a.send_cmd(&aer, &[]);
+
+    let sub = f.target.shared().subsystem(NQN).unwrap();
+    let (_, d) = identify(&mut a, 0, 1);
+    let nguid = IdentifyNamespace::read_from_bytes(&d).unwrap().nguid;
+    let wrong: Arc<dyn ferrox_bdev::BlockDevice> = MallocBdev::new("w", 4096, 4096).unwrap();
+    let e = sub.replace_namespace_bdev(1, wrong).unwrap_err();
+    assert!(e.contains("512-byte") && e.contains("4096-byte"), "{e}");
+    assert!(sub.replace_namespace_bdev(7, f.dev.clone()).is_err());
+
+    let bigger: Arc<dyn ferrox_bdev::BlockDevice> =
+        MallocBdev::new("grown", old_blocks * 2, 512).unwrap();
+    sub.replace_namespace_bdev(1, bigger).unwrap();
+    let (c, _) = a.wait_resp(901);
+    assert!(c.status().is_success());
+    assert_eq!(c.dw0 & 7, 2, "notice");
+    let glp = Command::new(0x02, 0).with_cdws([0x04 | (1023 << 16), 0, 0, 0, 0, 0]);
+    let (_, d) = a.exec(glp, &[], 4096);
+    assert_eq!(&d[..8], &[1, 0, 0, 0, 0, 0, 0, 0], "NSID 1 changed");
+    let (st, d) = identify(&mut a, 0, 1);
+    assert_eq!(st, Status::SUCCESS);
+    let n = IdentifyNamespace::read_from_bytes(&d).unwrap();
+    assert_eq!(n.nsze, old_blocks * 2);
+    assert_eq!(n.nguid, nguid, "the namespace keeps its identity");
+
+    // The queue opened before the change moves to the new device.
+    let data = pattern(3, 4096);
+    assert_eq!(io.write(old_blocks + 8, &data), Status::SUCCESS);
+    assert_eq!(io.read(old_blocks + 8, 8), (Status::SUCCESS, data));
+    assert_eq!(
+        io.write(old_blocks * 2, &pattern(4, 512)),
+        Status::LBA_OUT_OF_RANGE.with_dnr()
+    );
+}

@@ -17,7 +17,8 @@
 #   7 perf       ferrox-perf --verify (Ferrox's host library) against kernel nvmet-tcp
 #                and against Ferrox, with and without digests; ferrox-perf compare
 #   8 volumes    ferroxctl: pool, thin volume with ext4, snapshot while fio writes,
-#                clone published to a second NQN and mounted: files of the snapshot moment
+#                clone published to a second NQN and mounted: files of the snapshot moment;
+#                vol1 grown while mounted (the host sees the size, resize2fs online)
 #
 # Environment (host side):
 #   FERROX_BIN        daemon binary (default target/release/ferrox, else target/debug/ferrox)
@@ -516,13 +517,29 @@ step8() {
     [[ ! -e $m2/after ]] || fail volumes "the clone holds files written after the snapshot"
     [[ -e $MNT/after/late ]] || fail volumes "vol1 lost a file written after the snapshot"
     pass "clone vol2 mounted from $d2: 12 files match the snapshot, nothing from after it"
+    # Online growth: the namespace-attribute-changed event makes the kernel re-read the
+    # size; ext4 then grows while mounted.
+    c volume resize vol1 --size 192MiB
+    grown() { [[ $(blockdev --getsize64 "$d1") == $(( 192 << 20 )) ]]; }
+    wait_for 30 grown || fail volumes "the host still sees $(blockdev --getsize64 "$d1") bytes on $d1 after vol1 grew to 192 MiB"
+    resize2fs "$d1" > "$OUT/resize2fs.log" 2>&1 || fail volumes "online resize2fs (log: $OUT/resize2fs.log)"
+    local fs_bytes
+    fs_bytes=$(df -B1 --output=size "$MNT" | tail -n 1)
+    (( fs_bytes > 160 << 20 )) || fail volumes "ext4 on vol1 is $fs_bytes bytes after resize2fs"
+    head -c $(( 4 << 20 )) /dev/urandom > "$MNT/after/grown" && sync || fail volumes "write after the growth"
+    (cd "$MNT" && sha256sum after/grown > "$WORK/grown.sha256")
+    pass "vol1 grew to 192 MiB while mounted: the host saw the new size (AER), ext4 grew online to $(( fs_bytes >> 20 )) MiB"
     umount "$m2" && umount "$MNT" || fail volumes "umount"
     fsck.ext4 -fn "$d2" > "$OUT/fsck-clone.log" 2>&1 || fail volumes "fsck of the clone (log: $OUT/fsck-clone.log)"
+    fsck.ext4 -fn "$d1" > "$OUT/fsck-vol1.log" 2>&1 || fail volumes "fsck of the grown vol1 (log: $OUT/fsck-vol1.log)"
+    mount -o ro "$d1" "$MNT" || fail volumes "remount vol1"
+    (cd "$MNT" && sha256sum -c --quiet "$WORK/grown.sha256") || fail volumes "the file written after the growth differs"
+    umount "$MNT" || fail volumes "umount"
     nvme disconnect -n "$v2" >/dev/null; nvme disconnect -n "$v1" >/dev/null
     nvme_wait_gone "$v1" 30 && nvme_wait_gone "$v2" 30 || fail volumes "controllers still present after disconnect"
     c volume unpublish vol2
     c volume unpublish vol1
-    pass "clone file system clean (fsck), both volumes unpublished"
+    pass "both file systems clean (fsck), both volumes unpublished"
 }
 
 # ---------------------------------------------------------------- main

@@ -80,6 +80,7 @@ impl NodeService for Svc {
             bdevs,
             uptime_seconds: c.started.elapsed().as_secs(),
             node_id: super::pools::hex(&c.ctx.node_id),
+            node_name: c.ctx.node_name.clone(),
             listeners: c
                 .ctx
                 .target

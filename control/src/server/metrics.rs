@@ -184,6 +184,16 @@ fn i(v: u64) -> i64 {
 /// publication records come from the state store) and encodes them.
 fn gather(core: &Core) -> Result<String, ControlError> {
     let mut s = Scrape::new();
+    s.gauge(
+        "node_info",
+        "This node: its name, id and version (always 1)",
+        &labels(&[
+            ("node", core.ctx.node_name.clone()),
+            ("node_id", super::pools::hex(&core.ctx.node_id)),
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+        ]),
+        1,
+    );
     for h in &core.ctx.reactors {
         let st = h.stats();
         let l = labels(&[

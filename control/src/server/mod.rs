@@ -38,6 +38,8 @@ pub struct ControlContext {
     pub registry: Arc<Registry>,
     pub reactors: Vec<ReactorHandle>,
     pub node_id: [u8; 16],
+    /// The node's name (a DNS name), kept in the data directory.
+    pub node_name: String,
     pub data_dir: PathBuf,
 }
 

@@ -258,15 +258,21 @@ impl Core {
         let rec = self.volume_rec(&req.name)?;
         let cluster = self.pick_pool(&rec.pool)?.1;
         validate::size("size_bytes", req.size_bytes, cluster)?;
-        if self.records().get::<PublishRec>(&req.name)?.is_some() {
+        // A published volume grows online: its namespace moves to a device of the new
+        // size and every controller gets a namespace-attribute-changed notice (the
+        // Linux host then re-reads the size). Shrinking would cut blocks from under a
+        // host that may be using them.
+        let published = self.records().get::<PublishRec>(&req.name)?;
+        if published.is_some() && req.size_bytes < rec.size {
             return Err(ControlError::FailedPrecondition(format!(
-                "volume {:?} is published; unpublish it to resize (a published namespace keeps its size in this version)",
-                req.name
+                "volume {:?} is published: it can grow ({} bytes now) but not shrink while hosts may use it; unpublish it first",
+                req.name, rec.size
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
         let core = self.clone();
-        rpc_submit(Job::blocking(move || {
+        let name = rec.name.clone();
+        let (msg, grown) = rpc_submit(Job::blocking(move || {
             lvs.resize(&rec.name, req.size_bytes, req.force)
                 .map_err(|e| ControlError::lvol(format!("resizing volume {:?}", rec.name), e))?;
             let rec = VolumeRec {
@@ -274,9 +280,39 @@ impl Core {
                 ..rec
             };
             core.records().put(&rec)?;
-            core.volume_msg(&rec)
+            let grown = match published {
+                Some(p) => {
+                    let dev = lvs.volume(&rec.name).map_err(|e| {
+                        ControlError::lvol(format!("opening volume {:?}", rec.name), e)
+                    })?;
+                    Some((p.nqn, dev))
+                }
+                None => None,
+            };
+            Ok((core.volume_msg(&rec)?, grown))
         }))
-        .await
+        .await?;
+        if let Some((nqn, dev)) = grown {
+            let target = self.ctx.target.clone();
+            rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
+                let sub = target.subsystem(&nqn).ok_or_else(|| {
+                    ControlError::Internal(format!("published volume {name:?}: no subsystem {nqn}"))
+                })?;
+                let now = sub.namespace(1).map(|ns| ns.bdev.info().num_blocks);
+                if now == Some(ferrox_bdev::BlockDevice::info(&*dev).num_blocks) {
+                    return Ok(()); // the same size: nothing for hosts to learn
+                }
+                sub.replace_namespace_bdev(1, dev)
+                    .map_err(|why| ControlError::Target {
+                        during: format!("growing published volume {name:?}"),
+                        source: ferrox_nvmeof::TargetError::Subsystem { nqn, why },
+                    })?;
+                tracing::info!(volume = %name, "published volume grown; hosts notified");
+                Ok(())
+            }))
+            .await?;
+        }
+        Ok(msg)
     }
 
     pub async fn volume_destroy(self: &Arc<Self>, name: String) -> Result<bool, ControlError> {

@@ -62,6 +62,7 @@ impl Node {
                 registry: Arc::new(Registry::new()),
                 reactors: group.handles().to_vec(),
                 node_id,
+                node_name: "test-node".into(),
                 data_dir: dir.to_path_buf(),
             },
             &socket,

@@ -389,7 +389,7 @@ impl Poller for Conn {
                 return PollStatus::Idle;
             }
             drop(st);
-            self.st.borrow_mut().io.channels.clear();
+            self.st.borrow_mut().io.clear();
             CONNS.with(|c| c.borrow_mut().remove(&self.id));
             let _ = r;
             return PollStatus::Done;

@@ -17,7 +17,24 @@ use super::subsystem::Namespace;
 #[derive(Default)]
 pub struct IoCache {
     pub channels: Vec<Option<(Arc<Namespace>, IoChannel)>>,
+    /// Channels of namespaces that were removed or given a new device (a grown
+    /// volume), kept until their requests have completed: closing a channel fails
+    /// what it still holds.
+    pub retiring: Vec<IoChannel>,
     generation: Option<u64>,
+}
+
+impl IoCache {
+    /// Drops retired channels that have nothing in flight.
+    fn reap(&mut self) {
+        self.retiring.retain(|c| c.in_flight() > 0);
+    }
+
+    /// Closes everything (the connection is gone and nothing is in flight).
+    pub fn clear(&mut self) {
+        self.channels.clear();
+        self.retiring.clear();
+    }
 }
 
 /// Tag bit: the read half of a Compare.
@@ -46,22 +63,38 @@ impl Conn {
         if st.io.generation == Some(generation) {
             return;
         }
-        st.io.channels.clear();
+        // A namespace whose device is unchanged keeps its channel; the others' channels
+        // retire once idle.
+        let mut old = std::mem::take(&mut st.io.channels);
         for ns in sub.namespaces() {
             let idx = ns.nsid as usize;
             if st.io.channels.len() <= idx {
                 st.io.channels.resize_with(idx + 1, || None);
+            }
+            let kept = old
+                .get_mut(idx)
+                .and_then(|c| c.take_if(|(o, _)| Arc::ptr_eq(&o.bdev, &ns.bdev)));
+            if let Some((_, ch)) = kept {
+                st.io.channels[idx] = Some((ns, ch));
+                continue;
             }
             match IoChannel::open(ns.bdev.clone(), r) {
                 Ok(ch) => st.io.channels[idx] = Some((ns, ch)),
                 Err(e) => tracing::error!(nsid = ns.nsid, error = %e, "cannot open a bdev channel"),
             }
         }
+        st.io
+            .retiring
+            .extend(old.into_iter().flatten().map(|(_, ch)| ch));
+        st.io.reap();
         st.io.generation = Some(generation);
     }
 
     pub(super) fn io(&self, st: &mut State, slot: u16) {
         Reactor::with(|r| self.refresh_channels(st, r));
+        if !st.io.retiring.is_empty() {
+            st.io.reap();
+        }
         let cmd = st.slots[slot as usize].cmd;
         let op = cmd.io_opcode();
         let nsid = cmd.nsid() as usize;

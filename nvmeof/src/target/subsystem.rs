@@ -99,6 +99,40 @@ impl Subsystem {
         Ok(nsid)
     }
 
+    /// Puts `bdev` under namespace `nsid` (same NSID, NGUID and UUID): how a grown
+    /// volume reaches hosts. Controllers get a namespace-attribute-changed notice;
+    /// each queue moves to the new device at its next command, and requests already on
+    /// the old one complete there. Refused when the block size differs.
+    pub fn replace_namespace_bdev(
+        &self,
+        nsid: u32,
+        bdev: Arc<dyn BlockDevice>,
+    ) -> Result<(), String> {
+        let mut ns = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        let Some(old) = ns.get(&nsid).cloned() else {
+            return Err(format!("no namespace {nsid} in {}", self.nqn));
+        };
+        let (was, now) = (old.bdev.info().block_size, bdev.info().block_size);
+        if was != now {
+            return Err(format!(
+                "namespace {nsid} of {} has {was}-byte blocks, the new device {now}-byte blocks",
+                self.nqn
+            ));
+        }
+        ns.insert(
+            nsid,
+            Arc::new(Namespace {
+                nsid,
+                bdev,
+                nguid: old.nguid,
+                uuid: old.uuid,
+            }),
+        );
+        drop(ns);
+        self.ns_changed(nsid);
+        Ok(())
+    }
+
     pub fn remove_namespace(&self, nsid: u32) -> Result<(), String> {
         let removed = self
             .namespaces

@@ -164,7 +164,8 @@ enum VolumeCmd {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
-    /// Grow or shrink a volume.
+    /// Grow or shrink a volume. A published volume grows online (its hosts are told
+    /// and see the new size); it cannot shrink while published.
     #[command(after_help = "Example:\n  ferroxctl volume resize vol1 --size 20GiB")]
     Resize {
         name: String,

@@ -48,6 +48,7 @@ impl Out {
         if self.0 {
             return json(n);
         }
+        println!("node      {}", n.node_name);
         println!("node id   {}", n.node_id);
         println!("version   {}", n.version);
         println!("uptime    {} s", n.uptime_seconds);
