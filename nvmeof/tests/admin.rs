@@ -125,17 +125,21 @@ fn keep_alive_keeps_the_controller() {
     }
 }
 
+/// Enables namespace-attribute notices, then posts an AER with command ID `cid`.
+fn post_ns_aer(a: &mut Host, cid: u16) {
+    let aec = Command::new(0x09, 0).with_cdws([0x0b, 1 << 8, 0, 0, 0, 0]);
+    assert!(a.exec(aec, &[], 0).0.status().is_success());
+    let mut aer = Command::new(0x0c, 0);
+    aer.cid = cid;
+    aer.flags = 0x40;
+    a.send_cmd(&aer, &[]);
+}
+
 #[test]
 fn adding_a_namespace_completes_an_aer() {
     let f = fixture();
     let (mut a, _) = Host::admin(f.addr, Digests::default(), 0);
-    // Enable namespace-attribute notices, then post an AER.
-    let aec = Command::new(0x09, 0).with_cdws([0x0b, 1 << 8, 0, 0, 0, 0]);
-    assert!(a.exec(aec, &[], 0).0.status().is_success());
-    let mut aer = Command::new(0x0c, 0);
-    aer.cid = 900;
-    aer.flags = 0x40;
-    a.send_cmd(&aer, &[]);
+    post_ns_aer(&mut a, 900);
     let sub = f.target.shared().subsystem(NQN).unwrap();
     let dev: Arc<dyn ferrox_bdev::BlockDevice> = MallocBdev::new("m1", 2048, 512).unwrap();
     assert_eq!(sub.add_namespace(0, dev).unwrap(), 2);
@@ -195,12 +199,7 @@ fn a_namespace_given_a_larger_device_reports_it_and_serves_the_new_blocks() {
     );
     assert_eq!(io.write(0, &pattern(2, 512)), Status::SUCCESS);
 
-    let aec = Command::new(0x09, 0).with_cdws([0x0b, 1 << 8, 0, 0, 0, 0]);
-    assert!(a.exec(aec, &[], 0).0.status().is_success());
-    let mut aer = Command::new(0x0c, 0);
-    aer.cid = 901;
-    aer.flags = 0x40;
-    a.send_cmd(&aer, &[]);
+    post_ns_aer(&mut a, 901);
 
     let sub = f.target.shared().subsystem(NQN).unwrap();
     let (_, d) = identify(&mut a, 0, 1);
