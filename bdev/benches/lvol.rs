@@ -15,16 +15,19 @@
 //!   every write copies its 1 MiB cluster from the snapshot first (copy-on-write).
 //!
 //! `--quick` runs one round on a 256 MiB volume; `--cluster-kib N` picks another
-//! cluster size. The base device is written through once before anything is timed,
+//! cluster size; `--file PATH` puts the pool on a file (io_uring, O_DIRECT where the
+//! file system allows; created and removed per round) instead of malloc. The base device is written through once before anything is timed,
 //! so no pass pays for the malloc memory's first page faults.
 
 use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ferrox_bdev::lvol::LvolStore;
 use ferrox_bdev::malloc::MallocBdev;
+use ferrox_bdev::uring::UringBdev;
 use ferrox_bdev::{BdevError, BlockDevice, Completion, IoChannel, IoOp, IoSink};
 use ferrox_reactor::mailbox::{oneshot, Replier};
 use ferrox_reactor::{
@@ -48,6 +51,8 @@ struct Writer {
     me: RefCell<Option<Rc<Writer>>>,
     chan: RefCell<Option<IoChannel>>,
     lbas: Vec<u64>,
+    /// Bytes per write.
+    len: u64,
     next: Cell<usize>,
     in_flight: Cell<usize>,
     started: RefCell<Vec<Instant>>,
@@ -65,7 +70,7 @@ impl Writer {
             return;
         }
         self.next.set(i + 1);
-        let mut buf = r.pool().alloc(IO as usize).expect("a 4 KiB buffer");
+        let mut buf = r.pool().alloc(self.len as usize).expect("a buffer");
         buf.as_mut_slice().fill(i as u8 | 1);
         self.started.borrow_mut()[i] = Instant::now();
         let done = Completion {
@@ -74,7 +79,7 @@ impl Writer {
         };
         let op = IoOp::Write {
             lba: self.lbas[i],
-            blocks: IO / BLOCK,
+            blocks: self.len / BLOCK,
             buf,
             fua: false,
         };
@@ -127,8 +132,8 @@ impl Poller for Writer {
     }
 }
 
-/// Writes 4 KiB at each of `lbas` on `dev` from reactor `h`.
-fn write_pass(h: &ReactorHandle, dev: Arc<dyn BlockDevice>, lbas: Vec<u64>) -> Pass {
+/// Writes `len` bytes at each of `lbas` on `dev` from reactor `h`.
+fn write_pass(h: &ReactorHandle, dev: Arc<dyn BlockDevice>, lbas: Vec<u64>, len: u64) -> Pass {
     let (tx, rx) = oneshot();
     h.send(move |r| {
         let n = lbas.len();
@@ -136,6 +141,7 @@ fn write_pass(h: &ReactorHandle, dev: Arc<dyn BlockDevice>, lbas: Vec<u64>) -> P
             me: RefCell::new(None),
             chan: RefCell::new(Some(IoChannel::open(dev, r).expect("channel"))),
             lbas,
+            len,
             next: Cell::new(0),
             in_flight: Cell::new(0),
             started: RefCell::new(vec![Instant::now(); n]),
@@ -194,10 +200,20 @@ fn uniform(rng: &mut Rng, bytes: u64, n: u64) -> Vec<u64> {
     (0..n).map(|_| rng.below(bytes / IO) * IO / BLOCK).collect()
 }
 
+/// Where the pool lives.
+#[derive(Clone)]
+enum Base {
+    Malloc,
+    /// A file through io_uring (O_DIRECT when the file system allows), recreated per
+    /// round and removed afterwards.
+    File(PathBuf),
+}
+
 /// The four passes on a fresh base device and pool. `bytes` is the volume size.
 fn round(
     io: &ReactorHandle,
     meta: &ReactorHandle,
+    base_kind: &Base,
     cluster: u64,
     bytes: u64,
     seed: u64,
@@ -206,18 +222,20 @@ fn round(
     let clusters = bytes / cluster;
     // Room for the volume, its snapshot's copies, and the pool's metadata.
     let base_bytes = 2 * bytes + (64 << 20);
-    let base = MallocBdev::new("base", base_bytes / BLOCK, BLOCK as u32).expect("malloc");
-    // Touch every page once (untimed), then the reference: random 4 KiB writes.
-    let _ = write_pass(
-        io,
-        base.clone(),
-        (0..base_bytes / IO).map(|i| i * IO / BLOCK).collect(),
-    );
-    let raw = write_pass(
-        io,
-        base.clone(),
-        uniform(&mut rng, bytes, clusters.max(1024) * 4),
-    );
+    let base: Arc<dyn BlockDevice> = match base_kind {
+        Base::Malloc => MallocBdev::new("base", base_bytes / BLOCK, BLOCK as u32).expect("malloc"),
+        Base::File(p) => {
+            let _ = std::fs::remove_file(p);
+            UringBdev::open("base", p, Some(base_bytes), BLOCK as u32, 128).expect("base file")
+        }
+    };
+    // Write every byte once (untimed: malloc pages are faulted in, file blocks
+    // allocated), then the reference: random 4 KiB writes.
+    const FILL: u64 = 128 << 10;
+    let fill = (0..base_bytes / FILL).map(|i| i * FILL / BLOCK).collect();
+    let _ = write_pass(io, base.clone(), fill, FILL);
+    let n = clusters.max(1024) * 4;
+    let raw = write_pass(io, base.clone(), uniform(&mut rng, bytes, n), IO);
 
     let lvs = LvolStore::create(base, "bench", cluster, meta.clone()).expect("pool");
     lvs.create_volume("v", bytes, true).expect("thin volume");
@@ -226,15 +244,15 @@ fn round(
         io,
         vol.clone(),
         one_per_cluster(&mut rng, cluster, clusters),
+        IO,
     );
-    let over = write_pass(
-        io,
-        vol.clone(),
-        uniform(&mut rng, bytes, clusters.max(1024) * 4),
-    );
+    let over = write_pass(io, vol.clone(), uniform(&mut rng, bytes, n), IO);
     lvs.snapshot("v", "s").expect("snapshot");
     let vol: Arc<dyn BlockDevice> = lvs.volume("v").expect("reopen the volume");
-    let cow = write_pass(io, vol, one_per_cluster(&mut rng, cluster, clusters));
+    let cow = write_pass(io, vol, one_per_cluster(&mut rng, cluster, clusters), IO);
+    if let Base::File(p) = base_kind {
+        let _ = std::fs::remove_file(p);
+    }
     [raw, first, over, cow]
 }
 
@@ -261,6 +279,10 @@ fn main() {
         })
         .unwrap_or(1 << 20);
     let (bytes, rounds) = if quick { (256 << 20, 1) } else { (1 << 30, 3) };
+    let base = match args.iter().position(|a| a == "--file") {
+        Some(i) => Base::File(args.get(i + 1).expect("--file takes a path").into()),
+        None => Base::Malloc,
+    };
     let cores = available_cores();
     let (meta_core, io_core) = (cores[0], *cores.last().expect("a core"));
     let pool = BufferPool::new(&PoolConfig::default()).expect("buffer pool");
@@ -273,18 +295,22 @@ fn main() {
     .expect("reactors");
     let hs = g.handles();
     let (meta, io) = (&hs[0], hs.last().expect("a reactor"));
+    let on = match &base {
+        Base::Malloc => "malloc".to_string(),
+        Base::File(p) => format!("file {}", p.display()),
+    };
     println!(
-        "== lvol: 4 KiB writes, QD{QD}, I/O reactor on core {io_core}, metadata on core {meta_core}, \
+        "== lvol on {on}: 4 KiB writes, QD{QD}, I/O reactor on core {io_core}, metadata on core {meta_core}, \
          {} MiB thin volume, {} KiB clusters, {rounds} round(s) ==",
         bytes >> 20,
         cluster >> 10
     );
     let t = Instant::now();
     let results: Vec<[Pass; 4]> = (0..rounds)
-        .map(|i| round(io, meta, cluster, bytes, 0x9e37_79b9_7f4a_7c15 ^ i))
+        .map(|i| round(io, meta, &base, cluster, bytes, 0x9e37_79b9_7f4a_7c15 ^ i))
         .collect();
     let names = [
-        "base (raw malloc)",
+        "base (raw device)",
         "thin, first touch",
         "overwrite",
         "after snapshot (COW)",

@@ -323,3 +323,42 @@ fn snapshots_while_writes_are_in_flight() {
     }
     check_accounting(&store).unwrap();
 }
+
+#[test]
+fn copy_on_write_of_large_clusters_keeps_every_piece() {
+    // 1 MiB clusters are copied in several pieces, several clusters at once.
+    const BIG: u64 = 1 << 20;
+    let g = group(2);
+    let (meta, io) = (g.handles()[0].clone(), g.handles()[1].clone());
+    let store = LvolStore::create(malloc("base", 24 << 20), "pool", BIG, meta).unwrap();
+    store.create_volume("v", 6 * BIG, true).unwrap();
+    let v = dev(store.volume("v").unwrap());
+    let old = pattern(11, (6 * BIG) as usize);
+    for (i, piece) in old.chunks(64 << 10).enumerate() {
+        write(&io, v.clone(), i as u64 * 128, piece.to_vec()).unwrap();
+    }
+    store.snapshot("v", "s").unwrap();
+    let v = dev(store.volume("v").unwrap());
+    // One 4 KiB write in the middle of each cluster, all at once: several copies in
+    // one allocation batch.
+    let mut want = old.clone();
+    let mut reqs = Vec::new();
+    for c in 0..6u64 {
+        let at = c * BIG + 300 * 1024;
+        let new = pattern(100 + c, 4096);
+        want[at as usize..at as usize + 4096].copy_from_slice(&new);
+        reqs.push(Req::Write(at / 512, new));
+    }
+    for out in run(&io, v.clone(), reqs) {
+        out.unwrap();
+    }
+    // 64 KiB at a time: more at once would drain the test pool's large buffers.
+    let read_64k = |d: &Arc<dyn BlockDevice>| -> Vec<u8> {
+        (0..6 * BIG / (64 << 10))
+            .flat_map(|i| read(&io, d.clone(), i * 128, 128).unwrap())
+            .collect()
+    };
+    assert!(read_64k(&v) == want, "the volume after copy-on-write");
+    let s = dev(store.volume("s").unwrap());
+    assert!(read_64k(&s) == old, "the snapshot is unchanged");
+}

@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 use ferrox_reactor::{PollStatus, Poller, PollerId, Reactor};
 
 use super::format::{check_name, encode_meta, Label, Meta, VolMeta, MAX_VOLUMES, NONE};
-use super::io::{BaseIo, LocalFuture};
+use super::io::{try_join_all, BaseIo, IoFuture, LocalFuture};
 use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
 use crate::BdevError;
 
@@ -24,6 +24,9 @@ thread_local! {
 }
 
 /// Runs `f` with the engine of store `id`, when it lives on this thread.
+/// Clusters zeroed or copied at once by an allocation batch.
+const INIT_PARALLEL: usize = 4;
+
 pub(crate) fn with_engine<R>(id: u64, f: impl FnOnce(Option<&Rc<Engine>>) -> R) -> R {
     let e = ENGINES.with(|m| m.borrow().get(&id).cloned());
     f(e.as_ref())
@@ -318,15 +321,30 @@ impl Engine {
             return Ok(());
         }
         let cs = self.sh.label.cluster_size;
-        for &(dst, src) in work {
-            if src == NONE {
-                self.io.zero(self.cluster_off(dst), cs).await?;
-            } else {
-                self.io
-                    .copy(self.cluster_off(src), self.cluster_off(dst), cs)
-                    .await?;
+        // A few clusters at a time: enough to keep a real device busy, few enough not
+        // to drain the buffer pool the data path also uses.
+        let mut first_err = Ok(());
+        for group in work.chunks(INIT_PARALLEL) {
+            let jobs = group
+                .iter()
+                .map(|&(dst, src)| {
+                    let (d, s) = (self.cluster_off(dst), self.cluster_off(src));
+                    let io = &self.io;
+                    Box::pin(async move {
+                        if src == NONE {
+                            io.zero(d, cs).await
+                        } else {
+                            io.copy(s, d, cs).await
+                        }
+                    }) as IoFuture<'_>
+                })
+                .collect();
+            first_err = try_join_all(jobs).await;
+            if first_err.is_err() {
+                break;
             }
         }
+        first_err?;
         self.io.flush().await
     }
 

@@ -17,6 +17,8 @@ use ferrox_reactor::{DmaBuf, PollStatus, Poller, Reactor};
 use crate::{BdevError, Completion, IoChannel, IoOp, IoSink, Ops};
 
 pub(crate) type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+/// A base-device operation in progress.
+pub(crate) type IoFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BdevError>> + 'a>>;
 
 /// Polls one future per loop turn until it finishes, then removes itself.
 struct Task {
@@ -49,6 +51,34 @@ pub(crate) fn spawn(r: &Reactor, fut: impl Future<Output = ()> + 'static) {
     r.add_poller(Rc::new(Task {
         fut: RefCell::new(Some(Box::pin(fut))),
     }));
+}
+
+/// Runs `futs` concurrently (each polled in turn; the executor polls every loop turn,
+/// so no wakers are needed) until all have finished; the first error wins.
+pub(crate) async fn try_join_all(futs: Vec<IoFuture<'_>>) -> Result<(), BdevError> {
+    let mut futs: Vec<_> = futs.into_iter().map(Some).collect();
+    let mut first_err = Ok(());
+    std::future::poll_fn(|cx| {
+        let mut left = false;
+        for slot in &mut futs {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        first_err = std::mem::replace(&mut first_err, Ok(())).and(r);
+                        *slot = None;
+                    }
+                    Poll::Pending => left = true,
+                }
+            }
+        }
+        if left {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    first_err
 }
 
 /// Returns `Pending` once, so the reactor runs a turn (completions, other pollers).
@@ -134,27 +164,47 @@ impl BaseIo {
         Err(BdevError::Io(libc::ENOMEM))
     }
 
-    /// Reads `len` bytes at byte `off` (both block multiples).
+    /// Reads `len` bytes at byte `off` (both block multiples), up to 16 requests at a
+    /// time.
     pub async fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, BdevError> {
         let mut out = vec![0u8; len as usize];
+        let mut pending = std::collections::VecDeque::new();
+        let mut first_err = Ok(());
         let mut at = 0;
-        while at < len {
-            let n = self.chunk.min(len - at);
-            let buf = self.buffer(n as usize).await?;
-            let (res, buf) = self
-                .submit(IoOp::Read {
-                    lba: (off + at) / self.bs,
-                    blocks: n / self.bs,
-                    buf,
-                })
-                .wait()
-                .await;
-            res?;
-            let buf = buf.ok_or(BdevError::Io(libc::EIO))?;
-            out[at as usize..(at + n) as usize].copy_from_slice(buf.as_slice());
-            at += n;
+        while at < len || !pending.is_empty() {
+            if at < len && pending.len() < 16 && first_err.is_ok() {
+                let n = self.chunk.min(len - at);
+                match self.buffer(n as usize).await {
+                    Ok(buf) => {
+                        let p = self.submit(IoOp::Read {
+                            lba: (off + at) / self.bs,
+                            blocks: n / self.bs,
+                            buf,
+                        });
+                        pending.push_back((at as usize, p));
+                        at += n;
+                    }
+                    Err(e) => first_err = Err(e),
+                }
+                continue;
+            }
+            if first_err.is_err() && pending.is_empty() {
+                break;
+            }
+            let Some((a, p)) = pending.pop_front() else {
+                break;
+            };
+            // Every request is waited for, even after an error: none is left in flight.
+            let (res, buf) = p.wait().await;
+            match (res, buf) {
+                (Ok(()), Some(buf)) => {
+                    out[a..a + buf.as_slice().len()].copy_from_slice(buf.as_slice());
+                }
+                (Ok(()), None) => first_err = first_err.and(Err(BdevError::Io(libc::EIO))),
+                (Err(e), _) => first_err = first_err.and(Err(e)),
+            }
         }
-        Ok(out)
+        first_err.map(|()| out)
     }
 
     /// Writes `data` (a block multiple) at byte `off`, up to 16 requests at a time.
@@ -208,16 +258,43 @@ impl BaseIo {
         Ok(())
     }
 
-    /// Copies `len` bytes from `src` to `dst`.
+    /// Copies `len` bytes from `src` to `dst`: each piece is read into a buffer that is
+    /// then written as it is (no copy in memory), up to 16 pieces at a time.
     pub async fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), BdevError> {
-        let mut at = 0;
-        while at < len {
-            let n = (16 * self.chunk).min(len - at);
-            let data = self.read(src + at, n).await?;
-            self.write(dst + at, &data).await?;
-            at += n;
+        let pieces: Vec<(u64, u64)> = (0..len.div_ceil(self.chunk))
+            .map(|i| (i * self.chunk, self.chunk.min(len - i * self.chunk)))
+            .collect();
+        for group in pieces.chunks(16) {
+            let jobs = group
+                .iter()
+                .map(|&(at, n)| Box::pin(self.copy_piece(src + at, dst + at, n)) as IoFuture<'_>)
+                .collect();
+            try_join_all(jobs).await?;
         }
         Ok(())
+    }
+
+    async fn copy_piece(&self, src: u64, dst: u64, n: u64) -> Result<(), BdevError> {
+        let buf = self.buffer(n as usize).await?;
+        let (res, buf) = self
+            .submit(IoOp::Read {
+                lba: src / self.bs,
+                blocks: n / self.bs,
+                buf,
+            })
+            .wait()
+            .await;
+        res?;
+        let buf = buf.ok_or(BdevError::Io(libc::EIO))?;
+        self.submit(IoOp::Write {
+            lba: dst / self.bs,
+            blocks: n / self.bs,
+            buf,
+            fua: false,
+        })
+        .wait()
+        .await
+        .0
     }
 
     pub async fn flush(&self) -> Result<(), BdevError> {
