@@ -280,7 +280,9 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Some(p) => (config::load(p)?, false),
         None => (embedded_default(cli, &data_dir)?, true),
     };
-    let node = crate::node::load(&data_dir, cli.node_name.as_deref())?;
+    if let Some(n) = &cli.node_name {
+        crate::node::check_name(n).map_err(|why| cfg_err(format!("--node-name {n:?}: {why}")))?;
+    }
 
     // Everything is checked before anything starts.
     let cores = match (&cli.cores, &cfg.reactor.cores) {
@@ -381,6 +383,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         poll_mode,
     };
     create_bdevs(&cfg, &registry, &nvme, &mut ctrls)?;
+    let node = crate::node::load(&data_dir, cli.node_name.as_deref())?;
     let mut subsystems = Vec::new();
     let mut summary = Vec::new();
     for (si, s) in cfg.subsystem.iter().enumerate() {

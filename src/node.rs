@@ -68,8 +68,9 @@ pub fn load(dir: &Path, requested: Option<&str>) -> Result<NodeIdentity, Failure
     Ok(NodeIdentity { id, name })
 }
 
-/// A node name is a DNS name: lowercase letters, digits, '-' and '.', starting and
-/// ending with a letter or digit, at most [`MAX_NAME_LEN`] characters.
+/// A node name is a DNS name: dot-separated labels of 1 to 63 lowercase letters,
+/// digits and '-', each starting and ending with a letter or digit, at most
+/// [`MAX_NAME_LEN`] characters in all.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty".into());
@@ -85,15 +86,23 @@ pub fn check_name(name: &str) -> Result<(), String> {
             "{c:?} is not allowed (lowercase letters, digits, '-' and '.')"
         ));
     }
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
-        return Err("must start and end with a letter or digit".into());
+    for label in name.split('.') {
+        let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if !alnum(label.chars().next()) || !alnum(label.chars().last()) {
+            return Err(format!(
+                "label {label:?} must start and end with a letter or digit"
+            ));
+        }
+        if label.len() > 63 {
+            return Err(format!("label of {} characters, at most 63", label.len()));
+        }
     }
     Ok(())
 }
 
 /// The default node name: the host name made into a valid node name (lowercased,
-/// other characters become '-'), or "ferrox" when nothing usable is left.
+/// other characters become '-', labels trimmed to 63 characters), or "ferrox" when
+/// nothing usable is left.
 pub fn name_from_hostname(host: &str) -> String {
     let mapped: String = host
         .trim()
@@ -102,13 +111,23 @@ pub fn name_from_hostname(host: &str) -> String {
             c @ ('a'..='z' | '0'..='9' | '-' | '.') => c,
             _ => '-',
         })
-        .take(MAX_NAME_LEN)
         .collect();
-    let trimmed = mapped.trim_matches(|c: char| c == '-' || c == '.');
-    if trimmed.is_empty() {
+    let mut name = String::new();
+    for label in mapped.split('.') {
+        let label: String = label.trim_matches('-').chars().take(63).collect();
+        let label = label.trim_end_matches('-');
+        if label.is_empty() || name.len() + 1 + label.len() > MAX_NAME_LEN {
+            continue;
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.push_str(label);
+    }
+    if name.is_empty() {
         "ferrox".to_owned()
     } else {
-        trimmed.to_owned()
+        name
     }
 }
 
@@ -177,12 +196,14 @@ mod tests {
 
     #[test]
     fn names_follow_dns_rules() {
+        let longest = [&"x".repeat(63)[..]; 4].join(".")[..MAX_NAME_LEN].to_owned();
         for ok in [
             "a",
             "node-1",
             "rack3.zone-b",
             "0",
-            &"x".repeat(MAX_NAME_LEN),
+            &"x".repeat(63),
+            &longest,
         ] {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
@@ -191,8 +212,11 @@ mod tests {
             ("Node1", "'N'"),
             ("-a", "start and end"),
             ("a.", "start and end"),
+            ("a..b", "start and end"),
+            ("a.-b", "start and end"),
             ("a_b", "'_'"),
             ("a b", "' '"),
+            (&"x".repeat(64), "at most 63"),
         ] {
             let e = check_name(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
@@ -208,9 +232,13 @@ mod tests {
         assert_eq!(name_from_hostname("--"), "ferrox");
         assert_eq!(name_from_hostname(""), "ferrox");
         assert_eq!(name_from_hostname(".x."), "x");
+        assert_eq!(name_from_hostname("a..-b-.c"), "a.b.c");
         let long = name_from_hostname(&"Q".repeat(400));
         assert_eq!(check_name(&long), Ok(()));
-        assert_eq!(long.len(), MAX_NAME_LEN);
+        assert_eq!(long.len(), 63);
+        let many = name_from_hostname(&["abcdefghij"; 40].join("."));
+        assert_eq!(check_name(&many), Ok(()));
+        assert!(many.len() <= MAX_NAME_LEN);
     }
 
     #[test]

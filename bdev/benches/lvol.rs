@@ -64,29 +64,35 @@ struct Writer {
 }
 
 impl Writer {
+    /// Starts the next write; one refused at submission counts as failed and the
+    /// next is tried, so the loop never stalls.
     fn submit(&self, r: &Reactor) {
-        let i = self.next.get();
-        if i >= self.lbas.len() {
-            return;
-        }
-        self.next.set(i + 1);
-        let mut buf = r.pool().alloc(self.len as usize).expect("a buffer");
-        buf.as_mut_slice().fill(i as u8 | 1);
-        self.started.borrow_mut()[i] = Instant::now();
-        let done = Completion {
-            sink: self.me.borrow().clone().expect("running") as Rc<dyn IoSink>,
-            tag: i as u64,
-        };
-        let op = IoOp::Write {
-            lba: self.lbas[i],
-            blocks: self.len / BLOCK,
-            buf,
-            fua: false,
-        };
-        self.in_flight.set(self.in_flight.get() + 1);
-        if let Err((e, _)) = self.chan.borrow().as_ref().expect("open").submit(op, done) {
-            self.in_flight.set(self.in_flight.get() - 1);
-            self.fail(&e);
+        loop {
+            let i = self.next.get();
+            if i >= self.lbas.len() {
+                return;
+            }
+            self.next.set(i + 1);
+            let mut buf = r.pool().alloc(self.len as usize).expect("a buffer");
+            buf.as_mut_slice().fill(i as u8 | 1);
+            self.started.borrow_mut()[i] = Instant::now();
+            let done = Completion {
+                sink: self.me.borrow().clone().expect("running") as Rc<dyn IoSink>,
+                tag: i as u64,
+            };
+            let op = IoOp::Write {
+                lba: self.lbas[i],
+                blocks: self.len / BLOCK,
+                buf,
+                fua: false,
+            };
+            match self.chan.borrow().as_ref().expect("open").submit(op, done) {
+                Ok(()) => {
+                    self.in_flight.set(self.in_flight.get() + 1);
+                    return;
+                }
+                Err((e, _)) => self.fail(&e),
+            }
         }
     }
 

@@ -68,16 +68,11 @@ fn a_published_volume_grows_under_io() {
     // (One batch runs its requests concurrently: the write goes first, alone.)
     let out = run(h, second.clone(), vec![Req::Write(end, tail.clone())]);
     assert!(out[0].is_ok(), "{:?}", out[0]);
-    let out = run(
-        h,
-        second.clone(),
-        vec![Req::Read(end, 4096 / bs), Req::Read(blocks, 1)],
-    );
+    let out = run(h, second.clone(), vec![Req::Read(end, 4096 / bs)]);
     assert!(
         out[0].as_ref().unwrap().as_deref() == Some(&tail[..]),
         "the new blocks read back differently"
     );
-    assert!(out[1].is_err(), "past the new end: {:?}", out[1].is_ok());
 
     // Shrinking while published is refused, and changes nothing.
     let e = resize(&c, 8 * MIB).unwrap_err();

@@ -208,6 +208,10 @@ fn a_namespace_given_a_larger_device_reports_it_and_serves_the_new_blocks() {
     let e = sub.replace_namespace_bdev(1, wrong).unwrap_err();
     assert!(e.contains("512-byte") && e.contains("4096-byte"), "{e}");
     assert!(sub.replace_namespace_bdev(7, f.dev.clone()).is_err());
+    let smaller: Arc<dyn ferrox_bdev::BlockDevice> =
+        MallocBdev::new("s", old_blocks / 2, 512).unwrap();
+    let e = sub.replace_namespace_bdev(1, smaller).unwrap_err();
+    assert!(e.contains("shrink"), "{e}");
 
     let bigger: Arc<dyn ferrox_bdev::BlockDevice> =
         MallocBdev::new("grown", old_blocks * 2, 512).unwrap();

@@ -273,6 +273,21 @@ impl Core {
         let core = self.clone();
         let name = rec.name.clone();
         let (msg, grown) = rpc_submit(Job::blocking(move || {
+            if published.is_some() {
+                // The record can lag the volume after a crash; the volume's own size
+                // is what its hosts see.
+                let live = lvs.volume(&rec.name).map_err(|e| {
+                    ControlError::lvol(format!("opening volume {:?}", rec.name), e)
+                })?;
+                let info = ferrox_bdev::BlockDevice::info(&*live);
+                let live = info.num_blocks * u64::from(info.block_size);
+                if req.size_bytes < live {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "volume {:?} is published: it can grow ({live} bytes now) but not shrink while hosts may use it; unpublish it first",
+                        rec.name
+                    )));
+                }
+            }
             lvs.resize(&rec.name, req.size_bytes, req.force)
                 .map_err(|e| ControlError::lvol(format!("resizing volume {:?}", rec.name), e))?;
             let rec = VolumeRec {
@@ -295,9 +310,12 @@ impl Core {
         if let Some((nqn, dev)) = grown {
             let target = self.ctx.target.clone();
             rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
-                let sub = target.subsystem(&nqn).ok_or_else(|| {
-                    ControlError::Internal(format!("published volume {name:?}: no subsystem {nqn}"))
-                })?;
+                let Some(sub) = target.subsystem(&nqn) else {
+                    // Not exported right now (a failed re-publish, an unpublish under
+                    // way): the next export opens the volume at its new size.
+                    tracing::info!(volume = %name, %nqn, "volume grown; its subsystem is not exported now");
+                    return Ok(());
+                };
                 let now = sub.namespace(1).map(|ns| ns.bdev.info().num_blocks);
                 if now == Some(ferrox_bdev::BlockDevice::info(&*dev).num_blocks) {
                     return Ok(()); // the same size: nothing for hosts to learn

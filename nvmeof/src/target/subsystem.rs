@@ -102,7 +102,8 @@ impl Subsystem {
     /// Puts `bdev` under namespace `nsid` (same NSID, NGUID and UUID): how a grown
     /// volume reaches hosts. Controllers get a namespace-attribute-changed notice;
     /// each queue moves to the new device at its next command, and requests already on
-    /// the old one complete there. Refused when the block size differs.
+    /// the old one complete there. Refused when the block size differs or the new
+    /// device is smaller.
     pub fn replace_namespace_bdev(
         &self,
         nsid: u32,
@@ -116,6 +117,13 @@ impl Subsystem {
         if was != now {
             return Err(format!(
                 "namespace {nsid} of {} has {was}-byte blocks, the new device {now}-byte blocks",
+                self.nqn
+            ));
+        }
+        let (was, now) = (old.bdev.info().num_blocks, bdev.info().num_blocks);
+        if now < was {
+            return Err(format!(
+                "namespace {nsid} of {} has {was} blocks; a device of {now} would shrink it under its hosts",
                 self.nqn
             ));
         }
