@@ -51,7 +51,7 @@ impl MallocBdev {
                 num_blocks,
                 optimal_io_boundary: 0,
                 max_transfer: 1 << 20,
-                ops: Ops::FLUSH | Ops::FUA | Ops::WRITE_ZEROES | Ops::UNMAP,
+                ops: Ops::FLUSH | Ops::FUA | Ops::WRITE_ZEROES | Ops::UNMAP | Ops::CHEAP_ZEROES,
                 volatile_cache: false,
             },
             words: v.into_boxed_slice(),

@@ -132,7 +132,16 @@ impl UringBdev {
                 num_blocks,
                 optimal_io_boundary: 0,
                 max_transfer: 1 << 20,
-                ops: Ops::FLUSH | Ops::FUA | Ops::WRITE_ZEROES | Ops::UNMAP,
+                // A block device may zero by writing zeroes; a file only changes extents.
+                ops: Ops::FLUSH
+                    | Ops::FUA
+                    | Ops::WRITE_ZEROES
+                    | Ops::UNMAP
+                    | if meta.is_file() {
+                        Ops::CHEAP_ZEROES
+                    } else {
+                        Ops::empty()
+                    },
                 volatile_cache: true,
             },
             file,

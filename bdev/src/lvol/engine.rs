@@ -16,7 +16,7 @@ use ferrox_reactor::{PollStatus, Poller, PollerId, Reactor};
 use super::format::{check_name, encode_meta, Label, Meta, VolMeta, MAX_VOLUMES, NONE};
 use super::io::{try_join_all, BaseIo, IoFuture, LocalFuture};
 use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
-use crate::BdevError;
+use crate::{BdevError, Ops};
 
 thread_local! {
     /// The engines living on this (metadata) reactor, by store id.
@@ -314,17 +314,44 @@ impl Engine {
         st.allocated -= clusters.len() as u64;
     }
 
-    /// Fills new clusters: a copy of `src` where it is not [`NONE`], else zeroes; then
-    /// flushes, so the metadata that references them can be committed.
-    async fn init_clusters(&self, work: &[(u32, u32)]) -> Result<(), BdevError> {
-        if work.is_empty() {
+    /// Fills new clusters: a copy of `src` where it is not [`NONE`], else zeroes —
+    /// except clean clusters (at or above the committed `clean_from`), which read as
+    /// zeroes already; then flushes, so the metadata that references them can be
+    /// committed. `meta`, the generation about to be committed, gets a `clean_from`
+    /// above every new cluster. A copy into a clean cluster first commits the raised
+    /// `clean_from` alone: a crash after the copy must not leave data in a cluster the
+    /// pool still believes clean.
+    async fn init_clusters(
+        &self,
+        work: &[(u32, u32)],
+        meta: &mut Meta,
+        during: &'static str,
+    ) -> Result<(), LvolError> {
+        let Some(top) = work.iter().map(|&(d, _)| u64::from(d) + 1).max() else {
+            return Ok(());
+        };
+        let clean = self.st.borrow().meta.clean_from;
+        if work
+            .iter()
+            .any(|&(d, s)| s != NONE && u64::from(d) >= clean)
+        {
+            let mut pre = self.meta();
+            pre.clean_from = pre.clean_from.max(top);
+            self.commit(pre).await?;
+        }
+        meta.clean_from = meta.clean_from.max(top);
+        let todo: Vec<(u32, u32)> = work
+            .iter()
+            .copied()
+            .filter(|&(d, s)| s != NONE || u64::from(d) < clean)
+            .collect();
+        if todo.is_empty() {
             return Ok(());
         }
         let cs = self.sh.label.cluster_size;
         // A few clusters at a time: enough to keep a real device busy, few enough not
         // to drain the buffer pool the data path also uses.
-        let mut first_err = Ok(());
-        for group in work.chunks(INIT_PARALLEL) {
+        for group in todo.chunks(INIT_PARALLEL) {
             let jobs = group
                 .iter()
                 .map(|&(dst, src)| {
@@ -339,13 +366,9 @@ impl Engine {
                     }) as IoFuture<'_>
                 })
                 .collect();
-            first_err = try_join_all(jobs).await;
-            if first_err.is_err() {
-                break;
-            }
+            try_join_all(jobs).await.map_err(io_err(during))?;
         }
-        first_err?;
-        self.io.flush().await
+        self.io.flush().await.map_err(io_err(during))
     }
 
     /// Writes `meta` as the next generation into the slot not holding the current one,
@@ -412,9 +435,12 @@ impl Engine {
             results.push(res);
         }
         if !work.is_empty() {
-            let done = match self.init_clusters(&work).await {
+            let done = match self
+                .init_clusters(&work, &mut meta, "initialising clusters")
+                .await
+            {
                 Ok(()) => self.commit(meta).await,
-                Err(e) => Err(io_err("initialising clusters")(e)),
+                Err(e) => Err(e),
             };
             if let Err(e) = done {
                 tracing::warn!(error = %e, "lvol: allocation batch failed");
@@ -510,9 +536,12 @@ impl Engine {
             read_only: false,
             map,
         });
-        let res = match self.init_clusters(&work).await {
+        let res = match self
+            .init_clusters(&work, &mut meta, "zeroing a thick volume")
+            .await
+        {
             Ok(()) => self.commit(meta).await,
-            Err(e) => Err(io_err("zeroing a thick volume")(e)),
+            Err(e) => Err(e),
         };
         if let Err(e) = res {
             self.release(&reserved);
@@ -634,9 +663,12 @@ impl Engine {
             v.map.resize(n, NONE);
             v.size = n as u64 * cs;
             let work: Vec<(u32, u32)> = reserved.iter().map(|&p| (p, NONE)).collect();
-            let res = match self.init_clusters(&work).await {
+            let res = match self
+                .init_clusters(&work, &mut meta, "zeroing new clusters")
+                .await
+            {
                 Ok(()) => self.commit(meta).await,
-                Err(e) => Err(io_err("zeroing new clusters")(e)),
+                Err(e) => Err(e),
             };
             if let Err(e) = res {
                 self.release(&reserved);
@@ -763,9 +795,12 @@ impl Engine {
         }
         v.parent = None;
         v.backing = 0;
-        let res = match self.init_clusters(&work).await {
+        let res = match self
+            .init_clusters(&work, &mut meta, "copying clusters")
+            .await
+        {
             Ok(()) => self.commit(meta).await,
-            Err(e) => Err(io_err("copying clusters")(e)),
+            Err(e) => Err(e),
         };
         if res.is_err() {
             self.release(&reserved);
@@ -895,10 +930,22 @@ pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<Meta, LvolError
     let e = io_err("formatting");
     io.write(0, &vec![0u8; bs]).await.map_err(&e)?;
     io.flush().await.map_err(&e)?;
+    // A data area zeroed now lets allocations skip zeroing (see `Meta::clean_from`);
+    // only where zeroing writes no data.
+    let ops = io.chan.info().ops;
+    let clean_from = if ops.contains(Ops::WRITE_ZEROES | Ops::CHEAP_ZEROES) {
+        io.zero_all(label.data_offset, label.clusters * label.cluster_size)
+            .await
+            .map_err(&e)?;
+        0
+    } else {
+        label.clusters
+    };
     let meta = Meta {
         generation: 1,
         next_id: 1,
         vols: Vec::new(),
+        clean_from,
     };
     let img = encode_meta(&meta, label)?;
     io.write(label.slot_offset[1], &img).await.map_err(&e)?;

@@ -12,7 +12,7 @@ use super::LvolError;
 pub(crate) const LABEL_MAGIC: [u8; 8] = *b"FRXLVOL\0";
 pub(crate) const META_MAGIC: [u8; 8] = *b"FRXMETA\0";
 /// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the label that carry data (the crc covers `0..LABEL_CRC_AT`).
 pub(crate) const LABEL_LEN: usize = 256;
 const LABEL_CRC_AT: usize = 252;
@@ -75,7 +75,15 @@ pub(crate) struct Meta {
     pub generation: u64,
     pub next_id: u64,
     pub vols: Vec<VolMeta>,
+    /// Pool clusters from this index on have not been written since the pool was
+    /// formatted with a zeroed data area: they read as zeroes, so allocating one needs
+    /// no zeroing. Every mapped cluster is below it. The number of clusters when the
+    /// data area was not zeroed (or the pool predates format version 2).
+    pub clean_from: u64,
 }
+
+/// The body's trailer (format version 2): `clean_from`.
+pub(crate) const TRAILER_LEN: usize = 8;
 
 fn put(buf: &mut [u8], at: usize, v: &[u8]) {
     buf[at..at + v.len()].copy_from_slice(v);
@@ -135,7 +143,8 @@ impl Label {
         let dev_bytes = dev.num_blocks * bs;
         let upper = dev_bytes / cluster_size;
         let slot_size = align_up(
-            (META_HEADER_LEN + MAX_VOLUMES * VOL_RECORD_LEN) as u64 + upper * RUN_LEN as u64,
+            (META_HEADER_LEN + MAX_VOLUMES * VOL_RECORD_LEN + TRAILER_LEN) as u64
+                + upper * RUN_LEN as u64,
             bs,
         );
         let a = align_up(LABEL_REGION, bs);
@@ -289,6 +298,7 @@ pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError>
             body.extend_from_slice(&len.to_le_bytes());
         }
     }
+    body.extend_from_slice(&m.clean_from.to_le_bytes());
     let len = META_HEADER_LEN + body.len();
     let padded = align_up(len as u64, u64::from(label.block_size));
     if padded > label.slot_size {
@@ -335,6 +345,7 @@ fn runs_of(map: &[u32]) -> Vec<(u64, u32, u32)> {
 pub(crate) struct SlotHeader {
     pub generation: u64,
     pub len: u64,
+    pub version: u32,
 }
 
 /// Checks a slot header; `Err` says what is wrong, for the log and the error.
@@ -360,6 +371,7 @@ pub(crate) fn decode_header(b: &[u8], label: &Label) -> Result<SlotHeader, Strin
     Ok(SlotHeader {
         generation: u64_at(b, 32),
         len,
+        version,
     })
 }
 
@@ -442,10 +454,32 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
             map,
         });
     }
+    let clean_from = if h.version >= 2 {
+        if at + TRAILER_LEN > len {
+            return Err(("the trailer runs past the image".into(), at as u64));
+        }
+        let c = u64_at(b, at);
+        if c > label.clusters {
+            return Err((
+                format!("clean_from {c} beyond the {} clusters", label.clusters),
+                at as u64,
+            ));
+        }
+        if let Some(p) = used.iter().rposition(|&u| u).filter(|&p| p as u64 >= c) {
+            return Err((
+                format!("cluster {p} is mapped but at or above clean_from {c}"),
+                at as u64,
+            ));
+        }
+        c
+    } else {
+        label.clusters
+    };
     let m = Meta {
         generation: h.generation,
         next_id: u64_at(b, 48),
         vols,
+        clean_from,
     };
     check_references(&m).map_err(|e| (e, META_HEADER_LEN as u64))?;
     Ok(m)

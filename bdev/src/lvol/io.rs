@@ -230,6 +230,24 @@ impl BaseIo {
         first_err
     }
 
+    /// Makes a large area read as zeroes with Write Zeroes requests of up to 1 GiB
+    /// (for devices where that writes no data).
+    pub async fn zero_all(&self, off: u64, len: u64) -> Result<(), BdevError> {
+        let mut at = 0;
+        while at < len {
+            let n = (1 << 30).min(len - at);
+            self.submit(IoOp::WriteZeroes {
+                lba: (off + at) / self.bs,
+                blocks: n / self.bs,
+            })
+            .wait()
+            .await
+            .0?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Makes `len` bytes at `off` read as zeroes.
     pub async fn zero(&self, off: u64, len: u64) -> Result<(), BdevError> {
         if self.chan.info().ops.contains(Ops::WRITE_ZEROES) {

@@ -68,7 +68,7 @@
 //!
 //! label
 //!   0   8  magic "FRXLVOL\0"
-//!   8   4  format version (1); a newer one is refused before anything else is read
+//!   8   4  format version (2); a newer one is refused before anything else is read
 //!  12   4  block size of the base device at format
 //!  16  16  pool UUID
 //!  32   1  pool name length (1..=63)     33 63  pool name, UTF-8, zero padded
@@ -81,7 +81,7 @@
 //!
 //! metadata image (at the start of a slot; zero padded to a block multiple)
 //!   0   8  magic "FRXMETA\0"
-//!   8   4  format version (1)
+//!   8   4  format version (2; version 1 images, without the trailer, still load)
 //!  12   4  volume count (<= 1024)
 //!  16  16  pool UUID (must match the label)
 //!  32   8  generation (slot = generation & 1)
@@ -89,7 +89,10 @@
 //!  48   8  next volume id
 //!  56   4  CRC32C of the body (bytes 64..length)
 //!  60   4  CRC32C of header bytes 0..60
-//!  64      body: per volume, a 128-byte record followed by its runs
+//!  64      body: per volume, a 128-byte record followed by its runs; then the
+//!          trailer: 8 bytes clean_from (pool clusters from this index on have not
+//!          been written since a format that zeroed the data area, so they read as
+//!          zeroes; every mapped cluster is below it)
 //!
 //! volume record
 //!   0   8  volume id (non-zero, < next volume id)
@@ -130,8 +133,9 @@
 //! * Metadata commits rewrite the whole image and republish whole cluster views:
 //!   fine for thousands of clusters, slow for a full multi-TiB pool (an incremental
 //!   journal and chunked views are the next step).
-//! * New thin clusters are zeroed (or copied) before the data write even when the
-//!   write covers the whole cluster.
+//! * New thin clusters are zeroed (unless clean: never written since a format that
+//!   zeroed the data area) or copied before the data write, even when the write covers
+//!   the whole cluster.
 //! * The in-flight counter that makes freezing possible is one shared atomic per
 //!   volume, touched by every request (per-channel counters would avoid the shared
 //!   cache line).

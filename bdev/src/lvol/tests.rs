@@ -68,12 +68,13 @@ fn metadata_round_trips_with_runs() {
         generation: 5,
         next_id: 3,
         vols: vec![snap, child],
+        clean_from: 11,
     };
     let img = encode_meta(&m, &l).unwrap();
     // Two runs for the snapshot, one for the child.
     assert_eq!(
         img.len() as u64,
-        (64 + 2 * 128 + 3 * 16u64).div_ceil(512) * 512
+        (64 + 2 * 128 + 3 * 16 + 8u64).div_ceil(512) * 512
     );
     assert_eq!(decode_meta(&img, &l).unwrap(), m);
 }
@@ -85,9 +86,10 @@ fn every_single_bit_flip_in_an_image_is_caught() {
         generation: 2,
         next_id: 2,
         vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        clean_from: 6,
     };
     let img = encode_meta(&m, &l).unwrap();
-    let len = 64 + 128 + 2 * 16;
+    let len = 64 + 128 + 2 * 16 + 8;
     for bit in 0..len * 8 {
         let mut b = img.clone();
         b[bit / 8] ^= 1 << (bit % 8);
@@ -112,6 +114,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
             Meta {
                 generation: 2,
                 next_id: 3,
+                clean_from: l.clusters,
                 vols: vec![vol(1, "a", vec![4]), vol(2, "b", vec![4])],
             },
             "mapped twice",
@@ -120,6 +123,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
             Meta {
                 generation: 2,
                 next_id: 3,
+                clean_from: l.clusters,
                 vols: vec![vol(1, "a", vec![4]), vol(2, "a", vec![5])],
             },
             "appears twice",
@@ -128,6 +132,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
             Meta {
                 generation: 2,
                 next_id: 3,
+                clean_from: l.clusters,
                 vols: vec![{
                     let mut v = vol(1, "a", vec![4]);
                     v.parent = Some(2);
@@ -140,6 +145,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
             Meta {
                 generation: 2,
                 next_id: 3,
+                clean_from: l.clusters,
                 vols: vec![
                     {
                         let mut v = vol(1, "a", vec![NONE]);
@@ -161,9 +167,28 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
             Meta {
                 generation: 2,
                 next_id: 2,
+                clean_from: l.clusters,
                 vols: vec![vol(1, "a", vec![l.clusters as u32])],
             },
             "out of range",
+        ),
+        (
+            Meta {
+                generation: 2,
+                next_id: 2,
+                clean_from: 4,
+                vols: vec![vol(1, "a", vec![3, 4])],
+            },
+            "at or above clean_from",
+        ),
+        (
+            Meta {
+                generation: 2,
+                next_id: 1,
+                clean_from: l.clusters + 1,
+                vols: vec![],
+            },
+            "beyond",
         ),
     ];
     for (m, why) in cases {
@@ -181,6 +206,7 @@ fn newer_metadata_version_and_other_pools_are_refused() {
         generation: 2,
         next_id: 1,
         vols: vec![],
+        clean_from: 0,
     };
     let mut img = encode_meta(&m, &l).unwrap();
     let mut other = l.clone();
@@ -188,7 +214,28 @@ fn newer_metadata_version_and_other_pools_are_refused() {
     assert!(decode_header(&img, &other)
         .unwrap_err()
         .contains("another pool"));
-    img[8] = 2;
+    img[8] = 3;
     reseal(&mut img);
     assert!(decode_header(&img, &l).unwrap_err().contains("newer"));
+}
+
+#[test]
+fn a_version_1_image_loads_with_no_clean_clusters() {
+    let l = label();
+    let m = Meta {
+        generation: 3,
+        next_id: 2,
+        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        clean_from: 6,
+    };
+    let mut img = encode_meta(&m, &l).unwrap();
+    // What format version 1 wrote: no trailer.
+    let len = u64::from_le_bytes(img[40..48].try_into().unwrap()) - 8;
+    img[8..12].copy_from_slice(&1u32.to_le_bytes());
+    img[40..48].copy_from_slice(&len.to_le_bytes());
+    img[len as usize..len as usize + 8].fill(0);
+    reseal(&mut img);
+    let got = decode_meta(&img, &l).unwrap();
+    assert_eq!(got.clean_from, l.clusters);
+    assert_eq!(got.vols, m.vols);
 }
