@@ -17,7 +17,8 @@ pub struct Config {
     pub bdev: Vec<BdevSection>,
     #[serde(default)]
     pub subsystem: Vec<SubsystemSection>,
-    /// Target-wide listeners (in addition to those under each subsystem).
+    /// Listeners for every subsystem (a subsystem with listeners of its own is
+    /// reachable through those only).
     #[serde(default)]
     pub listener: Vec<ListenerSection>,
 }

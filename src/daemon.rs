@@ -308,17 +308,23 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         .idle_threshold_us
         .or(cfg.reactor.idle_threshold_us)
         .unwrap_or(100);
+    // Top-level listeners serve every subsystem; a subsystem with listeners of its own
+    // is reachable through those only.
     let mut listeners = Vec::new();
     for (i, l) in cfg.listener.iter().enumerate() {
         listeners.push(config::listener_addr(&format!("listener[{i}]"), l)?);
     }
+    let mut own_listeners = Vec::new();
     for (si, s) in cfg.subsystem.iter().enumerate() {
+        let mut own = Vec::new();
         for (li, l) in s.listener.iter().enumerate() {
             let a = config::listener_addr(&format!("subsystem[{si}].listener[{li}]"), l)?;
             if !listeners.contains(&a) {
                 listeners.push(a);
             }
+            own.push(a);
         }
+        own_listeners.push(own);
     }
     if listeners.is_empty() && !cfg.subsystem.is_empty() {
         listeners.push(config::listener_addr(
@@ -408,6 +414,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             allow_any_host: s.allow_any_host,
             hosts: s.hosts.clone(),
             namespaces,
+            listeners: own_listeners[si].clone(),
         });
     }
 

@@ -42,8 +42,9 @@
 //! * Authorisation beyond "holds a certificate the client CA signed" (no per-client
 //!   roles, no certificate revocation lists). Replicas, topology and cluster state
 //!   (etcd) — the API accepts `replicas` 0/1 and an empty `topology` only.
-//! * Per-subsystem listeners (listeners are target-wide; `Publish` uses the running
-//!   ones and says so). Resizing a published volume (unpublish first).
+//! * New listeners at run time: `Publish` restricts a volume to running listeners
+//!   (by address and port) but cannot bind new ones. Shrinking a published volume
+//!   (it grows online).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.
 //! * Crash-consistent snapshot groups (`group_id` is recorded only). Per-volume

@@ -188,6 +188,13 @@ pub struct PublishRec {
     pub hosts: Vec<String>,
     pub any_host: bool,
     pub phase: Phase,
+    /// The listener filter asked for (empty / 0: any): the subsystem is reachable
+    /// through the running listeners that match. Records written before it existed
+    /// read as "any".
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u32,
 }
 
 /// The kinds of record, and their key segment.

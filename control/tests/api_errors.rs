@@ -187,7 +187,7 @@ fn errors_have_their_codes_and_name_the_field() {
     let mut r = p("", vec![], true);
     r.address = "10.9.9.9".into();
     r.port = 4420;
-    expect(publish(r), Code::FailedPrecondition, "target-wide");
+    expect(publish(r), Code::FailedPrecondition, "no running listener");
 
     // Snapshot with a clone: FailedPrecondition; so is deleting a published volume,
     // resizing it, and destroying a pool that holds volumes.

@@ -137,7 +137,7 @@ fn mutating_calls_are_idempotent() {
         "{:?}",
         p1.connect
     );
-    assert!(p1.note.contains("target-wide"), "{}", p1.note);
+    assert!(p1.note.contains("running listeners"), "{}", p1.note);
     let p2 = c
         .call(|ch| async move { TargetServiceClient::new(ch).publish(publish(true)).await })
         .unwrap()

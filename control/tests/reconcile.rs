@@ -67,6 +67,8 @@ fn interrupted_changes_are_finished_or_forgotten() {
             hosts: vec![],
             any_host: true,
             phase: Phase::Creating,
+            address: String::new(),
+            port: 0,
         })
         .unwrap();
         // A record for a volume the pool does not have.

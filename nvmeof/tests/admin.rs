@@ -168,6 +168,7 @@ fn subsystems_come_and_go_while_running() {
         allow_any_host: true,
         hosts: vec![],
         namespaces: vec![(1, dev)],
+        listeners: Vec::new(),
     })
     .unwrap();
     assert!(

@@ -215,6 +215,7 @@ pub fn spawn(s: &Session, size: u64, o: &OpenOptions) -> Result<Opened, Error> {
             allow_any_host: true,
             hosts: Vec::new(),
             namespaces: vec![(1, ram)],
+            listeners: Vec::new(),
         }],
         &[listen],
     )

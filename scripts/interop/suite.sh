@@ -75,6 +75,9 @@ fi
 source "$here/lib.sh"
 
 NQN=nqn.2026-11.io.ferrox:interop
+# A second subsystem reachable only through its own listener (127.0.0.2).
+SIDE_NQN=nqn.2026-11.io.ferrox:interop-side
+SIDE_ADDR=127.0.0.2
 SERIAL=FERROXINTEROP01
 MODEL="Ferrox interop"
 ADDR=127.0.0.1
@@ -129,6 +132,25 @@ bdev = "disk0"
 
 [[subsystem.listener]]
 address = "$ADDR"
+port = $PORT
+
+[[bdev]]
+name = "side0"
+kind = "malloc"
+size = "16MiB"
+
+[[subsystem]]
+nqn = "$SIDE_NQN"
+serial = "FERROXSIDE01"
+model = "Ferrox interop side"
+allow_any_host = true
+
+[[subsystem.namespace]]
+nsid = 1
+bdev = "side0"
+
+[[subsystem.listener]]
+address = "$SIDE_ADDR"
 port = $PORT
 EOF
 cp "$CONFIG" "$OUT/ferrox.toml"
@@ -202,6 +224,20 @@ step1() {
     grep -Eq "^subnqn: *$NQN\$" <<<"$disc" || fail discover "discovery log page does not list $NQN"
     grep -Eq "^trsvcid: *$PORT\$" <<<"$disc" || fail discover "discovery entry lacks trsvcid $PORT"
     pass "discover lists $NQN"
+    # The side subsystem: listed with its own listener's address only; the kernel
+    # cannot connect to it through $ADDR, and can through $SIDE_ADDR.
+    val=$(grep -A8 -E "^subnqn: *$SIDE_NQN\$" <<<"$disc" | grep -E '^traddr:' || true)
+    grep -Eq "^traddr: *$SIDE_ADDR\$" <<<"$val" || fail listeners "discovery does not list $SIDE_NQN at $SIDE_ADDR"
+    (( $(grep -c "^traddr:" <<<"$val") == 1 )) || fail listeners "$SIDE_NQN listed at more than its listener: $val"
+    if nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$SIDE_NQN" >/dev/null 2>&1; then
+        nvme disconnect -n "$SIDE_NQN" >/dev/null 2>&1
+        fail listeners "connected to $SIDE_NQN through $ADDR, which is not its listener"
+    fi
+    out=$(nvme connect -t tcp -a "$SIDE_ADDR" -s "$PORT" -n "$SIDE_NQN" 2>&1) || fail listeners "connect through $SIDE_ADDR: $out"
+    nvme_wait_dev "$SIDE_NQN" 30 >/dev/null || fail listeners "no block device for $SIDE_NQN"
+    nvme disconnect -n "$SIDE_NQN" >/dev/null || fail listeners "disconnect $SIDE_NQN"
+    nvme_wait_gone "$SIDE_NQN" 30 || fail listeners "$SIDE_NQN still connected"
+    pass "$SIDE_NQN: discovered at $SIDE_ADDR only; refused through $ADDR, connected through $SIDE_ADDR"
 
     connected && disconnect
     connect --hostnqn "$hostnqn1" --hostid "$hostid1"

@@ -12,11 +12,31 @@ use crate::validate;
 
 /// What `Publish` says about listeners.
 const LISTENER_NOTE: &str =
-    "listeners are target-wide in this version: the volume is reachable on every running listener";
+    "reachable through the running listeners that match address and port (all when neither is given); listeners cannot be added at run time";
 
 impl Core {
+    /// The running listeners `rec` asks for: those matching its address and port, or
+    /// an empty list for "every listener".
+    fn rec_listeners(&self, rec: &PublishRec) -> Vec<std::net::SocketAddr> {
+        if rec.address.is_empty() && rec.port == 0 {
+            return Vec::new();
+        }
+        self.ctx
+            .target
+            .listeners()
+            .into_iter()
+            .filter(|a| {
+                (rec.address.is_empty() || a.ip().to_string() == rec.address)
+                    && (rec.port == 0 || u32::from(a.port()) == rec.port)
+            })
+            .collect()
+    }
+
     fn publish_response(&self, rec: &PublishRec) -> api::PublishResponse {
-        let listeners = self.ctx.target.listeners();
+        let listeners = match self.rec_listeners(rec) {
+            l if l.is_empty() => self.ctx.target.listeners(),
+            l => l,
+        };
         let host = rec
             .hosts
             .first()
@@ -61,6 +81,18 @@ impl Core {
             allow_any_host: rec.any_host,
             hosts: rec.hosts.clone(),
             namespaces: vec![(1, bdev)],
+            listeners: {
+                let l = self.rec_listeners(rec);
+                if l.is_empty() && (!rec.address.is_empty() || rec.port != 0) {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "no running listener matches {}:{} (running: {:?})",
+                        rec.address,
+                        rec.port,
+                        self.ctx.target.listeners()
+                    )));
+                }
+                l
+            },
         };
         let target = self.ctx.target.clone();
         let nqn = rec.nqn.clone();
@@ -135,18 +167,17 @@ impl Core {
             }
             _ => {}
         }
-        if !req.address.is_empty() || req.port != 0 {
-            let running = self.ctx.target.listeners();
-            let matches = running.iter().any(|a| {
-                (req.address.is_empty() || a.ip().to_string() == req.address)
-                    && (req.port == 0 || u32::from(a.port()) == req.port)
-            });
-            if !matches {
-                return Err(ControlError::FailedPrecondition(format!(
-                    "no running listener on {}:{}; {LISTENER_NOTE} ({running:?}), and new ones cannot be added",
-                    req.address, req.port
-                )));
-            }
+        if !req.address.is_empty() && req.address.parse::<std::net::IpAddr>().is_err() {
+            return Err(ControlError::invalid(
+                "address",
+                format!("{:?} is not an IP address", req.address),
+            ));
+        }
+        if req.port > u32::from(u16::MAX) {
+            return Err(ControlError::invalid(
+                "port",
+                format!("{} is not a TCP port", req.port),
+            ));
         }
         let _g = self.ops.lock().await;
         let rec = PublishRec {
@@ -155,7 +186,22 @@ impl Core {
             hosts,
             any_host: req.any_host,
             phase: Phase::Creating,
+            // The canonical form, so "::1" and "0:0::1" compare equal.
+            address: req
+                .address
+                .parse::<std::net::IpAddr>()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            port: req.port,
         };
+        if (!rec.address.is_empty() || rec.port != 0) && self.rec_listeners(&rec).is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "no running listener on {}:{} ({:?}); {LISTENER_NOTE}",
+                req.address,
+                req.port,
+                self.ctx.target.listeners()
+            )));
+        }
         if let Some(old) = self.records().get::<PublishRec>(&req.volume)? {
             let mut diff = Vec::new();
             if old.nqn != rec.nqn {
@@ -168,6 +214,12 @@ impl Core {
                 diff.push(format!(
                     "any_host is {}, not {}",
                     old.any_host, rec.any_host
+                ));
+            }
+            if (&old.address, old.port) != (&rec.address, rec.port) {
+                diff.push(format!(
+                    "listener filter is {:?}:{}, not {:?}:{}",
+                    old.address, old.port, rec.address, rec.port
                 ));
             }
             if !diff.is_empty() {
@@ -242,7 +294,6 @@ impl Core {
             .map(|p| (p.nqn, p.volume))
             .collect::<std::collections::BTreeMap<_, _>>();
         let target = self.ctx.target.clone();
-        let listeners: Vec<String> = target.listeners().iter().map(ToString::to_string).collect();
         // A consistent view of controllers and namespaces, taken on the target's reactor.
         rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
             Ok(target
@@ -275,7 +326,11 @@ impl Core {
                             hostnqn: c.hostnqn.clone(),
                         })
                         .collect(),
-                    listeners: listeners.clone(),
+                    listeners: target
+                        .listeners_of(s)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                     volume: by_nqn.get(&s.nqn).cloned().unwrap_or_default(),
                     discovery: s.discovery,
                 })

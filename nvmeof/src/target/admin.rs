@@ -308,7 +308,7 @@ fn get_log_page(
 }
 
 /// The discovery log page for `hostnqn`: the discovery subsystem itself, then every
-/// subsystem the host may connect to, once per listener.
+/// subsystem the host may connect to, once per listener it is reachable through.
 /// A listener on a wildcard address is reported with the address the host reached
 /// (`local`), as a host cannot connect to 0.0.0.0.
 pub(super) fn discovery_log(
@@ -347,7 +347,7 @@ pub(super) fn discovery_log(
             }
         }
         for sub in t.subsystems() {
-            if sub.discovery || !sub.host_allowed(hostnqn) {
+            if sub.discovery || !sub.host_allowed(hostnqn) || !sub.reachable_via(*bound) {
                 continue;
             }
             if let Ok(mut e) =

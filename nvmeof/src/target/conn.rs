@@ -215,6 +215,9 @@ pub struct Conn {
     pub id: u64,
     sock: TcpStream,
     pub peer: SocketAddr,
+    /// The listener (as bound) that accepted it: subsystems may be reachable through
+    /// some listeners only.
+    pub listener: SocketAddr,
     pub target: Arc<TargetShared>,
     me: Weak<Conn>,
     pub(super) st: RefCell<State>,
@@ -222,8 +225,9 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Takes over an accepted socket on the current reactor.
-    pub fn start(r: &Reactor, sock: TcpStream, target: Arc<TargetShared>) {
+    /// Takes over a socket accepted by the listener bound to `listener`, on the
+    /// current reactor.
+    pub fn start(r: &Reactor, sock: TcpStream, target: Arc<TargetShared>, listener: SocketAddr) {
         let peer = sock
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -240,6 +244,7 @@ impl Conn {
             id,
             sock,
             peer,
+            listener,
             target,
             me: me.clone(),
             st: RefCell::new(State {

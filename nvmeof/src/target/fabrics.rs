@@ -86,8 +86,12 @@ impl Conn {
             Ok(h) if validate_nqn(h).is_ok() => h.to_string(),
             _ => return invalid_data(512),
         };
-        let Some(subsys) = self.target.subsystem(subnqn) else {
-            tracing::info!(conn = self.id, subnqn, "connect to an unknown subsystem");
+        let Some(subsys) = self
+            .target
+            .subsystem(subnqn)
+            .filter(|s| s.reachable_via(self.listener))
+        else {
+            tracing::info!(conn = self.id, subnqn, listener = %self.listener, "connect to a subsystem unknown on this listener");
             return invalid_data(256);
         };
         if !subsys.host_allowed(&hostnqn) {

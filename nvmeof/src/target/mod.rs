@@ -21,6 +21,7 @@ use ferrox_reactor::{PollStatus, Poller, Reactor, ReactorHandle, WakeSource};
 pub use subsystem::{Namespace, Subsystem};
 
 /// A subsystem to export.
+#[derive(Clone, Default)]
 pub struct SubsystemConfig {
     pub nqn: String,
     pub serial: String,
@@ -29,6 +30,9 @@ pub struct SubsystemConfig {
     pub hosts: Vec<String>,
     /// (NSID, device); NSID 0 picks the next free one.
     pub namespaces: Vec<(u32, Arc<dyn BlockDevice>)>,
+    /// The target listeners (as configured, or as bound) through which hosts reach
+    /// it; empty: every listener.
+    pub listeners: Vec<SocketAddr>,
 }
 
 /// Errors setting up the target.
@@ -64,7 +68,8 @@ pub enum TargetError {
 /// State every connection and controller of the target shares.
 pub struct TargetShared {
     subsystems: RwLock<BTreeMap<String, Arc<Subsystem>>>,
-    listeners: RwLock<Vec<SocketAddr>>,
+    /// (as configured, as bound: port 0 resolved).
+    listeners: RwLock<Vec<(SocketAddr, SocketAddr)>>,
     pub reactors: Arc<[ReactorHandle]>,
     next_conn: AtomicU64,
     next_reactor: AtomicUsize,
@@ -97,7 +102,12 @@ impl TargetShared {
     /// Adds a subsystem while the target runs (discovery log generation bumps).
     pub fn add_subsystem(&self, sc: SubsystemConfig) -> Result<Arc<Subsystem>, TargetError> {
         let nqn = sc.nqn.clone();
-        let sub = Arc::new(build_subsystem(sc, self.node_id)?);
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let sub = Arc::new(build_subsystem(sc, self.node_id, &listeners)?);
         let mut map = self.subsystems.write().unwrap_or_else(|e| e.into_inner());
         if map.contains_key(&nqn) {
             return Err(TargetError::Duplicate(nqn));
@@ -132,11 +142,23 @@ impl TargetShared {
         Ok(())
     }
 
+    /// Every listener, as bound (port 0 resolved).
     pub fn listeners(&self) -> Vec<SocketAddr> {
         self.listeners
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .map(|l| l.1)
+            .collect()
+    }
+
+    /// The listeners through which hosts reach `sub`.
+    pub fn listeners_of(&self, sub: &Subsystem) -> Vec<SocketAddr> {
+        if sub.listeners.is_empty() {
+            self.listeners()
+        } else {
+            sub.listeners.clone()
+        }
     }
 }
 
@@ -156,7 +178,11 @@ fn check_text(nqn: &str, what: &str, s: &str, max: usize) -> Result<(), TargetEr
 }
 
 /// Checks one subsystem's configuration and builds it.
-fn build_subsystem(sc: SubsystemConfig, node_id: [u8; 16]) -> Result<Subsystem, TargetError> {
+fn build_subsystem(
+    sc: SubsystemConfig,
+    node_id: [u8; 16],
+    listeners: &[(SocketAddr, SocketAddr)],
+) -> Result<Subsystem, TargetError> {
     validate_nqn(&sc.nqn).map_err(|source| TargetError::Nqn {
         nqn: sc.nqn.clone(),
         source,
@@ -181,7 +207,7 @@ fn build_subsystem(sc: SubsystemConfig, node_id: [u8; 16]) -> Result<Subsystem, 
             why: "no host may connect: set allow_any_host or list hosts".to_string(),
         });
     }
-    let sub = Subsystem::new(
+    let mut sub = Subsystem::new(
         &sc.nqn,
         &sc.serial,
         &sc.model,
@@ -189,6 +215,23 @@ fn build_subsystem(sc: SubsystemConfig, node_id: [u8; 16]) -> Result<Subsystem, 
         sc.hosts,
         node_id,
     );
+    for want in &sc.listeners {
+        let Some(&(_, got)) = listeners
+            .iter()
+            .find(|(configured, bound)| configured == want || bound == want)
+        else {
+            return Err(TargetError::Subsystem {
+                nqn: sc.nqn,
+                why: format!(
+                    "listener {want} is not one of the target's ({:?})",
+                    listeners.iter().map(|l| l.1).collect::<Vec<_>>()
+                ),
+            });
+        };
+        if !sub.listeners.contains(&got) {
+            sub.listeners.push(got);
+        }
+    }
     for (nsid, dev) in sc.namespaces {
         sub.add_namespace(nsid, dev)
             .map_err(|why| TargetError::Subsystem {
@@ -208,15 +251,17 @@ impl Target {
         subsystems: Vec<SubsystemConfig>,
         listeners: &[SocketAddr],
     ) -> Result<Self, TargetError> {
-        let mut map = BTreeMap::new();
-        let disc = Subsystem::new(DISCOVERY_NQN, "", "", true, Vec::new(), node_id);
-        map.insert(DISCOVERY_NQN.to_string(), Arc::new(disc));
-        for sc in subsystems {
-            let nqn = sc.nqn.clone();
-            let sub = build_subsystem(sc, node_id)?;
-            if map.insert(nqn.clone(), Arc::new(sub)).is_some() {
-                return Err(TargetError::Duplicate(nqn));
-            }
+        // Checked without binding first, so a configuration error binds nothing.
+        let unbound: Vec<(SocketAddr, SocketAddr)> = listeners.iter().map(|&a| (a, a)).collect();
+        for sc in &subsystems {
+            build_subsystem(
+                SubsystemConfig {
+                    namespaces: Vec::new(),
+                    ..sc.clone()
+                },
+                node_id,
+                &unbound,
+            )?;
         }
         let mut bound = Vec::new();
         for &addr in listeners {
@@ -224,22 +269,37 @@ impl Target {
             l.set_nonblocking(true)
                 .map_err(|source| TargetError::Bind { addr, source })?;
             let local = l.local_addr().unwrap_or(addr);
-            bound.push((local, l));
+            bound.push((addr, local, l));
+        }
+        let pairs: Vec<(SocketAddr, SocketAddr)> = bound.iter().map(|b| (b.0, b.1)).collect();
+        let mut map = BTreeMap::new();
+        let disc = Subsystem::new(DISCOVERY_NQN, "", "", true, Vec::new(), node_id);
+        map.insert(DISCOVERY_NQN.to_string(), Arc::new(disc));
+        for sc in subsystems {
+            let nqn = sc.nqn.clone();
+            let sub = build_subsystem(sc, node_id, &pairs)?;
+            if map.insert(nqn.clone(), Arc::new(sub)).is_some() {
+                return Err(TargetError::Duplicate(nqn));
+            }
         }
         let shared = Arc::new(TargetShared {
             subsystems: RwLock::new(map),
-            listeners: RwLock::new(bound.iter().map(|(a, _)| *a).collect()),
+            listeners: RwLock::new(pairs),
             reactors: reactors.to_vec().into(),
             next_conn: AtomicU64::new(1),
             next_reactor: AtomicUsize::new(0),
             discovery_genctr: AtomicU64::new(1),
             node_id,
         });
-        for (addr, l) in bound {
+        for (_, addr, l) in bound {
             let t = shared.clone();
             reactors[0]
                 .call(move |r| {
-                    r.add_poller(Rc::new(Listener { sock: l, target: t }));
+                    r.add_poller(Rc::new(Listener {
+                        sock: l,
+                        addr,
+                        target: t,
+                    }));
                 })
                 .map_err(|_| TargetError::Reactor)?
                 .wait()
@@ -265,6 +325,8 @@ impl Target {
 
 struct Listener {
     sock: TcpListener,
+    /// As bound.
+    addr: SocketAddr,
     target: Arc<TargetShared>,
 }
 
@@ -280,11 +342,11 @@ impl Poller for Listener {
                     busy = true;
                     let n = self.target.reactors.len();
                     let pick = self.target.next_reactor.fetch_add(1, Ordering::Relaxed) % n;
-                    let t = self.target.clone();
+                    let (t, l) = (self.target.clone(), self.addr);
                     if pick == r.id() {
-                        conn::Conn::start(r, s, t);
+                        conn::Conn::start(r, s, t, l);
                     } else if self.target.reactors[pick]
-                        .send(move |r2| conn::Conn::start(r2, s, t))
+                        .send(move |r2| conn::Conn::start(r2, s, t, l))
                         .is_err()
                     {
                         tracing::warn!(reactor = pick, "mailbox full: refusing a connection");

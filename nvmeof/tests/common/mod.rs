@@ -45,6 +45,16 @@ pub fn fixture() -> Fixture {
 
 /// A fixture listening on `addr` (port 0 picks a free port).
 pub fn fixture_at(addr: &str) -> Fixture {
+    fixture_with(&[addr], Vec::new(), |_| Vec::new())
+}
+
+/// The test subsystem (reachable through `own_listeners`, all when empty) and the
+/// subsystems `more` makes, on a target listening on `addrs`; `addr` is the first.
+pub fn fixture_with(
+    addrs: &[&str],
+    own_listeners: Vec<SocketAddr>,
+    more: impl FnOnce(Arc<dyn BlockDevice>) -> Vec<SubsystemConfig>,
+) -> Fixture {
     let pool = BufferPool::new(&PoolConfig {
         classes: vec![
             ClassConfig {
@@ -62,20 +72,18 @@ pub fn fixture_at(addr: &str) -> Fixture {
     let cores: Vec<usize> = available_cores().into_iter().cycle().take(2).collect();
     let group = ReactorGroup::start(&cores, &ReactorOptions::default(), pool).unwrap();
     let dev: Arc<dyn BlockDevice> = MallocBdev::new("m0", 32768, 512).unwrap();
-    let target = Target::start(
-        group.handles(),
-        [7; 16],
-        vec![SubsystemConfig {
-            nqn: NQN.to_string(),
-            serial: "SN0001".to_string(),
-            model: "Ferrox test".to_string(),
-            allow_any_host: false,
-            hosts: vec![HOSTNQN.to_string()],
-            namespaces: vec![(1, dev.clone())],
-        }],
-        &[addr.parse().unwrap()],
-    )
-    .unwrap();
+    let mut subsystems = vec![SubsystemConfig {
+        nqn: NQN.to_string(),
+        serial: "SN0001".to_string(),
+        model: "Ferrox test".to_string(),
+        allow_any_host: false,
+        hosts: vec![HOSTNQN.to_string()],
+        namespaces: vec![(1, dev.clone())],
+        listeners: own_listeners,
+    }];
+    subsystems.extend(more(dev.clone()));
+    let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+    let target = Target::start(group.handles(), [7; 16], subsystems, &addrs).unwrap();
     let addr = target.listen_addrs()[0];
     Fixture {
         group: Some(group),

@@ -189,7 +189,7 @@ enum VolumeCmd {
     Get { name: String },
     /// Export a volume over NVMe/TCP and print the `nvme connect` line.
     #[command(
-        after_help = "Examples:\n  ferroxctl volume publish vol1 --any-host\n  ferroxctl volume publish vol1 --host nqn.2014-08.org.nvmexpress:uuid:5c6b7a0e-8f3c-4c2e-9a51-3c1f0a0d2b11"
+        after_help = "Examples:\n  ferroxctl volume publish vol1 --any-host\n  ferroxctl volume publish vol1 --any-host --address 127.0.0.1 --port 4420\n  ferroxctl volume publish vol1 --host nqn.2014-08.org.nvmexpress:uuid:5c6b7a0e-8f3c-4c2e-9a51-3c1f0a0d2b11"
     )]
     Publish {
         name: String,
@@ -202,6 +202,12 @@ enum VolumeCmd {
         /// Let any host connect.
         #[arg(long, conflicts_with = "hosts")]
         any_host: bool,
+        /// Reachable only through the running listeners on this IP address.
+        #[arg(long, value_name = "IP")]
+        address: Option<String>,
+        /// Reachable only through the running listeners on this port.
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
     },
     /// Stop exporting a volume.
     #[command(after_help = "Example:\n  ferroxctl volume unpublish vol1")]
@@ -385,6 +391,8 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                     nqn,
                     hosts,
                     any_host,
+                    address,
+                    port,
                 } => {
                     let r = TargetServiceClient::new(ch)
                         .publish(PublishRequest {
@@ -392,8 +400,8 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                             nqn: nqn.unwrap_or_default(),
                             hosts,
                             any_host,
-                            address: String::new(),
-                            port: 0,
+                            address: address.unwrap_or_default(),
+                            port: port.map_or(0, u32::from),
                         })
                         .await?;
                     out.published(&r.into_inner());

@@ -1,0 +1,110 @@
+//! Publishing on a chosen listener: the answer and the subsystem list name that
+//! listener only; a filter no running listener matches, a malformed address, and a
+//! second publish with another filter are refused with their codes.
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
+
+mod support;
+
+use ferrox_control::api::target_service_client::TargetServiceClient;
+use ferrox_control::api::volume_service_client::VolumeServiceClient;
+use ferrox_control::api::*;
+use ferrox_control::BlockingClient;
+use support::{Node, MIB};
+use tonic::Code;
+
+fn publish(
+    c: &BlockingClient,
+    volume: &str,
+    address: &str,
+    port: u32,
+) -> Result<PublishResponse, tonic::Status> {
+    let req = PublishRequest {
+        volume: volume.into(),
+        any_host: true,
+        address: address.into(),
+        port,
+        ..Default::default()
+    };
+    c.call(|ch| async move { TargetServiceClient::new(ch).publish(req).await })
+        .map(tonic::Response::into_inner)
+}
+
+#[test]
+fn a_volume_published_on_one_listener_names_that_listener() {
+    let d = tempfile::tempdir().unwrap();
+    let node = Node::start(d.path());
+    let c = node.client();
+    node.pool(&c, "p0", 64 * MIB);
+    for v in ["l1", "l2"] {
+        let req = CreateVolumeRequest {
+            name: v.into(),
+            size_bytes: 4 * MIB,
+            thin: true,
+            ..Default::default()
+        };
+        c.call(|ch| async move { VolumeServiceClient::new(ch).create(req).await })
+            .unwrap();
+    }
+    let running: std::net::SocketAddr = c
+        .call(|ch| async move {
+            ferrox_control::api::node_service_client::NodeServiceClient::new(ch)
+                .get_info(GetNodeInfoRequest {})
+                .await
+        })
+        .unwrap()
+        .into_inner()
+        .listeners[0]
+        .parse()
+        .unwrap();
+
+    let p = publish(&c, "l1", "127.0.0.1", u32::from(running.port())).unwrap();
+    assert_eq!(p.listeners, vec![running.to_string()]);
+    assert_eq!(p.connect.len(), 1);
+    assert!(
+        p.connect[0].contains(&format!("-s {}", running.port())),
+        "{:?}",
+        p.connect
+    );
+    // The same again: the same answer; another filter: AlreadyExists naming it.
+    assert_eq!(
+        publish(&c, "l1", "127.0.0.1", u32::from(running.port())).unwrap(),
+        p
+    );
+    let e = publish(&c, "l1", "", 0).unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(e.message().contains("listener filter"), "{}", e.message());
+
+    let unused = if running.port() == 1 { 2 } else { 1 };
+    let e = publish(&c, "l2", "127.0.0.1", unused).unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("no running listener"),
+        "{}",
+        e.message()
+    );
+    let e = publish(&c, "l2", "localhost", 0).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("address"), "{}", e.message());
+    let e = publish(&c, "l2", "", 70000).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    let subs = c
+        .call(|ch| async move {
+            TargetServiceClient::new(ch)
+                .list_subsystems(ListSubsystemsRequest {})
+                .await
+        })
+        .unwrap()
+        .into_inner()
+        .subsystems;
+    let l1 = subs
+        .iter()
+        .find(|s| s.volume == "l1")
+        .expect("l1's subsystem");
+    assert_eq!(l1.listeners, vec![running.to_string()]);
+    assert!(
+        subs.iter().all(|s| s.volume != "l2"),
+        "l2 was not published"
+    );
+}
