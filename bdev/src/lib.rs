@@ -41,8 +41,9 @@ bitflags::bitflags! {
         const FUA = 1 << 1;
         const WRITE_ZEROES = 1 << 2;
         const UNMAP = 1 << 3;
-        /// Write Zeroes costs about nothing whatever the range (no data is written:
-        /// a regular file's `fallocate`, memory): worth zeroing a whole area up front.
+        /// Write Zeroes writes no data to the device, whatever the range (a regular
+        /// file punches holes; memory is one store pass): worth zeroing a whole area
+        /// up front.
         const CHEAP_ZEROES = 1 << 4;
     }
 }

@@ -35,7 +35,9 @@ pub struct UringBdev {
     path: PathBuf,
     direct: bool,
     queue_depth: usize,
-    /// `fallocate(ZERO_RANGE)` was refused once; use punched holes from now on.
+    /// Write Zeroes punches holes: on a regular file from the start (a file stays
+    /// sparse, and ZERO_RANGE would allocate the range), on a block device once
+    /// `fallocate(ZERO_RANGE)` was refused.
     no_zero_range: AtomicBool,
 }
 
@@ -132,7 +134,7 @@ impl UringBdev {
                 num_blocks,
                 optimal_io_boundary: 0,
                 max_transfer: 1 << 20,
-                // A block device may zero by writing zeroes; a file only changes extents.
+                // A block device may zero by writing zeroes; a file punches holes.
                 ops: Ops::FLUSH
                     | Ops::FUA
                     | Ops::WRITE_ZEROES
@@ -148,7 +150,7 @@ impl UringBdev {
             path: path.to_path_buf(),
             direct,
             queue_depth: queue_depth.max(1),
-            no_zero_range: AtomicBool::new(false),
+            no_zero_range: AtomicBool::new(meta.is_file()),
         }))
     }
 

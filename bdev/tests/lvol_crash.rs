@@ -185,6 +185,8 @@ fn a_power_cut_at_every_write_leaves_a_consistent_pool() {
     let mut cut_in_step = vec![0u32; steps.len() + 1];
     for n in 0..=total {
         let mem = malloc("m", 2 << 20);
+        // Old data everywhere: the format must make the data area read as zeroes.
+        dirty(&io, mem.clone());
         let dev = CrashBdev::new(mem.clone(), n);
         let store = LvolStore::create(dev.clone(), "pool", CS, meta.clone()).unwrap();
         if dev.is_cut() {

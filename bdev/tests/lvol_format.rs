@@ -129,3 +129,38 @@ fn bad_geometry_is_refused_at_create() {
     let e = LvolStore::create(malloc("b", 4 << 20), "pool", 3000, h).unwrap_err();
     assert!(e.to_string().contains("power of two"), "{e}");
 }
+
+#[test]
+fn a_pool_formatted_over_old_data_reads_zeroes_and_keeps_its_file_sparse() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.img");
+    std::fs::write(&path, vec![0xab; 8 << 20]).unwrap();
+    let base: Arc<dyn BlockDevice> =
+        ferrox_bdev::uring::UringBdev::open("u", &path, None, 512, 16).unwrap();
+    let store = LvolStore::create(base, "dirty", CS, h.clone()).unwrap();
+    let free = store.stats().unwrap().free_clusters;
+    assert!(free > 64, "{free} clusters");
+    store.create_volume("v", free * CS, true).unwrap();
+    let v: Arc<dyn BlockDevice> = store.volume("v").unwrap();
+    // One 512-byte write per cluster allocates every cluster of the pool.
+    let per = CS / 512;
+    let writes: Vec<Req> = (0..free)
+        .map(|c| Req::Write(c * per + 3, vec![0x5a; 512]))
+        .collect();
+    for batch in writes.chunks(64) {
+        for o in run(&h, v.clone(), batch.to_vec()) {
+            o.unwrap();
+        }
+    }
+    let got = read_all(&h, v).unwrap();
+    for (i, blk) in got.chunks(512).enumerate() {
+        let want = if i as u64 % per == 3 { 0x5a } else { 0 };
+        assert!(blk.iter().all(|&b| b == want), "block {i} holds old data");
+    }
+    // The data area was punched at format, not filled with zeroes.
+    use std::os::unix::fs::MetadataExt;
+    let used = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(used < 4 << 20, "the 8 MiB pool file uses {used} bytes");
+}

@@ -933,13 +933,20 @@ pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<Meta, LvolError
     // A data area zeroed now lets allocations skip zeroing (see `Meta::clean_from`);
     // only where zeroing writes no data.
     let ops = io.chan.info().ops;
-    let clean_from = if ops.contains(Ops::WRITE_ZEROES | Ops::CHEAP_ZEROES) {
-        io.zero_all(label.data_offset, label.clusters * label.cluster_size)
+    let cheap = ops.contains(Ops::WRITE_ZEROES | Ops::CHEAP_ZEROES);
+    let clean_from = match cheap {
+        true => match io
+            .zero_all(label.data_offset, label.clusters * label.cluster_size)
             .await
-            .map_err(&e)?;
-        0
-    } else {
-        label.clusters
+        {
+            Ok(()) => 0,
+            Err(err) => {
+                // Not fatal: clusters are then zeroed as they are allocated.
+                tracing::warn!(pool = %label.name, error = %err, "lvol: cannot zero the data area at format; zeroing clusters on first use");
+                label.clusters
+            }
+        },
+        false => label.clusters,
     };
     let meta = Meta {
         generation: 1,

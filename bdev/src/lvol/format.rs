@@ -298,7 +298,15 @@ pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError>
             body.extend_from_slice(&len.to_le_bytes());
         }
     }
-    body.extend_from_slice(&m.clean_from.to_le_bytes());
+    // A pool formatted by version 1 keeps writing version-1 images (no trailer): an
+    // older build must still read its newest generation. Such a pool has no clean
+    // clusters.
+    let version = label.version.min(FORMAT_VERSION);
+    if version >= 2 {
+        body.extend_from_slice(&m.clean_from.to_le_bytes());
+    } else {
+        debug_assert_eq!(m.clean_from, label.clusters);
+    }
     let len = META_HEADER_LEN + body.len();
     let padded = align_up(len as u64, u64::from(label.block_size));
     if padded > label.slot_size {
@@ -309,7 +317,7 @@ pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError>
     }
     let mut out = vec![0u8; padded as usize];
     put(&mut out, 0, &META_MAGIC);
-    put(&mut out, 8, &FORMAT_VERSION.to_le_bytes());
+    put(&mut out, 8, &version.to_le_bytes());
     put(&mut out, 12, &(m.vols.len() as u32).to_le_bytes());
     put(&mut out, 16, &label.uuid);
     put(&mut out, 32, &m.generation.to_le_bytes());
@@ -455,8 +463,14 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
         });
     }
     let clean_from = if h.version >= 2 {
-        if at + TRAILER_LEN > len {
-            return Err(("the trailer runs past the image".into(), at as u64));
+        if at + TRAILER_LEN != len {
+            return Err((
+                format!(
+                    "the trailer ends at {}, the image at {len}",
+                    at + TRAILER_LEN
+                ),
+                at as u64,
+            ));
         }
         let c = u64_at(b, at);
         if c > label.clusters {

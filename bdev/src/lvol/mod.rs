@@ -81,7 +81,8 @@
 //!
 //! metadata image (at the start of a slot; zero padded to a block multiple)
 //!   0   8  magic "FRXMETA\0"
-//!   8   4  format version (2; version 1 images, without the trailer, still load)
+//!   8   4  format version (2; a pool whose label says 1 keeps writing version-1
+//!          images, without the trailer, so an older build still reads it)
 //!  12   4  volume count (<= 1024)
 //!  16  16  pool UUID (must match the label)
 //!  32   8  generation (slot = generation & 1)

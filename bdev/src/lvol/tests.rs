@@ -239,3 +239,20 @@ fn a_version_1_image_loads_with_no_clean_clusters() {
     assert_eq!(got.clean_from, l.clusters);
     assert_eq!(got.vols, m.vols);
 }
+
+#[test]
+fn a_version_1_pool_keeps_writing_version_1_images() {
+    let mut l = label();
+    l.version = 1;
+    let m = Meta {
+        generation: 4,
+        next_id: 2,
+        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        clean_from: l.clusters,
+    };
+    let img = encode_meta(&m, &l).unwrap();
+    assert_eq!(u32::from_le_bytes(img[8..12].try_into().unwrap()), 1);
+    let len = u64::from_le_bytes(img[40..48].try_into().unwrap());
+    assert_eq!(len, 64 + 128 + 2 * 16, "no trailer");
+    assert_eq!(decode_meta(&img, &l).unwrap(), m);
+}

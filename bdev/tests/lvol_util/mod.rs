@@ -66,7 +66,21 @@ pub fn read(
         .map(|b| b.expect("a read returns its buffer"))
 }
 
-/// Reads a whole device, 64 KiB at a time.
+/// Fills a whole device with a byte pattern (old data a format must not leak).
+pub fn dirty(h: &ReactorHandle, dev: Arc<dyn BlockDevice>) {
+    let nb = dev.info().num_blocks;
+    let reqs: Vec<Req> = (0..nb)
+        .step_by(128)
+        .map(|l| Req::Write(l, vec![0xd7; 512 * 128.min(nb - l) as usize]))
+        .collect();
+    for batch in reqs.chunks(32) {
+        for o in run(h, dev.clone(), batch.to_vec()) {
+            o.unwrap();
+        }
+    }
+}
+
+/// Reads a whole device, 64 KiB per request.
 pub fn read_all(h: &ReactorHandle, dev: Arc<dyn BlockDevice>) -> Result<Vec<u8>, BdevError> {
     let nb = dev.info().num_blocks;
     let reqs: Vec<Req> = (0..nb)
@@ -74,8 +88,11 @@ pub fn read_all(h: &ReactorHandle, dev: Arc<dyn BlockDevice>) -> Result<Vec<u8>,
         .map(|l| Req::Read(l, 128.min(nb - l)))
         .collect();
     let mut out = Vec::new();
-    for o in run(h, dev, reqs) {
-        out.extend(o?.expect("a read returns its buffer"));
+    // 32 at a time: the test pool has 64 large buffers.
+    for batch in reqs.chunks(32) {
+        for o in run(h, dev.clone(), batch.to_vec()) {
+            out.extend(o?.expect("a read returns its buffer"));
+        }
     }
     Ok(out)
 }
