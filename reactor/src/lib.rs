@@ -36,7 +36,7 @@ pub use reactor::{
     WakeSource,
 };
 pub use ring::{CqHandler, HandlerId, Ring, RingFeatures};
-pub use sys::process_cpu_seconds;
+pub use sys::{advise_huge_pages, process_cpu_seconds};
 
 /// Errors starting reactors.
 #[derive(Debug, thiserror::Error)]
