@@ -184,9 +184,15 @@ fn errors_have_their_codes_and_name_the_field() {
     let mut r = p("", vec![], true);
     r.volume = "ghost".into();
     expect(publish(r), Code::NotFound, "ghost");
+    // A listener that cannot be opened: the port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut r = p("", vec![], true);
-    r.address = "10.9.9.9".into();
-    r.port = 4420;
+    r.address = "127.0.0.1".into();
+    r.port = u32::from(taken.local_addr().unwrap().port());
+    expect(publish(r), Code::FailedPrecondition, "cannot listen");
+    // An address alone names no listener to open.
+    let mut r = p("", vec![], true);
+    r.address = "127.0.0.9".into();
     expect(publish(r), Code::FailedPrecondition, "no running listener");
 
     // Snapshot with a clone: FailedPrecondition; so is deleting a published volume,

@@ -1,6 +1,7 @@
 //! Publishing on a chosen listener: the answer and the subsystem list name that
-//! listener only; a filter no running listener matches, a malformed address, and a
-//! second publish with another filter are refused with their codes.
+//! listener only; an address and port nobody listens on open a new listener that a
+//! host then connects through; a malformed address, a port alone that matches
+//! nothing, and a second publish with another filter are refused with their codes.
 // An integration-test crate is all tests; the lint is meant for library code.
 #![allow(clippy::tests_outside_test_module)]
 
@@ -76,7 +77,7 @@ fn a_volume_published_on_one_listener_names_that_listener() {
     assert!(e.message().contains("listener filter"), "{}", e.message());
 
     let unused = if running.port() == 1 { 2 } else { 1 };
-    let e = publish(&c, "l2", "127.0.0.1", unused).unwrap_err();
+    let e = publish(&c, "l2", "", unused).unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(
         e.message().contains("no running listener"),
@@ -107,4 +108,36 @@ fn a_volume_published_on_one_listener_names_that_listener() {
         subs.iter().all(|s| s.volume != "l2"),
         "l2 was not published"
     );
+
+    // An address and port nobody listens on: a listener is opened for it.
+    let probe = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let fresh = probe.local_addr().unwrap();
+    drop(probe);
+    let p = publish(&c, "l2", "127.0.0.2", u32::from(fresh.port())).unwrap();
+    assert_eq!(p.listeners, vec![fresh.to_string()]);
+    let listeners = |c: &BlockingClient| {
+        c.call(|ch| async move {
+            ferrox_control::api::node_service_client::NodeServiceClient::new(ch)
+                .get_info(GetNodeInfoRequest {})
+                .await
+        })
+        .unwrap()
+        .into_inner()
+        .listeners
+    };
+    assert!(listeners(&c).contains(&fresh.to_string()));
+    let dev = support::load::connect(&fresh.to_string(), &p.nqn);
+    assert_eq!(
+        dev.info().num_blocks * u64::from(dev.info().block_size),
+        4 * MIB
+    );
+    drop(dev);
+
+    // After a restart the publication opens its listener again.
+    drop(c);
+    let node = node.restart();
+    let c = node.client();
+    assert!(listeners(&c).contains(&fresh.to_string()));
+    let dev = support::load::connect(&fresh.to_string(), &p.nqn);
+    assert_eq!(dev.info().block_size, 512);
 }

@@ -12,7 +12,7 @@ use crate::validate;
 
 /// What `Publish` says about listeners.
 const LISTENER_NOTE: &str =
-    "reachable through the running listeners that match address and port (all when neither is given); listeners cannot be added at run time";
+    "reachable through the running listeners that match address and port (all when neither is given); with both given and no such listener, one is opened";
 
 impl Core {
     /// The running listeners `rec` asks for: those matching its address and port, or
@@ -60,6 +60,44 @@ impl Core {
         }
     }
 
+    /// Makes sure a running listener matches `rec`'s filter: with an address and a
+    /// port and no such listener, opens one (it stays until the daemon stops; a
+    /// restart opens it again for the publications that need it).
+    async fn ensure_listener(self: &Arc<Self>, rec: &PublishRec) -> Result<(), ControlError> {
+        if (rec.address.is_empty() && rec.port == 0) || !self.rec_listeners(rec).is_empty() {
+            return Ok(());
+        }
+        let (Ok(ip), Ok(port)) = (
+            rec.address.parse::<std::net::IpAddr>(),
+            u16::try_from(rec.port),
+        ) else {
+            return Err(ControlError::FailedPrecondition(format!(
+                "no running listener matches {:?}:{} ({:?}); give both an address and a port to open one",
+                rec.address,
+                rec.port,
+                self.ctx.target.listeners()
+            )));
+        };
+        if port == 0 {
+            return Err(ControlError::FailedPrecondition(format!(
+                "no running listener on {ip} ({:?}); give a port to open one",
+                self.ctx.target.listeners()
+            )));
+        }
+        let addr = std::net::SocketAddr::new(ip, port);
+        let target = self.ctx.target.clone();
+        rpc_submit(Job::blocking(move || {
+            target
+                .add_listener(addr)
+                .map(|_| ())
+                .map_err(|source| ControlError::Target {
+                    during: format!("opening a listener on {addr}"),
+                    source,
+                })
+        }))
+        .await
+    }
+
     /// Adds the subsystem of `rec` to the target (on the target's reactor).
     pub(crate) async fn export(self: &Arc<Self>, rec: &PublishRec) -> Result<(), ControlError> {
         let vol = self
@@ -74,6 +112,7 @@ impl Core {
         }))
         .await?;
         let uuid = ferrox_bdev::BlockDevice::info(&*bdev).uuid;
+        self.ensure_listener(rec).await?;
         let sc = SubsystemConfig {
             nqn: rec.nqn.clone(),
             serial: format!("FX{}", &super::pools::hex(&uuid)[..18]),
@@ -81,18 +120,7 @@ impl Core {
             allow_any_host: rec.any_host,
             hosts: rec.hosts.clone(),
             namespaces: vec![(1, bdev)],
-            listeners: {
-                let l = self.rec_listeners(rec);
-                if l.is_empty() && (!rec.address.is_empty() || rec.port != 0) {
-                    return Err(ControlError::FailedPrecondition(format!(
-                        "no running listener matches {}:{} (running: {:?})",
-                        rec.address,
-                        rec.port,
-                        self.ctx.target.listeners()
-                    )));
-                }
-                l
-            },
+            listeners: self.rec_listeners(rec),
         };
         let target = self.ctx.target.clone();
         let nqn = rec.nqn.clone();
@@ -194,7 +222,10 @@ impl Core {
                 .unwrap_or_default(),
             port: req.port,
         };
-        if (!rec.address.is_empty() || rec.port != 0) && self.rec_listeners(&rec).is_empty() {
+        if (!rec.address.is_empty() || rec.port != 0)
+            && self.rec_listeners(&rec).is_empty()
+            && (rec.address.is_empty() || rec.port == 0)
+        {
             return Err(ControlError::FailedPrecondition(format!(
                 "no running listener on {}:{} ({:?}); {LISTENER_NOTE}",
                 req.address,

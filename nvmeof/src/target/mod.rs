@@ -152,6 +152,41 @@ impl TargetShared {
             .collect()
     }
 
+    /// Binds a listener while the target runs (a volume published on an address
+    /// nobody listens on yet) and returns its bound address. Blocks until reactor 0
+    /// has taken it: not to be called on a reactor.
+    pub fn add_listener(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr, TargetError> {
+        let l = TcpListener::bind(addr).map_err(|source| TargetError::Bind { addr, source })?;
+        l.set_nonblocking(true)
+            .map_err(|source| TargetError::Bind { addr, source })?;
+        let local = l.local_addr().unwrap_or(addr);
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((addr, local));
+        let t = self.clone();
+        let added = self.reactors[0]
+            .call(move |r| {
+                r.add_poller(Rc::new(Listener {
+                    sock: l,
+                    addr: local,
+                    target: t,
+                }));
+            })
+            .map_err(|_| TargetError::Reactor)
+            .and_then(|reply| reply.wait().map_err(|_| TargetError::Reactor));
+        if let Err(e) = added {
+            self.listeners
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| p.1 != local);
+            return Err(e);
+        }
+        self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
+        tracing::info!("listening on {local} (added at run time)");
+        Ok(local)
+    }
+
     /// The listeners through which hosts reach `sub`.
     pub fn listeners_of(&self, sub: &Subsystem) -> Vec<SocketAddr> {
         if sub.listeners.is_empty() {

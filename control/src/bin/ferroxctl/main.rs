@@ -202,10 +202,11 @@ enum VolumeCmd {
         /// Let any host connect.
         #[arg(long, conflicts_with = "hosts")]
         any_host: bool,
-        /// Reachable only through the running listeners on this IP address.
+        /// Reachable only through listeners on this IP address (with --port and no
+        /// such listener running, one is opened).
         #[arg(long, value_name = "IP")]
         address: Option<String>,
-        /// Reachable only through the running listeners on this port.
+        /// Reachable only through listeners on this port.
         #[arg(long, value_name = "PORT")]
         port: Option<u16>,
     },
