@@ -137,7 +137,11 @@ fn a_volume_published_on_one_listener_names_that_listener() {
     drop(c);
     let node = node.restart();
     let c = node.client();
-    assert!(listeners(&c).contains(&fresh.to_string()));
+    let now = listeners(&c);
+    assert!(
+        now.contains(&fresh.to_string()),
+        "after the restart: {now:?}, want {fresh}"
+    );
     let dev = support::load::connect(&fresh.to_string(), &p.nqn);
     assert_eq!(dev.info().block_size, 512);
 }

@@ -140,3 +140,22 @@ fn a_listener_the_target_does_not_have_is_refused_before_binding() {
     std::net::TcpListener::bind(free).expect("nothing was left bound");
     g.shutdown();
 }
+
+#[test]
+fn a_stopped_target_releases_its_ports() {
+    let f = fixture();
+    let addr = f.addr;
+    // Wait (bounded) until the listener's reactor has parked: its socket's wake-up
+    // poll is then armed in the ring.
+    let h = f.group.as_ref().unwrap().handles()[0].clone();
+    let t0 = std::time::Instant::now();
+    while h.stats().parks == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the reactor never parked"
+        );
+        std::thread::yield_now();
+    }
+    drop(f);
+    std::net::TcpListener::bind(addr).expect("the port is free once the target stopped");
+}

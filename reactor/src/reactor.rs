@@ -615,6 +615,27 @@ impl Reactor {
         for p in pollers {
             p.shutdown(self);
         }
+        // Cancel the armed wake-up polls, and drain waits for them: an armed poll keeps
+        // its socket alive in the kernel until the ring is gone (a closed listener
+        // would keep its port bound for a while after the reactor stopped).
+        let armed: Vec<u64> = self
+            .pollers
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| {
+                e.as_ref()
+                    .filter(|e| e.armed)
+                    .map(|e| poll_user_data(slot as u32, e.generation))
+            })
+            .collect();
+        for ud in armed {
+            self.push_own(
+                &opcode::AsyncCancel::new(ud)
+                    .build()
+                    .user_data(u64::from(TAG_CANCEL)),
+            );
+        }
         // Messages still queued are dropped, which cancels their replies.
         while self.shared.mailbox.pop().is_some() {}
     }
