@@ -514,7 +514,12 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
 
     let mut out = std::io::stdout().lock();
     for (nqn, bytes, nns) in &summary {
-        for a in target.listen_addrs() {
+        let t = target.shared();
+        let reach = t
+            .subsystem(nqn)
+            .map(|s| t.listeners_of(&s))
+            .unwrap_or_default();
+        for a in reach {
             let what = if embedded {
                 format!(
                     "the embedded default volume ({}, file {})",

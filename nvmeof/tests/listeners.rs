@@ -148,8 +148,12 @@ fn a_stopped_target_releases_its_ports() {
     // Wait (bounded) until the listener's reactor has parked: its socket's wake-up
     // poll is then armed in the ring.
     let h = f.group.as_ref().unwrap().handles()[0].clone();
+    // Parks while the fixture was set up do not count (the listener may not have
+    // existed): wake the reactor and wait for its next park.
+    let p0 = h.stats().parks;
+    h.send(|_| {}).unwrap();
     let t0 = std::time::Instant::now();
-    while h.stats().parks == 0 {
+    while h.stats().parks <= p0 {
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(10),
             "the reactor never parked"
@@ -158,4 +162,48 @@ fn a_stopped_target_releases_its_ports() {
     }
     drop(f);
     std::net::TcpListener::bind(addr).expect("the port is free once the target stopped");
+}
+
+#[test]
+fn a_listener_opened_at_run_time_serves_only_the_subsystems_that_name_it() {
+    let f = fixture();
+    let t = f.target.shared();
+    let private = t.add_listener("127.0.0.2:0".parse().unwrap()).unwrap();
+    assert!(t.listeners().contains(&private));
+    let side = "nqn.2026-11.io.ferrox:side";
+    t.add_subsystem(SubsystemConfig {
+        nqn: side.to_string(),
+        serial: "SN0004".to_string(),
+        model: "Ferrox test".to_string(),
+        allow_any_host: true,
+        namespaces: vec![(1, f.dev.clone())],
+        listeners: vec![private],
+        ..Default::default()
+    })
+    .unwrap();
+    let connect = |addr: SocketAddr, nqn: &str| {
+        let mut h = Host::ic(addr, Digests::default());
+        h.connect_to(nqn, HOSTNQN, 0, 0xFFFF).status()
+    };
+    assert!(connect(private, side).is_success());
+    assert_eq!(
+        connect(f.addr, side).code(),
+        Status::CONNECT_INVALID_PARAMETERS
+    );
+    // The test subsystem names no listener: the configuration's ones only.
+    assert!(connect(f.addr, NQN).is_success());
+    assert_eq!(
+        connect(private, NQN).code(),
+        Status::CONNECT_INVALID_PARAMETERS
+    );
+    let mut got = discovery_entries(private);
+    got.retain(|(nqn, _)| nqn != DISCOVERY_NQN);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (side.to_string(), "127.0.0.2".to_string()),
+            (NQN.to_string(), "127.0.0.1".to_string()),
+        ]
+    );
 }

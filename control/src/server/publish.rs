@@ -33,10 +33,13 @@ impl Core {
     }
 
     fn publish_response(&self, rec: &PublishRec) -> api::PublishResponse {
-        let listeners = match self.rec_listeners(rec) {
-            l if l.is_empty() => self.ctx.target.listeners(),
-            l => l,
-        };
+        // The listeners the exported subsystem was given (the filter may match more
+        // by now, but those do not reach it).
+        let t = &self.ctx.target;
+        let listeners = t
+            .subsystem(&rec.nqn)
+            .map(|s| t.listeners_of(&s))
+            .unwrap_or_default();
         let host = rec
             .hosts
             .first()

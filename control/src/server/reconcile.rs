@@ -30,10 +30,13 @@ pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ControlError> {
         Ok(())
     }))
     .await?;
-    let publishes = {
+    let mut publishes = {
         let c = core.clone();
         rpc_submit(Job::blocking(move || c.records().list::<PublishRec>())).await?
     };
+    // Publications that name an address and a port first: they open the listeners
+    // that a filter naming only one of them may match.
+    publishes.sort_by_key(|p| p.address.is_empty() || p.port == 0);
     for rec in publishes {
         restore_publish(core, rec).await?;
     }

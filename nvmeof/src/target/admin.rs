@@ -347,7 +347,7 @@ pub(super) fn discovery_log(
             }
         }
         for sub in t.subsystems() {
-            if sub.discovery || !sub.host_allowed(hostnqn) || !sub.reachable_via(*bound) {
+            if sub.discovery || !sub.host_allowed(hostnqn) || !t.reaches(&sub, *bound) {
                 continue;
             }
             if let Ok(mut e) =

@@ -89,7 +89,7 @@ impl Conn {
         let Some(subsys) = self
             .target
             .subsystem(subnqn)
-            .filter(|s| s.reachable_via(self.listener))
+            .filter(|s| self.target.reaches(s, self.listener))
         else {
             tracing::info!(conn = self.id, subnqn, listener = %self.listener, "connect to a subsystem unknown on this listener");
             return invalid_data(256);

@@ -65,11 +65,21 @@ pub enum TargetError {
     Reactor,
 }
 
+/// One bound listener.
+#[derive(Debug, Clone, Copy)]
+struct ListenerEntry {
+    configured: SocketAddr,
+    /// Port 0 resolved.
+    bound: SocketAddr,
+    /// From the configuration: it serves every subsystem without listeners of its
+    /// own. Listeners opened at run time serve only the subsystems that name them.
+    shared: bool,
+}
+
 /// State every connection and controller of the target shares.
 pub struct TargetShared {
     subsystems: RwLock<BTreeMap<String, Arc<Subsystem>>>,
-    /// (as configured, as bound: port 0 resolved).
-    listeners: RwLock<Vec<(SocketAddr, SocketAddr)>>,
+    listeners: RwLock<Vec<ListenerEntry>>,
     pub reactors: Arc<[ReactorHandle]>,
     next_conn: AtomicU64,
     next_reactor: AtomicUsize,
@@ -148,12 +158,40 @@ impl TargetShared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|l| l.1)
+            .map(|l| l.bound)
             .collect()
     }
 
+    fn shared_listeners(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.shared)
+            .map(|l| l.bound)
+            .collect()
+    }
+
+    /// Whether a host connected through `listener` (as bound) reaches `sub`: the
+    /// discovery subsystem through every listener, a subsystem with listeners of its
+    /// own through those, any other through the configuration's listeners.
+    pub fn reaches(&self, sub: &Subsystem, listener: SocketAddr) -> bool {
+        if sub.discovery {
+            return true;
+        }
+        if !sub.listeners.is_empty() {
+            return sub.listeners.contains(&listener);
+        }
+        self.listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|l| l.shared && l.bound == listener)
+    }
+
     /// Binds a listener while the target runs (a volume published on an address
-    /// nobody listens on yet) and returns its bound address. Blocks until reactor 0
+    /// nobody listens on yet) and returns its bound address. It serves only the
+    /// subsystems that name it (and discovery). Blocks until reactor 0
     /// has taken it: not to be called on a reactor.
     pub fn add_listener(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr, TargetError> {
         let l = TcpListener::bind(addr).map_err(|source| TargetError::Bind { addr, source })?;
@@ -163,7 +201,11 @@ impl TargetShared {
         self.listeners
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .push((addr, local));
+            .push(ListenerEntry {
+                configured: addr,
+                bound: local,
+                shared: false,
+            });
         let t = self.clone();
         let added = self.reactors[0]
             .call(move |r| {
@@ -179,7 +221,7 @@ impl TargetShared {
             self.listeners
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|p| p.1 != local);
+                .retain(|l| l.bound != local);
             return Err(e);
         }
         self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
@@ -189,8 +231,10 @@ impl TargetShared {
 
     /// The listeners through which hosts reach `sub`.
     pub fn listeners_of(&self, sub: &Subsystem) -> Vec<SocketAddr> {
-        if sub.listeners.is_empty() {
+        if sub.discovery {
             self.listeners()
+        } else if sub.listeners.is_empty() {
+            self.shared_listeners()
         } else {
             sub.listeners.clone()
         }
@@ -216,7 +260,7 @@ fn check_text(nqn: &str, what: &str, s: &str, max: usize) -> Result<(), TargetEr
 fn build_subsystem(
     sc: SubsystemConfig,
     node_id: [u8; 16],
-    listeners: &[(SocketAddr, SocketAddr)],
+    listeners: &[ListenerEntry],
 ) -> Result<Subsystem, TargetError> {
     validate_nqn(&sc.nqn).map_err(|source| TargetError::Nqn {
         nqn: sc.nqn.clone(),
@@ -251,15 +295,16 @@ fn build_subsystem(
         node_id,
     );
     for want in &sc.listeners {
-        let Some(&(_, got)) = listeners
+        let Some(got) = listeners
             .iter()
-            .find(|(configured, bound)| configured == want || bound == want)
+            .find(|l| l.configured == *want || l.bound == *want)
+            .map(|l| l.bound)
         else {
             return Err(TargetError::Subsystem {
                 nqn: sc.nqn,
                 why: format!(
                     "listener {want} is not one of the target's ({:?})",
-                    listeners.iter().map(|l| l.1).collect::<Vec<_>>()
+                    listeners.iter().map(|l| l.bound).collect::<Vec<_>>()
                 ),
             });
         };
@@ -287,7 +332,14 @@ impl Target {
         listeners: &[SocketAddr],
     ) -> Result<Self, TargetError> {
         // Checked without binding first, so a configuration error binds nothing.
-        let unbound: Vec<(SocketAddr, SocketAddr)> = listeners.iter().map(|&a| (a, a)).collect();
+        let unbound: Vec<ListenerEntry> = listeners
+            .iter()
+            .map(|&a| ListenerEntry {
+                configured: a,
+                bound: a,
+                shared: true,
+            })
+            .collect();
         for sc in &subsystems {
             build_subsystem(
                 SubsystemConfig {
@@ -306,7 +358,14 @@ impl Target {
             let local = l.local_addr().unwrap_or(addr);
             bound.push((addr, local, l));
         }
-        let pairs: Vec<(SocketAddr, SocketAddr)> = bound.iter().map(|b| (b.0, b.1)).collect();
+        let pairs: Vec<ListenerEntry> = bound
+            .iter()
+            .map(|b| ListenerEntry {
+                configured: b.0,
+                bound: b.1,
+                shared: true,
+            })
+            .collect();
         let mut map = BTreeMap::new();
         let disc = Subsystem::new(DISCOVERY_NQN, "", "", true, Vec::new(), node_id);
         map.insert(DISCOVERY_NQN.to_string(), Arc::new(disc));

@@ -26,7 +26,8 @@ pub struct Subsystem {
     pub discovery: bool,
     pub allow_any_host: bool,
     pub hosts: Vec<String>,
-    /// The listeners (as bound) through which hosts reach it; empty: every one.
+    /// The listeners (as bound) through which hosts reach it; empty: the
+    /// configuration's listeners (see `TargetShared::reaches`).
     pub listeners: Vec<std::net::SocketAddr>,
     namespaces: RwLock<BTreeMap<u32, Arc<Namespace>>>,
     /// Bumped on every namespace change; I/O queues compare it to refresh caches.
@@ -62,11 +63,6 @@ impl Subsystem {
             next_cntlid: Mutex::new(1),
             node_id,
         }
-    }
-
-    /// Whether a host connected through `listener` (as bound) may reach it.
-    pub fn reachable_via(&self, listener: std::net::SocketAddr) -> bool {
-        self.listeners.is_empty() || self.listeners.contains(&listener)
     }
 
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
