@@ -10,7 +10,7 @@ use ferrox_control::api::snapshot_service_client::SnapshotServiceClient;
 use ferrox_control::api::target_service_client::TargetServiceClient;
 use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
-use support::{Node, MIB};
+use support::{list_subsystems, Node, MIB};
 use tonic::Code;
 
 fn vol(name: &str, size: u64, thin: bool) -> CreateVolumeRequest {
@@ -148,15 +148,7 @@ fn mutating_calls_are_idempotent() {
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains("hosts"), "{}", err.message());
-    let subs = c
-        .call(|ch| async move {
-            TargetServiceClient::new(ch)
-                .list_subsystems(ListSubsystemsRequest {})
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .subsystems;
+    let subs = list_subsystems(&c);
     let s = subs
         .iter()
         .find(|s| s.volume == "v1")

@@ -18,7 +18,7 @@ use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
 use ferrox_control::BlockingClient;
 use support::load::{connect, Load};
-use support::{create_and_publish, list_volumes, Node, MIB};
+use support::{create_and_publish, list_subsystems, list_volumes, Node, MIB};
 use tonic::Code;
 
 const THREADS: usize = 4;
@@ -181,15 +181,7 @@ fn churn_while_io_runs() {
         assert!(want.contains_key(&format!("shared-{k}")), "shared-{k}");
     }
     // And the target exports exactly the published volumes (and discovery).
-    let subs = c
-        .call(|ch| async move {
-            TargetServiceClient::new(ch)
-                .list_subsystems(ListSubsystemsRequest {})
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .subsystems;
+    let subs = list_subsystems(&c);
     let mut exported: Vec<String> = subs
         .into_iter()
         .map(|s| s.nqn)

@@ -11,7 +11,7 @@ use ferrox_control::api::target_service_client::TargetServiceClient;
 use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
 use ferrox_control::BlockingClient;
-use support::{Node, MIB};
+use support::{list_subsystems, node_info, Node, MIB};
 use tonic::Code;
 
 fn publish(
@@ -47,17 +47,7 @@ fn a_volume_published_on_one_listener_names_that_listener() {
         c.call(|ch| async move { VolumeServiceClient::new(ch).create(req).await })
             .unwrap();
     }
-    let running: std::net::SocketAddr = c
-        .call(|ch| async move {
-            ferrox_control::api::node_service_client::NodeServiceClient::new(ch)
-                .get_info(GetNodeInfoRequest {})
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .listeners[0]
-        .parse()
-        .unwrap();
+    let running: std::net::SocketAddr = node_info(&c).listeners[0].parse().unwrap();
 
     let p = publish(&c, "l1", "127.0.0.1", u32::from(running.port())).unwrap();
     assert_eq!(p.listeners, vec![running.to_string()]);
@@ -90,15 +80,7 @@ fn a_volume_published_on_one_listener_names_that_listener() {
     let e = publish(&c, "l2", "", 70000).unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
-    let subs = c
-        .call(|ch| async move {
-            TargetServiceClient::new(ch)
-                .list_subsystems(ListSubsystemsRequest {})
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .subsystems;
+    let subs = list_subsystems(&c);
     let l1 = subs
         .iter()
         .find(|s| s.volume == "l1")
@@ -115,16 +97,7 @@ fn a_volume_published_on_one_listener_names_that_listener() {
     drop(probe);
     let p = publish(&c, "l2", "127.0.0.2", u32::from(fresh.port())).unwrap();
     assert_eq!(p.listeners, vec![fresh.to_string()]);
-    let listeners = |c: &BlockingClient| {
-        c.call(|ch| async move {
-            ferrox_control::api::node_service_client::NodeServiceClient::new(ch)
-                .get_info(GetNodeInfoRequest {})
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .listeners
-    };
+    let listeners = |c: &BlockingClient| node_info(c).listeners;
     assert!(listeners(&c).contains(&fresh.to_string()));
     let dev = support::load::connect(&fresh.to_string(), &p.nqn);
     assert_eq!(

@@ -10,7 +10,7 @@ use ferrox_control::api::snapshot_service_client::SnapshotServiceClient;
 use ferrox_control::api::target_service_client::TargetServiceClient;
 use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
-use support::{list_volumes, Node, MIB};
+use support::{list_subsystems, list_volumes, Node, MIB};
 
 #[test]
 fn restart_restores_everything() {
@@ -93,15 +93,7 @@ fn restart_restores_everything() {
         .snapshots;
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].group_id, "g1");
-    let subs = c
-        .call(|ch| async move {
-            TargetServiceClient::new(ch)
-                .list_subsystems(ListSubsystemsRequest {})
-                .await
-        })
-        .unwrap()
-        .into_inner()
-        .subsystems;
+    let subs = list_subsystems(&c);
     let s = subs
         .iter()
         .find(|s| s.nqn == published.nqn)

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferrox_bdev::malloc::MallocBdev;
 use ferrox_nvme::spec::{
-    Command, ConnectCommand, ConnectData, DiscoveryLogEntry, DiscoveryLogHeader,
-    IdentifyController, IdentifyNamespace, Status, DISCOVERY_NQN,
+    Command, DiscoveryLogEntry, DiscoveryLogHeader, IdentifyController, IdentifyNamespace, Status,
+    DISCOVERY_NQN,
 };
 use ferrox_nvmeof::pdu::Digests;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 fn identify(h: &mut Host, cns: u32, nsid: u32) -> (Status, Vec<u8>) {
     let (c, d) = h.exec(
@@ -66,14 +66,7 @@ fn identify_reports_what_the_kernel_host_checks() {
 #[test]
 fn discovery_lists_the_subsystem() {
     let f = fixture();
-    let mut h = Host::ic(f.addr, Digests::default());
-    let cmd: Command = ConnectCommand::new(0, 0, 31, 0).into();
-    let data = ConnectData::new([2; 16], 0xFFFF, DISCOVERY_NQN, HOSTNQN).unwrap();
-    assert!(h.exec(cmd, data.as_bytes(), 0).0.status().is_success());
-    assert!(h
-        .prop_set(0x14, (6 << 16) | (4 << 20) | 1)
-        .status()
-        .is_success());
+    let mut h = Host::discovery(f.addr);
     let glp = Command::new(0x02, 0).with_cdws([0x70 | (((3 * 1024 / 4) - 1) << 16), 0, 0, 0, 0, 0]);
     let (c, d) = h.exec(glp, &[], 3072);
     assert!(c.status().is_success());

@@ -9,13 +9,10 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use ferrox_nvme::spec::{
-    Command, ConnectCommand, ConnectData, DiscoveryLogEntry, DiscoveryLogHeader, Status,
-    DISCOVERY_NQN,
-};
+use ferrox_nvme::spec::{Command, DiscoveryLogEntry, DiscoveryLogHeader, Status, DISCOVERY_NQN};
 use ferrox_nvmeof::pdu::Digests;
 use ferrox_nvmeof::{SubsystemConfig, Target};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 const OPEN_NQN: &str = "nqn.2026-11.io.ferrox:everywhere";
 
@@ -41,14 +38,7 @@ fn two_listeners() -> (Fixture, SocketAddr, SocketAddr) {
 
 /// (subsystem NQN, traddr) of every entry of the discovery log read through `addr`.
 fn discovery_entries(addr: SocketAddr) -> Vec<(String, String)> {
-    let mut h = Host::ic(addr, Digests::default());
-    let cmd: Command = ConnectCommand::new(0, 0, 31, 0).into();
-    let data = ConnectData::new([2; 16], 0xFFFF, DISCOVERY_NQN, HOSTNQN).unwrap();
-    assert!(h.exec(cmd, data.as_bytes(), 0).0.status().is_success());
-    assert!(h
-        .prop_set(0x14, (6 << 16) | (4 << 20) | 1)
-        .status()
-        .is_success());
+    let mut h = Host::discovery(addr);
     let records = 8u32;
     let len = 1024 * (records + 1);
     let glp = Command::new(0x02, 0).with_cdws([0x70 | ((len / 4 - 1) << 16), 0, 0, 0, 0, 0]);

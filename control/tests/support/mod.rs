@@ -232,3 +232,26 @@ pub fn list_volumes(c: &BlockingClient) -> Vec<ferrox_control::api::Volume> {
     .into_inner()
     .volumes
 }
+
+/// Every subsystem of the target, through TargetService.ListSubsystems.
+pub fn list_subsystems(c: &BlockingClient) -> Vec<ferrox_control::api::Subsystem> {
+    c.call(|ch| async move {
+        ferrox_control::api::target_service_client::TargetServiceClient::new(ch)
+            .list_subsystems(ferrox_control::api::ListSubsystemsRequest {})
+            .await
+    })
+    .unwrap()
+    .into_inner()
+    .subsystems
+}
+
+/// NodeService.GetInfo.
+pub fn node_info(c: &BlockingClient) -> ferrox_control::api::NodeInfo {
+    c.call(|ch| async move {
+        ferrox_control::api::node_service_client::NodeServiceClient::new(ch)
+            .get_info(ferrox_control::api::GetNodeInfoRequest {})
+            .await
+    })
+    .unwrap()
+    .into_inner()
+}

@@ -10,7 +10,7 @@ use ferrox_bdev::malloc::MallocBdev;
 use ferrox_bdev::BlockDevice;
 use ferrox_nvme::spec::{
     Command, Completion, ConnectCommand, ConnectData, PropertyCommand, PropertySize, SglDescriptor,
-    Status,
+    Status, DISCOVERY_NQN,
 };
 use ferrox_nvmeof::pdu::{
     le32, CommonHeader, DataHeader, Digests, HeaderBuf, IcReq, IcResp, PduType, CH_LEN,
@@ -295,6 +295,19 @@ impl Host {
         let cmd: Command = ConnectCommand::new(0, qid, 31, 0).into();
         let data = ConnectData::new([1; 16], cntlid, subnqn, hostnqn).unwrap();
         self.exec(cmd, data.as_bytes(), 0).0
+    }
+
+    /// ICReq, Connect to the discovery subsystem as HOSTNQN, and CC.EN.
+    pub fn discovery(addr: SocketAddr) -> Self {
+        let mut h = Self::ic(addr, Digests::default());
+        let cmd: Command = ConnectCommand::new(0, 0, 31, 0).into();
+        let data = ConnectData::new([2; 16], 0xFFFF, DISCOVERY_NQN, HOSTNQN).unwrap();
+        assert!(h.exec(cmd, data.as_bytes(), 0).0.status().is_success());
+        assert!(h
+            .prop_set(0x14, (6 << 16) | (4 << 20) | 1)
+            .status()
+            .is_success());
+        h
     }
 
     pub fn prop_set(&mut self, ofst: u32, v: u32) -> Completion {
