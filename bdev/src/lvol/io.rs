@@ -230,12 +230,12 @@ impl BaseIo {
         first_err
     }
 
-    /// Makes a large area read as zeroes with Write Zeroes requests of up to 1 GiB
-    /// (for devices where that writes no data).
-    pub async fn zero_all(&self, off: u64, len: u64) -> Result<(), BdevError> {
+    /// Write Zeroes over `len` bytes at `off`, in requests of at most `piece` bytes,
+    /// one after the other.
+    async fn write_zeroes(&self, off: u64, len: u64, piece: u64) -> Result<(), BdevError> {
         let mut at = 0;
         while at < len {
-            let n = (1 << 30).min(len - at);
+            let n = piece.min(len - at);
             self.submit(IoOp::WriteZeroes {
                 lba: (off + at) / self.bs,
                 blocks: n / self.bs,
@@ -248,23 +248,17 @@ impl BaseIo {
         Ok(())
     }
 
+    /// Makes a large area read as zeroes with Write Zeroes requests of up to 1 GiB
+    /// (for devices where that writes no data).
+    pub async fn zero_all(&self, off: u64, len: u64) -> Result<(), BdevError> {
+        self.write_zeroes(off, len, 1 << 30).await
+    }
+
     /// Makes `len` bytes at `off` read as zeroes.
     pub async fn zero(&self, off: u64, len: u64) -> Result<(), BdevError> {
         if self.chan.info().ops.contains(Ops::WRITE_ZEROES) {
-            let mut at = 0;
-            while at < len {
-                // Write zeroes carries no buffer; keep requests to a sane size anyway.
-                let n = (64 * self.chunk).min(len - at);
-                self.submit(IoOp::WriteZeroes {
-                    lba: (off + at) / self.bs,
-                    blocks: n / self.bs,
-                })
-                .wait()
-                .await
-                .0?;
-                at += n;
-            }
-            return Ok(());
+            // Write zeroes carries no buffer; keep requests to a sane size anyway.
+            return self.write_zeroes(off, len, 64 * self.chunk).await;
         }
         let zeroes = vec![0u8; self.chunk.min(len) as usize];
         let mut at = 0;
