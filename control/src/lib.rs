@@ -47,7 +47,8 @@
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.
 //! * Crash-consistent snapshot groups (`group_id` is recorded only). Per-volume
-//!   latency metrics (the target does not time commands).
+//!   figures (`VolumeService.Stats`, metrics) count the controllers connected now: a
+//!   controller's counts leave with it.
 //!
 //! [`LvolStore`]: ferrox_bdev::lvol::LvolStore
 

@@ -98,12 +98,20 @@ fn every_command_through_the_cli() {
     let out = ok(&node, &["volume", "resize", "v1", "--size", "16MiB"]);
     assert!(out.contains("16 MiB"), "{out}");
 
+    let out = ok(&node, &["volume", "stats", "v1"]);
+    assert!(out.contains("not published"), "{out}");
     let out = ok(&node, &["volume", "publish", "v1", "--any-host"]);
     assert!(
         out.contains("nvme connect -t tcp -a 127.0.0.1 -s ")
             && out.contains("-n nqn.2026-11.io.ferrox:volume:v1"),
         "{out}"
     );
+    let out = ok(&node, &["volume", "stats", "v1", "--window", "100ms"]);
+    assert!(
+        out.contains("0 controller(s) connected") && out.contains("no I/O in the window"),
+        "{out}"
+    );
+    fails(&node, &["volume", "stats", "v1", "--window", "20s"], "10s");
     fails(
         &node,
         &["volume", "publish", "v1", "--host", "bogus"],

@@ -29,6 +29,8 @@ const FEATURES: &[&str] = &[
     "snapshot",
     "clone",
     "resize",
+    "online-grow",
+    "volume-stats",
     "nvmf-tcp",
     "unix-socket-api",
     "tcp-mtls-api",
@@ -134,6 +136,10 @@ impl VolumeService for Svc {
 
     async fn resize(&self, r: Request<ResizeVolumeRequest>) -> Res<Volume> {
         ok(self.0.volume_resize(r.into_inner()).await)
+    }
+
+    async fn stats(&self, r: Request<VolumeStatsRequest>) -> Res<VolumeStats> {
+        ok(self.0.volume_stats(r.into_inner()).await)
     }
 
     async fn destroy(&self, r: Request<DestroyVolumeRequest>) -> Res<DestroyVolumeResponse> {

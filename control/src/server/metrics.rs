@@ -24,8 +24,11 @@
 //!   label `pool`.
 //! * `control_ready`, `control_uptime_seconds`.
 //!
-//! Not exported: per-volume latency (the target does not time commands; a histogram
-//! needs a timestamp per command on the data path).
+//! * `controller_io_latency_seconds` — histogram, same labels: I/O command latency
+//!   at the target (capsule received to response queued), power-of-two µs buckets.
+//!
+//! `VolumeService.Stats` reports the same counters per volume, with rates and
+//! percentiles over a window.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

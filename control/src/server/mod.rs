@@ -8,6 +8,7 @@ pub use metrics::METRICS_PATH;
 mod pools;
 mod publish;
 mod reconcile;
+mod stats;
 mod volumes;
 
 use std::collections::BTreeMap;

@@ -50,7 +50,7 @@ impl Core {
         })
     }
 
-    fn volume_msg(&self, rec: &VolumeRec) -> Result<api::Volume, ControlError> {
+    pub(super) fn volume_msg(&self, rec: &VolumeRec) -> Result<api::Volume, ControlError> {
         let (info, state) = self.live(&rec.pool, &rec.name)?;
         let cluster = self
             .pools()
@@ -102,7 +102,7 @@ impl Core {
         Ok(m)
     }
 
-    fn volume_rec(&self, name: &str) -> Result<VolumeRec, ControlError> {
+    pub(super) fn volume_rec(&self, name: &str) -> Result<VolumeRec, ControlError> {
         self.records()
             .get::<VolumeRec>(name)?
             .filter(|v| v.phase == Phase::Ready)

@@ -210,6 +210,16 @@ enum VolumeCmd {
         #[arg(long, value_name = "PORT")]
         port: Option<u16>,
     },
+    /// I/O of a published volume: totals, rates and latency over a sampling window.
+    #[command(
+        after_help = "Examples:\n  ferroxctl volume stats vol1\n  ferroxctl volume stats vol1 --window 5s -o json"
+    )]
+    Stats {
+        name: String,
+        /// Sampling window: milliseconds ("500ms") or seconds ("2s"), at most 10s.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_window)]
+        window: u32,
+    },
     /// Stop exporting a volume.
     #[command(after_help = "Example:\n  ferroxctl volume unpublish vol1")]
     Unpublish { name: String },
@@ -384,6 +394,14 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                         .await?;
                     out.volumes(&r.into_inner().volumes);
                 }
+                VolumeCmd::Stats { name, window } => out.volume_stats(
+                    &v.stats(VolumeStatsRequest {
+                        name,
+                        window_ms: window,
+                    })
+                    .await?
+                    .into_inner(),
+                ),
                 VolumeCmd::Get { name } => {
                     out.volumes(&[v.get(GetVolumeRequest { name }).await?.into_inner()])
                 }
@@ -524,4 +542,24 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// "500ms" or "2s" as milliseconds (1 to 10000).
+fn parse_window(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        return Err(format!("{s:?}: give a unit, e.g. 500ms or 2s"));
+    };
+    let n: u32 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: not a whole number of ms or s"))?;
+    match n.checked_mul(scale) {
+        Some(ms) if (1..=10_000).contains(&ms) => Ok(ms),
+        _ => Err(format!("{s:?}: the window is 1ms to 10s")),
+    }
 }

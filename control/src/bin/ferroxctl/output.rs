@@ -239,6 +239,57 @@ impl Out {
         );
     }
 
+    pub fn volume_stats(&self, s: &VolumeStats) {
+        if self.0 {
+            return json(s);
+        }
+        println!("volume     {}", s.name);
+        println!("allocated  {}", human(s.allocated_bytes));
+        if s.nqn.is_empty() {
+            println!("not published: no I/O figures");
+            return;
+        }
+        let k = |v: f64| {
+            if v >= 1000.0 {
+                format!("{:.1}k", v / 1000.0)
+            } else {
+                format!("{v:.0}")
+            }
+        };
+        println!("nqn        {}", s.nqn);
+        println!(
+            "window     {:.2} s, {} controller(s) connected",
+            s.window_seconds, s.controllers
+        );
+        println!(
+            "read       {} IOPS, {}/s (total {} commands, {})",
+            k(s.read_iops),
+            human(s.read_bytes_per_second as u64),
+            s.read_ops,
+            human(s.read_bytes)
+        );
+        println!(
+            "write      {} IOPS, {}/s (total {} commands, {})",
+            k(s.write_iops),
+            human(s.write_bytes_per_second as u64),
+            s.write_ops,
+            human(s.write_bytes)
+        );
+        if s.window_ops == 0 {
+            println!("latency    - (no I/O in the window)");
+        } else {
+            println!(
+                "latency    mean {:.1} µs, p50 <{} p90 <{} p99 <{} p99.9 <{} µs ({} commands)",
+                s.latency_mean_us,
+                s.latency_p50_us,
+                s.latency_p90_us,
+                s.latency_p99_us,
+                s.latency_p999_us,
+                s.window_ops
+            );
+        }
+    }
+
     pub fn published(&self, p: &PublishResponse) {
         if self.0 {
             return json(p);
