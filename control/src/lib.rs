@@ -46,9 +46,9 @@
 //!   published volume (it grows online).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.
-//! * Crash-consistent snapshot groups (`group_id` is recorded only). Per-volume
-//!   figures (`VolumeService.Stats`, metrics) count the controllers connected now: a
-//!   controller's counts leave with it.
+//! * Crash-consistent snapshot groups (`group_id` is recorded only). Per-volume I/O
+//!   counts start again when the volume is exported again (publish, daemon start);
+//!   the metrics' per-controller series end with their controller.
 //!
 //! [`LvolStore`]: ferrox_bdev::lvol::LvolStore
 

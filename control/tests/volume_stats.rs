@@ -58,6 +58,25 @@ fn stats_of_a_volume_under_io() {
     );
     assert!(s.allocated_bytes > 0, "{s:?}");
 
+    // The host is gone (the load's connections closed): its controller leaves, its
+    // counts stay.
+    let t0 = std::time::Instant::now();
+    let after = loop {
+        let a = stats(&c, "busy", 10).unwrap();
+        if a.controllers == 0 {
+            break a;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the controller stayed: {a:?}"
+        );
+    };
+    assert!(
+        after.read_ops >= s.read_ops && after.write_ops >= s.write_ops,
+        "{after:?} after {s:?}"
+    );
+    assert!(after.read_bytes >= s.read_bytes, "{after:?}");
+
     // Not published: no I/O figures, and no waiting for a window.
     let req = CreateVolumeRequest {
         name: "idle".into(),

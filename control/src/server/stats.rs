@@ -1,10 +1,11 @@
-//! VolumeService.Stats: a published volume's I/O through the controllers connected
-//! now — totals, and rates and latency percentiles over a sampling window.
+//! VolumeService.Stats: a published volume's I/O since it was published (controllers
+//! connected now and gone) — totals, and rates and latency percentiles over a
+//! sampling window.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrox_nvmeof::target::ctrl::{Latency, LATENCY_BUCKETS};
+use ferrox_nvmeof::target::ctrl::{IoTotals, Latency, LATENCY_BUCKETS};
 
 use super::{rpc_submit, Core, Job};
 use crate::api;
@@ -15,38 +16,22 @@ use crate::validate;
 /// The longest sampling window a call may ask for.
 const MAX_WINDOW_MS: u32 = 10_000;
 
-/// Counters summed over a subsystem's controllers at one instant.
+/// A subsystem's I/O counts (every controller it has had) at one instant.
 #[derive(Debug, Default, Clone)]
 struct Sample {
     controllers: u32,
-    read_ops: u64,
-    write_ops: u64,
-    read_bytes: u64,
-    write_bytes: u64,
-    latency: Latency,
+    io: IoTotals,
 }
 
 impl Core {
     fn sample(&self, nqn: &str) -> Sample {
-        let mut s = Sample::default();
-        let Some(sub) = self.ctx.target.subsystem(nqn) else {
-            return s;
-        };
-        for c in sub.controllers() {
-            let (rc, wc, rb, wb) = c.totals();
-            let l = c.latency();
-            s.controllers += 1;
-            s.read_ops += rc;
-            s.write_ops += wc;
-            s.read_bytes += rb;
-            s.write_bytes += wb;
-            for (a, b) in s.latency.buckets.iter_mut().zip(l.buckets) {
-                *a += b;
-            }
-            s.latency.sum_ns += l.sum_ns;
-            s.latency.count += l.count;
+        match self.ctx.target.subsystem(nqn) {
+            Some(sub) => Sample {
+                controllers: sub.controllers().len() as u32,
+                io: sub.io_totals(),
+            },
+            None => Sample::default(),
         }
-        s
     }
 
     pub async fn volume_stats(
@@ -85,8 +70,9 @@ impl Core {
         tokio::time::sleep(window).await;
         let b = self.sample(&p.nqn);
         let secs = t0.elapsed().as_secs_f64();
-        // Controllers that left during the window take their counts with them.
+        // Counts only grow (gone controllers stay counted); saturate all the same.
         let d = |x: u64, y: u64| y.saturating_sub(x);
+        let (a, b, n) = (&a.io, &b.io, b.controllers);
         let mut lat = Latency::default();
         for i in 0..LATENCY_BUCKETS {
             lat.buckets[i] = d(a.latency.buckets[i], b.latency.buckets[i]);
@@ -94,7 +80,7 @@ impl Core {
         lat.count = lat.buckets.iter().sum();
         lat.sum_ns = d(a.latency.sum_ns, b.latency.sum_ns);
         out.nqn = p.nqn;
-        out.controllers = b.controllers;
+        out.controllers = n;
         out.read_ops = b.read_ops;
         out.write_ops = b.write_ops;
         out.read_bytes = b.read_bytes;

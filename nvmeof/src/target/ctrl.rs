@@ -62,6 +62,30 @@ pub struct Latency {
     pub count: u64,
 }
 
+/// A controller's (or subsystem's) I/O counts: commands, bytes and latency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoTotals {
+    pub read_ops: u64,
+    pub write_ops: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub latency: Latency,
+}
+
+impl IoTotals {
+    pub fn add(&mut self, o: &IoTotals) {
+        self.read_ops += o.read_ops;
+        self.write_ops += o.write_ops;
+        self.read_bytes += o.read_bytes;
+        self.write_bytes += o.write_bytes;
+        for (a, b) in self.latency.buckets.iter_mut().zip(o.latency.buckets) {
+            *a += b;
+        }
+        self.latency.sum_ns += o.latency.sum_ns;
+        self.latency.count += o.latency.count;
+    }
+}
+
 impl Latency {
     /// The upper bound of bucket `i` in seconds (`f64::INFINITY` for the last).
     pub fn upper_bound_secs(i: usize) -> f64 {
@@ -430,6 +454,18 @@ impl Controller {
             c.add_latency_to(&mut l);
         }
         l
+    }
+
+    /// Commands, bytes and latency of all this controller's queues, past and present.
+    pub fn io_totals(&self) -> IoTotals {
+        let (read_ops, write_ops, read_bytes, write_bytes) = self.totals();
+        IoTotals {
+            read_ops,
+            write_ops,
+            read_bytes,
+            write_bytes,
+            latency: self.latency(),
+        }
     }
 
     pub fn totals(&self) -> (u64, u64, u64, u64) {

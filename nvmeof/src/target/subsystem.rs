@@ -33,6 +33,8 @@ pub struct Subsystem {
     /// Bumped on every namespace change; I/O queues compare it to refresh caches.
     pub ns_generation: AtomicU64,
     controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
+    /// I/O counts of controllers that are gone.
+    retired_io: Mutex<super::ctrl::IoTotals>,
     next_cntlid: Mutex<u16>,
     node_id: [u8; 16],
 }
@@ -60,6 +62,7 @@ impl Subsystem {
             namespaces: RwLock::new(BTreeMap::new()),
             ns_generation: AtomicU64::new(0),
             controllers: Mutex::new(BTreeMap::new()),
+            retired_io: Mutex::new(Default::default()),
             next_cntlid: Mutex::new(1),
             node_id,
         }
@@ -211,11 +214,33 @@ impl Subsystem {
             .cloned()
     }
 
+    /// Removes a controller; its I/O counts stay in the subsystem's totals (commands
+    /// that complete after this are not counted).
     pub fn unregister_controller(&self, cntlid: u16) {
-        self.controllers
+        let gone = self
+            .controllers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&cntlid);
+        if let Some(c) = gone {
+            self.retired_io
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&c.io_totals());
+        }
+    }
+
+    /// I/O counts of every controller the subsystem has had, connected or gone.
+    pub fn io_totals(&self) -> super::ctrl::IoTotals {
+        let mut t = self
+            .retired_io
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for c in self.controllers() {
+            t.add(&c.io_totals());
+        }
+        t
     }
 
     pub fn controllers(&self) -> Vec<Arc<Controller>> {
