@@ -12,11 +12,11 @@ use crate::validate;
 
 /// What `Publish` says about listeners.
 const LISTENER_NOTE: &str =
-    "reachable through the running listeners that match address and port (all when neither is given); with both given and no such listener, one is opened";
+    "reachable through the running listeners that match address and port (the configuration's listeners when neither is given); with both given and no such listener, one is opened";
 
 impl Core {
     /// The running listeners `rec` asks for: those matching its address and port, or
-    /// an empty list for "every listener".
+    /// an empty list for "the configuration's listeners".
     fn rec_listeners(&self, rec: &PublishRec) -> Vec<std::net::SocketAddr> {
         if rec.address.is_empty() && rec.port == 0 {
             return Vec::new();
