@@ -13,10 +13,10 @@ use std::task::{Context, Poll, Waker};
 
 use ferrox_reactor::{PollStatus, Poller, PollerId, Reactor};
 
-use super::format::{check_name, encode_meta, Label, Meta, VolMeta, MAX_VOLUMES, NONE};
+use super::format::{check_name, encode_meta, Meta, VolMeta, MAX_VOLUMES, NONE};
 use super::io::{try_join_all, BaseIo, IoFuture, LocalFuture};
 use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
-use crate::{BdevError, Ops};
+use crate::BdevError;
 
 thread_local! {
     /// The engines living on this (metadata) reactor, by store id.
@@ -110,7 +110,7 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn io_err(during: &'static str) -> impl Fn(BdevError) -> LvolError {
+pub(super) fn io_err(during: &'static str) -> impl Fn(BdevError) -> LvolError {
     move |source| LvolError::Io { during, source }
 }
 
@@ -875,94 +875,4 @@ impl Engine {
             freed_on_delete,
         }
     }
-}
-
-/// Reads the label and the newest valid metadata generation.
-pub(crate) async fn load_meta(
-    io: &BaseIo,
-    dev: &crate::BdevInfo,
-) -> Result<(Label, Meta), LvolError> {
-    let bs = io.bs;
-    let lb = io.read(0, bs).await.map_err(io_err("reading the label"))?;
-    let label = Label::decode(&lb, dev)?;
-    let mut cands = Vec::new();
-    let mut why = Vec::new();
-    for (i, &off) in label.slot_offset.iter().enumerate() {
-        let h = io
-            .read(off, bs)
-            .await
-            .map_err(io_err("reading a metadata slot"))?;
-        match super::format::decode_header(&h, &label) {
-            Ok(h) => cands.push((h.generation, i, h.len)),
-            Err(e) => why.push(format!("slot {i} at byte {off}: {e}")),
-        }
-    }
-    cands.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
-    for (generation, i, len) in cands {
-        let off = label.slot_offset[i];
-        let b = io
-            .read(off, len.div_ceil(bs) * bs)
-            .await
-            .map_err(io_err("reading a metadata slot"))?;
-        match super::format::decode_meta(&b, &label) {
-            Ok(m) => {
-                if !why.is_empty() {
-                    tracing::warn!(pool = %label.name, generation, skipped = ?why, "lvol: using an older metadata generation");
-                }
-                return Ok((label, m));
-            }
-            Err((e, at)) => why.push(format!(
-                "slot {i} generation {generation}: {e} at byte {}",
-                off + at
-            )),
-        }
-    }
-    Err(LvolError::Corrupt {
-        device: dev.name.clone(),
-        what: format!("no valid metadata generation ({})", why.join("; ")),
-        offset: label.slot_offset[0],
-    })
-}
-
-/// Writes a fresh pool: label erased, an empty generation 1, then the label.
-pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<Meta, LvolError> {
-    let bs = io.bs as usize;
-    let e = io_err("formatting");
-    io.write(0, &vec![0u8; bs]).await.map_err(&e)?;
-    io.flush().await.map_err(&e)?;
-    // A data area zeroed now lets allocations skip zeroing (see `Meta::clean_from`);
-    // only where zeroing writes no data.
-    let ops = io.chan.info().ops;
-    let cheap = ops.contains(Ops::WRITE_ZEROES | Ops::CHEAP_ZEROES);
-    let clean_from = match cheap {
-        true => match io
-            .zero_all(label.data_offset, label.clusters * label.cluster_size)
-            .await
-        {
-            Ok(()) => 0,
-            Err(err) => {
-                // Not fatal: clusters are then zeroed as they are allocated.
-                tracing::warn!(pool = %label.name, error = %err, "lvol: cannot zero the data area at format; zeroing clusters on first use");
-                label.clusters
-            }
-        },
-        false => label.clusters,
-    };
-    let meta = Meta {
-        generation: 1,
-        next_id: 1,
-        vols: Vec::new(),
-        clean_from,
-    };
-    let img = encode_meta(&meta, label)?;
-    io.write(label.slot_offset[1], &img).await.map_err(&e)?;
-    io.write(label.slot_offset[0], &vec![0u8; bs])
-        .await
-        .map_err(&e)?;
-    io.flush().await.map_err(&e)?;
-    let mut lb = vec![0u8; bs];
-    lb[..super::format::LABEL_LEN].copy_from_slice(&label.encode());
-    io.write(0, &lb).await.map_err(&e)?;
-    io.flush().await.map_err(&e)?;
-    Ok(meta)
 }

@@ -164,47 +164,28 @@ impl BaseIo {
         Err(BdevError::Io(libc::ENOMEM))
     }
 
-    /// Reads `len` bytes at byte `off` (both block multiples), up to 16 requests at a
-    /// time.
+    /// Reads `len` bytes at byte `off` (both block multiples), a piece at a time: only
+    /// start-up reads the label and metadata this way.
     pub async fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, BdevError> {
         let mut out = vec![0u8; len as usize];
-        let mut pending = std::collections::VecDeque::new();
-        let mut first_err = Ok(());
         let mut at = 0;
-        while at < len || !pending.is_empty() {
-            if at < len && pending.len() < 16 && first_err.is_ok() {
-                let n = self.chunk.min(len - at);
-                match self.buffer(n as usize).await {
-                    Ok(buf) => {
-                        let p = self.submit(IoOp::Read {
-                            lba: (off + at) / self.bs,
-                            blocks: n / self.bs,
-                            buf,
-                        });
-                        pending.push_back((at as usize, p));
-                        at += n;
-                    }
-                    Err(e) => first_err = Err(e),
-                }
-                continue;
-            }
-            if first_err.is_err() && pending.is_empty() {
-                break;
-            }
-            let Some((a, p)) = pending.pop_front() else {
-                break;
-            };
-            // Every request is waited for, even after an error: none is left in flight.
-            let (res, buf) = p.wait().await;
-            match (res, buf) {
-                (Ok(()), Some(buf)) => {
-                    out[a..a + buf.as_slice().len()].copy_from_slice(buf.as_slice());
-                }
-                (Ok(()), None) => first_err = first_err.and(Err(BdevError::Io(libc::EIO))),
-                (Err(e), _) => first_err = first_err.and(Err(e)),
-            }
+        while at < len {
+            let n = self.chunk.min(len - at);
+            let buf = self.buffer(n as usize).await?;
+            let (res, buf) = self
+                .submit(IoOp::Read {
+                    lba: (off + at) / self.bs,
+                    blocks: n / self.bs,
+                    buf,
+                })
+                .wait()
+                .await;
+            res?;
+            let buf = buf.ok_or(BdevError::Io(libc::EIO))?;
+            out[at as usize..(at + n) as usize].copy_from_slice(buf.as_slice());
+            at += n;
         }
-        first_err.map(|()| out)
+        Ok(out)
     }
 
     /// Writes `data` (a block multiple) at byte `off`, up to 16 requests at a time.

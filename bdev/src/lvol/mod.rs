@@ -163,6 +163,7 @@ mod channel;
 mod engine;
 mod format;
 mod io;
+mod setup;
 
 pub use channel::LvolBdev;
 pub use format::{FORMAT_VERSION, MAX_NAME, MAX_VOLUMES};
@@ -411,7 +412,7 @@ impl LvolStore {
                 }
             };
             io::spawn(r, async move {
-                let res = engine::format(&io, &sh2.label).await;
+                let res = setup::format(&io, &sh2.label).await;
                 tx.send(res.map(|meta| {
                     Reactor::with(|r| Engine::start(r, sh2, io, meta));
                 }));
@@ -441,7 +442,7 @@ impl LvolStore {
                 }
             };
             io::spawn(r, async move {
-                let res = engine::load_meta(&io, base.info()).await;
+                let res = setup::load_meta(&io, base.info()).await;
                 tx.send(res.map(|(label, meta)| {
                     let sh = Arc::new(Shared {
                         id: next_store_id(),
