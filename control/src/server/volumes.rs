@@ -231,17 +231,11 @@ impl Core {
         let lvs = self.lvs(&rec.pool)?;
         let core = self.clone();
         rpc_submit(Job::blocking(move || {
-            let r = core.records();
-            r.put(&rec)?;
-            if let Err(e) = lvs.create_volume(&rec.name, rec.size, rec.thin) {
-                r.delete::<VolumeRec>(&rec.name)?;
-                return Err(ControlError::lvol(format!("creating volume {:?}", rec.name), e));
-            }
-            let rec = VolumeRec {
-                phase: Phase::Ready,
-                ..rec
-            };
-            r.put(&rec)?;
+            let rec = core.create_recorded(rec, |rec| {
+                lvs.create_volume(&rec.name, rec.size, rec.thin)
+                    .map(drop)
+                    .map_err(|e| ControlError::lvol(format!("creating volume {:?}", rec.name), e))
+            })?;
             tracing::info!(volume = %rec.name, pool = %rec.pool, size = rec.size, thin = rec.thin, "volume created");
             core.volume_msg(&rec)
         }))
@@ -407,20 +401,11 @@ impl Core {
         };
         let core = self.clone();
         rpc_submit(Job::blocking(move || {
-            let r = core.records();
-            r.put(&rec)?;
-            if let Err(e) = lvs.snapshot(&rec.volume, &rec.name) {
-                r.delete::<SnapshotRec>(&rec.name)?;
-                return Err(ControlError::lvol(
-                    format!("snapshotting {:?}", rec.volume),
-                    e,
-                ));
-            }
-            let rec = SnapshotRec {
-                phase: Phase::Ready,
-                ..rec
-            };
-            r.put(&rec)?;
+            let rec = core.create_recorded(rec, |rec| {
+                lvs.snapshot(&rec.volume, &rec.name)
+                    .map(drop)
+                    .map_err(|e| ControlError::lvol(format!("snapshotting {:?}", rec.volume), e))
+            })?;
             tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
             core.snapshot_msg(&rec)
         }))
@@ -465,6 +450,26 @@ impl Core {
         }
         let lvs = self.lvs(&rec.pool)?;
         self.delete_recorded(lvs, rec, name, "snapshot").await
+    }
+
+    /// Creates a volume or snapshot with its intent recorded first: the record is
+    /// written as Creating, `make` creates the object in the pool, then the record goes
+    /// to Ready. A failure removes the record; a crash in between is finished by the
+    /// start-up reconciliation. On a blocking thread.
+    fn create_recorded<R: Record>(
+        &self,
+        rec: R,
+        make: impl FnOnce(&R) -> Result<(), ControlError>,
+    ) -> Result<R, ControlError> {
+        let r = self.records();
+        r.put(&rec)?;
+        if let Err(e) = make(&rec) {
+            r.delete::<R>(rec.id())?;
+            return Err(e);
+        }
+        let rec = rec.in_phase(Phase::Ready);
+        r.put(&rec)?;
+        Ok(rec)
     }
 
     /// Deletes a volume or snapshot with its intent recorded first: the record goes to
@@ -546,17 +551,11 @@ impl Core {
                 clone_of: Some(snap.name.clone()),
                 phase: Phase::Creating,
             };
-            let r = core.records();
-            r.put(&rec)?;
-            if let Err(e) = lvs.clone_volume(&snap.name, &rec.name) {
-                r.delete::<VolumeRec>(&rec.name)?;
-                return Err(ControlError::lvol(format!("cloning {:?}", snap.name), e));
-            }
-            let rec = VolumeRec {
-                phase: Phase::Ready,
-                ..rec
-            };
-            r.put(&rec)?;
+            let rec = core.create_recorded(rec, |rec| {
+                lvs.clone_volume(&snap.name, &rec.name)
+                    .map(drop)
+                    .map_err(|e| ControlError::lvol(format!("cloning {:?}", snap.name), e))
+            })?;
             tracing::info!(volume = %rec.name, snapshot = %snap.name, "clone created");
             core.volume_msg(&rec)
         }))
