@@ -8,7 +8,7 @@ use ferrox_bdev::lvol::{LvolError, LvolStore};
 use super::pools::{close_base, open_base};
 use super::{rpc_submit, Core, Job, PoolEntry};
 use crate::error::ControlError;
-use crate::state::{Phase, PoolBaseRec, PoolRec, PublishRec, SnapshotRec, VolumeRec};
+use crate::state::{Phase, PoolBaseRec, PoolRec, PublishRec, Record, SnapshotRec, VolumeRec};
 
 /// Runs once, before the server answers anything but `NodeService`. Individual
 /// objects that cannot be restored are logged and shown by the API; only a failing
@@ -138,6 +138,16 @@ impl Core {
                     r.delete::<VolumeRec>(&name)
                 }
             };
+            let mark_ready = |r: &crate::state::Records<'_>| -> Result<(), ControlError> {
+                if snap {
+                    if let Some(s) = r.get::<SnapshotRec>(&name)? {
+                        r.put(&s.in_phase(Phase::Ready))?;
+                    }
+                } else if let Some(v) = r.get::<VolumeRec>(&name)? {
+                    r.put(&v.in_phase(Phase::Ready))?;
+                }
+                Ok(())
+            };
             match (phase, exists(&name)) {
                 (Phase::Creating, true) => {
                     tracing::warn!(
@@ -146,19 +156,7 @@ impl Core {
                         kind,
                         "finishing a creation a restart interrupted"
                     );
-                    if snap {
-                        if let Some(s) = r.get::<SnapshotRec>(&name)? {
-                            r.put(&SnapshotRec {
-                                phase: Phase::Ready,
-                                ..s
-                            })?;
-                        }
-                    } else if let Some(v) = r.get::<VolumeRec>(&name)? {
-                        r.put(&VolumeRec {
-                            phase: Phase::Ready,
-                            ..v
-                        })?;
-                    }
+                    mark_ready(&r)?;
                 }
                 (Phase::Creating, false) => {
                     tracing::warn!(
@@ -182,19 +180,7 @@ impl Core {
                         }
                         Err(e) => {
                             tracing::warn!(pool, name, kind, error = %e, "cannot finish the deletion; keeping it");
-                            if snap {
-                                if let Some(s) = r.get::<SnapshotRec>(&name)? {
-                                    r.put(&SnapshotRec {
-                                        phase: Phase::Ready,
-                                        ..s
-                                    })?;
-                                }
-                            } else if let Some(v) = r.get::<VolumeRec>(&name)? {
-                                r.put(&VolumeRec {
-                                    phase: Phase::Ready,
-                                    ..v
-                                })?;
-                            }
+                            mark_ready(&r)?;
                         }
                     }
                 }
