@@ -114,7 +114,8 @@ impl Fes {
 }
 
 /// A protocol violation: the connection ends with a termination request carrying
-/// `fes` and `fei` (for header-field errors, the byte offset of the bad field).
+/// `fes` and `fei`: for an invalid header field the byte offset of the field, for a
+/// header digest error the digest received, otherwise reserved (0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("NVMe/TCP protocol error {fes:?} at {fei}: {why}")]
 pub struct TermError {
@@ -331,9 +332,10 @@ pub fn validate_h2c(
         } else {
             Fes::DATA_OUT_OF_RANGE
         };
+        // FEI is reserved for these two statuses.
         return Err(TermError::new(
             fes,
-            4,
+            0,
             "data longer than the negotiated limit",
         ));
     }

@@ -91,8 +91,8 @@ fn silent_host_is_torn_down_after_kato() {
     let (mut a, cntlid) = Host::admin(f.addr, Digests::default(), 300);
     let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
     // Say nothing: both queues must be closed by the target.
-    assert!(a.try_recv().is_none());
-    assert!(io.try_recv().is_none());
+    a.expect_closed("KATO expired: the admin queue");
+    io.expect_closed("KATO expired: the I/O queue");
     let waited = t0.elapsed();
     assert!(
         waited >= Duration::from_millis(300),
@@ -172,10 +172,7 @@ fn subsystems_come_and_go_while_running() {
     let mut h = Host::ic(f.addr, Digests::default());
     assert!(h.connect_to(nqn2, HOSTNQN, 0, 0xFFFF).status().is_success());
     t.remove_subsystem(nqn2).unwrap();
-    assert!(
-        h.try_recv().is_none(),
-        "removing the subsystem closes its controllers"
-    );
+    h.expect_closed("removing the subsystem closes its controllers");
     assert!(t.remove_subsystem(nqn2).is_err());
     assert!(t.remove_subsystem(DISCOVERY_NQN).is_err());
 }
@@ -230,4 +227,100 @@ fn a_namespace_given_a_larger_device_reports_it_and_serves_the_new_blocks() {
         io.write(old_blocks * 2, &pattern(4, 512)),
         Status::LBA_OUT_OF_RANGE.with_dnr()
     );
+}
+
+/// A device without Write Zeroes and Unmap (as some drives and pools on them are).
+struct Plain {
+    inner: Arc<dyn ferrox_bdev::BlockDevice>,
+    info: ferrox_bdev::BdevInfo,
+}
+
+impl ferrox_bdev::BlockDevice for Plain {
+    fn info(&self) -> &ferrox_bdev::BdevInfo {
+        &self.info
+    }
+
+    fn open_channel(
+        self: Arc<Self>,
+        r: &ferrox_reactor::Reactor,
+    ) -> Result<std::rc::Rc<dyn ferrox_bdev::ChannelImpl>, ferrox_bdev::BdevError> {
+        self.inner.clone().open_channel(r)
+    }
+}
+
+#[test]
+fn oncs_follows_the_devices_and_identify_needs_its_4k() {
+    const PLAIN: &str = "nqn.2026-11.io.ferrox:plain";
+    let f = fixture_with(&["127.0.0.1:0"], Vec::new(), |_| {
+        let inner: Arc<dyn ferrox_bdev::BlockDevice> = MallocBdev::new("m1", 4096, 512).unwrap();
+        let mut info = inner.info().clone();
+        info.ops
+            .remove(ferrox_bdev::Ops::WRITE_ZEROES | ferrox_bdev::Ops::UNMAP);
+        vec![ferrox_nvmeof::SubsystemConfig {
+            nqn: PLAIN.to_string(),
+            serial: "SN0002".to_string(),
+            model: "Ferrox plain".to_string(),
+            allow_any_host: true,
+            hosts: Vec::new(),
+            namespaces: vec![(1, Arc::new(Plain { inner, info }))],
+            listeners: Vec::new(),
+        }]
+    });
+    // The malloc-backed subsystem: Compare, DSM and Write Zeroes.
+    let (mut a, _) = Host::admin(f.addr, Digests::default(), 0);
+    let (_, d) = identify(&mut a, 1, 0);
+    assert_eq!(
+        IdentifyController::read_from_bytes(&d).unwrap().oncs,
+        0b1101
+    );
+    // Identify into a buffer shorter than its 4 KiB data structure.
+    let (c, _) = a.exec(
+        Command::new(0x06, 0).with_cdws([1, 0, 0, 0, 0, 0]),
+        &[],
+        512,
+    );
+    assert_eq!(c.status().code(), Status::DATA_SGL_LENGTH_INVALID);
+
+    // The plain device's subsystem: no Write Zeroes; deallocation is a no-op.
+    let mut pa = Host::ic(f.addr, Digests::default());
+    let c = pa.connect_to(PLAIN, HOSTNQN, 0, 0xFFFF);
+    assert!(c.status().is_success(), "{}", c.status());
+    let cntlid = c.dw0 as u16;
+    assert!(pa
+        .prop_set(0x14, (6 << 16) | (4 << 20) | 1)
+        .status()
+        .is_success());
+    let (st, d) = identify(&mut pa, 1, 0);
+    assert_eq!(st, Status::SUCCESS);
+    assert_eq!(
+        IdentifyController::read_from_bytes(&d).unwrap().oncs,
+        0b0101
+    );
+    let mut io = Host::ic(f.addr, Digests::default());
+    assert!(io
+        .connect_to(PLAIN, HOSTNQN, 1, cntlid)
+        .status()
+        .is_success());
+    let data = pattern(9, 4096);
+    assert_eq!(io.write(8, &data), Status::SUCCESS);
+    let wz = Command::new(0x08, 0).with_nsid(1).with_lba_range(8, 7);
+    assert_eq!(
+        io.exec(wz, &[], 0).0.status().code(),
+        Status::INVALID_OPCODE
+    );
+    let range = ferrox_nvme::spec::DsmRange {
+        context_attributes: 0,
+        nlb: 8,
+        slba: 8,
+    };
+    let dsm = Command::new(0x09, 0)
+        .with_nsid(1)
+        .with_cdws([0, 1 << 2, 0, 0, 0, 0]);
+    assert_eq!(
+        io.exec(dsm, zerocopy::IntoBytes::as_bytes(&range), 0)
+            .0
+            .status(),
+        Status::SUCCESS
+    );
+    assert_eq!(io.read(8, 8), (Status::SUCCESS, data), "the data stays");
 }

@@ -28,10 +28,8 @@ fn expect_term(f: &Fixture, after_ic: bool, bytes: &[u8], fes: u16, fei: Option<
     if let Some(fei) = fei {
         assert_eq!(le32(&p.header, 10), fei, "FEI");
     }
-    assert!(
-        h.try_recv().is_none(),
-        "the target closes after a termination request"
-    );
+    let extra = h.expect_closed("the target closes after a termination request");
+    assert_eq!(extra, 0, "nothing follows the termination request");
 }
 
 fn healthy_io_works(io: &mut Host, seed: u8) {
@@ -92,6 +90,34 @@ fn protocol_violations_end_only_that_connection() {
 }
 
 #[test]
+fn host_termination_requests_are_never_answered() {
+    let f = fixture();
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    // A well-formed H2CTermReq quoting a header, a bare one before ICReq, and
+    // malformed ones (wrong HLEN, longer than any quoted header may make it).
+    let mut quoted = header(2, 0, 24, 24, 24 + 72);
+    quoted[8] = 0x01; // FES: invalid header field
+    let cases: [(bool, Vec<u8>); 4] = [
+        (true, quoted),
+        (false, header(2, 0, 24, 0, 24)),
+        (true, header(2, 0, 8, 0, 24)),
+        (true, header(2, 0, 24, 24, 24 + 4096)),
+    ];
+    for (i, (after_ic, bytes)) in cases.into_iter().enumerate() {
+        let mut h = if after_ic {
+            Host::ic(f.addr, Digests::default())
+        } else {
+            Host::raw(f.addr)
+        };
+        h.sock.write_all(&bytes).unwrap();
+        let sent = h.expect_closed("the target closes on an H2CTermReq");
+        assert_eq!(sent, 0, "case {i}: a termination request is not answered");
+        healthy_io_works(&mut io, 10 + i as u8);
+    }
+}
+
+#[test]
 fn header_digest_errors_terminate() {
     let f = fixture();
     let d = Digests {
@@ -108,7 +134,9 @@ fn header_digest_errors_terminate() {
     let p = h.recv();
     assert_eq!(p.ch.pdu_type, PduType::C2H_TERM_REQ);
     assert_eq!(le16(&p.header, 8), 0x03);
-    assert!(h.try_recv().is_none());
+    // The FEI of a header digest error carries the digest received.
+    assert_eq!(le32(&p.header, 10), le32(&b, 72), "FEI");
+    h.expect_closed("the target closes after a header digest error");
 }
 
 #[test]
@@ -184,6 +212,29 @@ fn bad_commands_get_nvme_statuses() {
         admin.exec(Command::new(0xc1, 0), &[], 0).0.status().code(),
         Status::INVALID_OPCODE
     );
+    // An opcode with a bidirectional transfer (none is implemented).
+    assert_eq!(
+        io.exec(Command::new(0x03, 0).with_nsid(1), &[], 0)
+            .0
+            .status()
+            .code(),
+        Status::INVALID_OPCODE
+    );
+    // Half of a fused pair: Identify reports FUSES 0, so it must not run alone.
+    let mut fused = Command::read(0, 1, 0, 0);
+    fused.flags = 0b01;
+    assert_eq!(
+        io.exec(fused, &[], 512).0.status().code(),
+        Status::INVALID_FIELD
+    );
+    // A transfer beyond MDTS (128 KiB).
+    assert_eq!(
+        io.exec(Command::read(0, 1, 0, 511), &[], 256 << 10)
+            .0
+            .status()
+            .code(),
+        Status::INVALID_FIELD
+    );
     // A namespace that does not exist.
     assert_eq!(
         io.exec(Command::read(0, 9, 0, 0), &[], 512)
@@ -257,4 +308,21 @@ fn connect_refuses_unknown_hosts_subsystems_and_controllers() {
     let mut h = Host::ic(f.addr, Digests::default());
     let c = h.connect_to(NQN, HOSTNQN, 1, 0x1234);
     assert_eq!(c.status().code(), Status::CONNECT_INVALID_PARAMETERS);
+}
+
+#[test]
+fn connections_that_never_connect_are_closed() {
+    let f = fixture();
+    let limit = std::time::Duration::from_millis(300);
+    f.target.shared().set_connect_timeout(limit);
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let t0 = std::time::Instant::now();
+    let mut silent = Host::raw(f.addr);
+    let mut ic_only = Host::ic(f.addr, Digests::default());
+    silent.expect_closed("a connection that never sends ICReq");
+    ic_only.expect_closed("a connection that never sends Connect");
+    assert!(t0.elapsed() >= limit, "closed early: {:?}", t0.elapsed());
+    // Connected queues are not affected, before or after.
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    healthy_io_works(&mut io, 4);
 }

@@ -107,7 +107,12 @@ fn mutated_streams_never_take_the_target_down() {
         let _ = h.sock.shutdown(Shutdown::Write);
         let mut sink = Vec::new();
         // EOF (or reset) must come: the host half-closed, the target must close too.
-        let _ = h.sock.read_to_end(&mut sink);
+        if let Err(e) = h.sock.read_to_end(&mut sink) {
+            assert!(
+                is_reset(&e),
+                "iteration {i}: the target left a half-closed connection open ({e})"
+            );
+        }
         if i % 25 == 0 {
             let d = pattern(i as u8, 4096);
             assert_eq!(io.write(40, &d), Status::SUCCESS, "iteration {i}");

@@ -100,6 +100,7 @@ fn lengths_are_checked() {
     )
     .unwrap_err();
     assert_eq!(e.fes, Fes::DATA_OUT_OF_RANGE);
+    assert_eq!(e.fei, 0, "FEI is reserved for this status");
     // H2CData beyond MAXH2CDATA
     let e = validate_h2c(
         &ch(PduType::H2C_DATA, PduFlags::empty(), 24, 24, 24 + 131073),
@@ -108,6 +109,7 @@ fn lengths_are_checked() {
     )
     .unwrap_err();
     assert_eq!(e.fes, Fes::DATA_LIMIT_EXCEEDED);
+    assert_eq!(e.fei, 0, "FEI is reserved for this status");
     // a good capsule with 4 KiB of data
     let l = validate_h2c(
         &ch(PduType::CAPSULE_CMD, PduFlags::empty(), 72, 72, 72 + 4096),

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
+use ferrox_bdev::Ops;
 use ferrox_nvme::spec::{
     active_ns_list, AddressFamily, AdminOpcode, Cns, CommandsSupportedEffects, DiscoveryLogEntry,
     DiscoveryLogHeader, FeatureId, FeatureSelect, FirmwareSlotLog, GetFeatures, GetLogPage,
@@ -68,6 +69,8 @@ impl Conn {
             None => &mut scratch[..0],
         };
         let (status, dw0) = match op {
+            // Every Identify data structure is 4 KiB.
+            AdminOpcode::IDENTIFY if out.len() < 4096 => (Status::DATA_SGL_LENGTH_INVALID, 0),
             AdminOpcode::IDENTIFY => (
                 identify(&self.target, &ctrl, &Identify::parse(&cmd), out),
                 0,
@@ -133,7 +136,17 @@ fn identify(t: &TargetShared, ctrl: &Controller, id: &Identify, out: &mut [u8]) 
             c.cqes = 0x44;
             c.maxcmd = MAX_QUEUE_ENTRIES as u16;
             c.nn = if sub.discovery { 0 } else { MAX_NSID };
-            c.oncs = if sub.discovery { 0 } else { 0b1101 }; // compare, DSM, write zeroes
+            // Compare and DSM always (deallocation is a hint); Write Zeroes when every
+            // namespace's device does it.
+            let zeroes = sub
+                .namespaces()
+                .iter()
+                .all(|ns| ns.bdev.info().ops.contains(Ops::WRITE_ZEROES));
+            c.oncs = match (sub.discovery, zeroes) {
+                (true, _) => 0,
+                (false, true) => 0b1101,
+                (false, false) => 0b0101,
+            };
             c.vwc = u8::from(!sub.discovery);
             c.sgls = 1 | (1 << 20); // SGLs without alignment; offsets in in-capsule data
             let _ = c.set_subnqn(&sub.nqn);

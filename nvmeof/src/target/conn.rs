@@ -282,6 +282,18 @@ impl Conn {
         CONNS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&conn)));
         let pid = r.add_poller(conn.clone());
         conn.poller.set(Some(pid));
+        let weak = Rc::downgrade(&conn);
+        let limit = conn.target.connect_timeout();
+        r.add_timer(limit, move |_r| {
+            let Some(c) = weak.upgrade() else { return };
+            let mut st = c.st.borrow_mut();
+            if st.q.is_none() {
+                c.close_locked(
+                    &mut st,
+                    &format!("no Fabrics Connect within {limit:?} of the TCP connection"),
+                );
+            }
+        });
         tracing::debug!(conn = id, %peer, reactor = r.id(), "connection accepted");
     }
 

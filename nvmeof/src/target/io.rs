@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ferrox_bdev::{BdevError, Completion, IoChannel, IoOp, IoSink};
+use ferrox_bdev::{BdevError, Completion, IoChannel, IoOp, IoSink, Ops};
 use ferrox_nvme::spec::{DsmRange, IoOpcode, Status};
 use ferrox_reactor::{DmaBuf, Reactor};
 use zerocopy::FromBytes;
@@ -149,7 +149,9 @@ impl Conn {
                     self.complete(st, slot, Status::DATA_SGL_LENGTH_INVALID.with_dnr(), 0);
                     return;
                 };
-                if !deallocate {
+                // Deallocation is advisory (DLFEAT 0: what a deallocated block
+                // reads is not promised), so a device that cannot unmap ignores it.
+                if !deallocate || !info.ops.contains(Ops::UNMAP) {
                     self.complete(st, slot, Status::SUCCESS, 0);
                     return;
                 }

@@ -13,6 +13,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use ferrox_bdev::BlockDevice;
 use ferrox_nvme::spec::{validate_nqn, NqnError, DISCOVERY_NQN};
@@ -65,6 +66,10 @@ pub enum TargetError {
     Reactor,
 }
 
+/// Default of [`TargetShared::connect_timeout`]. Hosts connect right after the TCP
+/// handshake; this only has to be generous.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One bound listener.
 #[derive(Debug, Clone, Copy)]
 struct ListenerEntry {
@@ -85,6 +90,9 @@ pub struct TargetShared {
     next_reactor: AtomicUsize,
     pub discovery_genctr: AtomicU64,
     node_id: [u8; 16],
+    /// Milliseconds an accepted connection may take to become a connected queue
+    /// (ICReq and Fabrics Connect) before it is closed.
+    connect_timeout_ms: AtomicU64,
 }
 
 impl TargetShared {
@@ -227,6 +235,18 @@ impl TargetShared {
         self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
         tracing::info!("listening on {local} (added at run time)");
         Ok(local)
+    }
+
+    /// How long an accepted connection may take to send ICReq and a Fabrics
+    /// Connect; one that has not is closed, so idle sockets cannot pile up.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`Self::connect_timeout`] for connections accepted from now on.
+    pub fn set_connect_timeout(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.connect_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The listeners through which hosts reach `sub`.
@@ -384,6 +404,7 @@ impl Target {
             next_reactor: AtomicUsize::new(0),
             discovery_genctr: AtomicU64::new(1),
             node_id,
+            connect_timeout_ms: AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64),
         });
         for (_, addr, l) in bound {
             let t = shared.clone();

@@ -143,6 +143,25 @@ impl Host {
         h
     }
 
+    /// Asserts that the target closes the connection (EOF or a reset) rather than
+    /// leaving it open until the read timeout; bytes sent before the close are
+    /// skipped and counted.
+    pub fn expect_closed(&mut self, why: &str) -> usize {
+        let mut buf = [0u8; 4096];
+        let mut skipped = 0usize;
+        loop {
+            match self.sock.read(&mut buf) {
+                Ok(0) => return skipped,
+                Ok(n) => {
+                    skipped += n;
+                    assert!(skipped < 1 << 20, "{why}: the target keeps sending");
+                }
+                Err(e) if is_reset(&e) => return skipped,
+                Err(e) => panic!("{why}: the connection stayed open ({e})"),
+            }
+        }
+    }
+
     pub fn recv(&mut self) -> Pdu {
         self.try_recv().expect("a PDU")
     }
@@ -237,7 +256,7 @@ impl Host {
     pub fn exec(&mut self, mut cmd: Command, data: &[u8], c2h_len: u32) -> (Completion, Vec<u8>) {
         let cid = self.next_cid();
         cmd.cid = cid;
-        cmd.flags = 0x40; // PSDT = SGL
+        cmd.flags = (cmd.flags & 0b11) | 0x40; // PSDT = SGL; FUSE as given
         let sgl = if !data.is_empty() {
             SglDescriptor::in_capsule(0, data.len() as u32)
         } else {
@@ -367,4 +386,14 @@ pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 8) as u8)
         .collect()
+}
+
+/// A connection the peer closed abruptly.
+pub fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+    )
 }

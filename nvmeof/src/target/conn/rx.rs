@@ -10,8 +10,8 @@ use zerocopy::FromBytes;
 use super::{Conn, Dir, Phase, RxState, Slot, State, Step, TxItem, DIRECT_MIN, RX_CAP};
 use super::{MAX_H2C_DATA, MAX_TRANSFER};
 use crate::pdu::{
-    crc32c, crc32c_append, le32, validate_h2c, CommonHeader, DataHeader, Fes, HeaderBuf, IcReq,
-    IcResp, PduType, TermError, CH_LEN, DIGEST_LEN, MAX_HLEN,
+    crc32c, crc32c_append, le16, le32, validate_h2c, CommonHeader, DataHeader, Fes, HeaderBuf,
+    IcReq, IcResp, PduType, TermError, CH_LEN, DIGEST_LEN, MAX_HLEN,
 };
 use crate::target::ctrl::QueueCounters;
 
@@ -99,6 +99,13 @@ impl Conn {
         }
         let s = st.rx_start;
         let ch = CommonHeader::parse(&st.rx[s..s + CH_LEN]);
+        if ch.pdu_type == PduType::H2C_TERM_REQ {
+            // The host ends the connection: nothing is answered, even when its
+            // termination request is itself malformed.
+            let fes = (Self::staged(st) >= 10).then(|| le16(&st.rx, s + 8));
+            self.close_locked(st, &format!("the host sent H2CTermReq (FES {fes:#x?})"));
+            return Step::Progress;
+        }
         let digests = (st.phase == Phase::Active).then_some(st.digests);
         let layout = match validate_h2c(&ch, digests, &Self::limits(st)) {
             Ok(l) => l,
@@ -120,19 +127,16 @@ impl Conn {
         if layout.hdgst {
             let want = le32(&st.hdr, layout.hlen);
             if crc32c(&st.hdr[..layout.hlen]) != want {
+                // For a header digest error the FEI carries the digest received.
                 self.fatal(
                     st,
-                    TermError::new(Fes::HEADER_DIGEST_ERROR, 0, "header digest mismatch"),
+                    TermError::new(Fes::HEADER_DIGEST_ERROR, want, "header digest mismatch"),
                 );
                 return Step::Progress;
             }
         }
         match ch.pdu_type {
             PduType::IC_REQ => self.on_icreq(st),
-            PduType::H2C_TERM_REQ => {
-                let fes = u16::from_le_bytes([st.hdr[8], st.hdr[9]]);
-                self.close_locked(st, &format!("the host sent H2CTermReq (FES {fes:#x})"));
-            }
             PduType::CAPSULE_CMD => self.on_capsule(st),
             PduType::H2C_DATA => self.on_h2c_data(st),
             _ => unreachable!("validate_h2c admits only host PDU types"),
@@ -389,8 +393,14 @@ impl Conn {
             0 => Dir::None,
             1 => Dir::H2C,
             2 => Dir::C2H,
-            _ => return (Dir::None, 0, Err(Status::INVALID_FIELD)),
+            // Bidirectional transfers: no command this target implements has them.
+            _ => return (Dir::None, 0, Err(Status::INVALID_OPCODE)),
         };
+        // Identify reports FUSES 0: fused operations are not supported, so a fused
+        // half (say a Compare and Write pair) must not run alone.
+        if cmd.fuse() != 0 {
+            return (Dir::None, 0, Err(Status::INVALID_FIELD));
+        }
         if dir == Dir::None {
             return (dir, 0, Ok(()));
         }
@@ -400,7 +410,8 @@ impl Conn {
         let sgl = cmd.sgl1();
         let len = sgl.length as usize;
         if len > MAX_TRANSFER {
-            return (Dir::None, 0, Err(Status::DATA_SGL_LENGTH_INVALID));
+            // Beyond MDTS: the base specification's status for that.
+            return (Dir::None, 0, Err(Status::INVALID_FIELD));
         }
         if sgl.is_in_capsule() {
             if sgl.address != 0 {
@@ -470,7 +481,7 @@ impl Conn {
         if dh.offset as usize != s.got || s.got + l.data_len > s.xfer {
             self.fatal(
                 st,
-                TermError::new(Fes::DATA_OUT_OF_RANGE, 12, "H2CData outside the R2T range"),
+                TermError::new(Fes::DATA_OUT_OF_RANGE, 0, "H2CData outside the R2T range"),
             );
             return;
         }
