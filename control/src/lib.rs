@@ -42,8 +42,7 @@
 //! * Authorisation beyond "holds a certificate the client CA signed" (no per-client
 //!   roles, no certificate revocation lists). Replicas, topology and cluster state
 //!   (etcd) — the API accepts `replicas` 0/1 and an empty `topology` only.
-//! * Closing listeners: one `Publish` opened stays until the daemon stops. Shrinking a
-//!   published volume (it grows online).
+//! * Shrinking a published volume (it grows online).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.
 //! * Crash-consistent snapshot groups (`group_id` is recorded only). Per-volume I/O

@@ -1,7 +1,8 @@
 //! Publishing on a chosen listener: the answer and the subsystem list name that
 //! listener only; an address and port nobody listens on open a new listener that a
-//! host then connects through; a malformed address, a port alone that matches
-//! nothing, and a second publish with another filter are refused with their codes.
+//! host then connects through (and that closes when its volume is unpublished); a
+//! malformed address, a port alone that matches nothing, and a second publish with
+//! another filter are refused with their codes.
 // An integration-test crate is all tests; the lint is meant for library code.
 #![allow(clippy::tests_outside_test_module)]
 
@@ -117,4 +118,29 @@ fn a_volume_published_on_one_listener_names_that_listener() {
     );
     let dev = support::load::connect(&fresh.to_string(), &p.nqn);
     assert_eq!(dev.info().block_size, 512);
+    drop(dev);
+
+    // Unpublishing the only volume on it closes the listener opened for it.
+    let volume = "l2".to_string();
+    let existed = c
+        .call(|ch| async move {
+            TargetServiceClient::new(ch)
+                .unpublish(UnpublishRequest { volume })
+                .await
+        })
+        .unwrap()
+        .into_inner()
+        .existed;
+    assert!(existed);
+    let now = listeners(&c);
+    assert!(!now.contains(&fresh.to_string()), "{now:?}");
+    assert!(now.contains(&running.to_string()), "{now:?}");
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(fresh).is_ok() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{fresh} still accepts connections after the unpublish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -196,4 +196,44 @@ fn a_listener_opened_at_run_time_serves_only_the_subsystems_that_name_it() {
             (NQN.to_string(), "127.0.0.1".to_string()),
         ]
     );
+
+    // A second subsystem on the same listener keeps it open until both are gone;
+    // then it closes, and the configuration's listener stays.
+    let side2 = "nqn.2026-11.io.ferrox:side2";
+    t.add_subsystem(SubsystemConfig {
+        nqn: side2.to_string(),
+        serial: "SN0005".to_string(),
+        model: "Ferrox test".to_string(),
+        allow_any_host: true,
+        namespaces: vec![(1, f.dev.clone())],
+        listeners: vec![private],
+        ..Default::default()
+    })
+    .unwrap();
+    t.remove_subsystem(side).unwrap();
+    assert!(t.listeners().contains(&private));
+    assert!(connect(private, side2).is_success());
+    t.remove_subsystem(side2).unwrap();
+    assert_eq!(t.listeners(), vec![f.addr]);
+    wait_refused(private);
+    assert!(connect(f.addr, NQN).is_success());
+    // An unused listener (its subsystem never came) is closed on request.
+    let spare = t.add_listener("127.0.0.2:0".parse().unwrap()).unwrap();
+    assert_eq!(t.close_unused_listeners(), vec![spare]);
+    wait_refused(spare);
+}
+
+/// Waits (at most 10 s) until nothing accepts TCP connections on `addr`.
+fn wait_refused(addr: SocketAddr) {
+    let t0 = std::time::Instant::now();
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other => assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "{addr} still accepts connections: {other:?}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

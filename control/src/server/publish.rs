@@ -64,8 +64,8 @@ impl Core {
     }
 
     /// Makes sure a running listener matches `rec`'s filter: with an address and a
-    /// port and no such listener, opens one (it stays until the daemon stops; a
-    /// restart opens it again for the publications that need it).
+    /// port and no such listener, opens one (it closes once no published volume
+    /// names it; a restart opens it again for the publications that need it).
     async fn ensure_listener(self: &Arc<Self>, rec: &PublishRec) -> Result<(), ControlError> {
         if (rec.address.is_empty() && rec.port == 0) || !self.rec_listeners(rec).is_empty() {
             return Ok(());
@@ -131,6 +131,10 @@ impl Core {
             target
                 .add_subsystem(sc)
                 .map(|_| ())
+                .inspect_err(|_| {
+                    // A listener opened for it above would serve nobody.
+                    target.close_unused_listeners();
+                })
                 .map_err(|source| match source {
                     TargetError::Duplicate(_) => ControlError::AlreadyExists {
                         kind: "subsystem",

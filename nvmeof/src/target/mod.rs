@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -71,14 +71,17 @@ pub enum TargetError {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One bound listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ListenerEntry {
     configured: SocketAddr,
     /// Port 0 resolved.
     bound: SocketAddr,
     /// From the configuration: it serves every subsystem without listeners of its
-    /// own. Listeners opened at run time serve only the subsystems that name them.
+    /// own, and stays until the target stops. Listeners opened at run time serve
+    /// only the subsystems that name them and close when none does any more.
     shared: bool,
+    /// Set to make its poller close the socket.
+    closed: Arc<AtomicBool>,
 }
 
 /// State every connection and controller of the target shares.
@@ -157,7 +160,37 @@ impl TargetShared {
         for c in sub.controllers() {
             c.teardown("subsystem removed");
         }
+        self.close_unused_listeners();
         Ok(())
+    }
+
+    /// Closes the listeners opened at run time ([`Self::add_listener`]) that no
+    /// subsystem names any more, and returns their addresses. Connections accepted
+    /// through them stay. [`Self::remove_subsystem`] calls it; call it after an
+    /// `add_listener` whose subsystem could not be added.
+    pub fn close_unused_listeners(&self) -> Vec<SocketAddr> {
+        let subs = self.subsystems();
+        let mut closed = Vec::new();
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| {
+                let used = l.shared || subs.iter().any(|s| s.listeners.contains(&l.bound));
+                if !used {
+                    l.closed.store(true, Ordering::Release);
+                    closed.push(l.bound);
+                }
+                used
+            });
+        if !closed.is_empty() {
+            self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
+            // A parked reactor 0 polls its listeners again once it has a message.
+            if self.reactors[0].send(|_r| {}).is_err() {
+                tracing::warn!("reactor 0's mailbox is full: listeners close on its next turn");
+            }
+            tracing::info!(?closed, "closing listeners no subsystem uses any more");
+        }
+        closed
     }
 
     /// Every listener, as bound (port 0 resolved).
@@ -206,6 +239,7 @@ impl TargetShared {
         l.set_nonblocking(true)
             .map_err(|source| TargetError::Bind { addr, source })?;
         let local = l.local_addr().unwrap_or(addr);
+        let closed = Arc::new(AtomicBool::new(false));
         self.listeners
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -213,6 +247,7 @@ impl TargetShared {
                 configured: addr,
                 bound: local,
                 shared: false,
+                closed: closed.clone(),
             });
         let t = self.clone();
         let added = self.reactors[0]
@@ -221,6 +256,7 @@ impl TargetShared {
                     sock: l,
                     addr: local,
                     target: t,
+                    closed,
                 }));
             })
             .map_err(|_| TargetError::Reactor)
@@ -358,6 +394,7 @@ impl Target {
                 configured: a,
                 bound: a,
                 shared: true,
+                closed: Arc::default(),
             })
             .collect();
         for sc in &subsystems {
@@ -384,6 +421,7 @@ impl Target {
                 configured: b.0,
                 bound: b.1,
                 shared: true,
+                closed: Arc::default(),
             })
             .collect();
         let mut map = BTreeMap::new();
@@ -414,6 +452,7 @@ impl Target {
                         sock: l,
                         addr,
                         target: t,
+                        closed: Arc::default(),
                     }));
                 })
                 .map_err(|_| TargetError::Reactor)?
@@ -443,11 +482,16 @@ struct Listener {
     /// As bound.
     addr: SocketAddr,
     target: Arc<TargetShared>,
+    closed: Arc<AtomicBool>,
 }
 
 impl Poller for Listener {
     fn poll(&self, r: &Reactor) -> PollStatus {
         if r.is_stopping() {
+            return PollStatus::Done;
+        }
+        if self.closed.load(Ordering::Acquire) {
+            tracing::info!("stopped listening on {}", self.addr);
             return PollStatus::Done;
         }
         let mut busy = false;
