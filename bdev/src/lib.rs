@@ -45,6 +45,11 @@ bitflags::bitflags! {
         /// file punches holes; memory is one store pass): worth zeroing a whole area
         /// up front.
         const CHEAP_ZEROES = 1 << 4;
+        /// [`BdevInfo::uuid`] names this data across restarts (a logical volume's, a
+        /// drive namespace's). Exported namespace identifiers include it, so other
+        /// data exported later under the same subsystem and NSID never looks like the
+        /// same disk to a host.
+        const STABLE_UUID = 1 << 5;
     }
 }
 

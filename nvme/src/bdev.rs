@@ -146,7 +146,7 @@ impl std::fmt::Debug for NvmeBdev {
 impl NvmeBdev {
     fn new(ctrl: &Arc<Controller>, prefix: &str, ns: Namespace) -> Self {
         let oncs = ctrl.oncs();
-        let mut ops = Ops::FLUSH | Ops::FUA;
+        let mut ops = Ops::FLUSH | Ops::FUA | Ops::STABLE_UUID;
         if oncs.contains(Oncs::WRITE_ZEROES) {
             ops |= Ops::WRITE_ZEROES;
         }

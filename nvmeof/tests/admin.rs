@@ -324,3 +324,30 @@ fn oncs_follows_the_devices_and_identify_needs_its_4k() {
     );
     assert_eq!(io.read(8, 8), (Status::SUCCESS, data), "the data stays");
 }
+
+#[test]
+fn namespace_ids_follow_a_device_with_a_lasting_identity() {
+    let f = fixture();
+    let sub = f.target.shared().subsystem(NQN).unwrap();
+    let dev = |uuid: u8, stable: bool| -> Arc<dyn ferrox_bdev::BlockDevice> {
+        let inner: Arc<dyn ferrox_bdev::BlockDevice> = MallocBdev::new("m2", 64, 512).unwrap();
+        let mut info = inner.info().clone();
+        info.uuid = [uuid; 16];
+        info.ops.set(ferrox_bdev::Ops::STABLE_UUID, stable);
+        Arc::new(Plain { inner, info })
+    };
+    let ids = |d: Arc<dyn ferrox_bdev::BlockDevice>| {
+        sub.add_namespace(2, d).unwrap();
+        let ns = sub.namespace(2).unwrap();
+        sub.remove_namespace(2).unwrap();
+        (ns.nguid, ns.uuid)
+    };
+    // Devices without a lasting identity: the IDs depend on the NSID alone.
+    assert_eq!(ids(dev(1, false)), ids(dev(2, false)));
+    // With one: another device is another disk; the same device, the same IDs.
+    let a = ids(dev(1, true));
+    assert_ne!(a.0, ids(dev(2, true)).0);
+    assert_ne!(a.1, ids(dev(2, true)).1);
+    assert_eq!(a, ids(dev(1, true)));
+    assert_ne!(a.0, ids(dev(1, false)).0);
+}

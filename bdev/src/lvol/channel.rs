@@ -46,7 +46,7 @@ impl LvolBdev {
     pub(crate) fn new(sh: Arc<Shared>, vol: Arc<VolShared>, v: &VolumeInfo) -> Arc<Self> {
         let base = sh.base.info();
         let l = &sh.label;
-        let mut ops = Ops::FLUSH;
+        let mut ops = Ops::FLUSH | Ops::STABLE_UUID;
         if base.ops.contains(Ops::FUA) {
             ops |= Ops::FUA;
         }

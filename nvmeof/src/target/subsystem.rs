@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use ferrox_bdev::BlockDevice;
+use ferrox_bdev::{BlockDevice, Ops};
 
 use super::ctrl::Controller;
 
@@ -12,8 +12,9 @@ use super::ctrl::Controller;
 pub struct Namespace {
     pub nsid: u32,
     pub bdev: Arc<dyn BlockDevice>,
-    /// Stable per (node, subsystem, nsid): the same across restarts, distinct across
-    /// subsystems and machines.
+    /// Stable per (node, subsystem, nsid) and, for a device with a lasting identity
+    /// (`Ops::STABLE_UUID`), per device: the same across restarts, distinct across
+    /// subsystems, machines and volumes.
     pub nguid: [u8; 16],
     pub uuid: [u8; 16],
 }
@@ -88,8 +89,16 @@ impl Subsystem {
         if ns.contains_key(&nsid) {
             return Err(format!("NSID {nsid} is already in use in {}", self.nqn));
         }
-        let nguid = derive_id(&self.node_id, &self.nqn, nsid, 0);
-        let mut uuid = derive_id(&self.node_id, &self.nqn, nsid, 1);
+        // Stable per (node, subsystem, NSID) and, where the device has a lasting
+        // identity, per device: a new volume under an old name is a new disk.
+        let info = bdev.info();
+        let salt: &[u8] = if info.ops.contains(Ops::STABLE_UUID) {
+            &info.uuid
+        } else {
+            &[]
+        };
+        let nguid = derive_id(&self.node_id, &self.nqn, nsid, 0, salt);
+        let mut uuid = derive_id(&self.node_id, &self.nqn, nsid, 1, salt);
         uuid[6] = (uuid[6] & 0x0f) | 0x80; // version 8: vendor-defined
         uuid[8] = (uuid[8] & 0x3f) | 0x80;
         ns.insert(
@@ -255,7 +264,7 @@ impl Subsystem {
 
 /// A 128-bit identifier from the node ID, the NQN, the NSID and a domain, by two
 /// FNV-1a passes (stable across builds, unlike std's hasher).
-fn derive_id(node: &[u8; 16], nqn: &str, nsid: u32, domain: u8) -> [u8; 16] {
+fn derive_id(node: &[u8; 16], nqn: &str, nsid: u32, domain: u8, salt: &[u8]) -> [u8; 16] {
     let fnv = |seed: u64| {
         let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
         for &b in node
@@ -263,6 +272,7 @@ fn derive_id(node: &[u8; 16], nqn: &str, nsid: u32, domain: u8) -> [u8; 16] {
             .chain(nqn.as_bytes())
             .chain(&nsid.to_le_bytes())
             .chain(&[domain])
+            .chain(salt)
         {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
