@@ -1,5 +1,6 @@
 //! More large writes in flight than the buffer pool holds: commands wait for buffers
-//! (back-pressure) and all complete, with the right data.
+//! (back-pressure) and all complete, with the right data. A host that stops reading
+//! its responses cannot keep the pool from everyone else.
 // An integration-test crate is all tests; the lint is meant for library code.
 #![allow(clippy::tests_outside_test_module)]
 
@@ -60,5 +61,79 @@ fn writes_wait_for_buffers_and_all_complete() {
             assert_eq!(st, Status::SUCCESS);
             assert!(d == pattern(cid as u8, LEN), "queue {i} cid {cid}");
         }
+    }
+}
+
+#[test]
+fn a_host_that_reads_nothing_cannot_starve_the_others() {
+    use std::io::Read;
+    // One reactor, so no other reactor's cache of free buffers serves the good
+    // queue: 32 buffers of 128 KiB for both.
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let t = f.target.shared();
+    t.set_stall_timeout(std::time::Duration::from_millis(500));
+    let (_a, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut good = Host::io_queue(f.addr, Digests::default(), cntlid, 2);
+
+    // A queue whose host never reads: a small receive buffer, then 127 reads of
+    // 128 KiB, far more than the socket buffers and the pool hold together.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 << 10).unwrap();
+    sock.connect(&f.addr.into()).unwrap();
+    let mut bad = Host::from_stream(sock.into());
+    bad.ic_on(Digests::default());
+    let cmd: Command = ferrox_nvme::spec::ConnectCommand::new(0, 1, 127, 0).into();
+    let data = ferrox_nvme::spec::ConnectData::new([1; 16], cntlid, NQN, HOSTNQN).unwrap();
+    let c = bad.exec(cmd, zerocopy::IntoBytes::as_bytes(&data), 0).0;
+    assert!(c.status().is_success(), "{}", c.status());
+    let exhausted = || {
+        let h = f.group.as_ref().unwrap().handles()[0].clone();
+        h.call(|r| r.pool().exhausted_count())
+            .unwrap()
+            .wait()
+            .unwrap()
+    };
+    let before = exhausted();
+    for i in 0..127u16 {
+        let mut cmd = Command::read(0, 1, u64::from(i) * 256, 255);
+        cmd.cid = i;
+        cmd.flags = 0x40;
+        cmd.dptr = SglDescriptor::transport(LEN as u32).to_dptr();
+        bad.send_cmd(&cmd, &[]);
+    }
+    // Bounded wait until the pool has run dry.
+    let t0 = std::time::Instant::now();
+    while exhausted() == before {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the pool never ran out"
+        );
+        std::thread::yield_now();
+    }
+    // The silent host's queue is closed once its responses have been stuck for the
+    // stall timeout (bounded wait), which gives its buffers back; another queue's
+    // 128 KiB read then completes.
+    let ctrl = t.subsystem(NQN).unwrap().controller(cntlid).unwrap();
+    assert_eq!(ctrl.io_queue_count(), 2);
+    let t1 = std::time::Instant::now();
+    while ctrl.io_queue_count() > 1 {
+        assert!(
+            t1.elapsed() < std::time::Duration::from_secs(10),
+            "the queue of a host that reads nothing stays open"
+        );
+        std::thread::yield_now();
+    }
+    let (st, _) = good.read(0, 256);
+    assert_eq!(st, Status::SUCCESS);
+    let mut sink = [0u8; 64 << 10];
+    let mut total = 0usize;
+    loop {
+        match bad.sock.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if is_reset(&e) => break,
+            Err(e) => panic!("the silent host's connection stayed open ({e})"),
+        }
+        assert!(total < 64 << 20, "the target keeps sending");
     }
 }

@@ -16,6 +16,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ferrox_nvme::spec::{Command, Status};
 use ferrox_reactor::{
@@ -206,6 +207,11 @@ pub(super) struct State {
     sq_size: u16,
     pub counters: Arc<QueueCounters>,
     kato_timer: Option<TimerId>,
+    /// Since when responses have waited for a host that reads none of them (the
+    /// socket is full); cleared by every byte sent.
+    tx_stalled_since: Option<Instant>,
+    /// A timer watches the stall (see `Conn::watch_stall`).
+    stall_timer: bool,
     pub aers: Vec<u16>,
     pub io: super::io::IoCache,
 }
@@ -274,6 +280,8 @@ impl Conn {
                 sq_size: depth as u16,
                 counters: Arc::new(QueueCounters::default()),
                 kato_timer: None,
+                tx_stalled_since: None,
+                stall_timer: false,
                 aers: Vec::new(),
                 io: Default::default(),
             }),

@@ -70,6 +70,9 @@ pub enum TargetError {
 /// handshake; this only has to be generous.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`TargetShared::stall_timeout`]: far beyond any pause of a live host.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One bound listener.
 #[derive(Debug, Clone)]
 struct ListenerEntry {
@@ -96,6 +99,9 @@ pub struct TargetShared {
     /// Milliseconds an accepted connection may take to become a connected queue
     /// (ICReq and Fabrics Connect) before it is closed.
     connect_timeout_ms: AtomicU64,
+    /// Milliseconds a connection's responses may wait for a host that reads none of
+    /// them before the connection is closed.
+    stall_timeout_ms: AtomicU64,
 }
 
 impl TargetShared {
@@ -285,6 +291,19 @@ impl TargetShared {
         self.connect_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// How long a connection's responses may wait for a host that reads none of
+    /// them (its socket stays full); then the connection is closed and the buffers
+    /// its responses held go back to the pool for everyone else.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`Self::stall_timeout`] (stalls that start from now on).
+    pub fn set_stall_timeout(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.stall_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// The listeners through which hosts reach `sub`.
     pub fn listeners_of(&self, sub: &Subsystem) -> Vec<SocketAddr> {
         if sub.discovery {
@@ -443,6 +462,7 @@ impl Target {
             discovery_genctr: AtomicU64::new(1),
             node_id,
             connect_timeout_ms: AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64),
+            stall_timeout_ms: AtomicU64::new(DEFAULT_STALL_TIMEOUT.as_millis() as u64),
         });
         for (_, addr, l) in bound {
             let t = shared.clone();

@@ -55,6 +55,16 @@ pub fn fixture_with(
     own_listeners: Vec<SocketAddr>,
     more: impl FnOnce(Arc<dyn BlockDevice>) -> Vec<SubsystemConfig>,
 ) -> Fixture {
+    fixture_on(2, addrs, own_listeners, more)
+}
+
+/// [`fixture_with`] on `reactors` reactors.
+pub fn fixture_on(
+    reactors: usize,
+    addrs: &[&str],
+    own_listeners: Vec<SocketAddr>,
+    more: impl FnOnce(Arc<dyn BlockDevice>) -> Vec<SubsystemConfig>,
+) -> Fixture {
     let pool = BufferPool::new(&PoolConfig {
         classes: vec![
             ClassConfig {
@@ -69,7 +79,11 @@ pub fn fixture_with(
         hugepages: false,
     })
     .unwrap();
-    let cores: Vec<usize> = available_cores().into_iter().cycle().take(2).collect();
+    let cores: Vec<usize> = available_cores()
+        .into_iter()
+        .cycle()
+        .take(reactors)
+        .collect();
     let group = ReactorGroup::start(&cores, &ReactorOptions::default(), pool).unwrap();
     let dev: Arc<dyn BlockDevice> = MallocBdev::new("m0", 32768, 512).unwrap();
     let mut subsystems = vec![SubsystemConfig {
@@ -111,7 +125,11 @@ pub struct Host {
 impl Host {
     /// TCP connect only (no ICReq).
     pub fn raw(addr: SocketAddr) -> Self {
-        let sock = TcpStream::connect(addr).unwrap();
+        Self::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    /// A connected socket, nothing sent yet.
+    pub fn from_stream(sock: TcpStream) -> Self {
         sock.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         sock.set_nodelay(true).unwrap();
@@ -126,6 +144,13 @@ impl Host {
     /// TCP connect and ICReq/ICResp.
     pub fn ic(addr: SocketAddr, digests: Digests) -> Self {
         let mut h = Self::raw(addr);
+        h.ic_on(digests);
+        h
+    }
+
+    /// ICReq/ICResp on a connected socket.
+    pub fn ic_on(&mut self, digests: Digests) {
+        let h = self;
         let req = IcReq {
             pfv: 0,
             hpda: 0,
@@ -140,7 +165,6 @@ impl Host {
         assert!(resp.maxh2cdata >= 4096 && resp.maxh2cdata.is_multiple_of(4));
         assert_eq!(resp.cpda, 0);
         h.digests = digests;
-        h
     }
 
     /// Asserts that the target closes the connection (EOF or a reset) rather than

@@ -2,6 +2,7 @@
 //! per turn that sends them.
 
 use std::io::{IoSlice, Write};
+use std::time::{Duration, Instant};
 
 use ferrox_nvme::spec::{Command, Completion, Status};
 use zerocopy::IntoBytes;
@@ -118,6 +119,7 @@ impl Conn {
                 }
                 Ok(mut sent) => {
                     progress = true;
+                    st.tx_stalled_since = None;
                     while sent > 0 {
                         let left = st
                             .tx
@@ -136,7 +138,15 @@ impl Conn {
                         }
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if st.tx_stalled_since.is_none() {
+                        st.tx_stalled_since = Some(Instant::now());
+                        if !st.stall_timer {
+                            self.watch_stall(st, self.target.stall_timeout());
+                        }
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.close_locked(st, &format!("send failed: {e}"));
@@ -145,6 +155,34 @@ impl Conn {
             }
         }
         progress
+    }
+
+    /// Arms a timer that closes the connection if its responses are still stuck
+    /// after `after` (a host that stops reading would otherwise keep the pool
+    /// buffers of its responses, and other connections wait for them, forever).
+    /// One timer per connection: a stall that ended and began again re-arms it for
+    /// what is left of the new one.
+    fn watch_stall(&self, st: &mut State, after: Duration) {
+        st.stall_timer = true;
+        let weak = self.me.clone();
+        Reactor::with(|r| {
+            r.add_timer(after, move |_r| {
+                let Some(c) = weak.upgrade() else { return };
+                let mut st = c.st.borrow_mut();
+                st.stall_timer = false;
+                let Some(t0) = st.tx_stalled_since else {
+                    return;
+                };
+                let limit = c.target.stall_timeout();
+                match limit.checked_sub(t0.elapsed()) {
+                    Some(left) if !left.is_zero() => c.watch_stall(&mut st, left),
+                    _ => c.close_locked(
+                        &mut st,
+                        &format!("the host has read none of its responses for {limit:?}"),
+                    ),
+                }
+            });
+        });
     }
 
     pub(in crate::target) fn retry_waiting(&self, st: &mut State) -> bool {
