@@ -78,6 +78,8 @@ fn discovery_lists_the_subsystem() {
     let e = DiscoveryLogEntry::read_from_bytes(&d[2048..3072]).unwrap();
     assert_eq!(e.subnqn_str().unwrap(), NQN);
     assert_eq!(e.trsvcid_bytes(), f.addr.port().to_string().as_bytes());
+    // Secure channel not required; SQ flow control may be disabled.
+    assert_eq!(e.treq, 0b110);
     // I/O opcodes are refused on a discovery controller.
     assert_eq!(identify(&mut h, 0, 1).0.code(), Status::INVALID_FIELD);
 }

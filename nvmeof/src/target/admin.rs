@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use ferrox_bdev::Ops;
 use ferrox_nvme::spec::{
-    active_ns_list, AddressFamily, AdminOpcode, Cns, CommandsSupportedEffects, DiscoveryLogEntry,
-    DiscoveryLogHeader, FeatureId, FeatureSelect, FirmwareSlotLog, GetFeatures, GetLogPage,
-    Identify, IdentifyController, IdentifyNamespace, IoOpcode, LbaFormat, Lid, NsIdDescriptors,
-    SetFeatures, SmartLog, Status, SubsystemType, DISCOVERY_RECORD_LEN,
+    active_ns_list, treq, AddressFamily, AdminOpcode, Cns, CommandsSupportedEffects,
+    DiscoveryLogEntry, DiscoveryLogHeader, FeatureId, FeatureSelect, FirmwareSlotLog, GetFeatures,
+    GetLogPage, Identify, IdentifyController, IdentifyNamespace, IoOpcode, LbaFormat, Lid,
+    NsIdDescriptors, SetFeatures, SmartLog, Status, SubsystemType, DISCOVERY_RECORD_LEN,
 };
 use zerocopy::IntoBytes;
 
@@ -347,7 +347,7 @@ pub(super) fn discovery_log(
         let port = addr.port().to_string();
         for sub in t.subsystems() {
             if sub.discovery {
-                if let Ok(e) = DiscoveryLogEntry::tcp(
+                if let Ok(mut e) = DiscoveryLogEntry::tcp(
                     SubsystemType::CURRENT_DISCOVERY,
                     fam,
                     portid as u16,
@@ -355,6 +355,8 @@ pub(super) fn discovery_log(
                     &port,
                     &sub.nqn,
                 ) {
+                    // Every queue may disable SQ flow control (Connect CATTR bit 2).
+                    e.treq |= treq::DISABLE_SQ_FLOW_CONTROL;
                     entries.push(e);
                 }
             }
@@ -368,6 +370,7 @@ pub(super) fn discovery_log(
             {
                 e.cntlid = 0xFFFF;
                 e.asqsz = MAX_QUEUE_ENTRIES as u16;
+                e.treq |= treq::DISABLE_SQ_FLOW_CONTROL;
                 entries.push(e);
             }
         }
