@@ -1,7 +1,8 @@
 //! The metadata engine: the one owner of a pool's metadata, living on the metadata
 //! reactor. It runs one job at a time (control-plane calls, allocation batches from
-//! channels, deallocations), commits each change as a whole new metadata generation,
-//! and publishes per-volume cluster views for the channels.
+//! channels, deallocations), commits each change as a new metadata generation — a
+//! whole image, or for an allocation batch on a pool with a log, one log record — and
+//! publishes per-volume cluster views for the channels.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -13,7 +14,10 @@ use std::task::{Context, Poll, Waker};
 
 use ferrox_reactor::{PollStatus, Poller, PollerId, Reactor};
 
-use super::format::{check_name, encode_meta, Meta, VolMeta, MAX_VOLUMES, NONE};
+use super::format::{
+    check_name, encode_meta, encode_record, record_len, LogEntry, LogPos, Meta, VolMeta,
+    MAX_VOLUMES, NONE,
+};
 use super::io::{try_join_all, BaseIo, IoFuture, LocalFuture};
 use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
 use crate::BdevError;
@@ -49,8 +53,12 @@ pub(crate) struct Request {
 
 struct State {
     meta: Meta,
+    /// Where the next full image and the next log record go.
+    log: LogPos,
     used: Vec<bool>,
     allocated: u64,
+    /// Where the search for a free cluster starts.
+    free_hint: usize,
     shared: HashMap<u64, Arc<VolShared>>,
     frozen: HashSet<u64>,
     deleting: HashSet<u64>,
@@ -141,6 +149,19 @@ fn sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
     out
 }
 
+/// Whether `next` is `cur` with `entries` mapped (for a debug check of log commits;
+/// generation and `clean_from` may differ).
+fn same_plus(cur: &Meta, entries: &[LogEntry], next: &Meta) -> bool {
+    let mut want = cur.clone();
+    for e in entries {
+        match want.vols.iter_mut().find(|v| v.id == e.vol) {
+            Some(v) if v.map.get(e.vc as usize) == Some(&NONE) => v.map[e.vc as usize] = e.pc,
+            _ => return false,
+        }
+    }
+    want.vols == next.vols && want.next_id == next.next_id && next.clean_from >= cur.clean_from
+}
+
 fn find(meta: &Meta, name: &str) -> Result<usize, LvolError> {
     meta.vols
         .iter()
@@ -150,7 +171,7 @@ fn find(meta: &Meta, name: &str) -> Result<usize, LvolError> {
 
 impl Engine {
     /// Builds the engine for loaded metadata and registers it on this reactor.
-    pub fn start(r: &Reactor, sh: Arc<Shared>, io: BaseIo, meta: Meta) -> Rc<Self> {
+    pub fn start(r: &Reactor, sh: Arc<Shared>, io: BaseIo, meta: Meta, log: LogPos) -> Rc<Self> {
         let mut used = vec![false; sh.label.clusters as usize];
         let mut allocated = 0;
         for v in &meta.vols {
@@ -165,8 +186,10 @@ impl Engine {
             io,
             st: RefCell::new(State {
                 meta,
+                log,
                 used,
                 allocated,
+                free_hint: 0,
                 shared: HashMap::new(),
                 frozen: HashSet::new(),
                 deleting: HashSet::new(),
@@ -289,16 +312,21 @@ impl Engine {
                 free,
             });
         }
+        // Lowest free clusters first (they are the clean ones: see `clean_from`),
+        // searching on from where the last search ended.
         let mut out = Vec::with_capacity(n);
-        for (i, u) in st.used.iter_mut().enumerate() {
+        let len = st.used.len();
+        let start = st.free_hint.min(len);
+        for i in (start..len).chain(0..start) {
             if out.len() == n {
                 break;
             }
-            if !*u {
-                *u = true;
+            if !st.used[i] {
+                st.used[i] = true;
                 out.push(i as u32);
             }
         }
+        st.free_hint = out.last().map_or(start, |&p| p as usize + 1);
         st.allocated += n as u64;
         Ok(out)
     }
@@ -310,6 +338,7 @@ impl Engine {
         for &p in clusters {
             debug_assert!(st.used[p as usize]);
             st.used[p as usize] = false;
+            st.free_hint = st.free_hint.min(p as usize);
         }
         st.allocated -= clusters.len() as u64;
     }
@@ -337,7 +366,7 @@ impl Engine {
         {
             let mut pre = self.meta();
             pre.clean_from = pre.clean_from.max(top);
-            self.commit(pre).await?;
+            self.commit_alloc(pre, &[]).await?;
         }
         meta.clean_from = meta.clean_from.max(top);
         let todo: Vec<(u32, u32)> = work
@@ -371,18 +400,65 @@ impl Engine {
         self.io.flush().await.map_err(io_err(during))
     }
 
-    /// Writes `meta` as the next generation into the slot not holding the current one,
-    /// flushes, and only then installs it in memory.
+    /// Writes `meta` as the next generation, a whole image, into the slot not holding
+    /// the image the log extends, flushes, and only then installs it in memory. The
+    /// log starts again after it (its records extend the older image and are ignored).
     async fn commit(&self, mut meta: Meta) -> Result<(), LvolError> {
         meta.generation = self.st.borrow().meta.generation + 1;
         let img = encode_meta(&meta, &self.sh.label)?;
-        let off = self.sh.label.slot_offset[(meta.generation & 1) as usize];
+        let slot = 1 - self.st.borrow().log.base_slot;
+        let off = self.sh.label.slot_offset[slot];
         self.io
             .write(off, &img)
             .await
             .map_err(io_err("writing metadata"))?;
         self.io.flush().await.map_err(io_err("flushing metadata"))?;
-        self.st.borrow_mut().meta = meta;
+        let mut st = self.st.borrow_mut();
+        st.log = LogPos {
+            base_slot: slot,
+            base_generation: meta.generation,
+            tail: 0,
+        };
+        st.meta = meta;
+        Ok(())
+    }
+
+    /// Commits `meta`, which is the current metadata with `entries` mapped and
+    /// perhaps a higher `clean_from`: as one record appended to the log and flushed,
+    /// or as a whole image when the pool has no log or the log is full.
+    async fn commit_alloc(&self, mut meta: Meta, entries: &[LogEntry]) -> Result<(), LvolError> {
+        let label = &self.sh.label;
+        let (generation, pos) = {
+            let st = self.st.borrow();
+            debug_assert!(
+                same_plus(&st.meta, entries, &meta),
+                "commit_alloc: not a delta"
+            );
+            (st.meta.generation + 1, st.log)
+        };
+        let len = record_len(entries.len(), label);
+        if label.log_size == 0 || pos.tail + len > label.log_size {
+            return self.commit(meta).await;
+        }
+        let rec = encode_record(
+            generation,
+            pos.base_generation,
+            meta.clean_from,
+            entries,
+            label,
+        );
+        self.io
+            .write(label.log_offset + pos.tail, &rec)
+            .await
+            .map_err(io_err("writing the allocation log"))?;
+        self.io
+            .flush()
+            .await
+            .map_err(io_err("flushing the allocation log"))?;
+        meta.generation = generation;
+        let mut st = self.st.borrow_mut();
+        st.log.tail += len;
+        st.meta = meta;
         Ok(())
     }
 
@@ -396,6 +472,7 @@ impl Engine {
         let mut reserved = Vec::new();
         let mut results = Vec::with_capacity(reqs.len());
         let mut touched = HashSet::new();
+        let mut entries = Vec::new();
         let mut srcs: HashMap<u64, Vec<u32>> = HashMap::new();
         for r in &reqs {
             let ChanReq::Alloc { vol, ref clusters } = r.kind else {
@@ -422,6 +499,11 @@ impl Engine {
                 match self.reserve(1) {
                     Ok(p) => {
                         meta.vols[vi].map[vc] = p[0];
+                        entries.push(LogEntry {
+                            vol,
+                            vc: vc as u32,
+                            pc: p[0],
+                        });
                         work.push((p[0], src[vc]));
                         reserved.push(p[0]);
                         touched.insert(vol);
@@ -439,7 +521,7 @@ impl Engine {
                 .init_clusters(&work, &mut meta, "initialising clusters")
                 .await
             {
-                Ok(()) => self.commit(meta).await,
+                Ok(()) => self.commit_alloc(meta, &entries).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = done {

@@ -12,7 +12,12 @@ use super::LvolError;
 pub(crate) const LABEL_MAGIC: [u8; 8] = *b"FRXLVOL\0";
 pub(crate) const META_MAGIC: [u8; 8] = *b"FRXMETA\0";
 /// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The first format version with an allocation log.
+pub(crate) const LOG_VERSION: u32 = 3;
+pub(crate) const LOG_MAGIC: [u8; 8] = *b"FRXLOGR\0";
+pub(crate) const LOG_HEADER_LEN: usize = 64;
+pub(crate) const LOG_ENTRY_LEN: usize = 16;
 /// Bytes of the label that carry data (the crc covers `0..LABEL_CRC_AT`).
 pub(crate) const LABEL_LEN: usize = 256;
 const LABEL_CRC_AT: usize = 252;
@@ -41,6 +46,9 @@ pub(crate) struct Label {
     pub data_offset: u64,
     pub clusters: u64,
     pub device_blocks: u64,
+    /// The allocation log (format version 3; 0 bytes before).
+    pub log_offset: u64,
+    pub log_size: u64,
 }
 
 /// One volume as the metadata records it.
@@ -149,7 +157,10 @@ impl Label {
         );
         let a = align_up(LABEL_REGION, bs);
         let b = a + slot_size;
-        let data_offset = align_up(b + slot_size, cluster_size);
+        // The log: 1/256 of the device, from 64 KiB to 4 MiB.
+        let log_offset = b + slot_size;
+        let log_size = align_up((dev_bytes / 256).clamp(64 << 10, 4 << 20), bs);
+        let data_offset = align_up(log_offset + log_size, cluster_size);
         let clusters = dev_bytes.saturating_sub(data_offset) / cluster_size;
         if clusters == 0 || clusters >= u64::from(NONE >> 1) {
             return Err(LvolError::Invalid(format!(
@@ -168,6 +179,8 @@ impl Label {
             data_offset,
             clusters,
             device_blocks: dev.num_blocks,
+            log_offset,
+            log_size,
         })
     }
 
@@ -185,6 +198,10 @@ impl Label {
         put(&mut b, 128, &self.data_offset.to_le_bytes());
         put(&mut b, 136, &self.clusters.to_le_bytes());
         put(&mut b, 144, &self.device_blocks.to_le_bytes());
+        if self.version >= LOG_VERSION {
+            put(&mut b, 152, &self.log_offset.to_le_bytes());
+            put(&mut b, 160, &self.log_size.to_le_bytes());
+        }
         let crc = crc32c::crc32c(&b[..LABEL_CRC_AT]);
         put(&mut b, LABEL_CRC_AT, &crc.to_le_bytes());
         b
@@ -235,6 +252,16 @@ impl Label {
             data_offset: u64_at(b, 128),
             clusters: u64_at(b, 136),
             device_blocks: u64_at(b, 144),
+            log_offset: if version >= LOG_VERSION {
+                u64_at(b, 152)
+            } else {
+                0
+            },
+            log_size: if version >= LOG_VERSION {
+                u64_at(b, 160)
+            } else {
+                0
+            },
         };
         let bs = u64::from(dev.block_size);
         if l.block_size != dev.block_size {
@@ -256,6 +283,14 @@ impl Label {
             && l.slot_offset[1] >= l.slot_offset[0] + l.slot_size
             && l.slot_offset[1] & (bs - 1) == 0
             && l.data_offset >= l.slot_offset[1] + l.slot_size
+            && (l.version < LOG_VERSION
+                || (l.log_offset >= l.slot_offset[1] + l.slot_size
+                    && l.log_offset & (bs - 1) == 0
+                    && l.log_size >= bs
+                    && l.log_size & (bs - 1) == 0
+                    && l.log_offset
+                        .checked_add(l.log_size)
+                        .is_some_and(|e| e <= l.data_offset)))
             && l.data_offset & (l.cluster_size - 1) == 0
             && l.clusters > 0
             && l.clusters < u64::from(NONE >> 1)
@@ -497,6 +532,188 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
     };
     check_references(&m).map_err(|e| (e, META_HEADER_LEN as u64))?;
     Ok(m)
+}
+
+/// One allocation a log record carries: volume cluster `vc` of volume `vol` is now
+/// pool cluster `pc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogEntry {
+    pub vol: u64,
+    pub vc: u32,
+    pub pc: u32,
+}
+
+/// What a log record's header says, before its entries are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHeader {
+    /// The generation this record makes.
+    pub generation: u64,
+    /// The generation of the full image it extends.
+    pub base: u64,
+    pub clean_from: u64,
+    pub entries: usize,
+    /// Bytes on disk (a block multiple).
+    pub len: u64,
+}
+
+/// Bytes a record of `entries` entries takes on disk.
+pub(crate) fn record_len(entries: usize, label: &Label) -> u64 {
+    align_up(
+        (LOG_HEADER_LEN + entries * LOG_ENTRY_LEN) as u64,
+        u64::from(label.block_size),
+    )
+}
+
+/// Serialises a log record: generation `generation` extends full image `base` by
+/// `entries` and sets `clean_from`.
+pub(crate) fn encode_record(
+    generation: u64,
+    base: u64,
+    clean_from: u64,
+    entries: &[LogEntry],
+    label: &Label,
+) -> Vec<u8> {
+    let mut out = vec![0u8; record_len(entries.len(), label) as usize];
+    let mut at = LOG_HEADER_LEN;
+    for e in entries {
+        put(&mut out, at, &e.vol.to_le_bytes());
+        put(&mut out, at + 8, &e.vc.to_le_bytes());
+        put(&mut out, at + 12, &e.pc.to_le_bytes());
+        at += LOG_ENTRY_LEN;
+    }
+    let body = crc32c::crc32c(&out[LOG_HEADER_LEN..at]);
+    put(&mut out, 0, &LOG_MAGIC);
+    put(&mut out, 8, &LOG_VERSION.to_le_bytes());
+    put(&mut out, 12, &(entries.len() as u32).to_le_bytes());
+    put(&mut out, 16, &label.uuid);
+    put(&mut out, 32, &generation.to_le_bytes());
+    put(&mut out, 40, &base.to_le_bytes());
+    put(&mut out, 48, &clean_from.to_le_bytes());
+    put(&mut out, 56, &body.to_le_bytes());
+    let hcrc = crc32c::crc32c(&out[..60]);
+    put(&mut out, 60, &hcrc.to_le_bytes());
+    out
+}
+
+/// Checks a record header found `room` bytes before the end of the log. `Err` says
+/// why it does not continue the log: the end of the log, a torn write, or damage.
+pub(crate) fn decode_record_header(
+    b: &[u8],
+    label: &Label,
+    room: u64,
+) -> Result<RecordHeader, String> {
+    if b[..8] != LOG_MAGIC {
+        return Err("no record magic".into());
+    }
+    if u32_at(b, 8) != LOG_VERSION {
+        return Err(format!("record version {}", u32_at(b, 8)));
+    }
+    if u32_at(b, 60) != crc32c::crc32c(&b[..60]) {
+        return Err("record header checksum mismatch".into());
+    }
+    if b[16..32] != label.uuid {
+        return Err("a record of another pool".into());
+    }
+    let entries = u32_at(b, 12) as usize;
+    let len = record_len(entries, label);
+    if len > room {
+        return Err(format!("a record of {len} bytes runs past the log"));
+    }
+    Ok(RecordHeader {
+        generation: u64_at(b, 32),
+        base: u64_at(b, 40),
+        clean_from: u64_at(b, 48),
+        entries,
+        len,
+    })
+}
+
+/// Where commits go next: the slot holding the full image the log extends (the next
+/// full image goes to the other one) and the end of the log's valid records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogPos {
+    pub base_slot: usize,
+    pub base_generation: u64,
+    pub tail: u64,
+}
+
+/// A full image being brought up to date by the log records that extend it.
+pub(crate) struct Replay {
+    pub meta: Meta,
+    used: Vec<bool>,
+    /// One past the highest mapped pool cluster.
+    top: u64,
+}
+
+impl Replay {
+    pub fn new(meta: Meta, label: &Label) -> Self {
+        let mut used = vec![false; label.clusters as usize];
+        let mut top = 0;
+        for v in &meta.vols {
+            for &p in v.map.iter().filter(|&&p| p != NONE) {
+                used[p as usize] = true;
+                top = top.max(u64::from(p) + 1);
+            }
+        }
+        Self { meta, used, top }
+    }
+
+    /// Applies a whole record (`b`: its `h.len` bytes), all of it or nothing. A body
+    /// checksum mismatch is `Ok(false)` (a torn write: the log ends before it);
+    /// entries that contradict the metadata despite valid checksums are `Err`
+    /// (damage, never silently used).
+    pub fn apply(&mut self, h: &RecordHeader, b: &[u8], label: &Label) -> Result<bool, String> {
+        let end = LOG_HEADER_LEN + h.entries * LOG_ENTRY_LEN;
+        if u32_at(b, 56) != crc32c::crc32c(&b[LOG_HEADER_LEN..end]) {
+            return Ok(false);
+        }
+        let bad = |i: usize, what: String| format!("generation {} entry {i}: {what}", h.generation);
+        let mut entries = Vec::with_capacity(h.entries);
+        let mut vcs = std::collections::HashSet::new();
+        let mut pcs = std::collections::HashSet::new();
+        let mut top = self.top;
+        for (i, e) in b[LOG_HEADER_LEN..end]
+            .chunks_exact(LOG_ENTRY_LEN)
+            .enumerate()
+        {
+            let (vol, vc, pc) = (u64_at(e, 0), u32_at(e, 8) as usize, u32_at(e, 12));
+            let vi = self
+                .meta
+                .vols
+                .iter()
+                .position(|v| v.id == vol)
+                .ok_or_else(|| bad(i, format!("no volume {vol}")))?;
+            let v = &self.meta.vols[vi];
+            if v.read_only {
+                return Err(bad(i, format!("volume {vol} is a snapshot")));
+            }
+            if vc >= v.map.len() || v.map[vc] != NONE || !vcs.insert((vol, vc)) {
+                return Err(bad(
+                    i,
+                    format!("volume cluster {vc} is not an unmapped one"),
+                ));
+            }
+            if u64::from(pc) >= label.clusters || self.used[pc as usize] || !pcs.insert(pc) {
+                return Err(bad(i, format!("pool cluster {pc} is not a free one")));
+            }
+            top = top.max(u64::from(pc) + 1);
+            entries.push((vi, vc, pc));
+        }
+        if h.clean_from > label.clusters || top > h.clean_from {
+            return Err(format!(
+                "generation {}: clean_from {} outside {top}..={}",
+                h.generation, h.clean_from, label.clusters
+            ));
+        }
+        for (vi, vc, pc) in entries {
+            self.meta.vols[vi].map[vc] = pc;
+            self.used[pc as usize] = true;
+        }
+        self.top = top;
+        self.meta.clean_from = h.clean_from;
+        self.meta.generation = h.generation;
+        Ok(true)
+    }
 }
 
 /// Unique ids and names; parents exist, are read-only, and form no cycle.

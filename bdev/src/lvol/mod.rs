@@ -12,7 +12,9 @@
 //! * **Metadata engine.** One reactor (the *metadata reactor*) owns the metadata. It
 //!   runs one job at a time — a control-plane call, a batch of first-write
 //!   allocations, a deallocation — as `async` code polled by a poller (`io.rs`), and
-//!   ends every change with a commit of a whole new metadata generation.
+//!   ends every change with a commit of a new metadata generation: a whole image, or
+//!   (an allocation batch, format version 3) one record appended to the allocation
+//!   log.
 //! * **Control plane.** The [`LvolStore`] methods send a job to the metadata reactor and
 //!   **block the calling thread** until it answers; calling them on a reactor thread
 //!   is refused with [`LvolError::OnReactor`] (it would deadlock the metadata reactor).
@@ -38,17 +40,27 @@
 //!
 //! 1. The label is written once, last, at format time (after the label block was
 //!    erased and generation 1 was written and flushed).
-//! 2. Generation `g` is written to slot `g & 1`, never over the current generation,
-//!    as one self-contained image (every volume and its cluster map) with a header
-//!    checksum and a body checksum, then flushed. The flush completing is the commit
-//!    point. Load reads both slots and takes the newest one whose checksums and
-//!    contents verify; a torn newer image is skipped (and logged).
-//! 3. Data a commit references is written and flushed before the commit: new
+//! 2. A whole image (every volume and its cluster map, with a header checksum and a
+//!    body checksum) is written to the slot *not* holding the image the log extends,
+//!    then flushed. The flush completing is the commit point. Load reads both slots
+//!    and takes the newest one whose checksums and contents verify; a torn newer
+//!    image is skipped (and logged).
+//! 3. An allocation batch is committed as one record (its new mappings and
+//!    `clean_from`, with the generation it makes and the generation of the image it
+//!    extends, checksummed) appended to the log and flushed. Load applies, after the
+//!    chosen image, the records that extend that image with consecutive generations,
+//!    and stops at the first that does not (the end, a torn write, a stale record of
+//!    an older image). A record whose checksums hold but whose entries contradict the
+//!    metadata (a missing volume, a mapped or used cluster) is corruption, reported.
+//!    A full commit starts the log over; when the log is full an allocation batch
+//!    makes a full commit instead. The image a log extends is never overwritten while
+//!    its records matter, so a torn full image still leaves image and log intact.
+//! 4. Data a commit references is written and flushed before the commit: new
 //!    clusters are zeroed or copied from the parent first.
-//! 4. Clusters freed by a change (delete, shrink, unmap, merge) return to the free set
+//! 5. Clusters freed by a change (delete, shrink, unmap, merge) return to the free set
 //!    only after the commit that frees them; clusters taken for a change that fails
 //!    to commit return at once (they were never referenced on disk).
-//! 5. The free set is not stored: it is derived on load from the cluster maps, which
+//! 6. The free set is not stored: it is derived on load from the cluster maps, which
 //!    are checked to reference every cluster at most once. So no cluster can be both
 //!    free and in use, and clusters of an uncommitted allocation are free again after
 //!    a crash.
@@ -64,11 +76,12 @@
 //! byte 0                 label (256 bytes used; region max(4096, block size))
 //! slot_offset[0]         metadata slot A (slot_size bytes)
 //! slot_offset[1]         metadata slot B (slot_size bytes)
+//! log_offset             allocation log (log_size bytes; format version 3)
 //! data_offset            cluster 0, cluster 1, ... (`clusters` of cluster_size)
 //!
 //! label
 //!   0   8  magic "FRXLVOL\0"
-//!   8   4  format version (2); a newer one is refused before anything else is read
+//!   8   4  format version (3); a newer one is refused before anything else is read
 //!  12   4  block size of the base device at format
 //!  16  16  pool UUID
 //!  32   1  pool name length (1..=63)     33 63  pool name, UTF-8, zero padded
@@ -76,16 +89,19 @@
 //! 104   8  slot A offset                112  8  slot B offset
 //! 120   8  slot size                    128  8  data offset (cluster aligned)
 //! 136   8  number of data clusters      144  8  device blocks at format
-//! 152 100  reserved, zero
+//! 152   8  log offset (version 3)       160  8  log size (version 3; 1/256 of the
+//!                                                device, 64 KiB to 4 MiB)
+//! 168  84  reserved, zero (152..168 too before version 3)
 //! 252   4  CRC32C of bytes 0..252
 //!
 //! metadata image (at the start of a slot; zero padded to a block multiple)
 //!   0   8  magic "FRXMETA\0"
-//!   8   4  format version (2; a pool whose label says 1 keeps writing version-1
-//!          images, without the trailer, so an older build still reads it)
+//!   8   4  format version (3; a pool whose label says 1 or 2 keeps writing images
+//!          of its version — version 1 without the trailer — and no log, so an
+//!          older build still reads it)
 //!  12   4  volume count (<= 1024)
 //!  16  16  pool UUID (must match the label)
-//!  32   8  generation (slot = generation & 1)
+//!  32   8  generation
 //!  40   8  image length in bytes, header included
 //!  48   8  next volume id
 //!  56   4  CRC32C of the body (bytes 64..length)
@@ -108,6 +124,15 @@
 //!
 //! run (16 bytes): volume clusters vc..vc+len are pool clusters pc..pc+len
 //!   0   8  vc          8   4  pc          12  4  len (>= 1)
+//!
+//! log record (at the log's start or right after the previous record; zero padded
+//! to a block multiple)
+//!   0   8  magic "FRXLOGR\0"             8  4  version (3)
+//!  12   4  entry count                   16 16  pool UUID
+//!  32   8  generation it makes           40  8  generation of the image it extends
+//!  48   8  clean_from after it           56  4  CRC32C of the entries
+//!  60   4  CRC32C of header bytes 0..60
+//!  64      entries (16 bytes): volume id u64, volume cluster u32, pool cluster u32
 //! ```
 //!
 //! A slot is sized for the worst case: header, 1024 records and one run per data
@@ -413,8 +438,8 @@ impl LvolStore {
             };
             io::spawn(r, async move {
                 let res = setup::format(&io, &sh2.label).await;
-                tx.send(res.map(|meta| {
-                    Reactor::with(|r| Engine::start(r, sh2, io, meta));
+                tx.send(res.map(|(meta, log)| {
+                    Reactor::with(|r| Engine::start(r, sh2, io, meta, log));
                 }));
             });
         })?;
@@ -443,14 +468,14 @@ impl LvolStore {
             };
             io::spawn(r, async move {
                 let res = setup::load_meta(&io, base.info()).await;
-                tx.send(res.map(|(label, meta)| {
+                tx.send(res.map(|(label, meta, log)| {
                     let sh = Arc::new(Shared {
                         id: next_store_id(),
                         base,
                         meta: h,
                         label,
                     });
-                    Reactor::with(|r| Engine::start(r, sh.clone(), io, meta));
+                    Reactor::with(|r| Engine::start(r, sh.clone(), io, meta, log));
                     sh
                 }));
             });

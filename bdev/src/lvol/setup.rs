@@ -2,16 +2,17 @@
 //! newest valid metadata generation of an existing one.
 
 use super::engine::io_err;
-use super::format::{encode_meta, Label, Meta};
+use super::format::{decode_record_header, encode_meta, Label, LogPos, Meta, Replay};
 use super::io::BaseIo;
 use super::LvolError;
 use crate::Ops;
 
-/// Reads the label and the newest valid metadata generation.
+/// Reads the label and the newest valid metadata generation: the newest valid full
+/// image, brought up to date by the log records that extend it.
 pub(crate) async fn load_meta(
     io: &BaseIo,
     dev: &crate::BdevInfo,
-) -> Result<(Label, Meta), LvolError> {
+) -> Result<(Label, Meta, LogPos), LvolError> {
     let bs = io.bs;
     let lb = io.read(0, bs).await.map_err(io_err("reading the label"))?;
     let label = Label::decode(&lb, dev)?;
@@ -39,7 +40,13 @@ pub(crate) async fn load_meta(
                 if !why.is_empty() {
                     tracing::warn!(pool = %label.name, generation, skipped = ?why, "lvol: using an older metadata generation");
                 }
-                return Ok((label, m));
+                let (m, tail) = replay_log(io, dev, &label, m).await?;
+                let pos = LogPos {
+                    base_slot: i,
+                    base_generation: generation,
+                    tail,
+                };
+                return Ok((label, m, pos));
             }
             Err((e, at)) => why.push(format!(
                 "slot {i} generation {generation}: {e} at byte {}",
@@ -54,8 +61,56 @@ pub(crate) async fn load_meta(
     })
 }
 
-/// Writes a fresh pool: label erased, an empty generation 1, then the label.
-pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<Meta, LvolError> {
+/// Applies the log records that extend full image `base`, in order, up to the first
+/// one that does not continue it (the end of the log, a torn write, or a record of an
+/// older image); returns the result and the end of the applied records.
+async fn replay_log(
+    io: &BaseIo,
+    dev: &crate::BdevInfo,
+    label: &Label,
+    base: Meta,
+) -> Result<(Meta, u64), LvolError> {
+    let bs = io.bs;
+    let base_generation = base.generation;
+    let mut r = Replay::new(base, label);
+    let mut tail = 0;
+    while tail < label.log_size {
+        let off = label.log_offset + tail;
+        let hb = io.read(off, bs).await.map_err(io_err("reading the log"))?;
+        let Ok(h) = decode_record_header(&hb, label, label.log_size - tail) else {
+            break;
+        };
+        if h.base != base_generation || h.generation != r.meta.generation + 1 {
+            break;
+        }
+        let b = if h.len > bs {
+            io.read(off, h.len)
+                .await
+                .map_err(io_err("reading the log"))?
+        } else {
+            hb
+        };
+        match r.apply(&h, &b, label) {
+            Ok(true) => tail += h.len,
+            Ok(false) => {
+                tracing::warn!(pool = %label.name, generation = h.generation, "lvol: the last allocation record was torn; the log ends before it");
+                break;
+            }
+            Err(what) => {
+                return Err(LvolError::Corrupt {
+                    device: dev.name.clone(),
+                    what: format!("allocation log: {what}"),
+                    offset: off,
+                })
+            }
+        }
+    }
+    Ok((r.meta, tail))
+}
+
+/// Writes a fresh pool: label erased, an empty generation 1 (in slot B) and an empty
+/// log, then the label.
+pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<(Meta, LogPos), LvolError> {
     let bs = io.bs as usize;
     let e = io_err("formatting");
     io.write(0, &vec![0u8; bs]).await.map_err(&e)?;
@@ -89,10 +144,20 @@ pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<Meta, LvolError
     io.write(label.slot_offset[0], &vec![0u8; bs])
         .await
         .map_err(&e)?;
+    if label.log_size > 0 {
+        io.write(label.log_offset, &vec![0u8; bs])
+            .await
+            .map_err(&e)?;
+    }
     io.flush().await.map_err(&e)?;
     let mut lb = vec![0u8; bs];
     lb[..super::format::LABEL_LEN].copy_from_slice(&label.encode());
     io.write(0, &lb).await.map_err(&e)?;
     io.flush().await.map_err(&e)?;
-    Ok(meta)
+    let log = LogPos {
+        base_slot: 1,
+        base_generation: meta.generation,
+        tail: 0,
+    };
+    Ok((meta, log))
 }

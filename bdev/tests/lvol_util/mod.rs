@@ -111,10 +111,12 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// A block device that stops persisting after its `limit`-th write-like request
 /// (write, write zeroes, unmap): later ones complete successfully and change
-/// nothing, as if the power had gone while the host kept running.
+/// nothing, as if the power had gone while the host kept running. A torn one also
+/// persists the first block of the write the power cut interrupts.
 pub struct CrashBdev {
     inner: Arc<dyn BlockDevice>,
     limit: u64,
+    torn: bool,
     writes: AtomicU64,
     cut: AtomicBool,
 }
@@ -124,6 +126,19 @@ impl CrashBdev {
         Arc::new(Self {
             inner,
             limit,
+            torn: false,
+            writes: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
+        })
+    }
+
+    /// Like [`Self::new`], and the interrupted write of several blocks lands its
+    /// first block only.
+    pub fn torn(inner: Arc<dyn BlockDevice>, limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            limit,
+            torn: true,
             writes: AtomicU64::new(0),
             cut: AtomicBool::new(false),
         })
@@ -162,6 +177,33 @@ impl ChannelImpl for CrashChan {
             IoOp::Write { .. } | IoOp::WriteZeroes { .. } | IoOp::Unmap { .. }
         ) {
             let n = self.dev.writes.fetch_add(1, Ordering::SeqCst);
+            if n == self.dev.limit && self.dev.torn {
+                if let IoOp::Write {
+                    lba,
+                    blocks,
+                    mut buf,
+                    fua,
+                } = op
+                {
+                    self.dev.cut.store(true, Ordering::SeqCst);
+                    if blocks > 1 {
+                        // The first block lands; the caller is told the whole did.
+                        let bs = self.dev.info().block_size as usize;
+                        buf.set_len(bs);
+                        let first = IoOp::Write {
+                            lba,
+                            blocks: 1,
+                            buf,
+                            fua,
+                        };
+                        if let Err((e, op)) = self.inner.submit(first, done.clone_for_test()) {
+                            Reactor::with(|r| defer_completion(r, done, Err(e), op.into_buf()));
+                        }
+                        return;
+                    }
+                    return Reactor::with(|r| defer_completion(r, done, Ok(()), Some(buf)));
+                }
+            }
             if n >= self.dev.limit {
                 self.dev.cut.store(true, Ordering::SeqCst);
                 return Reactor::with(|r| defer_completion(r, done, Ok(()), op.into_buf()));
