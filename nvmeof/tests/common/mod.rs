@@ -1,6 +1,8 @@
 //! A minimal blocking NVMe/TCP host for tests, and a target fixture on loopback.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
