@@ -5,13 +5,16 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use common::proxy::{opcode, pdu_type, Dir, Proxy, Verdict};
 use common::*;
 use ferrox_bdev::testing::{run_kept, Outcome, Req};
 use ferrox_bdev::{BdevError, BlockDevice};
 use ferrox_nvmeof::host::{HostOptions, NvmfBdev};
+use ferrox_nvmeof::pdu::PduType;
 use ferrox_reactor::{
     available_cores, BufferPool, ClassConfig, PoolConfig, ReactorGroup, ReactorHandle,
     ReactorOptions,
@@ -216,4 +219,86 @@ fn a_silent_target_times_out_instead_of_hanging() {
         out[0]
     );
     gate.wait();
+}
+
+/// A proxy hook that lets the I/O queues connect and then withholds every response
+/// to an I/O command; each Read the host sends is reported on `seen`.
+fn withhold_io_responses(
+    seen: mpsc::Sender<()>,
+) -> impl Fn(usize, Dir, &mut Vec<u8>) -> Verdict + Send + Sync {
+    let connected = Mutex::new(HashSet::new());
+    let seen = Mutex::new(seen);
+    move |conn, dir, pdu| {
+        if conn == 0 {
+            return Verdict::Forward; // the admin queue
+        }
+        match (dir, pdu_type(pdu)) {
+            (Dir::ToTarget, PduType::CAPSULE_CMD) if opcode(pdu) == 0x02 => {
+                let _ = seen.lock().unwrap().send(());
+                Verdict::Forward
+            }
+            // The first response on an I/O queue is its Connect's.
+            (Dir::ToHost, PduType::CAPSULE_RESP) if connected.lock().unwrap().insert(conn) => {
+                Verdict::Forward
+            }
+            (Dir::ToHost, PduType::CAPSULE_RESP | PduType::C2H_DATA) => Verdict::Drop,
+            _ => Verdict::Forward,
+        }
+    }
+}
+
+#[test]
+fn commands_queued_beyond_the_depth_fail_when_the_target_goes_away() {
+    let f = fixture();
+    let (tx, rx) = mpsc::channel();
+    let proxy = Proxy::start(f.addr, withhold_io_responses(tx));
+    let mut o = opts(false, 4);
+    // Far beyond the test's patience: the lost connection must fail them, not a timeout.
+    o.io_timeout = Duration::from_secs(600);
+    let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    // 4 queue entries, 16 reads: 4 in flight, 12 queued behind them.
+    let reads: Vec<Req> = (0..16u64).map(|i| Req::Read(i * 8, 8)).collect();
+    let out = std::thread::scope(|sc| {
+        let batch = sc.spawn(|| run(h, &dev, reads));
+        for _ in 0..4 {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the host fills its queue");
+        }
+        proxy.sever(); // the target goes away, responses never came
+        batch.join().unwrap() // bounded: run_kept gives up after 60 s
+    });
+    assert_eq!(out.len(), 16);
+    for (i, o) in out.iter().enumerate() {
+        assert!(matches!(o, Err(BdevError::Io(_))), "read {i}: {o:?}");
+    }
+}
+
+#[test]
+fn a_command_queued_longer_than_the_io_timeout_fails() {
+    let f = fixture();
+    // A slow target: each response reaches the host 0.6 s after the one before it
+    // (the proxy's forwarding thread holds it; this is the target's latency, not a
+    // synchronisation of the test).
+    let proxy = Proxy::start(f.addr, |conn, dir, pdu| {
+        if conn > 0 && dir == Dir::ToHost && pdu_type(pdu) == PduType::CAPSULE_RESP {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        Verdict::Forward
+    });
+    let mut o = opts(false, 2);
+    o.io_timeout = Duration::from_secs(2);
+    let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
+    let g = host_group();
+    // 2 entries, 6 reads at once: read k completes about 0.6 (k + 1) s later, after at
+    // most 1.2 s in flight; read 5 would start at 2.4 s, after its 2 s in the queue.
+    let reads: Vec<Req> = (0..6u64).map(|i| Req::Read(i * 8, 8)).collect();
+    let out = run(&g.handles()[0], &dev, reads);
+    assert!(out[0].is_ok() && out[1].is_ok(), "{out:?}");
+    assert!(
+        matches!(out[5], Err(BdevError::Io(e)) if e == libc::ETIMEDOUT),
+        "{:?}",
+        out[5]
+    );
 }

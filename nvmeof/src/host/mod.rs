@@ -7,8 +7,10 @@
 //! a reactor) sends Keep Alive on the admin queue every KATO/2.
 //!
 //! Failures are errors, never hangs: each command has a deadline; an expired command or
-//! a lost connection fails every command in flight on that queue, and the next
-//! submission reconnects (re-creating the controller when the target restarted).
+//! a lost connection fails every command in flight on that queue and every command
+//! queued behind them (more submitted than the queue has entries), and the next
+//! submission reconnects (re-creating the controller when the target restarted). A
+//! queued command that waits longer than the I/O timeout for an entry fails alone.
 
 pub mod bdev;
 mod qpair;
@@ -30,7 +32,8 @@ pub struct HostOptions {
     pub queue_depth: u16,
     /// Keep-alive timeout asked for at Connect; 0 disables keep-alive.
     pub kato_ms: u32,
-    /// A command without a response after this long fails, and its queue reconnects.
+    /// A command without a response after this long fails, and its queue reconnects;
+    /// a command still waiting for a queue entry after this long fails alone.
     pub io_timeout: Duration,
     /// TCP connect and handshake timeout.
     pub connect_timeout: Duration,

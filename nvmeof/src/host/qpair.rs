@@ -81,6 +81,14 @@ enum Rx {
 
 type Ready = (Completion, Result<(), BdevError>, Option<DmaBuf>);
 
+/// A command waiting for a free slot (more submitted than the queue has entries).
+struct Queued {
+    op: IoOp,
+    done: Completion,
+    /// It fails with `ETIMEDOUT` if it has not started by then.
+    deadline: Instant,
+}
+
 struct State {
     sock: Option<TcpStream>,
     maxh2cdata: usize,
@@ -93,7 +101,7 @@ struct State {
     tx_off: usize,
     slots: Vec<Slot>,
     free: Vec<u16>,
-    pending: VecDeque<(IoOp, Completion)>,
+    pending: VecDeque<Queued>,
     ready: Vec<Ready>,
     last_attempt: Option<Instant>,
     last_timeout_check: Instant,
@@ -191,7 +199,8 @@ impl QPair {
         self.session.digests
     }
 
-    /// Drops the connection and fails every command in flight with `errno`.
+    /// Drops the connection and fails every command with `errno`: those in flight and
+    /// those queued for a slot (nothing else would ever start them).
     fn fail_connection(&self, st: &mut State, why: &str, errno: i32) {
         if let Some(s) = st.sock.take() {
             let _ = s.shutdown(Shutdown::Both);
@@ -212,6 +221,10 @@ impl QPair {
                     st.ready.push((d, Err(BdevError::Io(errno)), buf));
                 }
             }
+        }
+        while let Some(q) = st.pending.pop_front() {
+            st.ready
+                .push((q.done, Err(BdevError::Io(errno)), q.op.into_buf()));
         }
     }
 
@@ -243,7 +256,11 @@ impl QPair {
 
     fn start_cmd(&self, st: &mut State, op: IoOp, done: Completion) {
         let Some(slot) = st.free.pop() else {
-            st.pending.push_back((op, done));
+            st.pending.push_back(Queued {
+                op,
+                done,
+                deadline: Instant::now() + self.session.opts.io_timeout,
+            });
             return;
         };
         let s = &mut st.slots[slot as usize];
@@ -362,8 +379,26 @@ impl QPair {
         if let Some(d) = done {
             st.ready.push((d, res, buf));
         }
-        if let Some((op, done)) = st.pending.pop_front() {
-            self.start_cmd(st, op, done);
+        self.start_queued(st);
+    }
+
+    /// Starts queued commands while slots are free; one that waited past its
+    /// deadline fails instead.
+    fn start_queued(&self, st: &mut State) {
+        if st.pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while !st.free.is_empty() {
+            let Some(q) = st.pending.pop_front() else {
+                return;
+            };
+            if now > q.deadline {
+                st.ready
+                    .push((q.done, Err(BdevError::Io(libc::ETIMEDOUT)), q.op.into_buf()));
+                continue;
+            }
+            self.start_cmd(st, q.op, q.done);
         }
     }
 
@@ -691,6 +726,23 @@ impl QPair {
         st.last_timeout_check = now;
         if st.slots.iter().any(|s| s.in_use && now > s.deadline) {
             self.fail_connection(st, "a command timed out", libc::ETIMEDOUT);
+            return;
+        }
+        // Queued commands wait at most `io_timeout` for a slot (deadlines are in
+        // submission order). The connection is not at fault: it keeps its commands.
+        let mut expired = 0usize;
+        while st.pending.front().is_some_and(|q| now > q.deadline) {
+            let q = st.pending.pop_front().expect("front exists");
+            st.ready
+                .push((q.done, Err(BdevError::Io(libc::ETIMEDOUT)), q.op.into_buf()));
+            expired += 1;
+        }
+        if expired > 0 {
+            tracing::warn!(
+                qid = self.qid,
+                expired,
+                "commands waited longer than the I/O timeout for a queue slot"
+            );
         }
     }
 
@@ -805,9 +857,9 @@ impl ChannelImpl for QPair {
         }
         let pending: Vec<_> = st.pending.drain(..).collect();
         drop(st);
-        for (op, done) in pending {
-            let buf = op.into_buf();
-            Reactor::with(|r| defer_completion(r, done, Err(BdevError::Closed), buf));
+        for q in pending {
+            let buf = q.op.into_buf();
+            Reactor::with(|r| defer_completion(r, q.done, Err(BdevError::Closed), buf));
         }
     }
 }
