@@ -5,56 +5,20 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use common::proxy::{opcode, pdu_type, Dir, Proxy, Verdict};
+use common::proxy::{opcode, pdu_type, Dir, IoQueues, Proxy, Verdict};
 use common::*;
 use ferrox_bdev::testing::{run_kept, Outcome, Req};
 use ferrox_bdev::{BdevError, BlockDevice};
-use ferrox_nvmeof::host::{HostOptions, NvmfBdev};
+use ferrox_nvmeof::host::NvmfBdev;
 use ferrox_nvmeof::pdu::PduType;
-use ferrox_reactor::{
-    available_cores, BufferPool, ClassConfig, PoolConfig, ReactorGroup, ReactorHandle,
-    ReactorOptions,
-};
+use ferrox_reactor::ReactorHandle;
 
 /// The host's channel is kept across batches: reconnecting is what is tested.
 fn run(h: &ReactorHandle, dev: &Arc<dyn BlockDevice>, reqs: Vec<Req>) -> Vec<Outcome> {
     run_kept(h, dev.clone(), reqs)
-}
-
-fn host_group() -> ReactorGroup {
-    let pool = BufferPool::new(&PoolConfig {
-        classes: vec![
-            ClassConfig {
-                size: 4096,
-                count: 512,
-            },
-            ClassConfig {
-                size: 128 << 10,
-                count: 64,
-            },
-        ],
-        hugepages: false,
-    })
-    .unwrap();
-    let core = *available_cores().last().unwrap();
-    ReactorGroup::start(&[core], &ReactorOptions::default(), pool).unwrap()
-}
-
-fn opts(digests: bool, qd: u16) -> HostOptions {
-    HostOptions {
-        hostnqn: HOSTNQN.to_string(),
-        header_digest: digests,
-        data_digest: digests,
-        queue_depth: qd,
-        kato_ms: 2000,
-        io_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-        ..Default::default()
-    }
 }
 
 fn url(f: &Fixture) -> String {
@@ -63,7 +27,7 @@ fn url(f: &Fixture) -> String {
 
 fn round_trip(digests: bool) {
     let f = fixture();
-    let dev = NvmfBdev::connect(&url(&f), &opts(digests, 32)).unwrap();
+    let dev = NvmfBdev::connect(&url(&f), &host_opts(digests, 32)).unwrap();
     assert_eq!(dev.info().num_blocks, f.dev.info().num_blocks);
     assert_eq!(dev.info().block_size, 512);
     let g = host_group();
@@ -114,7 +78,7 @@ fn data_round_trips_with_digests() {
 #[test]
 fn more_requests_than_queue_entries_wait_and_complete() {
     let f = fixture();
-    let dev = NvmfBdev::connect(&url(&f), &opts(false, 4)).unwrap();
+    let dev = NvmfBdev::connect(&url(&f), &host_opts(false, 4)).unwrap();
     let g = host_group();
     let h = &g.handles()[0];
     let writes: Vec<Req> = (0..100u64)
@@ -130,7 +94,7 @@ fn more_requests_than_queue_entries_wait_and_complete() {
 #[test]
 fn errors_come_back_as_errors() {
     let f = fixture();
-    let dev = NvmfBdev::connect(&url(&f), &opts(false, 8)).unwrap();
+    let dev = NvmfBdev::connect(&url(&f), &host_opts(false, 8)).unwrap();
     let g = host_group();
     let nb = dev.info().num_blocks;
     let out = run(
@@ -146,11 +110,11 @@ fn errors_come_back_as_errors() {
     assert!(out[1].is_ok());
     // Wrong NQN and unreachable targets fail at connect with a clear error.
     let bad = format!("nvme+tcp://{}/nqn.2026-11.io.ferrox:nope", f.addr);
-    let e = NvmfBdev::connect(&bad, &opts(false, 8)).err().unwrap();
+    let e = NvmfBdev::connect(&bad, &host_opts(false, 8)).err().unwrap();
     assert!(e.to_string().contains("Connect"), "{e}");
     let e = NvmfBdev::connect(
         "nvme+tcp://127.0.0.1:1/nqn.2026-11.io.ferrox:x",
-        &opts(false, 8),
+        &host_opts(false, 8),
     )
     .err()
     .unwrap();
@@ -161,7 +125,7 @@ fn errors_come_back_as_errors() {
 fn target_restart_fails_in_flight_then_reconnects() {
     let f = fixture();
     let addr = f.addr.to_string();
-    let dev = NvmfBdev::connect(&url(&f), &opts(false, 8)).unwrap();
+    let dev = NvmfBdev::connect(&url(&f), &host_opts(false, 8)).unwrap();
     let g = host_group();
     let h = &g.handles()[0];
     assert!(run(h, &dev, vec![Req::Write(0, pattern(1, 4096))])
@@ -196,7 +160,7 @@ fn target_restart_fails_in_flight_then_reconnects() {
 #[test]
 fn a_silent_target_times_out_instead_of_hanging() {
     let f = fixture();
-    let mut o = opts(false, 8);
+    let mut o = host_opts(false, 8);
     o.io_timeout = Duration::from_millis(500);
     let dev = NvmfBdev::connect(&url(&f), &o).unwrap();
     // The host's reactors park when idle (adaptive): only its timer can notice.
@@ -226,23 +190,20 @@ fn a_silent_target_times_out_instead_of_hanging() {
 fn withhold_io_responses(
     seen: mpsc::Sender<()>,
 ) -> impl Fn(usize, Dir, &mut Vec<u8>) -> Verdict + Send + Sync {
-    let connected = Mutex::new(HashSet::new());
+    let io = IoQueues::default();
     let seen = Mutex::new(seen);
     move |conn, dir, pdu| {
-        if conn == 0 {
-            return Verdict::Forward; // the admin queue
+        if conn > 0
+            && dir == Dir::ToTarget
+            && pdu_type(pdu) == PduType::CAPSULE_CMD
+            && opcode(pdu) == 0x02
+        {
+            let _ = seen.lock().unwrap().send(());
         }
-        match (dir, pdu_type(pdu)) {
-            (Dir::ToTarget, PduType::CAPSULE_CMD) if opcode(pdu) == 0x02 => {
-                let _ = seen.lock().unwrap().send(());
-                Verdict::Forward
-            }
-            // The first response on an I/O queue is its Connect's.
-            (Dir::ToHost, PduType::CAPSULE_RESP) if connected.lock().unwrap().insert(conn) => {
-                Verdict::Forward
-            }
-            (Dir::ToHost, PduType::CAPSULE_RESP | PduType::C2H_DATA) => Verdict::Drop,
-            _ => Verdict::Forward,
+        if io.after_connect(conn, dir, pdu) {
+            Verdict::Drop
+        } else {
+            Verdict::Forward
         }
     }
 }
@@ -252,7 +213,7 @@ fn commands_queued_beyond_the_depth_fail_when_the_target_goes_away() {
     let f = fixture();
     let (tx, rx) = mpsc::channel();
     let proxy = Proxy::start(f.addr, withhold_io_responses(tx));
-    let mut o = opts(false, 4);
+    let mut o = host_opts(false, 4);
     // Far beyond the test's patience: the lost connection must fail them, not a timeout.
     o.io_timeout = Duration::from_secs(600);
     let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
@@ -287,7 +248,7 @@ fn a_command_queued_longer_than_the_io_timeout_fails() {
         }
         Verdict::Forward
     });
-    let mut o = opts(false, 2);
+    let mut o = host_opts(false, 2);
     o.io_timeout = Duration::from_secs(2);
     let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
     let g = host_group();

@@ -2,6 +2,7 @@
 //! to make a target misbehave (drop, delay or rewrite PDUs) or go away, with the rest
 //! of the protocol spoken by the real thing.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -156,6 +157,45 @@ fn forward(sh: &Shared, conn: usize, dir: Dir, mut from: TcpStream, mut to: TcpS
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Which I/O queues (every connection after the admin queue's) have had their Connect
+/// answered, so a hook can leave the handshake alone and act on I/O only.
+#[derive(Default)]
+pub struct IoQueues {
+    connected: Mutex<HashSet<usize>>,
+}
+
+impl IoQueues {
+    /// Whether `pdu` goes to the host on an I/O queue after that queue's Connect
+    /// response (the first CapsuleResp on the connection, which this notes).
+    pub fn after_connect(&self, conn: usize, dir: Dir, pdu: &[u8]) -> bool {
+        if conn == 0 || dir != Dir::ToHost {
+            return false;
+        }
+        let mut c = self.connected.lock().unwrap();
+        if c.contains(&conn) {
+            return true;
+        }
+        if pdu_type(pdu) == PduType::CAPSULE_RESP {
+            c.insert(conn);
+        }
+        false
+    }
+}
+
+/// A hook applying `f` to what the target sends on each I/O queue after its Connect.
+pub fn on_io_responses(
+    f: impl Fn(&mut Vec<u8>) -> Verdict + Send + Sync + 'static,
+) -> impl Fn(usize, Dir, &mut Vec<u8>) -> Verdict + Send + Sync + 'static {
+    let q = IoQueues::default();
+    move |conn, dir, pdu| {
+        if q.after_connect(conn, dir, pdu) {
+            f(pdu)
+        } else {
+            Verdict::Forward
+        }
+    }
 }
 
 // ---------------------------------------------------------------- PDU helpers
