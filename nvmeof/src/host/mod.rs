@@ -21,6 +21,8 @@ use std::time::Duration;
 pub use bdev::NvmfBdev;
 use ferrox_nvme::spec::Status;
 
+use crate::pdu::{CommonHeader, Digests, PduFlags, PduType, DIGEST_LEN, MAX_HLEN};
+
 /// How the host connects.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -128,6 +130,59 @@ impl TargetUrl {
             nsid,
         })
     }
+}
+
+/// Checks the common header of a PDU from the target before any other field of it is
+/// trusted (the host-side twin of [`crate::pdu::validate_h2c`]): a type a controller
+/// may send, ICResp first and only once, the type's HLEN, HDGSTF and DDGSTF equal to
+/// what was negotiated (`digests` is `None` until the ICResp; IC and TermReq PDUs never
+/// carry digests, and only C2HData carries data), and a PLEN that holds the header and
+/// nothing a PDU without data could carry.
+pub(crate) fn check_header(ch: &CommonHeader, digests: Option<Digests>) -> Result<(), String> {
+    let t = ch.pdu_type;
+    let bad = |why: &str| Err(format!("bad {t:?} PDU from the target: {why} ({ch:?})"));
+    if !matches!(
+        t,
+        PduType::IC_RESP
+            | PduType::C2H_TERM_REQ
+            | PduType::CAPSULE_RESP
+            | PduType::C2H_DATA
+            | PduType::R2T
+    ) {
+        return bad("not a PDU type a controller sends");
+    }
+    match (t, digests) {
+        (PduType::IC_RESP, Some(_)) => return bad("a second ICResp"),
+        (PduType::IC_RESP | PduType::C2H_TERM_REQ, _) | (_, Some(_)) => {}
+        (_, None) => return bad("before the ICResp"),
+    }
+    let hlen = usize::from(t.hlen().expect("a known type"));
+    if usize::from(ch.hlen) != hlen {
+        return bad("HLEN does not match the PDU type");
+    }
+    let dg = if t.digestible() {
+        digests.unwrap_or_default()
+    } else {
+        Digests::default()
+    };
+    if ch.flags.contains(PduFlags::HDGSTF) != dg.header {
+        return bad("HDGSTF differs from the negotiated header digest");
+    }
+    if ch.flags.contains(PduFlags::DDGSTF) != (dg.data && t == PduType::C2H_DATA) {
+        return bad("DDGSTF differs from the negotiated data digest");
+    }
+    let header = hlen + if dg.header { DIGEST_LEN } else { 0 };
+    let plen = ch.plen as usize;
+    let fits = match t {
+        PduType::C2H_DATA => plen >= header,
+        // The data of a TermReq is the header it objects to.
+        PduType::C2H_TERM_REQ => (header..=header + MAX_HLEN).contains(&plen),
+        _ => plen == header,
+    };
+    if !fits {
+        return bad("PLEN does not fit the PDU type");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use ferrox_nvme::spec::{
 };
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::HostError;
+use super::{check_header, HostError};
 use crate::pdu::{
     crc32c, le32, CommonHeader, DataHeader, Digests, HeaderBuf, IcReq, IcResp, PduFlags, PduType,
     CH_LEN,
@@ -32,6 +32,8 @@ pub struct SyncQueue {
     /// In-capsule data this queue may send (8 KiB on the admin queue).
     pub in_capsule: usize,
     cid: u16,
+    /// The ICResp came: `digests` is what every later PDU must carry.
+    ic_done: bool,
 }
 
 fn proto(why: impl Into<String>) -> HostError {
@@ -60,6 +62,7 @@ impl SyncQueue {
             maxh2cdata: 0,
             in_capsule: 8192,
             cid: 0,
+            ic_done: false,
         })
     }
 
@@ -74,7 +77,7 @@ impl SyncQueue {
         };
         q.sock.write_all(&req.encode())?;
         let p = q.recv()?;
-        if p.ch.pdu_type != PduType::IC_RESP || p.header.len() < 128 {
+        if p.ch.pdu_type != PduType::IC_RESP {
             return Err(proto(format!("expected ICResp, got {:?}", p.ch.pdu_type)));
         }
         let resp = IcResp::parse(&p.header);
@@ -88,6 +91,7 @@ impl SyncQueue {
             )));
         }
         q.digests = digests;
+        q.ic_done = true;
         q.maxh2cdata = resp.maxh2cdata;
         Ok(q)
     }
@@ -97,18 +101,18 @@ impl SyncQueue {
         self.cid
     }
 
-    /// The next PDU. A C2HTermReq is returned like any PDU (its data is the quoted
-    /// header); a closed connection is an error.
+    /// The next PDU, its common header checked ([`check_header`]): `header` holds
+    /// exactly its type's HLEN bytes. A C2HTermReq is returned like any PDU (its data
+    /// is the quoted header); a closed connection is an error.
     pub fn recv(&mut self) -> Result<Pdu, HostError> {
         let mut ch = [0u8; CH_LEN];
         self.sock.read_exact(&mut ch)?;
         let c = CommonHeader::parse(&ch);
+        check_header(&c, self.ic_done.then_some(self.digests)).map_err(proto)?;
         let plen = c.plen as usize;
         let hlen = usize::from(c.hlen);
-        if plen < CH_LEN || hlen < CH_LEN || hlen > plen || plen > (1 << 20) + 256 {
-            return Err(proto(format!(
-                "implausible PDU lengths: HLEN {hlen} PLEN {plen}"
-            )));
+        if plen > (1 << 20) + 256 {
+            return Err(proto(format!("implausible PDU length {plen}")));
         }
         let mut all = vec![0u8; plen];
         all[..CH_LEN].copy_from_slice(&ch);
@@ -118,7 +122,7 @@ impl SyncQueue {
         } else {
             0
         };
-        if hd > 0 && (plen < hlen + 4 || le32(&all, hlen) != crc32c(&all[..hlen])) {
+        if hd > 0 && le32(&all, hlen) != crc32c(&all[..hlen]) {
             return Err(proto("header digest mismatch"));
         }
         if c.pdu_type == PduType::C2H_TERM_REQ {
@@ -129,7 +133,7 @@ impl SyncQueue {
             });
         }
         let pdo = usize::from(c.pdo);
-        let data = if pdo > 0 {
+        let data = if c.pdu_type == PduType::C2H_DATA {
             let dd = if c.flags.contains(PduFlags::DDGSTF) {
                 4
             } else {
@@ -204,8 +208,13 @@ impl SyncQueue {
             match p.ch.pdu_type {
                 PduType::C2H_DATA => {
                     let dh = DataHeader::parse(&p.header);
-                    if dh.cccid != cid || dh.offset as usize != data.len() {
-                        return Err(proto("C2HData for another command or out of order"));
+                    if dh.cccid != cid
+                        || dh.offset as usize != data.len()
+                        || dh.length as usize != p.data.len()
+                    {
+                        return Err(proto(
+                            "C2HData for another command, out of order or of the wrong length",
+                        ));
                     }
                     data.extend_from_slice(&p.data);
                     if p.ch.flags.contains(PduFlags::SUCCESS) {
@@ -270,7 +279,14 @@ impl SyncQueue {
         };
         cmd.dptr = sgl.to_dptr();
         self.send_cmd(&cmd, if in_capsule { data_out } else { &[] })?;
-        self.wait(cid, data_out)
+        let (c, data) = self.wait(cid, data_out)?;
+        if c.status().is_success() && data.len() != data_in as usize {
+            return Err(proto(format!(
+                "a successful command returned {} of its {data_in} data bytes",
+                data.len()
+            )));
+        }
+        Ok((c, data))
     }
 
     /// Like [`SyncQueue::exec`], failing on a non-success status.

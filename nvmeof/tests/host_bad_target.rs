@@ -1,0 +1,87 @@
+//! The host library against targets that break the protocol: malformed PDUs, reads
+//! completed without all their data, digests left out. Each is an error, never a
+//! panic and never a success.
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::*;
+use ferrox_nvme::spec::Completion;
+use ferrox_nvmeof::host::{HostError, NvmfBdev};
+use ferrox_nvmeof::pdu::{le32, Digests, HeaderBuf, IcResp, CH_LEN};
+use zerocopy::IntoBytes;
+
+/// A fake target: answers the ICReq, reads the admin Connect capsule, answers it with
+/// `bad`, and waits for the host to hang up.
+fn fake_target(bad: Vec<u8>) -> (SocketAddr, JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut icreq = [0u8; 128];
+        s.read_exact(&mut icreq).unwrap();
+        let icresp = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digests: Digests::default(),
+            maxh2cdata: 128 << 10,
+        };
+        s.write_all(&icresp.encode()).unwrap();
+        let mut ch = [0u8; CH_LEN];
+        s.read_exact(&mut ch).unwrap();
+        let mut rest = vec![0u8; le32(&ch, 4) as usize - CH_LEN];
+        s.read_exact(&mut rest).unwrap();
+        s.write_all(&bad).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    (addr, t)
+}
+
+#[test]
+fn malformed_pdus_from_the_target_are_errors_not_panics() {
+    // HLEN = PLEN = 8: a PDU without its type-specific header.
+    let short = |t: u8| vec![t, 0, 8, 0, 8, 0, 0, 0];
+    let mut resp16 = vec![0u8; 16];
+    resp16[..8].copy_from_slice(&[0x05, 0, 16, 0, 16, 0, 0, 0]);
+    // A valid Connect response, but with a header digest nobody negotiated.
+    let mut cqe = [0u8; 16];
+    cqe.copy_from_slice(Completion::success(1).as_bytes());
+    let undigested = HeaderBuf::capsule_resp(&cqe, true).as_slice().to_vec();
+    let cases = [
+        ("CapsuleResp, HLEN 8", short(0x05)),
+        ("CapsuleResp, HLEN 16", resp16),
+        ("C2HData, HLEN 8", short(0x07)),
+        ("R2T, HLEN 8", short(0x09)),
+        ("C2HTermReq, HLEN 8", short(0x03)),
+        ("unknown type 0x0f", short(0x0f)),
+        ("CapsuleCmd from the target", short(0x04)),
+        (
+            "a second ICResp",
+            IcResp {
+                pfv: 0,
+                cpda: 0,
+                digests: Digests::default(),
+                maxh2cdata: 4096,
+            }
+            .encode()
+            .to_vec(),
+        ),
+        ("HDGSTF not negotiated", undigested),
+    ];
+    for (what, bad) in cases {
+        let (addr, t) = fake_target(bad);
+        let url = format!("nvme+tcp://{addr}/{NQN}");
+        let e = NvmfBdev::connect(&url, &host_opts(false, 8))
+            .err()
+            .unwrap_or_else(|| panic!("{what}: connected"));
+        assert!(matches!(e, HostError::Protocol(_)), "{what}: {e}");
+        t.join().unwrap();
+    }
+}
