@@ -11,10 +11,16 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::proxy::{
+    on_io_responses, pdu_type, strip_data_digest, strip_header_digest, truncate_c2h_data, Dir,
+    Proxy, Verdict,
+};
 use common::*;
+use ferrox_bdev::testing::{run, Req};
+use ferrox_bdev::BdevError;
 use ferrox_nvme::spec::Completion;
 use ferrox_nvmeof::host::{HostError, NvmfBdev};
-use ferrox_nvmeof::pdu::{le32, Digests, HeaderBuf, IcResp, CH_LEN};
+use ferrox_nvmeof::pdu::{le32, Digests, HeaderBuf, IcResp, PduType, CH_LEN};
 use zerocopy::IntoBytes;
 
 /// A fake target: answers the ICReq, reads the admin Connect capsule, answers it with
@@ -83,5 +89,77 @@ fn malformed_pdus_from_the_target_are_errors_not_panics() {
             .unwrap_or_else(|| panic!("{what}: connected"));
         assert!(matches!(e, HostError::Protocol(_)), "{what}: {e}");
         t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_read_completed_without_all_its_data_fails() {
+    let f = fixture();
+    let g = host_group();
+    for keep in [None, Some(2048)] {
+        let proxy = Proxy::start(
+            f.addr,
+            on_io_responses(move |pdu| {
+                if pdu_type(pdu) != PduType::C2H_DATA {
+                    return Verdict::Forward;
+                }
+                match keep {
+                    None => Verdict::Drop,
+                    Some(n) => {
+                        truncate_c2h_data(pdu, n);
+                        Verdict::Forward
+                    }
+                }
+            }),
+        );
+        let url = format!("nvme+tcp://{}/{NQN}", proxy.addr);
+        let dev = NvmfBdev::connect(&url, &host_opts(false, 8)).unwrap();
+        let out = run(&g.handles()[0], dev, vec![Req::Read(0, 8)]);
+        assert!(
+            matches!(out[0], Err(BdevError::Io(_))),
+            "{keep:?} of 4096 bytes: {:?}",
+            out[0]
+        );
+    }
+}
+
+#[test]
+fn digests_the_target_leaves_out_are_errors() {
+    let f = fixture();
+    let g = host_group();
+    type Strip = fn(&mut Vec<u8>);
+    let strips: [(&str, Strip); 2] = [
+        ("header digest", strip_header_digest),
+        ("data digest", strip_data_digest),
+    ];
+    for (what, strip) in strips {
+        // On an I/O queue: the read fails with its connection.
+        let proxy = Proxy::start(
+            f.addr,
+            on_io_responses(move |pdu| {
+                strip(pdu);
+                Verdict::Forward
+            }),
+        );
+        let url = format!("nvme+tcp://{}/{NQN}", proxy.addr);
+        let dev = NvmfBdev::connect(&url, &host_opts(true, 8)).unwrap();
+        let out = run(&g.handles()[0], dev, vec![Req::Read(0, 8)]);
+        assert!(
+            matches!(out[0], Err(BdevError::Io(_))),
+            "read without its {what}: {:?}",
+            out[0]
+        );
+        // On the admin queue: connecting fails.
+        let proxy = Proxy::start(f.addr, move |conn, dir, pdu| {
+            if conn == 0 && dir == Dir::ToHost {
+                strip(pdu);
+            }
+            Verdict::Forward
+        });
+        let url = format!("nvme+tcp://{}/{NQN}", proxy.addr);
+        let e = NvmfBdev::connect(&url, &host_opts(true, 8))
+            .err()
+            .unwrap_or_else(|| panic!("connected without the {what}s"));
+        assert!(matches!(e, HostError::Protocol(_)), "{what}: {e}");
     }
 }

@@ -24,6 +24,7 @@ use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, TimerId, Wak
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::bdev::Session;
+use super::check_header;
 use crate::pdu::{
     crc32c, crc32c_append, le32, CommonHeader, DataHeader, HeaderBuf, PduFlags, PduType, CH_LEN,
     DIGEST_LEN, MAX_HLEN,
@@ -402,6 +403,22 @@ impl QPair {
         }
     }
 
+    /// A read the target reports successful must have received every byte.
+    fn all_data_received(&self, st: &State, slot: u16) -> Result<(), BdevError> {
+        let s = &st.slots[slot as usize];
+        let want = s.buf.as_ref().map_or(0, DmaBuf::len);
+        if s.kind == Kind::Read && s.received != want {
+            tracing::warn!(
+                qid = self.qid,
+                received = s.received,
+                want,
+                "the target completed a read without sending all its data"
+            );
+            return Err(BdevError::Io(libc::EIO));
+        }
+        Ok(())
+    }
+
     fn slot_of(st: &State, cid: u16) -> Option<u16> {
         let slot = cid & SLOT_MASK;
         let s = st.slots.get(slot as usize)?;
@@ -445,16 +462,16 @@ impl QPair {
                 }
                 let s0 = st.rx_start;
                 let ch = CommonHeader::parse(&st.rx[s0..s0 + CH_LEN]);
+                let d = self.digests();
+                // Type, HLEN and the digest flags as negotiated (so digests come from
+                // the negotiation, never from what a PDU claims).
+                check_header(&ch, Some(d))?;
                 let hlen = usize::from(ch.hlen);
-                let hd = if ch.flags.contains(PduFlags::HDGSTF) {
+                let hd = if d.header && ch.pdu_type.digestible() {
                     DIGEST_LEN
                 } else {
                     0
                 };
-                let expect = ch.pdu_type.hlen().map(usize::from);
-                if expect != Some(hlen) || (ch.plen as usize) < hlen + hd {
-                    return Err(format!("bad PDU header from the target: {ch:?}"));
-                }
                 let term = ch.pdu_type == PduType::C2H_TERM_REQ;
                 let hb = if term { ch.plen as usize } else { hlen + hd };
                 if hb > MAX_HLEN + DIGEST_LEN + MAX_HLEN {
@@ -476,7 +493,7 @@ impl QPair {
                             return Err(format!("response for unknown command {}", cqe.cid));
                         };
                         let res = if cqe.status().is_success() {
-                            Ok(())
+                            self.all_data_received(st, slot)
                         } else {
                             tracing::debug!(qid = self.qid, status = %cqe.status(), "command failed");
                             Err(status_error(cqe.status()))
@@ -489,11 +506,7 @@ impl QPair {
                             return Err(format!("data for unknown command {}", dh.cccid));
                         };
                         let pdo = usize::from(ch.pdo);
-                        let dd = if ch.flags.contains(PduFlags::DDGSTF) {
-                            DIGEST_LEN
-                        } else {
-                            0
-                        };
+                        let dd = if d.data { DIGEST_LEN } else { 0 };
                         let data_len = (ch.plen as usize)
                             .checked_sub(pdo + dd)
                             .unwrap_or(usize::MAX);
@@ -532,7 +545,6 @@ impl QPair {
                         if s.kind != Kind::Write || l == 0 || o + l > len {
                             return Err("R2T outside its command's data".into());
                         }
-                        let d = self.digests();
                         let chunk = st.maxh2cdata.max(4096);
                         let mut off = o;
                         while off < o + l {
@@ -640,7 +652,8 @@ impl QPair {
                 st.rx_state = Rx::Header;
                 st.slots[slot as usize].received = off;
                 if success {
-                    self.finish(st, slot, Ok(()));
+                    let res = self.all_data_received(st, slot);
+                    self.finish(st, slot, res);
                 }
                 Ok(true)
             }
