@@ -263,3 +263,55 @@ fn a_command_queued_longer_than_the_io_timeout_fails() {
         out[5]
     );
 }
+
+#[test]
+fn unmap_goes_by_r2t_to_a_target_without_in_capsule_data() {
+    let f = fixture();
+    // What the host sends on its I/O queues: (opcode, PLEN) of each capsule, and the
+    // number of H2CData PDUs.
+    let capsules = Arc::new(Mutex::new(Vec::new()));
+    let h2c = Arc::new(Mutex::new(0usize));
+    let (c, d) = (capsules.clone(), h2c.clone());
+    // The Identify Controller data is rewritten to IOCCSZ = 4 (a 64-byte capsule, no
+    // room for data), as Linux nvmet advertises with inline_data_size = 0.
+    let proxy = Proxy::start(f.addr, move |conn, dir, pdu| {
+        match (conn, dir, pdu_type(pdu)) {
+            (0, Dir::ToHost, PduType::C2H_DATA) => {
+                let data = usize::from(pdu[3]);
+                if pdu.len() - data == 4096 && pdu[data + 4..data + 10] == *b"SN0001" {
+                    pdu[data + 1792..data + 1796].copy_from_slice(&4u32.to_le_bytes());
+                }
+            }
+            (1.., Dir::ToTarget, PduType::CAPSULE_CMD) => {
+                c.lock().unwrap().push((opcode(pdu), pdu.len()));
+            }
+            (1.., Dir::ToTarget, PduType::H2C_DATA) => *d.lock().unwrap() += 1,
+            _ => {}
+        }
+        Verdict::Forward
+    });
+    let dev = NvmfBdev::connect(
+        &format!("nvme+tcp://{}/{NQN}", proxy.addr),
+        &host_opts(false, 8),
+    )
+    .unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    let out = run(h, &dev, vec![Req::Write(512, pattern(3, 8192))]);
+    assert!(out[0].is_ok(), "{out:?}");
+    let out = run(h, &dev, vec![Req::Unmap(512, 8)]);
+    assert!(out[0].is_ok(), "{out:?}");
+    let out = run(h, &dev, vec![Req::Read(512, 16)]);
+    let mut want = vec![0u8; 4096];
+    want.extend_from_slice(&pattern(3, 8192)[4096..]);
+    assert!(out[0].clone().unwrap().unwrap() == want, "unmapped blocks");
+    let capsules = capsules.lock().unwrap();
+    let dsm: Vec<_> = capsules.iter().filter(|(op, _)| *op == 0x09).collect();
+    assert_eq!(dsm, [&(0x09, 72)], "one DSM, without in-capsule data");
+    assert!(
+        capsules.iter().all(|&(_, plen)| plen == 72),
+        "no in-capsule data at all: {capsules:?}"
+    );
+    // The Connect data, the write's data and the DSM range each went after an R2T.
+    assert_eq!(*h2c.lock().unwrap(), 3);
+}

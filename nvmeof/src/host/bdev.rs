@@ -116,6 +116,8 @@ impl Session {
                 (c.cntlid, c.generation)
             };
             let mut q = SyncQueue::open(&self.url.addr, self.digests, self.opts.connect_timeout)?;
+            // Even the Connect data goes by R2T when IOCCSZ leaves it no room.
+            q.in_capsule = self.in_capsule;
             let sqsize = self.opts.queue_depth.clamp(2, 128) - 1;
             let r = q.fabrics_connect(
                 qid,
@@ -127,7 +129,6 @@ impl Session {
                 self.opts.hostid,
             )?;
             if r.status().is_success() {
-                q.in_capsule = self.in_capsule;
                 return Ok(q);
             }
             if attempt == 0 && r.status().code() == Status::CONNECT_INVALID_PARAMETERS {

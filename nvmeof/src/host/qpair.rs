@@ -41,6 +41,8 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 enum Kind {
     Read,
     Write,
+    /// Dataset Management: its 16-byte range is in the slot, not in a buffer.
+    Dsm,
     Other,
 }
 
@@ -52,6 +54,8 @@ struct Slot {
     done: Option<Completion>,
     deadline: Instant,
     received: usize,
+    /// The DSM range of a [`Kind::Dsm`] command, for an R2T to ask for.
+    range: [u8; 16],
 }
 
 enum TxItem {
@@ -62,7 +66,11 @@ enum TxItem {
         off: usize,
         len: usize,
     },
-    Small([u8; 16]),
+    /// The first `len` bytes (a DSM range or part of it).
+    Small {
+        bytes: [u8; 16],
+        len: u8,
+    },
     Digest([u8; 4]),
 }
 
@@ -167,6 +175,7 @@ impl QPair {
                         done: None,
                         deadline: Instant::now(),
                         received: 0,
+                        range: [0; 16],
                     })
                     .collect(),
                 free: (0..depth as u16).rev().collect(),
@@ -270,7 +279,7 @@ impl QPair {
         let nsid = self.session.url.nsid;
         let nlb = |blocks: u64| (blocks - 1) as u16;
         let mut data_len = 0usize;
-        let mut small: Option<[u8; 16]> = None;
+        let mut range = [0u8; 16];
         let (mut cmd, kind, buf) = match op {
             IoOp::Read { lba, blocks, buf } => (
                 Command::read(cid, nsid, lba, nlb(blocks)),
@@ -309,17 +318,16 @@ impl QPair {
                 None,
             ),
             IoOp::Unmap { lba, blocks } => {
-                let mut r = [0u8; 16];
-                r[4..8].copy_from_slice(&(blocks as u32).to_le_bytes());
-                r[8..16].copy_from_slice(&lba.to_le_bytes());
-                small = Some(r);
-                data_len = 16;
-                // DSM, one range (NR = 0), attribute deallocate.
+                range[4..8].copy_from_slice(&(blocks as u32).to_le_bytes());
+                range[8..16].copy_from_slice(&lba.to_le_bytes());
+                data_len = range.len();
+                // DSM, one range (NR = 0), attribute deallocate. In the capsule when
+                // the target takes in-capsule data, else after its R2T.
                 (
                     Command::new(0x09, cid)
                         .with_nsid(nsid)
                         .with_cdws([0, 1 << 2, 0, 0, 0, 0]),
-                    Kind::Other,
+                    Kind::Dsm,
                     None,
                 )
             }
@@ -340,6 +348,7 @@ impl QPair {
         s.buf = buf;
         s.done = Some(done);
         s.received = 0;
+        s.range = range;
         s.deadline = Instant::now() + self.session.opts.io_timeout;
         let d = self.digests();
         let mut sqe = [0u8; 64];
@@ -349,9 +358,12 @@ impl QPair {
             .push_back(TxItem::Hdr(HeaderBuf::capsule_cmd(&sqe, cap_data, d)));
         if in_capsule {
             let crc;
-            if let Some(r) = small {
-                crc = crc32c(&r);
-                st.tx.push_back(TxItem::Small(r));
+            if kind == Kind::Dsm {
+                crc = crc32c(&range);
+                st.tx.push_back(TxItem::Small {
+                    bytes: range,
+                    len: range.len() as u8,
+                });
             } else {
                 let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
                 crc = if d.data { crc32c(b.as_slice()) } else { 0 };
@@ -364,8 +376,6 @@ impl QPair {
             if d.data {
                 st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
             }
-        } else if small.is_some() {
-            unreachable!("16 bytes always fit in the capsule");
         }
     }
 
@@ -540,9 +550,14 @@ impl QPair {
                             return Err(format!("R2T for unknown command {}", r.cccid));
                         };
                         let s = &st.slots[slot as usize];
-                        let len = s.buf.as_ref().map_or(0, |b| b.len());
+                        let (kind, range) = (s.kind, s.range);
+                        let len = match kind {
+                            Kind::Write => s.buf.as_ref().map_or(0, |b| b.len()),
+                            Kind::Dsm => range.len(),
+                            Kind::Read | Kind::Other => 0,
+                        };
                         let (o, l) = (r.offset as usize, r.length as usize);
-                        if s.kind != Kind::Write || l == 0 || o + l > len {
+                        if l == 0 || o + l > len {
                             return Err("R2T outside its command's data".into());
                         }
                         let chunk = st.maxh2cdata.max(4096);
@@ -560,10 +575,24 @@ impl QPair {
                                 off + n == o + l,
                                 d,
                             )));
-                            st.tx.push_back(TxItem::SlotData { slot, off, len: n });
-                            if d.data {
+                            let crc = if kind == Kind::Dsm {
+                                let mut bytes = [0u8; 16];
+                                bytes[..n].copy_from_slice(&range[off..off + n]);
+                                st.tx.push_back(TxItem::Small {
+                                    bytes,
+                                    len: n as u8,
+                                });
+                                crc32c(&bytes[..n])
+                            } else {
+                                st.tx.push_back(TxItem::SlotData { slot, off, len: n });
                                 let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
-                                let crc = crc32c(&b.as_slice()[off..off + n]);
+                                if d.data {
+                                    crc32c(&b.as_slice()[off..off + n])
+                                } else {
+                                    0
+                                }
+                            };
+                            if d.data {
                                 st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
                             }
                             off += n;
@@ -696,7 +725,7 @@ impl QPair {
                         .as_ref()
                         .expect("data buffer")
                         .as_slice()[*off..off + len],
-                    TxItem::Small(b) => b,
+                    TxItem::Small { bytes, len } => &bytes[..usize::from(*len)],
                     TxItem::Digest(d) => d,
                 };
                 iov[n] = IoSlice::new(if i == 0 { &b[st.tx_off..] } else { b });
@@ -710,7 +739,7 @@ impl QPair {
                         let len = match st.tx.front().expect("sent bytes belong to items") {
                             TxItem::Hdr(h) => h.len,
                             TxItem::SlotData { len, .. } => *len,
-                            TxItem::Small(_) => 16,
+                            TxItem::Small { len, .. } => usize::from(*len),
                             TxItem::Digest(_) => 4,
                         };
                         let left = len - st.tx_off;

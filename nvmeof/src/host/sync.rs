@@ -307,7 +307,9 @@ impl SyncQueue {
         Ok((c, d))
     }
 
-    /// Fabrics Connect of queue `qid` (0: admin, with `cntlid` 0xFFFF).
+    /// Fabrics Connect of queue `qid` (0: admin, with `cntlid` 0xFFFF). The Connect
+    /// data goes in the capsule when it fits [`SyncQueue::in_capsule`] (8 KiB on the
+    /// admin queue; an I/O queue's caller sets it from IOCCSZ first), else by R2T.
     #[expect(clippy::too_many_arguments)]
     pub fn fabrics_connect(
         &mut self,
@@ -322,9 +324,6 @@ impl SyncQueue {
         let cmd: Command = ConnectCommand::new(0, qid, sqsize, kato).into();
         let data = ConnectData::new(hostid, cntlid, subnqn, hostnqn)
             .map_err(|e| proto(format!("NQN does not fit: {e}")))?;
-        if qid != 0 {
-            self.in_capsule = 8192; // refined by the caller from IOCCSZ
-        }
         Ok(self.exec(cmd, data.as_bytes(), 0)?.0)
     }
 
