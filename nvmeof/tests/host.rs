@@ -315,3 +315,97 @@ fn unmap_goes_by_r2t_to_a_target_without_in_capsule_data() {
     // The Connect data, the write's data and the DSM range each went after an R2T.
     assert_eq!(*h2c.lock().unwrap(), 3);
 }
+
+#[test]
+fn reads_end_with_c2h_success_when_sq_flow_control_is_disabled() {
+    for (digests, sqflow_off) in [(false, true), (true, true), (false, false)] {
+        let f = fixture();
+        // Responses on the I/O queues after their Connect: C2HData PDUs with SUCCESS,
+        // and response capsules.
+        let counts = Arc::new(Mutex::new((0usize, 0usize)));
+        let c = counts.clone();
+        let io = IoQueues::default();
+        let proxy = Proxy::start(f.addr, move |conn, dir, pdu| {
+            if io.after_connect(conn, dir, pdu) {
+                let mut c = c.lock().unwrap();
+                match pdu_type(pdu) {
+                    PduType::C2H_DATA if pdu[1] & 0x08 != 0 => c.0 += 1,
+                    PduType::CAPSULE_RESP => c.1 += 1,
+                    _ => {}
+                }
+            }
+            Verdict::Forward
+        });
+        let mut o = host_opts(digests, 8);
+        o.disable_sq_flow_control = sqflow_off;
+        let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
+        let g = host_group();
+        let h = &g.handles()[0];
+        let sizes = [512usize, 4096, 65536, 131072];
+        let writes: Vec<Req> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Req::Write(i as u64 * 256, pattern(i as u8 + 7, n)))
+            .collect();
+        assert!(run(h, &dev, writes).iter().all(Result::is_ok));
+        let before = *counts.lock().unwrap();
+        assert_eq!(
+            before,
+            (0, sizes.len()),
+            "writes end with a response capsule"
+        );
+        let reads: Vec<Req> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Req::Read(i as u64 * 256, (n / 512) as u64))
+            .collect();
+        for (i, o) in run(h, &dev, reads).into_iter().enumerate() {
+            assert!(
+                o.unwrap().unwrap() == pattern(i as u8 + 7, sizes[i]),
+                "size {} digests {digests} sqflow_off {sqflow_off}",
+                sizes[i]
+            );
+        }
+        let after = *counts.lock().unwrap();
+        let n = sizes.len();
+        let want = if sqflow_off {
+            (n, n) // SUCCESS on every read's data, no response capsule for any read
+        } else {
+            (0, 2 * n)
+        };
+        assert_eq!(after, want, "digests {digests} sqflow_off {sqflow_off}");
+    }
+}
+
+#[test]
+fn a_target_refusing_sq_flow_control_disable_still_connects() {
+    let f = fixture();
+    // Connects that ask for SQ flow control disable (CATTR, SQE byte 46) get SQSIZE 0,
+    // which the target refuses; C2HData PDUs with SUCCESS are counted.
+    let counts = Arc::new(Mutex::new((0usize, 0usize)));
+    let c = counts.clone();
+    let proxy = Proxy::start(f.addr, move |_, dir, pdu| {
+        let mut c = c.lock().unwrap();
+        match (dir, pdu_type(pdu)) {
+            (Dir::ToTarget, PduType::CAPSULE_CMD)
+                if opcode(pdu) == 0x7f && pdu[8 + 46] & 4 != 0 =>
+            {
+                pdu[8 + 44..8 + 46].fill(0);
+                c.0 += 1;
+            }
+            (Dir::ToHost, PduType::C2H_DATA) if pdu[1] & 0x08 != 0 => c.1 += 1,
+            _ => {}
+        }
+        Verdict::Forward
+    });
+    let mut o = host_opts(false, 8);
+    o.disable_sq_flow_control = true;
+    let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    assert!(run(h, &dev, vec![Req::Write(0, pattern(9, 4096))])[0].is_ok());
+    let out = run(h, &dev, vec![Req::Read(0, 8)]);
+    assert!(out[0].clone().unwrap().unwrap() == pattern(9, 4096));
+    // One refused admin Connect; the retry and the I/O queue did not ask again.
+    assert_eq!(*counts.lock().unwrap(), (1, 0));
+}

@@ -39,6 +39,11 @@ pub struct HostOptions {
     pub io_timeout: Duration,
     /// TCP connect and handshake timeout.
     pub connect_timeout: Duration,
+    /// Ask the controller to disable SQ flow control (Connect CATTR bit 2): it then
+    /// ends a successful read with a C2HData PDU carrying SUCCESS, one PDU fewer per
+    /// read. A controller that refuses the Connect asking for it gets a second one
+    /// without.
+    pub disable_sq_flow_control: bool,
 }
 
 impl Default for HostOptions {
@@ -55,6 +60,7 @@ impl Default for HostOptions {
             kato_ms: 10_000,
             io_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            disable_sq_flow_control: false,
         }
     }
 }

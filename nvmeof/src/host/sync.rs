@@ -24,6 +24,25 @@ pub struct Pdu {
     pub data: Vec<u8>,
 }
 
+/// What a Fabrics Connect asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectParams<'a> {
+    /// 0: the admin queue.
+    pub qid: u16,
+    /// Submission queue entries, zero-based.
+    pub sqsize: u16,
+    /// Keep-alive timeout in milliseconds (admin queue; 0 disables it).
+    pub kato: u32,
+    /// 0xFFFF on the admin queue (a new controller), its CNTLID on I/O queues.
+    pub cntlid: u16,
+    pub subnqn: &'a str,
+    pub hostnqn: &'a str,
+    pub hostid: [u8; 16],
+    /// CATTR bit 2: the controller need not report SQ head pointers, and may end a
+    /// read with a C2HData PDU carrying SUCCESS instead of a response capsule.
+    pub disable_sq_flow_control: bool,
+}
+
 /// One blocking queue pair.
 pub struct SyncQueue {
     pub sock: TcpStream,
@@ -307,22 +326,16 @@ impl SyncQueue {
         Ok((c, d))
     }
 
-    /// Fabrics Connect of queue `qid` (0: admin, with `cntlid` 0xFFFF). The Connect
-    /// data goes in the capsule when it fits [`SyncQueue::in_capsule`] (8 KiB on the
-    /// admin queue; an I/O queue's caller sets it from IOCCSZ first), else by R2T.
-    #[expect(clippy::too_many_arguments)]
-    pub fn fabrics_connect(
-        &mut self,
-        qid: u16,
-        sqsize: u16,
-        kato: u32,
-        cntlid: u16,
-        subnqn: &str,
-        hostnqn: &str,
-        hostid: [u8; 16],
-    ) -> Result<Completion, HostError> {
-        let cmd: Command = ConnectCommand::new(0, qid, sqsize, kato).into();
-        let data = ConnectData::new(hostid, cntlid, subnqn, hostnqn)
+    /// Fabrics Connect as `p` describes it. The Connect data goes in the capsule when it
+    /// fits [`SyncQueue::in_capsule`] (8 KiB on the admin queue; an I/O queue's caller
+    /// sets it from IOCCSZ first), else by R2T.
+    pub fn fabrics_connect(&mut self, p: &ConnectParams<'_>) -> Result<Completion, HostError> {
+        let mut cc = ConnectCommand::new(0, p.qid, p.sqsize, p.kato);
+        if p.disable_sq_flow_control {
+            cc.cattr |= ConnectCommand::CATTR_DISABLE_SQ_FLOW_CONTROL;
+        }
+        let cmd: Command = cc.into();
+        let data = ConnectData::new(p.hostid, p.cntlid, p.subnqn, p.hostnqn)
             .map_err(|e| proto(format!("NQN does not fit: {e}")))?;
         Ok(self.exec(cmd, data.as_bytes(), 0)?.0)
     }
