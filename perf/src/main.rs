@@ -112,6 +112,10 @@ struct WorkArgs {
     /// Ask nvme+tcp targets for data digests (CRC32C)
     #[arg(long)]
     data_digest: bool,
+    /// Keep SQ flow control on nvme+tcp queues (by default it is disabled, so a read
+    /// ends with its data PDU, without a response capsule)
+    #[arg(long)]
+    sq_flow_control: bool,
     /// Print the report as JSON (stable field names) instead of a table
     #[arg(long)]
     json: bool,
@@ -260,6 +264,7 @@ fn settings(a: &WorkArgs) -> Result<Settings, Error> {
                 data_digest: a.data_digest,
                 kato_ms: None,
                 io_timeout: None,
+                keep_sq_flow_control: a.sq_flow_control,
             },
             poll_mode,
         },
