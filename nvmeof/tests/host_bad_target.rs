@@ -163,3 +163,28 @@ fn digests_the_target_leaves_out_are_errors() {
         assert!(matches!(e, HostError::Protocol(_)), "{what}: {e}");
     }
 }
+
+#[test]
+fn a_write_completed_before_its_data_was_sent_fails() {
+    let f = fixture();
+    let g = host_group();
+    // Right behind its R2T, the write's (successful) response: the host has not sent
+    // the data it was just asked for.
+    let proxy = Proxy::start(
+        f.addr,
+        on_io_responses(|pdu| {
+            if pdu_type(pdu) == PduType::R2T {
+                let cid = u16::from_le_bytes([pdu[8], pdu[9]]);
+                let mut cqe = [0u8; 16];
+                cqe.copy_from_slice(Completion::success(cid).as_bytes());
+                pdu.extend_from_slice(HeaderBuf::capsule_resp(&cqe, false).as_slice());
+            }
+            Verdict::Forward
+        }),
+    );
+    let url = format!("nvme+tcp://{}/{NQN}", proxy.addr);
+    let dev = NvmfBdev::connect(&url, &host_opts(false, 8)).unwrap();
+    // 64 KiB: more than the in-capsule 8 KiB, so it goes by R2T.
+    let out = run(&g.handles()[0], dev, vec![Req::Write(0, pattern(5, 65536))]);
+    assert!(matches!(out[0], Err(BdevError::Io(_))), "{:?}", out[0]);
+}

@@ -56,6 +56,8 @@ struct Slot {
     received: usize,
     /// The DSM range of a [`Kind::Dsm`] command, for an R2T to ask for.
     range: [u8; 16],
+    /// `TxItem::SlotData` items of this slot still in `tx` (its buffer must stay).
+    queued: u16,
 }
 
 enum TxItem {
@@ -176,6 +178,7 @@ impl QPair {
                         deadline: Instant::now(),
                         received: 0,
                         range: [0; 16],
+                        queued: 0,
                     })
                     .collect(),
                 free: (0..depth as u16).rev().collect(),
@@ -218,6 +221,9 @@ impl QPair {
         }
         st.tx.clear();
         st.tx_off = 0;
+        for s in &mut st.slots {
+            s.queued = 0;
+        }
         st.rx_start = 0;
         st.rx_end = 0;
         st.rx_state = Rx::Header;
@@ -372,6 +378,7 @@ impl QPair {
                     off: 0,
                     len: data_len,
                 });
+                st.slots[slot as usize].queued += 1;
             }
             if d.data {
                 st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
@@ -502,6 +509,13 @@ impl QPair {
                         let Some(slot) = Self::slot_of(st, cqe.cid) else {
                             return Err(format!("response for unknown command {}", cqe.cid));
                         };
+                        if st.slots[slot as usize].queued > 0 {
+                            // Its buffer would go back while the data is still to send.
+                            return Err(format!(
+                                "response for command {} before its data was sent",
+                                cqe.cid
+                            ));
+                        }
                         let res = if cqe.status().is_success() {
                             self.all_data_received(st, slot)
                         } else {
@@ -585,6 +599,7 @@ impl QPair {
                                 crc32c(&bytes[..n])
                             } else {
                                 st.tx.push_back(TxItem::SlotData { slot, off, len: n });
+                                st.slots[slot as usize].queued += 1;
                                 let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
                                 if d.data {
                                     crc32c(&b.as_slice()[off..off + n])
@@ -745,7 +760,9 @@ impl QPair {
                         let left = len - st.tx_off;
                         if sent >= left {
                             sent -= left;
-                            st.tx.pop_front();
+                            if let Some(TxItem::SlotData { slot, .. }) = st.tx.pop_front() {
+                                st.slots[slot as usize].queued -= 1;
+                            }
                             st.tx_off = 0;
                         } else {
                             st.tx_off += sent;
