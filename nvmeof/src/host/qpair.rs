@@ -11,7 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::{IoSlice, Read, Write};
+use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -23,6 +23,7 @@ use ferrox_nvme::spec::{Command, SglDescriptor, Status};
 use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, TimerId, WakeSource};
 use zerocopy::{FromBytes, IntoBytes};
 
+use self::tx::TxItem;
 use super::bdev::Session;
 use super::check_header;
 use crate::pdu::{
@@ -30,6 +31,8 @@ use crate::pdu::{
     DIGEST_LEN, MAX_HLEN,
 };
 use ferrox_nvme::spec::Completion as Cqe;
+
+mod tx;
 
 const RX_CAP: usize = 64 << 10;
 const SLOT_BITS: u16 = 7;
@@ -58,22 +61,6 @@ struct Slot {
     range: [u8; 16],
     /// `TxItem::SlotData` items of this slot still in `tx` (its buffer must stay).
     queued: u16,
-}
-
-enum TxItem {
-    Hdr(HeaderBuf),
-    /// Bytes `off..off + len` of a slot's buffer.
-    SlotData {
-        slot: u16,
-        off: usize,
-        len: usize,
-    },
-    /// The first `len` bytes (a DSM range or part of it).
-    Small {
-        bytes: [u8; 16],
-        len: u8,
-    },
-    Digest([u8; 4]),
 }
 
 #[derive(Clone, Copy)]
@@ -718,62 +705,6 @@ impl QPair {
                 break;
             }
             progress = true;
-        }
-        Ok(progress)
-    }
-
-    // ------------------------------------------------------------ transmit
-
-    fn send(&self, st: &mut State) -> Result<bool, String> {
-        let mut progress = false;
-        while !st.tx.is_empty() {
-            let Some(sock) = st.sock.as_ref() else {
-                return Ok(progress);
-            };
-            let mut iov: [IoSlice<'_>; 64] = [IoSlice::new(&[]); 64];
-            let mut n = 0;
-            for (i, item) in st.tx.iter().take(64).enumerate() {
-                let b: &[u8] = match item {
-                    TxItem::Hdr(h) => h.as_slice(),
-                    TxItem::SlotData { slot, off, len } => &st.slots[*slot as usize]
-                        .buf
-                        .as_ref()
-                        .expect("data buffer")
-                        .as_slice()[*off..off + len],
-                    TxItem::Small { bytes, len } => &bytes[..usize::from(*len)],
-                    TxItem::Digest(d) => d,
-                };
-                iov[n] = IoSlice::new(if i == 0 { &b[st.tx_off..] } else { b });
-                n += 1;
-            }
-            match (&*sock).write_vectored(&iov[..n]) {
-                Ok(0) => return Err("send returned 0".into()),
-                Ok(mut sent) => {
-                    progress = true;
-                    while sent > 0 {
-                        let len = match st.tx.front().expect("sent bytes belong to items") {
-                            TxItem::Hdr(h) => h.len,
-                            TxItem::SlotData { len, .. } => *len,
-                            TxItem::Small { len, .. } => usize::from(*len),
-                            TxItem::Digest(_) => 4,
-                        };
-                        let left = len - st.tx_off;
-                        if sent >= left {
-                            sent -= left;
-                            if let Some(TxItem::SlotData { slot, .. }) = st.tx.pop_front() {
-                                st.slots[slot as usize].queued -= 1;
-                            }
-                            st.tx_off = 0;
-                        } else {
-                            st.tx_off += sent;
-                            sent = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("send failed: {e}")),
-            }
         }
         Ok(progress)
     }
