@@ -239,12 +239,14 @@ pub fn run(
     let reads = w.rw.read_percent(w.mix) > 0;
     let writes = w.rw.read_percent(w.mix) < 100;
     let counters = Progress::new(s.cores());
+    let tracker = w.verify.then(|| Arc::new(p.tracker()));
+    let tracker = tracker.as_ref();
     let mut fill = None;
     // Always fill first: then every block of the range carries this run's seed, and a
     // write that did not land reads back as an error instead of passing for a block
     // the workload never touched.
     if w.verify {
-        let jobs = plan::jobs(w, &p, JobKind::Fill, &counters);
+        let jobs = plan::jobs(w, &p, JobKind::Fill, &counters, tracker);
         let r = s.run_job(dev, jobs, None)?;
         let merged = stats::merge(&r);
         if merged.io_errors > 0 {
@@ -260,7 +262,7 @@ pub fn run(
         f(s, dev);
     }
     let counters = Progress::new(s.cores());
-    let jobs = plan::jobs(w, &p, JobKind::Workload, &counters);
+    let jobs = plan::jobs(w, &p, JobKind::Workload, &counters, tracker);
     let patience = match (w.time, w.ios) {
         (Some(t), None) => Some(Duration::from_secs_f64(w.ramp + t + 120.0)),
         _ => None,
@@ -282,7 +284,7 @@ pub fn run(
     let total = stats::merge(&results);
     let mut readback = None;
     if w.verify && writes && !reads {
-        let jobs = plan::jobs(w, &p, JobKind::ReadBack, &counters);
+        let jobs = plan::jobs(w, &p, JobKind::ReadBack, &counters, tracker);
         readback = Some(stats::merge(&s.run_job(dev, jobs, None)?));
     }
     Ok(Outcome {

@@ -19,7 +19,8 @@
 //!   Completions run on the reactor ([`ferrox_bdev::IoSink`]); the result goes back
 //!   to the main thread through a [`ferrox_reactor::mailbox::oneshot`].
 //! - [`rng`]: xorshift offsets and a rejection-inversion Zipf sampler (no table).
-//! - [`verify`]: the per-512-byte header written by `--verify` and its check.
+//! - [`verify`]: what `--verify` writes in every 512 bytes (a header and data derived
+//!   from it), its check, and the tracker of each block's last acknowledged write.
 //! - [`stats`]: per-core results, their merge, and the report; [`report`] prints it;
 //!   [`plot`] draws it with `plotters` (SVG backend).
 //! - [`bench`]: runs one benchmark (fill, workload, read-back) on a [`bench::Session`];
@@ -29,7 +30,8 @@
 //!
 //! Vectored or unaligned I/O (offsets are multiples of `--align`, itself a multiple of
 //! the block size), trim/flush workloads, per-request rate limits, and think time.
-//! Verification checks headers (sector, run seed, writer), not every payload byte.
+//! Verification cannot judge blocks whose writes overlapped in flight (either may have
+//! landed last): they are checked for this run's data, not for which write it is.
 
 pub mod bench;
 pub mod compare;

@@ -33,10 +33,12 @@ or use --spawn-target to start an in-process Ferrox target serving a RAM disk on
 
 Sizes take binary suffixes: 4k = 4KiB = 4096, 1g = 1GiB.
 
---verify stamps a header (sector, generation, run seed) in every 512 bytes written and
-checks it on every read. The range is first filled by a write pass (so every block
-carries this run's stamp); a write-only workload is read back at the end. A mismatch is reported with
-its LBA and makes the exit status 1.
+--verify writes a header (sector, generation, run seed) and data derived from it in
+every 512 bytes, checks every byte on every read, and holds each read to the last write
+acknowledged on its blocks (so a lost write is caught). The range is first filled by a
+write pass (so every block carries this run's data); a write-only workload is read back
+at the end. With several cores, each one's random requests stay in its own slice of the
+range. A mismatch is reported with its LBA and makes the exit status 1.
 
 Exit status: 0 done, 1 the run failed (verify mismatch, I/O error, target trouble),
 2 bad input.
@@ -91,7 +93,7 @@ struct WorkArgs {
     /// Random offset distribution: uniform or zipf:THETA (e.g. zipf:1.2)
     #[arg(long, default_value = "uniform", value_name = "DIST")]
     dist: String,
-    /// Stamp every written sector and check every read (see above)
+    /// Write checkable data and check every read, byte for byte (see above)
     #[arg(long)]
     verify: bool,
     /// Seed of offsets and verify headers [default: random]
@@ -112,6 +114,10 @@ struct WorkArgs {
     /// Ask nvme+tcp targets for data digests (CRC32C)
     #[arg(long)]
     data_digest: bool,
+    /// Keep SQ flow control on nvme+tcp queues (by default it is disabled, so a read
+    /// ends with its data PDU, without a response capsule)
+    #[arg(long)]
+    sq_flow_control: bool,
     /// Print the report as JSON (stable field names) instead of a table
     #[arg(long)]
     json: bool,
@@ -260,6 +266,7 @@ fn settings(a: &WorkArgs) -> Result<Settings, Error> {
                 data_digest: a.data_digest,
                 kato_ms: None,
                 io_timeout: None,
+                keep_sq_flow_control: a.sq_flow_control,
             },
             poll_mode,
         },

@@ -9,6 +9,7 @@ use ferrox_bdev::BdevInfo;
 use serde::Serialize;
 
 use crate::parse::{format_size, Dist, RangeSpec, Rw};
+use crate::verify::{Tracker, TRACKER_UNIT_BYTES};
 use crate::worker::{JobKind, JobSpec, Verify};
 use crate::Error;
 
@@ -16,6 +17,8 @@ use crate::Error;
 pub const DEFAULT_SECONDS: f64 = 10.0;
 /// Points of the IOPS-over-time series kept per job (the last one absorbs overflow).
 pub const TIMELINE_POINTS: usize = 4096;
+/// Most memory the `--verify` tracker may take.
+pub const MAX_TRACKER_BYTES: u64 = 1 << 30;
 
 /// What to run, as typed (sizes in bytes).
 #[derive(Debug, Clone, Serialize)]
@@ -101,6 +104,43 @@ impl Plan {
     pub fn range_bytes(&self) -> u64 {
         self.range_blocks * u64::from(self.block_size)
     }
+
+    /// Blocks every request starts and ends on (except at the end of the range): the
+    /// `--verify` tracker's unit.
+    pub fn unit_blocks(&self) -> u64 {
+        let (mut a, mut b) = (self.bs_blocks, self.align_blocks);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+
+    /// The `--verify` tracker for this plan (every block unknown).
+    pub fn tracker(&self) -> Tracker {
+        Tracker::new(self.range_blocks, self.unit_blocks(), self.block_size)
+    }
+
+    /// The slots random requests of core `i` of `n` start at: all of them, or with
+    /// `own`, those whose blocks lie in core `i`'s slice of the range (whole requests,
+    /// as sequential workloads split it), so no two cores write the same block.
+    pub fn own_slots(&self, i: u64, n: u64, own: bool) -> (u64, u64) {
+        if !own || n == 1 {
+            return (0, self.slots);
+        }
+        let chunks = self.range_blocks / self.bs_blocks;
+        let lo = chunks * i / n * self.bs_blocks;
+        let hi = if i + 1 == n {
+            self.range_blocks
+        } else {
+            chunks * (i + 1) / n * self.bs_blocks
+        };
+        let first = lo.div_ceil(self.align_blocks);
+        let end = match hi.checked_sub(self.bs_blocks) {
+            Some(last) => last / self.align_blocks + 1,
+            None => 0,
+        };
+        (first, end.max(first))
+    }
 }
 
 /// Checks `w` against `info` for `cores` reactors.
@@ -163,14 +203,40 @@ pub fn plan(w: &Workload, info: &BdevInfo, cores: usize) -> Result<Plan, Error> 
     if w.ios == Some(0) {
         return Err(Error::usage("--ios must be at least 1"));
     }
-    Ok(Plan {
+    let p = Plan {
         block_size: info.block_size,
         bs_blocks,
         align_blocks,
         range_blocks,
         slots,
         cores,
-    })
+    };
+    if w.verify {
+        let unit = p.unit_blocks() * bsz;
+        let bytes = range_blocks.div_ceil(p.unit_blocks()) * TRACKER_UNIT_BYTES;
+        if bytes > MAX_TRACKER_BYTES {
+            return Err(Error::usage(format!(
+                "--verify keeps {TRACKER_UNIT_BYTES} bytes per {} of the range: --range {} \
+                 would take {}; use at most {}",
+                format_size(unit),
+                format_size(range),
+                format_size(bytes),
+                format_size(MAX_TRACKER_BYTES / TRACKER_UNIT_BYTES * unit)
+            )));
+        }
+        let n = u64::from(cores);
+        if w.rw.is_random()
+            && (0..n).any(|i| p.own_slots(i, n, true).0 == p.own_slots(i, n, true).1)
+        {
+            return Err(Error::usage(format!(
+                "--range {} is too small for --verify on {cores} cores: each core needs \
+                 its own slice holding a {} request",
+                format_size(range),
+                format_size(w.bs)
+            )));
+        }
+    }
+    Ok(p)
 }
 
 /// Live counters the main thread reads for the progress line: measured completions
@@ -195,13 +261,22 @@ impl Progress {
     }
 }
 
-/// One job per core for `kind`.
+/// One job per core for `kind`; with `tracker` (`--verify`), every job checks what it
+/// reads and records what it writes there.
 ///
 /// - `Workload`: random workloads spread over the whole range, each core with its own
-///   seed; sequential ones give each core its own slice of whole requests.
+///   seed (with `--verify`, over its own slice: see [`Plan::own_slots`]); sequential
+///   ones give each core its own slice of whole requests.
 /// - `Fill` (write) and `ReadBack` (read): one sequential pass over the whole range,
-///   each core over its slice, the last request of a slice possibly shorter.
-pub fn jobs(w: &Workload, p: &Plan, kind: JobKind, progress: &Arc<Progress>) -> Vec<JobSpec> {
+///   each core over its slice (whole tracker units), the last request of a slice
+///   possibly shorter.
+pub fn jobs(
+    w: &Workload,
+    p: &Plan,
+    kind: JobKind,
+    progress: &Arc<Progress>,
+    tracker: Option<&Arc<Tracker>>,
+) -> Vec<JobSpec> {
     let n = u64::from(p.cores);
     let one_pass = kind != JobKind::Workload;
     let interval = match (one_pass, w.time) {
@@ -212,7 +287,9 @@ pub fn jobs(w: &Workload, p: &Plan, kind: JobKind, progress: &Arc<Progress>) -> 
         .map(|i| {
             let i64_ = u64::from(i);
             let part = if one_pass {
-                (p.range_blocks * i64_ / n, p.range_blocks * (i64_ + 1) / n)
+                let (unit, units) = (p.unit_blocks(), p.range_blocks.div_ceil(p.unit_blocks()));
+                let at = |k: u64| (units * k / n * unit).min(p.range_blocks);
+                (at(i64_), at(i64_ + 1))
             } else {
                 let chunks = p.range_blocks / p.bs_blocks;
                 (
@@ -237,6 +314,7 @@ pub fn jobs(w: &Workload, p: &Plan, kind: JobKind, progress: &Arc<Progress>) -> 
                 bs_blocks: p.bs_blocks,
                 align_blocks: p.align_blocks,
                 slots: p.slots,
+                own: p.own_slots(i64_, n, tracker.is_some()),
                 part,
                 qd: w.qd,
                 ramp: if one_pass {
@@ -251,11 +329,12 @@ pub fn jobs(w: &Workload, p: &Plan, kind: JobKind, progress: &Arc<Progress>) -> 
                     _ => None,
                 },
                 ios: if one_pass { None } else { ios },
-                verify: w.verify.then_some(Verify {
+                verify: tracker.map(|t| Verify {
                     seed: w.seed,
                     // After a fill every block holds a header; a read-back after a
                     // write workload also meets blocks it never wrote.
                     expect_written: kind == JobKind::Workload,
+                    tracker: t.clone(),
                 }),
                 seed: w
                     .seed
@@ -268,3 +347,6 @@ pub fn jobs(w: &Workload, p: &Plan, kind: JobKind, progress: &Arc<Progress>) -> 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,6 +42,8 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub checked_sectors: u64,
+    /// Of those, the ones also checked against the last write acknowledged there.
+    pub tracked_sectors: u64,
     pub errors: u64,
     pub first_errors: Vec<Mismatch>,
 }
@@ -65,6 +67,7 @@ impl Report {
             }
             verify = Some(VerifyReport {
                 checked_sectors: v.checked_sectors,
+                tracked_sectors: v.tracked_sectors,
                 errors: v.errors,
                 first_errors: v.first_errors,
             });
@@ -174,8 +177,8 @@ impl Report {
         if let Some(v) = &self.verify {
             let _ = writeln!(
                 s,
-                "verify: {} sectors checked, {} error(s)",
-                v.checked_sectors, v.errors
+                "verify: {} sectors checked ({} against their last write), {} error(s)",
+                v.checked_sectors, v.tracked_sectors, v.errors
             );
             for m in &v.first_errors {
                 let _ = writeln!(s, "  verify error at {m}");

@@ -67,8 +67,11 @@ pub const MAX_MISMATCHES: usize = 16;
 /// What `--verify` saw.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VerifyStats {
-    /// Sectors that held this run's header.
+    /// Sectors that held this run's data.
     pub checked_sectors: u64,
+    /// Of those, the ones also checked against the last write acknowledged there (no
+    /// write to them in flight while they were read).
+    pub tracked_sectors: u64,
     pub errors: u64,
     pub first_errors: Vec<Mismatch>,
 }
@@ -76,6 +79,7 @@ pub struct VerifyStats {
 impl VerifyStats {
     pub fn merge(&mut self, o: &VerifyStats) {
         self.checked_sectors += o.checked_sectors;
+        self.tracked_sectors += o.tracked_sectors;
         self.errors += o.errors;
         for m in &o.first_errors {
             if self.first_errors.len() < MAX_MISMATCHES {

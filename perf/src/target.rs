@@ -42,6 +42,11 @@ pub struct HostSettings {
     pub data_digest: bool,
     pub kato_ms: Option<u32>,
     pub io_timeout: Option<Duration>,
+    /// Keep SQ flow control. By default ferrox-perf asks the target to disable it, so
+    /// a read ends with one C2HData PDU (SUCCESS) instead of C2HData plus a response
+    /// capsule; a target that refuses is connected to with it (the host library
+    /// retries the Connect).
+    pub keep_sq_flow_control: bool,
 }
 
 /// An open target and whatever must live as long as it does.
@@ -156,6 +161,7 @@ fn connect(url: &NvmfUrl, o: &OpenOptions) -> Result<Arc<dyn BlockDevice>, Error
     }
     h.header_digest = o.host.header_digest;
     h.data_digest = o.host.data_digest;
+    h.disable_sq_flow_control = !o.host.keep_sq_flow_control;
     // One entry more than the requests we keep in flight: a full queue holds one
     // fewer command than it has entries. The library caps it (128).
     h.queue_depth = u16::try_from(o.queue_depth.saturating_add(1)).unwrap_or(u16::MAX);

@@ -4,7 +4,8 @@
 //! Everything the I/O path touches is allocated in [`Worker::start`]: one slot per
 //! queue entry, each owning a pool buffer between requests, the free-slot stack, both
 //! histograms and the timeline. A completion ([`IoSink::io_done`], on the reactor)
-//! records the request, checks `--verify` headers, and resubmits into the same slot.
+//! records the request, checks `--verify` data (every byte, and against the
+//! [`Tracker`]'s last acknowledged write), and resubmits into the same slot.
 //! The poller only notices the end of the job and sends the [`CoreResult`] home.
 
 use std::cell::{Cell, RefCell};
@@ -21,7 +22,7 @@ use crate::parse::Dist;
 use crate::plan::Progress;
 use crate::rng::{XorShift, Zipf};
 use crate::stats::{CoreResult, MAX_MISMATCHES};
-use crate::verify::{self, GEN_CORE_SHIFT, SECTOR};
+use crate::verify::{self, Ticket, Tracker, ANY, SECTOR};
 
 /// Which pass a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +36,22 @@ pub enum JobKind {
 }
 
 /// `--verify` settings of a job.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Verify {
     pub seed: u64,
     /// A sector of zeros is an error (the range was filled first).
     pub expect_written: bool,
+    /// The run's knowledge of what each block holds, shared by every pass.
+    pub tracker: Arc<Tracker>,
+}
+
+impl std::fmt::Debug for Verify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verify")
+            .field("seed", &self.seed)
+            .field("expect_written", &self.expect_written)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One core's share of a job (block units).
@@ -55,6 +67,10 @@ pub struct JobSpec {
     pub bs_blocks: u64,
     pub align_blocks: u64,
     pub slots: u64,
+    /// Random requests start at slots `own.0..own.1` (all of them, except with
+    /// `--verify` on several cores: then each core has its own, so that it alone
+    /// writes their blocks).
+    pub own: (u64, u64),
     /// Sequential passes walk `part.0..part.1`.
     pub part: (u64, u64),
     pub qd: u32,
@@ -71,6 +87,14 @@ pub struct JobSpec {
 impl JobSpec {
     fn one_pass(&self) -> bool {
         self.kind != JobKind::Workload
+    }
+
+    /// The pass number in write generations.
+    fn pass(&self) -> u64 {
+        match self.kind {
+            JobKind::Fill => 0,
+            JobKind::Workload | JobKind::ReadBack => 1,
+        }
     }
 }
 
@@ -89,6 +113,10 @@ struct Slot {
     blocks: Cell<u64>,
     write: Cell<bool>,
     measured: Cell<bool>,
+    /// `--verify`: the write's generation, and what the request saw of its blocks
+    /// when it started.
+    generation: Cell<u64>,
+    ticket: Cell<Ticket>,
 }
 
 /// The poller and sink of one core's job; see the module documentation.
@@ -144,10 +172,12 @@ impl Worker {
                 blocks: Cell::new(0),
                 write: Cell::new(false),
                 measured: Cell::new(false),
+                generation: Cell::new(ANY),
+                ticket: Cell::new(Ticket::default()),
             });
         }
         let zipf = match spec.dist {
-            Dist::Zipf { theta } if spec.random => Some(Zipf::new(spec.slots, theta)),
+            Dist::Zipf { theta } if spec.random => Some(Zipf::new(spec.own.1 - spec.own.0, theta)),
             _ => None,
         };
         let mut result = CoreResult::new(r.id(), r.core(), spec.interval.as_secs_f64());
@@ -223,10 +253,11 @@ impl Worker {
         let s = &self.spec;
         if s.random {
             let mut rng = self.rng.get();
-            let idx = match &self.zipf {
-                Some(z) => z.sample(&mut rng) - 1,
-                None => rng.below(s.slots),
-            };
+            let idx = s.own.0
+                + match &self.zipf {
+                    Some(z) => z.sample(&mut rng) - 1,
+                    None => rng.below(s.own.1 - s.own.0),
+                };
             self.rng.set(rng);
             return (idx * s.align_blocks, s.bs_blocks);
         }
@@ -258,14 +289,17 @@ impl Worker {
             return; // unreachable: a free slot owns its buffer
         };
         buf.set_len((blocks * u64::from(s.block_size)) as usize);
-        if write {
-            if let Some(v) = s.verify {
+        if let Some(v) = &s.verify {
+            if write {
                 let n = self.writes.get();
                 self.writes.set(n + 1);
-                let generation =
-                    (u64::from(s.index) << GEN_CORE_SHIFT) | (n & ((1 << GEN_CORE_SHIFT) - 1));
+                let generation = verify::generation(s.index, s.pass(), n);
                 let sector = lba * u64::from(s.block_size) / SECTOR as u64;
                 verify::stamp(buf.as_mut_slice(), sector, generation, v.seed);
+                slot.generation.set(generation);
+                slot.ticket.set(v.tracker.start_write(lba, blocks));
+            } else {
+                slot.ticket.set(v.tracker.start_read(lba, blocks));
             }
         }
         slot.lba.set(lba);
@@ -303,6 +337,7 @@ impl Worker {
             // Refused before it started (geometry): a bug or a device that shrank.
             // Give the slot back and stop: retrying would refuse again.
             self.inflight.set(self.inflight.get() - 1);
+            self.track_write_end(slot, false);
             *slot.buf.borrow_mut() = op.into_buf();
             self.free.borrow_mut().push(i);
             self.io_error(&e, lba);
@@ -318,15 +353,45 @@ impl Worker {
         }
     }
 
+    /// `--verify`: a write ended (`ok`: acknowledged).
+    fn track_write_end(&self, slot: &Slot, ok: bool) {
+        if let (Some(v), true) = (&self.spec.verify, slot.write.get()) {
+            let (lba, blocks) = (slot.lba.get(), slot.blocks.get());
+            v.tracker
+                .end_write(lba, blocks, slot.ticket.get(), slot.generation.get(), ok);
+        }
+    }
+
     fn record(&self, slot: &Slot, buf: &DmaBuf, now: Instant) {
         let s = &self.spec;
         let mut res = self.result.borrow_mut();
         let res = &mut *res;
         if !slot.write.get() {
-            if let Some(v) = s.verify {
-                let sector = slot.lba.get() * u64::from(s.block_size) / SECTOR as u64;
-                match verify::check(buf.as_slice(), sector, v.seed, s.cores, v.expect_written) {
-                    Ok(n) => res.verify.checked_sectors += n,
+            if let Some(v) = &s.verify {
+                let (lba, blocks) = (slot.lba.get(), slot.blocks.get());
+                let sector = lba * u64::from(s.block_size) / SECTOR as u64;
+                // With no write to these blocks in flight while the read was, each
+                // sector must hold the last write acknowledged there.
+                let quiet = v.tracker.read_was_quiet(lba, blocks, slot.ticket.get());
+                let expected = |sector| {
+                    if quiet {
+                        v.tracker.expected(sector)
+                    } else {
+                        ANY
+                    }
+                };
+                match verify::check(
+                    buf.as_slice(),
+                    sector,
+                    v.seed,
+                    s.cores,
+                    v.expect_written,
+                    expected,
+                ) {
+                    Ok(c) => {
+                        res.verify.checked_sectors += c.sectors;
+                        res.verify.tracked_sectors += c.tracked;
+                    }
                     Err((bad, problem)) => {
                         res.verify.errors += 1;
                         if res.verify.first_errors.len() < MAX_MISMATCHES {
@@ -384,6 +449,7 @@ impl IoSink for Worker {
         let now = Instant::now();
         let slot = &self.slots[tag as usize];
         self.inflight.set(self.inflight.get() - 1);
+        self.track_write_end(slot, result.is_ok());
         match (&result, buf) {
             (Ok(()), Some(buf)) => {
                 self.record(slot, &buf, now);

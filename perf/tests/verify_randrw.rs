@@ -38,6 +38,8 @@ fn malloc_randrw_verify_one_second() {
     let v = r.verify.as_ref().unwrap();
     assert_eq!(v.errors, 0, "{}", r.table());
     assert!(v.checked_sectors > 0);
+    // Reads were also held to the last write acknowledged on their blocks.
+    assert!(v.tracked_sectors > 0, "{}", r.table());
     assert_eq!(r.io_errors, 0);
     assert!(r.passed);
     assert!(

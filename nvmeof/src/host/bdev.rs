@@ -14,7 +14,7 @@ use ferrox_reactor::Reactor;
 use zerocopy::FromBytes;
 
 use super::qpair::QPair;
-use super::sync::SyncQueue;
+use super::sync::{ConnectParams, SyncQueue};
 use super::{HostError, HostOptions, TargetUrl};
 use crate::pdu::Digests;
 
@@ -23,6 +23,8 @@ struct Ctrl {
     cntlid: u16,
     /// Bumped each time the controller is re-created.
     generation: u64,
+    /// The controller accepted SQ flow control disable: I/O queues ask for it too.
+    sqflow_off: bool,
 }
 
 /// What every queue of one remote controller shares.
@@ -44,20 +46,35 @@ struct Setup {
     ctrl: IdentifyController,
     ns: IdentifyNamespace,
     queues: u16,
+    sqflow_off: bool,
 }
 
 impl Session {
     fn setup(url: &TargetUrl, opts: &HostOptions, digests: Digests) -> Result<Setup, HostError> {
-        let mut a = SyncQueue::open(&url.addr, digests, opts.connect_timeout)?;
-        let c = a.fabrics_connect(
-            0,
-            31,
-            opts.kato_ms,
-            0xFFFF,
-            &url.nqn,
-            &opts.hostnqn,
-            opts.hostid,
-        )?;
+        let connect = |disable_sq_flow_control| {
+            let mut a = SyncQueue::open(&url.addr, digests, opts.connect_timeout)?;
+            let c = a.fabrics_connect(&ConnectParams {
+                qid: 0,
+                sqsize: 31,
+                kato: opts.kato_ms,
+                cntlid: 0xFFFF,
+                subnqn: &url.nqn,
+                hostnqn: &opts.hostnqn,
+                hostid: opts.hostid,
+                disable_sq_flow_control,
+            })?;
+            Ok::<_, HostError>((a, c))
+        };
+        let mut sqflow_off = opts.disable_sq_flow_control;
+        let (mut a, mut c) = connect(sqflow_off)?;
+        if sqflow_off && !c.status().is_success() {
+            // A controller that cannot disable SQ flow control refuses the Connect
+            // asking for it: ask again, on a new connection, without. (Any other
+            // refusal comes back the same way.)
+            tracing::info!(status = %c.status(), "Connect disabling SQ flow control refused; connecting with it");
+            sqflow_off = false;
+            (a, c) = connect(false)?;
+        }
         if !c.status().is_success() {
             return Err(HostError::Status {
                 what: "Connect (admin queue)",
@@ -101,6 +118,7 @@ impl Session {
             ctrl,
             ns,
             queues,
+            sqflow_off,
         })
     }
 
@@ -108,26 +126,28 @@ impl Session {
     /// restarted), re-creates it once and retries.
     pub fn io_queue(&self, qid: u16) -> Result<SyncQueue, HostError> {
         for attempt in 0..2 {
-            let (cntlid, generation) = {
+            let (cntlid, generation, sqflow_off) = {
                 let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
                 if c.admin.is_none() {
                     self.recreate(&mut c)?;
                 }
-                (c.cntlid, c.generation)
+                (c.cntlid, c.generation, c.sqflow_off)
             };
             let mut q = SyncQueue::open(&self.url.addr, self.digests, self.opts.connect_timeout)?;
+            // Even the Connect data goes by R2T when IOCCSZ leaves it no room.
+            q.in_capsule = self.in_capsule;
             let sqsize = self.opts.queue_depth.clamp(2, 128) - 1;
-            let r = q.fabrics_connect(
+            let r = q.fabrics_connect(&ConnectParams {
                 qid,
                 sqsize,
-                0,
+                kato: 0,
                 cntlid,
-                &self.url.nqn,
-                &self.opts.hostnqn,
-                self.opts.hostid,
-            )?;
+                subnqn: &self.url.nqn,
+                hostnqn: &self.opts.hostnqn,
+                hostid: self.opts.hostid,
+                disable_sq_flow_control: sqflow_off,
+            })?;
             if r.status().is_success() {
-                q.in_capsule = self.in_capsule;
                 return Ok(q);
             }
             if attempt == 0 && r.status().code() == Status::CONNECT_INVALID_PARAMETERS {
@@ -149,6 +169,7 @@ impl Session {
         let s = Self::setup(&self.url, &self.opts, self.digests)?;
         c.admin = Some(s.admin);
         c.cntlid = s.cntlid;
+        c.sqflow_off = s.sqflow_off;
         c.generation += 1;
         tracing::info!(target_addr = %self.url.addr, nqn = %self.url.nqn, cntlid = s.cntlid, "reconnected to the target controller");
         Ok(())
@@ -239,6 +260,7 @@ impl NvmfBdev {
                 admin: Some(s.admin),
                 cntlid: s.cntlid,
                 generation: 0,
+                sqflow_off: s.sqflow_off,
             }),
             next_qid: AtomicU16::new(1),
             max_qid: s.queues.max(1),

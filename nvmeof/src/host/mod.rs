@@ -7,8 +7,10 @@
 //! a reactor) sends Keep Alive on the admin queue every KATO/2.
 //!
 //! Failures are errors, never hangs: each command has a deadline; an expired command or
-//! a lost connection fails every command in flight on that queue, and the next
-//! submission reconnects (re-creating the controller when the target restarted).
+//! a lost connection fails every command in flight on that queue and every command
+//! queued behind them (more submitted than the queue has entries), and the next
+//! submission reconnects (re-creating the controller when the target restarted). A
+//! queued command that waits longer than the I/O timeout for an entry fails alone.
 
 pub mod bdev;
 mod qpair;
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 pub use bdev::NvmfBdev;
 use ferrox_nvme::spec::Status;
+
+use crate::pdu::{CommonHeader, Digests, PduFlags, PduType, DIGEST_LEN, MAX_HLEN};
 
 /// How the host connects.
 #[derive(Debug, Clone)]
@@ -30,10 +34,16 @@ pub struct HostOptions {
     pub queue_depth: u16,
     /// Keep-alive timeout asked for at Connect; 0 disables keep-alive.
     pub kato_ms: u32,
-    /// A command without a response after this long fails, and its queue reconnects.
+    /// A command without a response after this long fails, and its queue reconnects;
+    /// a command still waiting for a queue entry after this long fails alone.
     pub io_timeout: Duration,
     /// TCP connect and handshake timeout.
     pub connect_timeout: Duration,
+    /// Ask the controller to disable SQ flow control (Connect CATTR bit 2): it then
+    /// ends a successful read with a C2HData PDU carrying SUCCESS, one PDU fewer per
+    /// read. A controller that refuses the Connect asking for it gets a second one
+    /// without.
+    pub disable_sq_flow_control: bool,
 }
 
 impl Default for HostOptions {
@@ -50,6 +60,7 @@ impl Default for HostOptions {
             kato_ms: 10_000,
             io_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            disable_sq_flow_control: false,
         }
     }
 }
@@ -125,6 +136,59 @@ impl TargetUrl {
             nsid,
         })
     }
+}
+
+/// Checks the common header of a PDU from the target before any other field of it is
+/// trusted (the host-side twin of [`crate::pdu::validate_h2c`]): a type a controller
+/// may send, ICResp first and only once, the type's HLEN, HDGSTF and DDGSTF equal to
+/// what was negotiated (`digests` is `None` until the ICResp; IC and TermReq PDUs never
+/// carry digests, and only C2HData carries data), and a PLEN that holds the header and
+/// nothing a PDU without data could carry.
+pub(crate) fn check_header(ch: &CommonHeader, digests: Option<Digests>) -> Result<(), String> {
+    let t = ch.pdu_type;
+    let bad = |why: &str| Err(format!("bad {t:?} PDU from the target: {why} ({ch:?})"));
+    if !matches!(
+        t,
+        PduType::IC_RESP
+            | PduType::C2H_TERM_REQ
+            | PduType::CAPSULE_RESP
+            | PduType::C2H_DATA
+            | PduType::R2T
+    ) {
+        return bad("not a PDU type a controller sends");
+    }
+    match (t, digests) {
+        (PduType::IC_RESP, Some(_)) => return bad("a second ICResp"),
+        (PduType::IC_RESP | PduType::C2H_TERM_REQ, _) | (_, Some(_)) => {}
+        (_, None) => return bad("before the ICResp"),
+    }
+    let hlen = usize::from(t.hlen().expect("a known type"));
+    if usize::from(ch.hlen) != hlen {
+        return bad("HLEN does not match the PDU type");
+    }
+    let dg = if t.digestible() {
+        digests.unwrap_or_default()
+    } else {
+        Digests::default()
+    };
+    if ch.flags.contains(PduFlags::HDGSTF) != dg.header {
+        return bad("HDGSTF differs from the negotiated header digest");
+    }
+    if ch.flags.contains(PduFlags::DDGSTF) != (dg.data && t == PduType::C2H_DATA) {
+        return bad("DDGSTF differs from the negotiated data digest");
+    }
+    let header = hlen + if dg.header { DIGEST_LEN } else { 0 };
+    let plen = ch.plen as usize;
+    let fits = match t {
+        PduType::C2H_DATA => plen >= header,
+        // The data of a TermReq is the header it objects to.
+        PduType::C2H_TERM_REQ => (header..=header + MAX_HLEN).contains(&plen),
+        _ => plen == header,
+    };
+    if !fits {
+        return bad("PLEN does not fit the PDU type");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::{IoSlice, Read, Write};
+use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -23,12 +23,16 @@ use ferrox_nvme::spec::{Command, SglDescriptor, Status};
 use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, TimerId, WakeSource};
 use zerocopy::{FromBytes, IntoBytes};
 
+use self::tx::TxItem;
 use super::bdev::Session;
+use super::check_header;
 use crate::pdu::{
     crc32c, crc32c_append, le32, CommonHeader, DataHeader, HeaderBuf, PduFlags, PduType, CH_LEN,
     DIGEST_LEN, MAX_HLEN,
 };
 use ferrox_nvme::spec::Completion as Cqe;
+
+mod tx;
 
 const RX_CAP: usize = 64 << 10;
 const SLOT_BITS: u16 = 7;
@@ -40,6 +44,8 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 enum Kind {
     Read,
     Write,
+    /// Dataset Management: its 16-byte range is in the slot, not in a buffer.
+    Dsm,
     Other,
 }
 
@@ -51,18 +57,10 @@ struct Slot {
     done: Option<Completion>,
     deadline: Instant,
     received: usize,
-}
-
-enum TxItem {
-    Hdr(HeaderBuf),
-    /// Bytes `off..off + len` of a slot's buffer.
-    SlotData {
-        slot: u16,
-        off: usize,
-        len: usize,
-    },
-    Small([u8; 16]),
-    Digest([u8; 4]),
+    /// The DSM range of a [`Kind::Dsm`] command, for an R2T to ask for.
+    range: [u8; 16],
+    /// `TxItem::SlotData` items of this slot still in `tx` (its buffer must stay).
+    queued: u16,
 }
 
 #[derive(Clone, Copy)]
@@ -81,6 +79,14 @@ enum Rx {
 
 type Ready = (Completion, Result<(), BdevError>, Option<DmaBuf>);
 
+/// A command waiting for a free slot (more submitted than the queue has entries).
+struct Queued {
+    op: IoOp,
+    done: Completion,
+    /// It fails with `ETIMEDOUT` if it has not started by then.
+    deadline: Instant,
+}
+
 struct State {
     sock: Option<TcpStream>,
     maxh2cdata: usize,
@@ -93,7 +99,7 @@ struct State {
     tx_off: usize,
     slots: Vec<Slot>,
     free: Vec<u16>,
-    pending: VecDeque<(IoOp, Completion)>,
+    pending: VecDeque<Queued>,
     ready: Vec<Ready>,
     last_attempt: Option<Instant>,
     last_timeout_check: Instant,
@@ -158,6 +164,8 @@ impl QPair {
                         done: None,
                         deadline: Instant::now(),
                         received: 0,
+                        range: [0; 16],
+                        queued: 0,
                     })
                     .collect(),
                 free: (0..depth as u16).rev().collect(),
@@ -191,7 +199,8 @@ impl QPair {
         self.session.digests
     }
 
-    /// Drops the connection and fails every command in flight with `errno`.
+    /// Drops the connection and fails every command with `errno`: those in flight and
+    /// those queued for a slot (nothing else would ever start them).
     fn fail_connection(&self, st: &mut State, why: &str, errno: i32) {
         if let Some(s) = st.sock.take() {
             let _ = s.shutdown(Shutdown::Both);
@@ -199,6 +208,9 @@ impl QPair {
         }
         st.tx.clear();
         st.tx_off = 0;
+        for s in &mut st.slots {
+            s.queued = 0;
+        }
         st.rx_start = 0;
         st.rx_end = 0;
         st.rx_state = Rx::Header;
@@ -212,6 +224,10 @@ impl QPair {
                     st.ready.push((d, Err(BdevError::Io(errno)), buf));
                 }
             }
+        }
+        while let Some(q) = st.pending.pop_front() {
+            st.ready
+                .push((q.done, Err(BdevError::Io(errno)), q.op.into_buf()));
         }
     }
 
@@ -243,7 +259,11 @@ impl QPair {
 
     fn start_cmd(&self, st: &mut State, op: IoOp, done: Completion) {
         let Some(slot) = st.free.pop() else {
-            st.pending.push_back((op, done));
+            st.pending.push_back(Queued {
+                op,
+                done,
+                deadline: Instant::now() + self.session.opts.io_timeout,
+            });
             return;
         };
         let s = &mut st.slots[slot as usize];
@@ -252,7 +272,7 @@ impl QPair {
         let nsid = self.session.url.nsid;
         let nlb = |blocks: u64| (blocks - 1) as u16;
         let mut data_len = 0usize;
-        let mut small: Option<[u8; 16]> = None;
+        let mut range = [0u8; 16];
         let (mut cmd, kind, buf) = match op {
             IoOp::Read { lba, blocks, buf } => (
                 Command::read(cid, nsid, lba, nlb(blocks)),
@@ -291,17 +311,16 @@ impl QPair {
                 None,
             ),
             IoOp::Unmap { lba, blocks } => {
-                let mut r = [0u8; 16];
-                r[4..8].copy_from_slice(&(blocks as u32).to_le_bytes());
-                r[8..16].copy_from_slice(&lba.to_le_bytes());
-                small = Some(r);
-                data_len = 16;
-                // DSM, one range (NR = 0), attribute deallocate.
+                range[4..8].copy_from_slice(&(blocks as u32).to_le_bytes());
+                range[8..16].copy_from_slice(&lba.to_le_bytes());
+                data_len = range.len();
+                // DSM, one range (NR = 0), attribute deallocate. In the capsule when
+                // the target takes in-capsule data, else after its R2T.
                 (
                     Command::new(0x09, cid)
                         .with_nsid(nsid)
                         .with_cdws([0, 1 << 2, 0, 0, 0, 0]),
-                    Kind::Other,
+                    Kind::Dsm,
                     None,
                 )
             }
@@ -322,6 +341,7 @@ impl QPair {
         s.buf = buf;
         s.done = Some(done);
         s.received = 0;
+        s.range = range;
         s.deadline = Instant::now() + self.session.opts.io_timeout;
         let d = self.digests();
         let mut sqe = [0u8; 64];
@@ -331,9 +351,12 @@ impl QPair {
             .push_back(TxItem::Hdr(HeaderBuf::capsule_cmd(&sqe, cap_data, d)));
         if in_capsule {
             let crc;
-            if let Some(r) = small {
-                crc = crc32c(&r);
-                st.tx.push_back(TxItem::Small(r));
+            if kind == Kind::Dsm {
+                crc = crc32c(&range);
+                st.tx.push_back(TxItem::Small {
+                    bytes: range,
+                    len: range.len() as u8,
+                });
             } else {
                 let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
                 crc = if d.data { crc32c(b.as_slice()) } else { 0 };
@@ -342,12 +365,11 @@ impl QPair {
                     off: 0,
                     len: data_len,
                 });
+                st.slots[slot as usize].queued += 1;
             }
             if d.data {
                 st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
             }
-        } else if small.is_some() {
-            unreachable!("16 bytes always fit in the capsule");
         }
     }
 
@@ -362,9 +384,43 @@ impl QPair {
         if let Some(d) = done {
             st.ready.push((d, res, buf));
         }
-        if let Some((op, done)) = st.pending.pop_front() {
-            self.start_cmd(st, op, done);
+        self.start_queued(st);
+    }
+
+    /// Starts queued commands while slots are free; one that waited past its
+    /// deadline fails instead.
+    fn start_queued(&self, st: &mut State) {
+        if st.pending.is_empty() {
+            return;
         }
+        let now = Instant::now();
+        while !st.free.is_empty() {
+            let Some(q) = st.pending.pop_front() else {
+                return;
+            };
+            if now > q.deadline {
+                st.ready
+                    .push((q.done, Err(BdevError::Io(libc::ETIMEDOUT)), q.op.into_buf()));
+                continue;
+            }
+            self.start_cmd(st, q.op, q.done);
+        }
+    }
+
+    /// A read the target reports successful must have received every byte.
+    fn all_data_received(&self, st: &State, slot: u16) -> Result<(), BdevError> {
+        let s = &st.slots[slot as usize];
+        let want = s.buf.as_ref().map_or(0, DmaBuf::len);
+        if s.kind == Kind::Read && s.received != want {
+            tracing::warn!(
+                qid = self.qid,
+                received = s.received,
+                want,
+                "the target completed a read without sending all its data"
+            );
+            return Err(BdevError::Io(libc::EIO));
+        }
+        Ok(())
     }
 
     fn slot_of(st: &State, cid: u16) -> Option<u16> {
@@ -410,16 +466,16 @@ impl QPair {
                 }
                 let s0 = st.rx_start;
                 let ch = CommonHeader::parse(&st.rx[s0..s0 + CH_LEN]);
+                let d = self.digests();
+                // Type, HLEN and the digest flags as negotiated (so digests come from
+                // the negotiation, never from what a PDU claims).
+                check_header(&ch, Some(d))?;
                 let hlen = usize::from(ch.hlen);
-                let hd = if ch.flags.contains(PduFlags::HDGSTF) {
+                let hd = if d.header && ch.pdu_type.digestible() {
                     DIGEST_LEN
                 } else {
                     0
                 };
-                let expect = ch.pdu_type.hlen().map(usize::from);
-                if expect != Some(hlen) || (ch.plen as usize) < hlen + hd {
-                    return Err(format!("bad PDU header from the target: {ch:?}"));
-                }
                 let term = ch.pdu_type == PduType::C2H_TERM_REQ;
                 let hb = if term { ch.plen as usize } else { hlen + hd };
                 if hb > MAX_HLEN + DIGEST_LEN + MAX_HLEN {
@@ -440,8 +496,15 @@ impl QPair {
                         let Some(slot) = Self::slot_of(st, cqe.cid) else {
                             return Err(format!("response for unknown command {}", cqe.cid));
                         };
+                        if st.slots[slot as usize].queued > 0 {
+                            // Its buffer would go back while the data is still to send.
+                            return Err(format!(
+                                "response for command {} before its data was sent",
+                                cqe.cid
+                            ));
+                        }
                         let res = if cqe.status().is_success() {
-                            Ok(())
+                            self.all_data_received(st, slot)
                         } else {
                             tracing::debug!(qid = self.qid, status = %cqe.status(), "command failed");
                             Err(status_error(cqe.status()))
@@ -454,11 +517,7 @@ impl QPair {
                             return Err(format!("data for unknown command {}", dh.cccid));
                         };
                         let pdo = usize::from(ch.pdo);
-                        let dd = if ch.flags.contains(PduFlags::DDGSTF) {
-                            DIGEST_LEN
-                        } else {
-                            0
-                        };
+                        let dd = if d.data { DIGEST_LEN } else { 0 };
                         let data_len = (ch.plen as usize)
                             .checked_sub(pdo + dd)
                             .unwrap_or(usize::MAX);
@@ -492,12 +551,16 @@ impl QPair {
                             return Err(format!("R2T for unknown command {}", r.cccid));
                         };
                         let s = &st.slots[slot as usize];
-                        let len = s.buf.as_ref().map_or(0, |b| b.len());
+                        let (kind, range) = (s.kind, s.range);
+                        let len = match kind {
+                            Kind::Write => s.buf.as_ref().map_or(0, |b| b.len()),
+                            Kind::Dsm => range.len(),
+                            Kind::Read | Kind::Other => 0,
+                        };
                         let (o, l) = (r.offset as usize, r.length as usize);
-                        if s.kind != Kind::Write || l == 0 || o + l > len {
+                        if l == 0 || o + l > len {
                             return Err("R2T outside its command's data".into());
                         }
-                        let d = self.digests();
                         let chunk = st.maxh2cdata.max(4096);
                         let mut off = o;
                         while off < o + l {
@@ -513,10 +576,25 @@ impl QPair {
                                 off + n == o + l,
                                 d,
                             )));
-                            st.tx.push_back(TxItem::SlotData { slot, off, len: n });
-                            if d.data {
+                            let crc = if kind == Kind::Dsm {
+                                let mut bytes = [0u8; 16];
+                                bytes[..n].copy_from_slice(&range[off..off + n]);
+                                st.tx.push_back(TxItem::Small {
+                                    bytes,
+                                    len: n as u8,
+                                });
+                                crc32c(&bytes[..n])
+                            } else {
+                                st.tx.push_back(TxItem::SlotData { slot, off, len: n });
+                                st.slots[slot as usize].queued += 1;
                                 let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
-                                let crc = crc32c(&b.as_slice()[off..off + n]);
+                                if d.data {
+                                    crc32c(&b.as_slice()[off..off + n])
+                                } else {
+                                    0
+                                }
+                            };
+                            if d.data {
                                 st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
                             }
                             off += n;
@@ -605,7 +683,8 @@ impl QPair {
                 st.rx_state = Rx::Header;
                 st.slots[slot as usize].received = off;
                 if success {
-                    self.finish(st, slot, Ok(()));
+                    let res = self.all_data_received(st, slot);
+                    self.finish(st, slot, res);
                 }
                 Ok(true)
             }
@@ -630,60 +709,6 @@ impl QPair {
         Ok(progress)
     }
 
-    // ------------------------------------------------------------ transmit
-
-    fn send(&self, st: &mut State) -> Result<bool, String> {
-        let mut progress = false;
-        while !st.tx.is_empty() {
-            let Some(sock) = st.sock.as_ref() else {
-                return Ok(progress);
-            };
-            let mut iov: [IoSlice<'_>; 64] = [IoSlice::new(&[]); 64];
-            let mut n = 0;
-            for (i, item) in st.tx.iter().take(64).enumerate() {
-                let b: &[u8] = match item {
-                    TxItem::Hdr(h) => h.as_slice(),
-                    TxItem::SlotData { slot, off, len } => &st.slots[*slot as usize]
-                        .buf
-                        .as_ref()
-                        .expect("data buffer")
-                        .as_slice()[*off..off + len],
-                    TxItem::Small(b) => b,
-                    TxItem::Digest(d) => d,
-                };
-                iov[n] = IoSlice::new(if i == 0 { &b[st.tx_off..] } else { b });
-                n += 1;
-            }
-            match (&*sock).write_vectored(&iov[..n]) {
-                Ok(0) => return Err("send returned 0".into()),
-                Ok(mut sent) => {
-                    progress = true;
-                    while sent > 0 {
-                        let len = match st.tx.front().expect("sent bytes belong to items") {
-                            TxItem::Hdr(h) => h.len,
-                            TxItem::SlotData { len, .. } => *len,
-                            TxItem::Small(_) => 16,
-                            TxItem::Digest(_) => 4,
-                        };
-                        let left = len - st.tx_off;
-                        if sent >= left {
-                            sent -= left;
-                            st.tx.pop_front();
-                            st.tx_off = 0;
-                        } else {
-                            st.tx_off += sent;
-                            sent = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("send failed: {e}")),
-            }
-        }
-        Ok(progress)
-    }
-
     fn check_timeouts(&self, st: &mut State, now: Instant) {
         if now - st.last_timeout_check < Duration::from_millis(100) {
             return;
@@ -691,6 +716,23 @@ impl QPair {
         st.last_timeout_check = now;
         if st.slots.iter().any(|s| s.in_use && now > s.deadline) {
             self.fail_connection(st, "a command timed out", libc::ETIMEDOUT);
+            return;
+        }
+        // Queued commands wait at most `io_timeout` for a slot (deadlines are in
+        // submission order). The connection is not at fault: it keeps its commands.
+        let mut expired = 0usize;
+        while st.pending.front().is_some_and(|q| now > q.deadline) {
+            let q = st.pending.pop_front().expect("front exists");
+            st.ready
+                .push((q.done, Err(BdevError::Io(libc::ETIMEDOUT)), q.op.into_buf()));
+            expired += 1;
+        }
+        if expired > 0 {
+            tracing::warn!(
+                qid = self.qid,
+                expired,
+                "commands waited longer than the I/O timeout for a queue slot"
+            );
         }
     }
 
@@ -805,9 +847,9 @@ impl ChannelImpl for QPair {
         }
         let pending: Vec<_> = st.pending.drain(..).collect();
         drop(st);
-        for (op, done) in pending {
-            let buf = op.into_buf();
-            Reactor::with(|r| defer_completion(r, done, Err(BdevError::Closed), buf));
+        for q in pending {
+            let buf = q.op.into_buf();
+            Reactor::with(|r| defer_completion(r, q.done, Err(BdevError::Closed), buf));
         }
     }
 }

@@ -10,7 +10,7 @@ use ferrox_nvme::spec::{
 };
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::HostError;
+use super::{check_header, HostError};
 use crate::pdu::{
     crc32c, le32, CommonHeader, DataHeader, Digests, HeaderBuf, IcReq, IcResp, PduFlags, PduType,
     CH_LEN,
@@ -24,6 +24,25 @@ pub struct Pdu {
     pub data: Vec<u8>,
 }
 
+/// What a Fabrics Connect asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectParams<'a> {
+    /// 0: the admin queue.
+    pub qid: u16,
+    /// Submission queue entries, zero-based.
+    pub sqsize: u16,
+    /// Keep-alive timeout in milliseconds (admin queue; 0 disables it).
+    pub kato: u32,
+    /// 0xFFFF on the admin queue (a new controller), its CNTLID on I/O queues.
+    pub cntlid: u16,
+    pub subnqn: &'a str,
+    pub hostnqn: &'a str,
+    pub hostid: [u8; 16],
+    /// CATTR bit 2: the controller need not report SQ head pointers, and may end a
+    /// read with a C2HData PDU carrying SUCCESS instead of a response capsule.
+    pub disable_sq_flow_control: bool,
+}
+
 /// One blocking queue pair.
 pub struct SyncQueue {
     pub sock: TcpStream,
@@ -32,6 +51,8 @@ pub struct SyncQueue {
     /// In-capsule data this queue may send (8 KiB on the admin queue).
     pub in_capsule: usize,
     cid: u16,
+    /// The ICResp came: `digests` is what every later PDU must carry.
+    ic_done: bool,
 }
 
 fn proto(why: impl Into<String>) -> HostError {
@@ -60,6 +81,7 @@ impl SyncQueue {
             maxh2cdata: 0,
             in_capsule: 8192,
             cid: 0,
+            ic_done: false,
         })
     }
 
@@ -74,7 +96,7 @@ impl SyncQueue {
         };
         q.sock.write_all(&req.encode())?;
         let p = q.recv()?;
-        if p.ch.pdu_type != PduType::IC_RESP || p.header.len() < 128 {
+        if p.ch.pdu_type != PduType::IC_RESP {
             return Err(proto(format!("expected ICResp, got {:?}", p.ch.pdu_type)));
         }
         let resp = IcResp::parse(&p.header);
@@ -88,6 +110,7 @@ impl SyncQueue {
             )));
         }
         q.digests = digests;
+        q.ic_done = true;
         q.maxh2cdata = resp.maxh2cdata;
         Ok(q)
     }
@@ -97,18 +120,18 @@ impl SyncQueue {
         self.cid
     }
 
-    /// The next PDU. A C2HTermReq is returned like any PDU (its data is the quoted
-    /// header); a closed connection is an error.
+    /// The next PDU, its common header checked ([`check_header`]): `header` holds
+    /// exactly its type's HLEN bytes. A C2HTermReq is returned like any PDU (its data
+    /// is the quoted header); a closed connection is an error.
     pub fn recv(&mut self) -> Result<Pdu, HostError> {
         let mut ch = [0u8; CH_LEN];
         self.sock.read_exact(&mut ch)?;
         let c = CommonHeader::parse(&ch);
+        check_header(&c, self.ic_done.then_some(self.digests)).map_err(proto)?;
         let plen = c.plen as usize;
         let hlen = usize::from(c.hlen);
-        if plen < CH_LEN || hlen < CH_LEN || hlen > plen || plen > (1 << 20) + 256 {
-            return Err(proto(format!(
-                "implausible PDU lengths: HLEN {hlen} PLEN {plen}"
-            )));
+        if plen > (1 << 20) + 256 {
+            return Err(proto(format!("implausible PDU length {plen}")));
         }
         let mut all = vec![0u8; plen];
         all[..CH_LEN].copy_from_slice(&ch);
@@ -118,7 +141,7 @@ impl SyncQueue {
         } else {
             0
         };
-        if hd > 0 && (plen < hlen + 4 || le32(&all, hlen) != crc32c(&all[..hlen])) {
+        if hd > 0 && le32(&all, hlen) != crc32c(&all[..hlen]) {
             return Err(proto("header digest mismatch"));
         }
         if c.pdu_type == PduType::C2H_TERM_REQ {
@@ -129,7 +152,7 @@ impl SyncQueue {
             });
         }
         let pdo = usize::from(c.pdo);
-        let data = if pdo > 0 {
+        let data = if c.pdu_type == PduType::C2H_DATA {
             let dd = if c.flags.contains(PduFlags::DDGSTF) {
                 4
             } else {
@@ -204,8 +227,13 @@ impl SyncQueue {
             match p.ch.pdu_type {
                 PduType::C2H_DATA => {
                     let dh = DataHeader::parse(&p.header);
-                    if dh.cccid != cid || dh.offset as usize != data.len() {
-                        return Err(proto("C2HData for another command or out of order"));
+                    if dh.cccid != cid
+                        || dh.offset as usize != data.len()
+                        || dh.length as usize != p.data.len()
+                    {
+                        return Err(proto(
+                            "C2HData for another command, out of order or of the wrong length",
+                        ));
                     }
                     data.extend_from_slice(&p.data);
                     if p.ch.flags.contains(PduFlags::SUCCESS) {
@@ -270,7 +298,14 @@ impl SyncQueue {
         };
         cmd.dptr = sgl.to_dptr();
         self.send_cmd(&cmd, if in_capsule { data_out } else { &[] })?;
-        self.wait(cid, data_out)
+        let (c, data) = self.wait(cid, data_out)?;
+        if c.status().is_success() && data.len() != data_in as usize {
+            return Err(proto(format!(
+                "a successful command returned {} of its {data_in} data bytes",
+                data.len()
+            )));
+        }
+        Ok((c, data))
     }
 
     /// Like [`SyncQueue::exec`], failing on a non-success status.
@@ -291,24 +326,17 @@ impl SyncQueue {
         Ok((c, d))
     }
 
-    /// Fabrics Connect of queue `qid` (0: admin, with `cntlid` 0xFFFF).
-    #[expect(clippy::too_many_arguments)]
-    pub fn fabrics_connect(
-        &mut self,
-        qid: u16,
-        sqsize: u16,
-        kato: u32,
-        cntlid: u16,
-        subnqn: &str,
-        hostnqn: &str,
-        hostid: [u8; 16],
-    ) -> Result<Completion, HostError> {
-        let cmd: Command = ConnectCommand::new(0, qid, sqsize, kato).into();
-        let data = ConnectData::new(hostid, cntlid, subnqn, hostnqn)
-            .map_err(|e| proto(format!("NQN does not fit: {e}")))?;
-        if qid != 0 {
-            self.in_capsule = 8192; // refined by the caller from IOCCSZ
+    /// Fabrics Connect as `p` describes it. The Connect data goes in the capsule when it
+    /// fits [`SyncQueue::in_capsule`] (8 KiB on the admin queue; an I/O queue's caller
+    /// sets it from IOCCSZ first), else by R2T.
+    pub fn fabrics_connect(&mut self, p: &ConnectParams<'_>) -> Result<Completion, HostError> {
+        let mut cc = ConnectCommand::new(0, p.qid, p.sqsize, p.kato);
+        if p.disable_sq_flow_control {
+            cc.cattr |= ConnectCommand::CATTR_DISABLE_SQ_FLOW_CONTROL;
         }
+        let cmd: Command = cc.into();
+        let data = ConnectData::new(p.hostid, p.cntlid, p.subnqn, p.hostnqn)
+            .map_err(|e| proto(format!("NQN does not fit: {e}")))?;
         Ok(self.exec(cmd, data.as_bytes(), 0)?.0)
     }
 

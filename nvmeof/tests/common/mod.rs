@@ -1,6 +1,8 @@
 //! A minimal blocking NVMe/TCP host for tests, and a target fixture on loopback.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use ferrox_nvme::spec::{
     Command, Completion, ConnectCommand, ConnectData, PropertyCommand, PropertySize, SglDescriptor,
     Status, DISCOVERY_NQN,
 };
+use ferrox_nvmeof::host::HostOptions;
 use ferrox_nvmeof::pdu::{
     le32, CommonHeader, DataHeader, Digests, HeaderBuf, IcReq, IcResp, PduType, CH_LEN,
 };
@@ -403,6 +406,40 @@ impl Host {
         let cmd = Command::read(0, 1, lba, (blocks - 1) as u16);
         let (c, d) = self.exec(cmd, &[], blocks * 512);
         (c.status(), d)
+    }
+}
+
+/// One reactor for the host library's queue pairs.
+pub fn host_group() -> ReactorGroup {
+    let pool = BufferPool::new(&PoolConfig {
+        classes: vec![
+            ClassConfig {
+                size: 4096,
+                count: 512,
+            },
+            ClassConfig {
+                size: 128 << 10,
+                count: 64,
+            },
+        ],
+        hugepages: false,
+    })
+    .unwrap();
+    let core = *available_cores().last().unwrap();
+    ReactorGroup::start(&[core], &ReactorOptions::default(), pool).unwrap()
+}
+
+/// Host options for tests: `digests` both ways, queue depth `qd`, short timeouts.
+pub fn host_opts(digests: bool, qd: u16) -> HostOptions {
+    HostOptions {
+        hostnqn: HOSTNQN.to_string(),
+        header_digest: digests,
+        data_digest: digests,
+        queue_depth: qd,
+        kato_ms: 2000,
+        io_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
     }
 }
 
