@@ -122,6 +122,76 @@ fn errors_come_back_as_errors() {
 }
 
 #[test]
+fn a_reconnection_never_blocks_the_reactor() {
+    let f = fixture();
+    // While `hold` is set, new connections hang after the TCP handshake: their ICReq
+    // waits in the proxy (at most 60 s), as with a target that accepts and says
+    // nothing.
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h2 = hold.clone();
+    let proxy = Proxy::start(f.addr, move |_conn, dir, pdu| {
+        if dir == Dir::ToTarget && pdu_type(pdu) == PduType::IC_REQ {
+            let t0 = std::time::Instant::now();
+            while h2.load(std::sync::atomic::Ordering::SeqCst)
+                && t0.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Verdict::Forward
+    });
+    let mut o = host_opts(false, 8);
+    o.connect_timeout = Duration::from_secs(60);
+    let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    assert!(run(h, &dev, vec![Req::Write(0, pattern(1, 4096))])[0].is_ok());
+
+    hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let before = proxy.connections();
+    proxy.cut();
+    std::thread::scope(|s| {
+        // Commands (from another thread: one may get stuck if the reconnection runs
+        // on the reactor) fail until a reconnection attempt has reached the proxy,
+        // where it hangs.
+        s.spawn(|| {
+            let t0 = std::time::Instant::now();
+            while proxy.connections() == before && t0.elapsed() < Duration::from_secs(30) {
+                let _ = run(h, &dev, vec![Req::Read(0, 8)]);
+            }
+        });
+        let t0 = std::time::Instant::now();
+        while proxy.connections() == before {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no reconnection attempt"
+            );
+            std::thread::yield_now();
+        }
+        // The reactor that owns the queue still answers meanwhile.
+        let answered = h
+            .call(|_r| ())
+            .unwrap()
+            .wait_timeout(Duration::from_secs(20));
+        assert!(answered.is_ok(), "the reactor is stuck in the reconnection");
+    });
+    // And commands fail at once rather than wait for the handshake.
+    assert!(run(h, &dev, vec![Req::Read(0, 8)])[0].is_err());
+    // Once the target answers, the queue comes back by itself.
+    hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(Some(d)) = &run(h, &dev, vec![Req::Read(0, 8)])[0] {
+            assert!(*d == pattern(1, 4096));
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100)); // reconnects are rate-limited
+    }
+    assert!(ok, "the host never reconnected");
+}
+
+#[test]
 fn target_restart_fails_in_flight_then_reconnects() {
     let f = fixture();
     let addr = f.addr.to_string();
@@ -239,21 +309,23 @@ fn commands_queued_beyond_the_depth_fail_when_the_target_goes_away() {
 #[test]
 fn a_command_queued_longer_than_the_io_timeout_fails() {
     let f = fixture();
-    // A slow target: each response reaches the host 0.6 s after the one before it
+    // A slow target: each response reaches the host 1 s after the one before it
     // (the proxy's forwarding thread holds it; this is the target's latency, not a
     // synchronisation of the test).
     let proxy = Proxy::start(f.addr, |conn, dir, pdu| {
         if conn > 0 && dir == Dir::ToHost && pdu_type(pdu) == PduType::CAPSULE_RESP {
-            std::thread::sleep(Duration::from_millis(600));
+            std::thread::sleep(Duration::from_millis(1000));
         }
         Verdict::Forward
     });
     let mut o = host_opts(false, 2);
-    o.io_timeout = Duration::from_secs(2);
+    o.io_timeout = Duration::from_millis(3500);
     let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
     let g = host_group();
-    // 2 entries, 6 reads at once: read k completes about 0.6 (k + 1) s later, after at
-    // most 1.2 s in flight; read 5 would start at 2.4 s, after its 2 s in the queue.
+    // 2 entries, 6 reads at once: read k completes (k + 1) s later or after, reads 0
+    // and 1 after at most 2 s in flight (1.5 s of margin); read 5 could start at 4 s
+    // at the earliest, after its 3.5 s in the queue. Slowness only delays responses,
+    // so read 5 always times out.
     let reads: Vec<Req> = (0..6u64).map(|i| Req::Read(i * 8, 8)).collect();
     let out = run(&g.handles()[0], &dev, reads);
     assert!(out[0].is_ok() && out[1].is_ok(), "{out:?}");

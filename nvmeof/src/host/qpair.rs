@@ -15,7 +15,7 @@ use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrox_bdev::{defer_completion, BdevError, ChannelImpl, Completion, IoOp};
@@ -25,7 +25,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use self::tx::TxItem;
 use super::bdev::Session;
-use super::check_header;
+use super::{check_header, HostError};
 use crate::pdu::{
     crc32c, crc32c_append, le32, CommonHeader, DataHeader, HeaderBuf, PduFlags, PduType, CH_LEN,
     DIGEST_LEN, MAX_HLEN,
@@ -102,9 +102,15 @@ struct State {
     pending: VecDeque<Queued>,
     ready: Vec<Ready>,
     last_attempt: Option<Instant>,
+    /// A reconnection under way on a thread of its own, and where its result lands.
+    reconnect: Option<Arc<Mutex<Option<Reconnected>>>>,
     last_timeout_check: Instant,
     closed: bool,
 }
+
+/// What a reconnection thread hands back: the new I/O queue's socket (non-blocking)
+/// and its MAXH2CDATA.
+type Reconnected = Result<(TcpStream, usize), HostError>;
 
 pub(super) struct QPair {
     session: Arc<Session>,
@@ -172,6 +178,7 @@ impl QPair {
                 pending: VecDeque::with_capacity(depth),
                 ready: Vec::with_capacity(depth),
                 last_attempt: None,
+                reconnect: None,
                 last_timeout_check: Instant::now(),
                 closed: false,
             }),
@@ -186,6 +193,9 @@ impl QPair {
         let t = r.add_periodic(period, move |r| {
             if let Some(q) = weak.upgrade() {
                 let mut st = q.st.borrow_mut();
+                if st.sock.is_none() && st.reconnect.is_some() {
+                    q.try_reconnect(&mut st);
+                }
                 q.check_timeouts(&mut st, r.now());
                 drop(st);
                 q.deliver();
@@ -231,30 +241,54 @@ impl QPair {
         }
     }
 
+    /// Whether the queue has a connection; if not, takes the result of a reconnection
+    /// under way, or starts one (at most every `RECONNECT_EVERY`). The handshake
+    /// blocks — TCP connect, ICReq, Connect, perhaps a new admin queue, up to the
+    /// connect timeout each — so it runs on a thread of its own, never on the reactor;
+    /// commands fail with `ENOTCONN` meanwhile.
     fn try_reconnect(&self, st: &mut State) -> bool {
         if st.sock.is_some() {
             return true;
+        }
+        if let Some(slot) = &st.reconnect {
+            let done = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match done {
+                None => return false,
+                Some(Ok((sock, maxh2cdata))) => {
+                    st.reconnect = None;
+                    st.maxh2cdata = maxh2cdata;
+                    st.sock = Some(sock);
+                    tracing::info!(qid = self.qid, "I/O queue reconnected");
+                    return true;
+                }
+                Some(Err(e)) => {
+                    st.reconnect = None;
+                    tracing::debug!(qid = self.qid, error = %e, "reconnect failed");
+                    return false;
+                }
+            }
         }
         let now = Instant::now();
         if st.last_attempt.is_some_and(|t| now - t < RECONNECT_EVERY) {
             return false;
         }
         st.last_attempt = Some(now);
-        match self.session.io_queue(self.qid) {
-            Ok(q) => {
-                if q.sock.set_nonblocking(true).is_err() {
-                    return false;
-                }
-                st.maxh2cdata = q.maxh2cdata as usize;
-                st.sock = Some(q.sock);
-                tracing::info!(qid = self.qid, "I/O queue reconnected");
-                true
-            }
-            Err(e) => {
-                tracing::debug!(qid = self.qid, error = %e, "reconnect failed");
-                false
-            }
+        let slot = Arc::new(Mutex::new(None));
+        let (session, qid, out) = (self.session.clone(), self.qid, slot.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("nvmf-reconnect-{qid}"))
+            .spawn(move || {
+                let res = session.io_queue(qid).and_then(|q| {
+                    q.sock.set_nonblocking(true)?;
+                    Ok((q.sock, q.maxh2cdata as usize))
+                });
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
+            });
+        match spawned {
+            Ok(_) => st.reconnect = Some(slot),
+            Err(e) => tracing::warn!(qid, error = %e, "cannot start a reconnection thread"),
         }
+        false
     }
 
     fn start_cmd(&self, st: &mut State, op: IoOp, done: Completion) {
@@ -760,6 +794,10 @@ impl Poller for QPair {
                 return PollStatus::Done;
             }
             let mut busy = false;
+            if st.sock.is_none() && st.reconnect.is_some() {
+                // A reconnection that finished is taken now, not at the next command.
+                busy |= self.try_reconnect(&mut st);
+            }
             if st.sock.is_some() {
                 let res = self
                     .send(&mut st)

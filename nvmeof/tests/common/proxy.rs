@@ -116,6 +116,11 @@ impl Proxy {
         self.shared.close_all();
     }
 
+    /// A network blip: every connection closes; new ones are accepted and forwarded.
+    pub fn cut(&self) {
+        self.shared.close_all();
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.conns.load(Ordering::SeqCst)
