@@ -1,13 +1,14 @@
 //! `malloc`: a RAM-backed block device, for tests and network-free ceilings.
 //!
-//! The memory is an array of `AtomicU64` accessed with relaxed loads and stores, so
-//! reactors may read and write it concurrently without locks or unsafe code; like a
-//! real disk, overlapping concurrent writes leave either one's data per 8-byte word.
-//! Data is copied into and out of the request's buffer (a RAM disk has no DMA engine).
+//! The memory is cut into 64 KiB chunks, each behind its own reader-writer lock, so
+//! reactors may read and write it concurrently without unsafe code and a request
+//! copies with plain `memcpy` (a request takes the locks of the chunks it touches, in
+//! ascending order, one at a time). Like a real disk, overlapping concurrent writes
+//! leave either one's data per chunk. Data is copied into and out of the request's
+//! buffer (a RAM disk has no DMA engine).
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use ferrox_reactor::Reactor;
 
@@ -16,10 +17,15 @@ use crate::{
     Completion, IoOp, Ops, RegistryError,
 };
 
+/// Bytes behind one lock.
+const CHUNK: usize = 64 << 10;
+
+type Chunk = RwLock<[u8; CHUNK]>;
+
 /// A RAM disk.
 pub struct MallocBdev {
     info: BdevInfo,
-    words: Box<[AtomicU64]>,
+    chunks: Box<[Chunk]>,
 }
 
 impl MallocBdev {
@@ -32,12 +38,14 @@ impl MallocBdev {
                 name: name.to_string(),
                 why: format!("size of {num_blocks} blocks is zero or too large"),
             })?;
-        let words = usize::try_from(bytes / 8).map_err(|_| RegistryError::Invalid {
-            name: name.to_string(),
-            why: "too large for this machine".to_string(),
+        let chunks = usize::try_from(bytes.div_ceil(CHUNK as u64)).map_err(|_| {
+            RegistryError::Invalid {
+                name: name.to_string(),
+                why: "too large for this machine".to_string(),
+            }
         })?;
-        let mut v = Vec::new();
-        v.try_reserve_exact(words)
+        let mut v: Vec<Chunk> = Vec::new();
+        v.try_reserve_exact(chunks)
             .map_err(|_| RegistryError::Invalid {
                 name: name.to_string(),
                 why: format!("cannot allocate {bytes} bytes of RAM"),
@@ -45,7 +53,7 @@ impl MallocBdev {
         // Huge pages before the first touch: random 4 KiB requests over a large RAM
         // disk otherwise miss the TLB on nearly every request.
         ferrox_reactor::advise_huge_pages(v.spare_capacity_mut());
-        v.resize_with(words, || AtomicU64::new(0));
+        v.resize_with(chunks, || RwLock::new([0; CHUNK]));
         Ok(Arc::new(Self {
             info: BdevInfo {
                 name: name.to_string(),
@@ -57,36 +65,47 @@ impl MallocBdev {
                 ops: Ops::FLUSH | Ops::FUA | Ops::WRITE_ZEROES | Ops::UNMAP | Ops::CHEAP_ZEROES,
                 volatile_cache: false,
             },
-            words: v.into_boxed_slice(),
+            chunks: v.into_boxed_slice(),
         }))
     }
 
-    fn word_range(&self, lba: u64, blocks: u64) -> std::ops::Range<usize> {
+    /// Calls `f(chunk, range in the chunk, range in the request)` for each chunk that
+    /// `blocks` blocks from `lba` touch, in ascending order.
+    fn each_chunk(
+        &self,
+        lba: u64,
+        blocks: u64,
+        mut f: impl FnMut(&Chunk, std::ops::Range<usize>, std::ops::Range<usize>),
+    ) {
         let bs = u64::from(self.info.block_size);
-        let start = (lba * bs / 8) as usize;
-        let end = ((lba + blocks) * bs / 8) as usize;
-        start..end
+        let (start, end) = ((lba * bs) as usize, ((lba + blocks) * bs) as usize);
+        let mut at = start;
+        while at < end {
+            let (c, off) = (at / CHUNK, at % CHUNK);
+            let n = (CHUNK - off).min(end - at);
+            f(&self.chunks[c], off..off + n, at - start..at - start + n);
+            at += n;
+        }
     }
 
     fn read_into(&self, lba: u64, blocks: u64, out: &mut [u8]) {
-        let words = &self.words[self.word_range(lba, blocks)];
-        for (w, chunk) in words.iter().zip(out.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
-        }
+        self.each_chunk(lba, blocks, |c, inside, req| {
+            let c = c.read().unwrap_or_else(|e| e.into_inner());
+            out[req].copy_from_slice(&c[inside]);
+        });
     }
 
     fn write_from(&self, lba: u64, blocks: u64, data: &[u8]) {
-        let words = &self.words[self.word_range(lba, blocks)];
-        for (w, chunk) in words.iter().zip(data.chunks_exact(8)) {
-            let v = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunk"));
-            w.store(v, Ordering::Relaxed);
-        }
+        self.each_chunk(lba, blocks, |c, inside, req| {
+            let mut c = c.write().unwrap_or_else(|e| e.into_inner());
+            c[inside].copy_from_slice(&data[req]);
+        });
     }
 
     fn zero(&self, lba: u64, blocks: u64) {
-        for w in &self.words[self.word_range(lba, blocks)] {
-            w.store(0, Ordering::Relaxed);
-        }
+        self.each_chunk(lba, blocks, |c, inside, _| {
+            c.write().unwrap_or_else(|e| e.into_inner())[inside].fill(0);
+        });
     }
 }
 
