@@ -38,12 +38,11 @@ impl MallocBdev {
                 name: name.to_string(),
                 why: format!("size of {num_blocks} blocks is zero or too large"),
             })?;
-        let chunks = usize::try_from(bytes.div_ceil(CHUNK as u64)).map_err(|_| {
-            RegistryError::Invalid {
+        let chunks =
+            usize::try_from(bytes.div_ceil(CHUNK as u64)).map_err(|_| RegistryError::Invalid {
                 name: name.to_string(),
                 why: "too large for this machine".to_string(),
-            }
-        })?;
+            })?;
         let mut v: Vec<Chunk> = Vec::new();
         v.try_reserve_exact(chunks)
             .map_err(|_| RegistryError::Invalid {

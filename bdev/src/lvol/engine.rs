@@ -59,6 +59,13 @@ struct State {
     allocated: u64,
     /// Where the search for a free cluster starts.
     free_hint: usize,
+    /// A metadata write or flush failed: what it left on disk (perhaps all of it) is
+    /// unknown until a full commit succeeds, so commits are full images until then
+    /// and clusters of failed changes wait in `quarantine`.
+    unsure: bool,
+    /// Clusters taken for changes whose commit failed: an image or record that did
+    /// land may reference them, so they are reused only after the next full commit.
+    quarantine: Vec<u32>,
     shared: HashMap<u64, Arc<VolShared>>,
     frozen: HashSet<u64>,
     deleting: HashSet<u64>,
@@ -190,6 +197,8 @@ impl Engine {
                 used,
                 allocated,
                 free_hint: 0,
+                unsure: false,
+                quarantine: Vec::new(),
                 shared: HashMap::new(),
                 frozen: HashSet::new(),
                 deleting: HashSet::new(),
@@ -331,6 +340,18 @@ impl Engine {
         Ok(out)
     }
 
+    /// Returns the clusters of a change that failed to the free set, unless a failed
+    /// metadata write may have recorded them: then they wait for the next full commit.
+    fn release_failed(&self, clusters: &[u32]) {
+        let mut st = self.st.borrow_mut();
+        if st.unsure {
+            st.quarantine.extend_from_slice(clusters);
+            return;
+        }
+        drop(st);
+        self.release(clusters);
+    }
+
     /// Returns clusters to the free set: reserved ones that were never committed, or
     /// ones whose freeing has been committed.
     fn release(&self, clusters: &[u32]) {
@@ -408,18 +429,28 @@ impl Engine {
         let img = encode_meta(&meta, &self.sh.label)?;
         let slot = 1 - self.st.borrow().log.base_slot;
         let off = self.sh.label.slot_offset[slot];
-        self.io
-            .write(off, &img)
-            .await
-            .map_err(io_err("writing metadata"))?;
-        self.io.flush().await.map_err(io_err("flushing metadata"))?;
+        let written = match self.io.write(off, &img).await {
+            Ok(()) => self.io.flush().await.map_err(io_err("flushing metadata")),
+            Err(e) => Err(io_err("writing metadata")(e)),
+        };
         let mut st = self.st.borrow_mut();
+        if let Err(e) = written {
+            // The image may have landed anyway: the next commit must be a full image
+            // over it (same slot, a generation at least as high), never a record
+            // extending the older base, which a landed newer image would hide.
+            st.unsure = true;
+            return Err(e);
+        }
         st.log = LogPos {
             base_slot: slot,
             base_generation: meta.generation,
             tail: 0,
         };
         st.meta = meta;
+        st.unsure = false;
+        let q = std::mem::take(&mut st.quarantine);
+        drop(st);
+        self.release(&q);
         Ok(())
     }
 
@@ -437,7 +468,7 @@ impl Engine {
             (st.meta.generation + 1, st.log)
         };
         let len = record_len(entries.len(), label);
-        if label.log_size == 0 || pos.tail + len > label.log_size {
+        if label.log_size == 0 || pos.tail + len > label.log_size || self.st.borrow().unsure {
             return self.commit(meta).await;
         }
         let rec = encode_record(
@@ -447,16 +478,21 @@ impl Engine {
             entries,
             label,
         );
-        self.io
-            .write(label.log_offset + pos.tail, &rec)
-            .await
-            .map_err(io_err("writing the allocation log"))?;
-        self.io
-            .flush()
-            .await
-            .map_err(io_err("flushing the allocation log"))?;
-        meta.generation = generation;
+        let written = match self.io.write(label.log_offset + pos.tail, &rec).await {
+            Ok(()) => self
+                .io
+                .flush()
+                .await
+                .map_err(io_err("flushing the allocation log")),
+            Err(e) => Err(io_err("writing the allocation log")(e)),
+        };
         let mut st = self.st.borrow_mut();
+        if let Err(e) = written {
+            // The record may have landed: only a full image may follow it.
+            st.unsure = true;
+            return Err(e);
+        }
+        meta.generation = generation;
         st.log.tail += len;
         st.meta = meta;
         Ok(())
@@ -526,7 +562,7 @@ impl Engine {
             };
             if let Err(e) = done {
                 tracing::warn!(error = %e, "lvol: allocation batch failed");
-                self.release(&reserved);
+                self.release_failed(&reserved);
                 for r in &mut results {
                     if r.is_ok() {
                         *r = Err(e.to_bdev());
@@ -626,7 +662,7 @@ impl Engine {
             Err(e) => Err(e),
         };
         if let Err(e) = res {
-            self.release(&reserved);
+            self.release_failed(&reserved);
             return Err(e);
         }
         self.add_shared(id);
@@ -753,7 +789,7 @@ impl Engine {
                 Err(e) => Err(e),
             };
             if let Err(e) = res {
-                self.release(&reserved);
+                self.release_failed(&reserved);
                 return Err(e);
             }
             self.publish(id);
@@ -885,7 +921,7 @@ impl Engine {
             Err(e) => Err(e),
         };
         if res.is_err() {
-            self.release(&reserved);
+            self.release_failed(&reserved);
         }
         self.unfreeze(vid);
         res.map(|()| self.info_of(vid))

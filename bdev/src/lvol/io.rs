@@ -190,10 +190,20 @@ impl BaseIo {
 
     /// Writes `data` (a block multiple) at byte `off`, up to 16 requests at a time.
     pub async fn write(&self, off: u64, data: &[u8]) -> Result<(), BdevError> {
-        let mut pending = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let mut first_err = Ok(());
         for (i, piece) in data.chunks(self.chunk as usize).enumerate() {
-            let mut buf = self.buffer(piece.len()).await?;
+            let mut buf = match self.buffer(piece.len()).await {
+                Ok(b) => b,
+                Err(e) => {
+                    // Nothing may still be in flight when this returns: the next
+                    // commit writes the same blocks, and a late piece would land on it.
+                    for p in pending {
+                        let _ = p.wait().await;
+                    }
+                    return Err(e);
+                }
+            };
             buf.as_mut_slice().copy_from_slice(piece);
             pending.push(self.submit(IoOp::Write {
                 lba: (off + i as u64 * self.chunk) / self.bs,

@@ -219,6 +219,61 @@ impl ChannelImpl for CrashChan {
     }
 }
 
+/// A block device whose flushes fail on request, after the writes before them have
+/// landed: a metadata commit that reports an error although it reached the disk.
+pub struct FlakyBdev {
+    inner: Arc<dyn BlockDevice>,
+    pub fail_flushes: AtomicU64,
+}
+
+impl FlakyBdev {
+    pub fn new(inner: Arc<dyn BlockDevice>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fail_flushes: AtomicU64::new(0),
+        })
+    }
+}
+
+impl BlockDevice for FlakyBdev {
+    fn info(&self) -> &BdevInfo {
+        self.inner.info()
+    }
+
+    fn open_channel(self: Arc<Self>, r: &Reactor) -> Result<Rc<dyn ChannelImpl>, BdevError> {
+        let inner = IoChannel::open(self.inner.clone(), r)?;
+        Ok(Rc::new(FlakyChan { dev: self, inner }))
+    }
+}
+
+struct FlakyChan {
+    dev: Arc<FlakyBdev>,
+    inner: IoChannel,
+}
+
+impl ChannelImpl for FlakyChan {
+    fn submit(&self, op: IoOp, done: Completion) {
+        if matches!(op, IoOp::Flush)
+            && self
+                .dev
+                .fail_flushes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Reactor::with(|r| {
+                defer_completion(r, done, Err(BdevError::Io(libc::EIO)), None)
+            });
+        }
+        if let Err((e, op)) = self.inner.submit(op, done.clone_for_test()) {
+            Reactor::with(|r| defer_completion(r, done, Err(e), op.into_buf()));
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+}
+
 trait CloneForTest {
     fn clone_for_test(&self) -> Completion;
 }
