@@ -153,11 +153,36 @@ impl NvmeBdev {
         if oncs.contains(Oncs::DSM) {
             ops |= Ops::UNMAP;
         }
+        Self::with_uuid(ctrl, prefix, ns, ops)
+    }
+
+    /// The namespace's lasting identity: the drive's NGUID, else its EUI-64, else the
+    /// NSID with a digest of the controller's whole serial and model numbers.
+    fn uuid_of(ctrl: &Controller, ns: &Namespace) -> [u8; 16] {
         let mut uuid = [0u8; 16];
-        uuid[..4].copy_from_slice(&ns.nsid.to_le_bytes());
-        for (i, b) in ctrl.identify().sn.iter().take(12).enumerate() {
-            uuid[4 + i] = *b;
+        if ns.nguid != [0; 16] {
+            return ns.nguid;
         }
+        if ns.eui64 != [0; 8] {
+            uuid[..8].copy_from_slice(&ns.eui64);
+            uuid[8..12].copy_from_slice(&ns.nsid.to_le_bytes());
+            return uuid;
+        }
+        let id = ctrl.identify();
+        // FNV-1a over the serial and model numbers, twice with different seeds.
+        let fnv = |seed: u64| {
+            id.sn.iter().chain(&id.mn).fold(seed, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        uuid[..4].copy_from_slice(&ns.nsid.to_le_bytes());
+        uuid[4..12].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_le_bytes());
+        uuid[12..].copy_from_slice(&fnv(0x5bd1_e995).to_le_bytes()[..4]);
+        uuid
+    }
+
+    fn with_uuid(ctrl: &Arc<Controller>, prefix: &str, ns: Namespace, ops: Ops) -> Self {
+        let uuid = Self::uuid_of(ctrl, &ns);
         Self {
             ctrl: ctrl.clone(),
             nsid: ns.nsid,

@@ -414,6 +414,10 @@ impl EmulatedController {
                         id.ncap = id.nsze;
                         id.nuse = id.nsze;
                         id.lbaf[0] = LbaFormat::new(bs.trailing_zeros() as u8, 0);
+                        // Namespace 2 on reports an NGUID; namespace 1 reports none.
+                        if cmd.nsid >= 2 {
+                            id.nguid = [0xa0 | cmd.nsid as u8; 16];
+                        }
                         page.copy_from_slice(id.as_bytes());
                     }
                     2 => {

@@ -298,6 +298,16 @@ fn oncs_follows_the_devices_and_identify_needs_its_4k() {
         IdentifyController::read_from_bytes(&d).unwrap().oncs,
         0b0101
     );
+    // The Commands Supported and Effects log agrees with ONCS about Write Zeroes.
+    let write_zeroes_effects = |h: &mut Host| {
+        let glp = Command::new(0x02, 0).with_cdws([0x05 | (1023 << 16), 0, 0, 0, 0, 0]);
+        let (c, d) = h.exec(glp, &[], 4096);
+        assert!(c.status().is_success());
+        let at = 1024 + 4 * 0x08;
+        u32::from_le_bytes(d[at..at + 4].try_into().unwrap())
+    };
+    assert_eq!(write_zeroes_effects(&mut pa), 0);
+    assert_ne!(write_zeroes_effects(&mut a), 0);
     let mut io = Host::ic(f.addr, Digests::default());
     assert!(io
         .connect_to(PLAIN, HOSTNQN, 1, cntlid)

@@ -147,6 +147,16 @@ fn exercise(mode: PollMode) {
     let (emu, c) = attach_emu(&g, mode == PollMode::Adaptive);
     assert!(c.bdevs[0].info().name.starts_with("nvme") && c.bdevs[0].info().name.ends_with("n1"));
     assert_eq!(c.bdevs[1].info().block_size, 4096);
+    // Lasting identities: the drive's NGUID where it has one, else one derived from
+    // the NSID and the whole serial and model numbers.
+    assert_eq!(c.bdevs[1].info().uuid, [0xa2; 16]);
+    let u1 = c.bdevs[0].info().uuid;
+    assert_eq!(u1[..4], 1u32.to_le_bytes());
+    assert_ne!(u1[4..], [0; 12]);
+    assert!(c.bdevs[0]
+        .info()
+        .ops
+        .contains(ferrox_bdev::Ops::STABLE_UUID));
     let dev: Arc<dyn BlockDevice> = c.bdevs[0].clone();
     let big = pattern(9, 128 << 10);
     let out = run(

@@ -77,6 +77,9 @@ pub struct Namespace {
     pub nsid: u32,
     pub block_size: u32,
     pub num_blocks: u64,
+    /// The drive's own globally unique identifiers (zero when it reports none).
+    pub nguid: [u8; 16],
+    pub eui64: [u8; 8],
 }
 
 struct Admin {
@@ -256,6 +259,8 @@ impl Controller {
                 nsid,
                 block_size: bs as u32,
                 num_blocks: id.nsze,
+                nguid: id.nguid,
+                eui64: id.eui64,
             });
         }
         Ok(out)

@@ -119,12 +119,16 @@ fn bring_up_identifies_controller_and_namespaces() {
             Namespace {
                 nsid: 1,
                 block_size: 512,
-                num_blocks: 2048
+                num_blocks: 2048,
+                nguid: [0; 16],
+                eui64: [0; 8],
             },
             Namespace {
                 nsid: 2,
                 block_size: 4096,
-                num_blocks: 64
+                num_blocks: 64,
+                nguid: [0xa2; 16],
+                eui64: [0; 8],
             }
         ]
     );

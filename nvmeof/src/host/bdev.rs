@@ -50,6 +50,11 @@ struct Setup {
 }
 
 impl Session {
+    /// The device is being dropped: nothing may connect any more.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
     fn setup(url: &TargetUrl, opts: &HostOptions, digests: Digests) -> Result<Setup, HostError> {
         let connect = |disable_sq_flow_control| {
             let mut a = SyncQueue::open(&url.addr, digests, opts.connect_timeout)?;
@@ -126,6 +131,12 @@ impl Session {
     /// restarted), re-creates it once and retries.
     pub fn io_queue(&self, qid: u16) -> Result<SyncQueue, HostError> {
         for attempt in 0..2 {
+            if self.stopping() {
+                // The device is closing: no new admin queue or I/O queue on the target.
+                return Err(HostError::Io(std::io::Error::other(
+                    "the device is closing",
+                )));
+            }
             let (cntlid, generation, sqflow_off) = {
                 let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
                 if c.admin.is_none() {

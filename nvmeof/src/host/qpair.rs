@@ -250,6 +250,11 @@ impl QPair {
         if st.sock.is_some() {
             return true;
         }
+        if st.closed {
+            // A connection that comes back now is dropped with the result.
+            st.reconnect = None;
+            return false;
+        }
         if let Some(slot) = &st.reconnect {
             let done = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             match done {
@@ -259,11 +264,20 @@ impl QPair {
                     st.maxh2cdata = maxh2cdata;
                     st.sock = Some(sock);
                     tracing::info!(qid = self.qid, "I/O queue reconnected");
+                    // Commands that waited for the connection start now.
+                    self.start_queued(st);
                     return true;
                 }
                 Some(Err(e)) => {
                     st.reconnect = None;
                     tracing::debug!(qid = self.qid, error = %e, "reconnect failed");
+                    while let Some(q) = st.pending.pop_front() {
+                        st.ready.push((
+                            q.done,
+                            Err(BdevError::Io(libc::ENOTCONN)),
+                            q.op.into_buf(),
+                        ));
+                    }
                     return false;
                 }
             }
@@ -278,6 +292,9 @@ impl QPair {
         let spawned = std::thread::Builder::new()
             .name(format!("nvmf-reconnect-{qid}"))
             .spawn(move || {
+                if session.stopping() {
+                    return;
+                }
                 let res = session.io_queue(qid).and_then(|q| {
                     q.sock.set_nonblocking(true)?;
                     Ok((q.sock, q.maxh2cdata as usize))
@@ -853,14 +870,28 @@ impl ChannelImpl for QPair {
     fn submit(&self, op: IoOp, done: Completion) {
         let mut st = self.st.borrow_mut();
         if st.closed || !self.try_reconnect(&mut st) {
-            let errno = if st.closed {
-                libc::ECANCELED
+            if !st.closed && st.reconnect.is_some() {
+                // A reconnection is under way: the command waits for it, at most
+                // the I/O timeout (like a command waiting for a queue slot).
+                st.pending.push_back(Queued {
+                    op,
+                    done,
+                    deadline: Instant::now() + self.session.opts.io_timeout,
+                });
             } else {
-                libc::ENOTCONN
-            };
-            let buf = op.into_buf();
+                let errno = if st.closed {
+                    libc::ECANCELED
+                } else {
+                    libc::ENOTCONN
+                };
+                st.ready
+                    .push((done, Err(BdevError::Io(errno)), op.into_buf()));
+            }
+            let ready = std::mem::take(&mut st.ready);
             drop(st);
-            Reactor::with(|r| defer_completion(r, done, Err(BdevError::Io(errno)), buf));
+            for (d, res, buf) in ready {
+                Reactor::with(|r| defer_completion(r, d, res, buf));
+            }
             return;
         }
         self.start_cmd(&mut st, op, done);

@@ -96,6 +96,14 @@ impl Conn {
     }
 }
 
+/// Whether every namespace's device does Write Zeroes (ONCS and the Commands
+/// Supported and Effects log say the same).
+fn write_zeroes_everywhere(sub: &super::subsystem::Subsystem) -> bool {
+    sub.namespaces()
+        .iter()
+        .all(|ns| ns.bdev.info().ops.contains(Ops::WRITE_ZEROES))
+}
+
 fn put(out: &mut [u8], src: &[u8]) {
     let n = out.len().min(src.len());
     out[..n].copy_from_slice(&src[..n]);
@@ -138,11 +146,7 @@ fn identify(t: &TargetShared, ctrl: &Controller, id: &Identify, out: &mut [u8]) 
             c.nn = if sub.discovery { 0 } else { MAX_NSID };
             // Compare and DSM always (deallocation is a hint); Write Zeroes when every
             // namespace's device does it.
-            let zeroes = sub
-                .namespaces()
-                .iter()
-                .all(|ns| ns.bdev.info().ops.contains(Ops::WRITE_ZEROES));
-            c.oncs = match (sub.discovery, zeroes) {
+            c.oncs = match (sub.discovery, write_zeroes_everywhere(sub)) {
                 (true, _) => 0,
                 (false, true) => 0b1101,
                 (false, false) => 0b0101,
@@ -300,10 +304,12 @@ fn get_log_page(
                 (IoOpcode::WRITE, CSUPP | LBCC),
                 (IoOpcode::READ, CSUPP),
                 (IoOpcode::COMPARE, CSUPP),
-                (IoOpcode::WRITE_ZEROES, CSUPP | LBCC),
                 (IoOpcode::DATASET_MANAGEMENT, CSUPP | LBCC),
             ] {
                 e.iocs[usize::from(op.0)] = fx;
+            }
+            if write_zeroes_everywhere(&ctrl.subsys) {
+                e.iocs[usize::from(IoOpcode::WRITE_ZEROES.0)] = CSUPP | LBCC;
             }
             e.as_bytes().to_vec()
         }
