@@ -220,6 +220,10 @@ fn a_listener_opened_at_run_time_serves_only_the_subsystems_that_name_it() {
     // An unused listener (its subsystem never came) is closed on request.
     let spare = t.add_listener("127.0.0.2:0".parse().unwrap()).unwrap();
     assert_eq!(t.close_unused_listeners(), vec![spare]);
+    // Opened again at once (an unpublish then a publish on the same address): the
+    // closing one is out of the way in time.
+    assert_eq!(t.add_listener(spare).unwrap(), spare);
+    assert_eq!(t.close_unused_listeners(), vec![spare]);
     wait_refused(spare);
 }
 

@@ -241,7 +241,19 @@ impl TargetShared {
     /// subsystems that name it (and discovery). Blocks until reactor 0
     /// has taken it: not to be called on a reactor.
     pub fn add_listener(self: &Arc<Self>, addr: SocketAddr) -> Result<SocketAddr, TargetError> {
-        let l = TcpListener::bind(addr).map_err(|source| TargetError::Bind { addr, source })?;
+        // A listener on the same address that was just closed goes away on reactor
+        // 0's next turn: give it a moment before calling the address taken.
+        let mut tries = 0;
+        let l = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(source) => return Err(TargetError::Bind { addr, source }),
+            }
+        };
         l.set_nonblocking(true)
             .map_err(|source| TargetError::Bind { addr, source })?;
         let local = l.local_addr().unwrap_or(addr);
