@@ -326,3 +326,43 @@ fn connections_that_never_connect_are_closed() {
     let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
     healthy_io_works(&mut io, 4);
 }
+
+#[test]
+fn connection_timers_go_when_their_connection_does() {
+    let f = fixture();
+    let handles = f.group.as_ref().unwrap().handles().to_vec();
+    let pending = || -> usize {
+        handles
+            .iter()
+            .map(|h| h.call(|r| r.pending_timers()).unwrap().wait().unwrap())
+            .sum()
+    };
+    let before = pending();
+    // Connections that get connected (their connect deadline goes at Connect) and
+    // connections the host drops before connecting (it goes when they close).
+    let admins: Vec<Host> = (0..8)
+        .map(|_| Host::admin(f.addr, Digests::default(), 0).0)
+        .collect();
+    for _ in 0..8 {
+        let h = Host::ic(f.addr, Digests::default());
+        drop(h);
+    }
+    // What stays: one keep-alive check per admin queue.
+    let wait_for = |want: usize| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let now = pending();
+            if now == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "{now} timers, want {want}"
+            );
+            std::thread::yield_now();
+        }
+    };
+    wait_for(before + admins.len());
+    drop(admins);
+    wait_for(before);
+}

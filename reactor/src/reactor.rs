@@ -417,6 +417,11 @@ impl Reactor {
         TimerId(id)
     }
 
+    /// Timers armed and neither fired (one-shot) nor cancelled.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.borrow().len()
+    }
+
     pub fn cancel_timer(&self, id: TimerId) {
         if self.timers.borrow_mut().remove(&id.0).is_none() {
             if let Some((running, _)) = self.running_timer.get() {

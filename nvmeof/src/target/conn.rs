@@ -210,8 +210,10 @@ pub(super) struct State {
     /// Since when responses have waited for a host that reads none of them (the
     /// socket is full); cleared by every byte sent.
     tx_stalled_since: Option<Instant>,
-    /// A timer watches the stall (see `Conn::watch_stall`).
-    stall_timer: bool,
+    /// The timer watching the stall (see `Conn::watch_stall`).
+    stall_timer: Option<TimerId>,
+    /// The timer that closes a connection not connected in time.
+    pub(super) connect_timer: Option<TimerId>,
     pub aers: Vec<u16>,
     pub io: super::io::IoCache,
 }
@@ -281,7 +283,8 @@ impl Conn {
                 counters: Arc::new(QueueCounters::default()),
                 kato_timer: None,
                 tx_stalled_since: None,
-                stall_timer: false,
+                stall_timer: None,
+                connect_timer: None,
                 aers: Vec::new(),
                 io: Default::default(),
             }),
@@ -292,9 +295,10 @@ impl Conn {
         conn.poller.set(Some(pid));
         let weak = Rc::downgrade(&conn);
         let limit = conn.target.connect_timeout();
-        r.add_timer(limit, move |_r| {
+        let t = r.add_timer(limit, move |_r| {
             let Some(c) = weak.upgrade() else { return };
             let mut st = c.st.borrow_mut();
+            st.connect_timer = None;
             if st.q.is_none() {
                 c.close_locked(
                     &mut st,
@@ -302,6 +306,7 @@ impl Conn {
                 );
             }
         });
+        conn.st.borrow_mut().connect_timer = Some(t);
         tracing::debug!(conn = id, %peer, reactor = r.id(), "connection accepted");
     }
 
@@ -341,7 +346,14 @@ impl Conn {
         st.tx.clear();
         st.tx_off = 0;
         st.wait_buf.clear();
-        if let Some(t) = st.kato_timer.take() {
+        for t in [
+            st.kato_timer.take(),
+            st.stall_timer.take(),
+            st.connect_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             Reactor::with(|r| r.cancel_timer(t));
         }
         // Commands that wait for nothing but the host are dropped now (this is what

@@ -195,6 +195,9 @@ impl Conn {
             ctrl
         };
         let cntlid = ctrl.cntlid;
+        if let Some(t) = st.connect_timer.take() {
+            Reactor::with(|r| r.cancel_timer(t));
+        }
         st.q = Some(QueueState {
             qid: cc.qid,
             ctrl,

@@ -141,7 +141,7 @@ impl Conn {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if st.tx_stalled_since.is_none() {
                         st.tx_stalled_since = Some(Instant::now());
-                        if !st.stall_timer {
+                        if st.stall_timer.is_none() {
                             self.watch_stall(st, self.target.stall_timeout());
                         }
                     }
@@ -163,13 +163,12 @@ impl Conn {
     /// One timer per connection: a stall that ended and began again re-arms it for
     /// what is left of the new one.
     fn watch_stall(&self, st: &mut State, after: Duration) {
-        st.stall_timer = true;
         let weak = self.me.clone();
-        Reactor::with(|r| {
+        st.stall_timer = Some(Reactor::with(|r| {
             r.add_timer(after, move |_r| {
                 let Some(c) = weak.upgrade() else { return };
                 let mut st = c.st.borrow_mut();
-                st.stall_timer = false;
+                st.stall_timer = None;
                 let Some(t0) = st.tx_stalled_since else {
                     return;
                 };
@@ -181,8 +180,8 @@ impl Conn {
                         &format!("the host has read none of its responses for {limit:?}"),
                     ),
                 }
-            });
-        });
+            })
+        }));
     }
 
     pub(in crate::target) fn retry_waiting(&self, st: &mut State) -> bool {
