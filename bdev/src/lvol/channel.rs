@@ -392,7 +392,7 @@ impl ChanState {
             // Writes need every cluster; zeroing only those with ancestor data.
             let missing: Vec<u64> = clusters
                 .filter(|&c| {
-                    let e = v.entries[c as usize];
+                    let e = v.entries.get(c as usize);
                     !owned(e) && (is_write || e != NONE)
                 })
                 .collect();
@@ -420,7 +420,7 @@ impl ChanState {
             let cur = lba + at;
             let (c, off) = (cur / cb, cur % cb);
             let n = (cb - off).min(blocks - at);
-            let e = v.entries[c as usize];
+            let e = v.entries.get(c as usize);
             let pba = (e != NONE).then(|| self.data_lba + u64::from(e & !OWNED) * cb + off);
             match runs.last_mut() {
                 Some(r)

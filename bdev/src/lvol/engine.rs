@@ -19,7 +19,7 @@ use super::format::{
     MAX_VOLUMES, NONE,
 };
 use super::io::{try_join_all, BaseIo, IoFuture, LocalFuture};
-use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
+use super::{LvolError, PoolStats, Shared, ViewMap, VolShared, VolView, VolumeInfo, OWNED};
 use crate::BdevError;
 
 thread_local! {
@@ -156,17 +156,38 @@ fn sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
     out
 }
 
-/// Whether `next` is `cur` with `entries` mapped (for a debug check of log commits;
-/// generation and `clean_from` may differ).
-fn same_plus(cur: &Meta, entries: &[LogEntry], next: &Meta) -> bool {
-    let mut want = cur.clone();
-    for e in entries {
-        match want.vols.iter_mut().find(|v| v.id == e.vol) {
-            Some(v) if v.map.get(e.vc as usize) == Some(&NONE) => v.map[e.vc as usize] = e.pc,
-            _ => return false,
+/// What volume cluster `vc` of `v` reads from its ancestors (no OWNED bit), or
+/// [`NONE`]: the same as `parent_sources(meta, v)[vc]`, without building the whole map.
+fn parent_source(meta: &Meta, v: &VolMeta, vc: usize) -> u32 {
+    let mut cur = v;
+    loop {
+        let Some(p) = cur
+            .parent
+            .and_then(|p| meta.vols.iter().find(|x| x.id == p))
+        else {
+            return NONE;
+        };
+        if vc as u64 >= cur.backing || vc >= p.map.len() {
+            return NONE;
         }
+        if p.map[vc] != NONE {
+            return p.map[vc];
+        }
+        cur = p;
     }
-    want.vols == next.vols && want.next_id == next.next_id && next.clean_from >= cur.clean_from
+}
+
+/// Maps each entry's volume cluster to its pool cluster in `meta`.
+fn apply_entries(meta: &mut Meta, entries: &[LogEntry]) {
+    for e in entries {
+        let v = meta
+            .vols
+            .iter_mut()
+            .find(|v| v.id == e.vol)
+            .expect("allocations are for live volumes");
+        debug_assert_eq!(v.map[e.vc as usize], NONE);
+        v.map[e.vc as usize] = e.pc;
+    }
 }
 
 fn find(meta: &Meta, name: &str) -> Result<usize, LvolError> {
@@ -279,11 +300,51 @@ impl Engine {
                 deleted: false,
                 read_only: v.read_only,
                 num_blocks: v.size / u64::from(self.sh.label.block_size),
-                entries: sources(&st.meta, v),
+                entries: ViewMap::from_vec(sources(&st.meta, v)),
             },
             _ => VolView::deleted(),
         };
         *vs.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+        vs.gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Publishes volume `id`'s view after an allocation changed only `changes`
+    /// (volume cluster, new entry): the current view with those entries replaced, its
+    /// other chunks shared — not a new view as large as the volume.
+    fn publish_allocs(&self, id: u64, changes: &[(usize, u32)]) {
+        let st = self.st.borrow();
+        let Some(vs) = st.shared.get(&id).cloned() else {
+            return;
+        };
+        let v = match st.meta.vols.iter().find(|v| v.id == id) {
+            Some(v) if !st.deleting.contains(&id) => v,
+            _ => {
+                drop(st);
+                return self.publish(id);
+            }
+        };
+        let mut slot = vs.view.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.deleted {
+            drop(slot);
+            drop(st);
+            return self.publish(id);
+        }
+        let view = VolView {
+            frozen: st.frozen.contains(&id),
+            deleted: false,
+            read_only: v.read_only,
+            num_blocks: v.size / u64::from(self.sh.label.block_size),
+            entries: slot.entries.patched(changes),
+        };
+        debug_assert!(
+            {
+                let full = sources(&st.meta, v);
+                (0..full.len()).all(|i| view.entries.get(i) == full[i])
+            },
+            "a patched view differs from the metadata"
+        );
+        *slot = Arc::new(view);
+        drop(slot);
         vs.gen.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -367,14 +428,14 @@ impl Engine {
     /// Fills new clusters: a copy of `src` where it is not [`NONE`], else zeroes —
     /// except clean clusters (at or above the committed `clean_from`), which read as
     /// zeroes already; then flushes, so the metadata that references them can be
-    /// committed. `meta`, the generation about to be committed, gets a `clean_from`
+    /// committed. `clean_from`, for the generation about to be committed, is raised
     /// above every new cluster. A copy into a clean cluster first commits the raised
     /// `clean_from` alone: a crash after the copy must not leave data in a cluster the
     /// pool still believes clean.
     async fn init_clusters(
         &self,
         work: &[(u32, u32)],
-        meta: &mut Meta,
+        clean_from: &mut u64,
         during: &'static str,
     ) -> Result<(), LvolError> {
         let Some(top) = work.iter().map(|&(d, _)| u64::from(d) + 1).max() else {
@@ -385,11 +446,9 @@ impl Engine {
             .iter()
             .any(|&(d, s)| s != NONE && u64::from(d) >= clean)
         {
-            let mut pre = self.meta();
-            pre.clean_from = pre.clean_from.max(top);
-            self.commit_alloc(pre, &[]).await?;
+            self.commit_alloc(&[], clean.max(top)).await?;
         }
-        meta.clean_from = meta.clean_from.max(top);
+        *clean_from = (*clean_from).max(top);
         let todo: Vec<(u32, u32)> = work
             .iter()
             .copied()
@@ -454,30 +513,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Commits `meta`, which is the current metadata with `entries` mapped and
-    /// perhaps a higher `clean_from`: as one record appended to the log and flushed,
-    /// or as a whole image when the pool has no log or the log is full.
-    async fn commit_alloc(&self, mut meta: Meta, entries: &[LogEntry]) -> Result<(), LvolError> {
+    /// Commits the current metadata with `entries` mapped and `clean_from` (never
+    /// lower than now): as one record appended to the log and flushed, or as a whole
+    /// image when the pool has no log, the log is full, or an earlier metadata write
+    /// failed. The metadata in memory changes only once the commit succeeded.
+    async fn commit_alloc(&self, entries: &[LogEntry], clean_from: u64) -> Result<(), LvolError> {
         let label = &self.sh.label;
-        let (generation, pos) = {
+        let (generation, pos, unsure) = {
             let st = self.st.borrow();
-            debug_assert!(
-                same_plus(&st.meta, entries, &meta),
-                "commit_alloc: not a delta"
-            );
-            (st.meta.generation + 1, st.log)
+            debug_assert!(clean_from >= st.meta.clean_from);
+            (st.meta.generation + 1, st.log, st.unsure)
         };
         let len = record_len(entries.len(), label);
-        if label.log_size == 0 || pos.tail + len > label.log_size || self.st.borrow().unsure {
+        if label.log_size == 0 || pos.tail + len > label.log_size || unsure {
+            let mut meta = self.meta();
+            apply_entries(&mut meta, entries);
+            meta.clean_from = clean_from;
             return self.commit(meta).await;
         }
-        let rec = encode_record(
-            generation,
-            pos.base_generation,
-            meta.clean_from,
-            entries,
-            label,
-        );
+        let rec = encode_record(generation, pos.base_generation, clean_from, entries, label);
         let written = match self.io.write(label.log_offset + pos.tail, &rec).await {
             Ok(()) => self
                 .io
@@ -492,9 +546,10 @@ impl Engine {
             st.unsure = true;
             return Err(e);
         }
-        meta.generation = generation;
+        apply_entries(&mut st.meta, entries);
+        st.meta.clean_from = clean_from;
+        st.meta.generation = generation;
         st.log.tail += len;
-        st.meta = meta;
         Ok(())
     }
 
@@ -502,47 +557,57 @@ impl Engine {
         self.st.borrow().meta.clone()
     }
 
+    /// Gives each requesting volume its own clusters. Costs what the batch needs,
+    /// not what the volumes hold: nothing copies the metadata or a volume's whole view.
     async fn alloc_batch(&self, reqs: Vec<Request>) {
-        let mut meta = self.meta();
         let mut work = Vec::new();
         let mut reserved = Vec::new();
         let mut results = Vec::with_capacity(reqs.len());
-        let mut touched = HashSet::new();
         let mut entries = Vec::new();
-        let mut srcs: HashMap<u64, Vec<u32>> = HashMap::new();
+        // Per volume: the view entries this batch changes.
+        let mut touched: HashMap<u64, Vec<(usize, u32)>> = HashMap::new();
+        let mut taken: HashSet<(u64, usize)> = HashSet::new();
         for r in &reqs {
             let ChanReq::Alloc { vol, ref clusters } = r.kind else {
                 continue;
             };
-            let Some(vi) = meta.vols.iter().position(|v| v.id == vol) else {
-                results.push(Err(BdevError::Closed));
-                continue;
-            };
-            if meta.vols[vi].read_only {
-                results.push(Err(BdevError::Unsupported("writes to a snapshot")));
-                continue;
-            }
+            // What this request needs: its unmapped clusters and what each reads now.
             // Writable volumes are never parents, so their sources stay put in a batch.
-            let src = srcs
-                .entry(vol)
-                .or_insert_with(|| parent_sources(&meta, &meta.vols[vi]));
-            let mut res = Ok(());
-            for &vc in clusters {
-                let vc = vc as usize;
-                if vc >= meta.vols[vi].map.len() || meta.vols[vi].map[vc] != NONE {
+            let needs: Result<Vec<(usize, u32)>, BdevError> = {
+                let st = self.st.borrow();
+                match st.meta.vols.iter().find(|v| v.id == vol) {
+                    None => Err(BdevError::Closed),
+                    Some(v) if v.read_only => Err(BdevError::Unsupported("writes to a snapshot")),
+                    Some(v) => Ok(clusters
+                        .iter()
+                        .map(|&vc| vc as usize)
+                        .filter(|&vc| vc < v.map.len() && v.map[vc] == NONE)
+                        .map(|vc| (vc, parent_source(&st.meta, v, vc)))
+                        .collect()),
+                }
+            };
+            let needs = match needs {
+                Ok(n) => n,
+                Err(e) => {
+                    results.push(Err(e));
                     continue;
+                }
+            };
+            let mut res = Ok(());
+            for (vc, src) in needs {
+                if !taken.insert((vol, vc)) {
+                    continue; // another request of this batch takes it
                 }
                 match self.reserve(1) {
                     Ok(p) => {
-                        meta.vols[vi].map[vc] = p[0];
                         entries.push(LogEntry {
                             vol,
                             vc: vc as u32,
                             pc: p[0],
                         });
-                        work.push((p[0], src[vc]));
+                        work.push((p[0], src));
                         reserved.push(p[0]);
-                        touched.insert(vol);
+                        touched.entry(vol).or_default().push((vc, p[0] | OWNED));
                     }
                     Err(_) => {
                         res = Err(BdevError::NoSpace);
@@ -553,11 +618,12 @@ impl Engine {
             results.push(res);
         }
         if !work.is_empty() {
+            let mut clean = self.st.borrow().meta.clean_from;
             let done = match self
-                .init_clusters(&work, &mut meta, "initialising clusters")
+                .init_clusters(&work, &mut clean, "initialising clusters")
                 .await
             {
-                Ok(()) => self.commit_alloc(meta, &entries).await,
+                Ok(()) => self.commit_alloc(&entries, clean).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = done {
@@ -569,8 +635,8 @@ impl Engine {
                     }
                 }
             } else {
-                for v in touched {
-                    self.publish(v);
+                for (v, changes) in touched {
+                    self.publish_allocs(v, &changes);
                 }
             }
         }
@@ -655,7 +721,7 @@ impl Engine {
             map,
         });
         let res = match self
-            .init_clusters(&work, &mut meta, "zeroing a thick volume")
+            .init_clusters(&work, &mut meta.clean_from, "zeroing a thick volume")
             .await
         {
             Ok(()) => self.commit(meta).await,
@@ -782,7 +848,7 @@ impl Engine {
             v.size = n as u64 * cs;
             let work: Vec<(u32, u32)> = reserved.iter().map(|&p| (p, NONE)).collect();
             let res = match self
-                .init_clusters(&work, &mut meta, "zeroing new clusters")
+                .init_clusters(&work, &mut meta.clean_from, "zeroing new clusters")
                 .await
             {
                 Ok(()) => self.commit(meta).await,
@@ -914,7 +980,7 @@ impl Engine {
         v.parent = None;
         v.backing = 0;
         let res = match self
-            .init_clusters(&work, &mut meta, "copying clusters")
+            .init_clusters(&work, &mut meta.clean_from, "copying clusters")
             .await
         {
             Ok(()) => self.commit(meta).await,

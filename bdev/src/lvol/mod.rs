@@ -325,7 +325,7 @@ pub(crate) struct VolView {
     pub num_blocks: u64,
     /// Per volume cluster: pool cluster | [`OWNED`], an ancestor's pool cluster, or
     /// `NONE` (reads zeroes).
-    pub entries: Vec<u32>,
+    pub entries: ViewMap,
 }
 
 impl VolView {
@@ -335,8 +335,47 @@ impl VolView {
             deleted: true,
             read_only: true,
             num_blocks: 0,
-            entries: Vec::new(),
+            entries: ViewMap::from_vec(Vec::new()),
         }
+    }
+}
+
+/// Entries per [`ViewMap`] chunk (16 KiB).
+const VIEW_CHUNK: usize = 4096;
+
+/// A volume's cluster view in shared chunks, so that publishing an allocation copies
+/// the chunks it changes, not a view as large as the volume.
+#[derive(Debug, Clone)]
+pub(crate) struct ViewMap {
+    chunks: Vec<Arc<[u32]>>,
+}
+
+impl ViewMap {
+    pub fn from_vec(v: Vec<u32>) -> Self {
+        Self {
+            chunks: v.chunks(VIEW_CHUNK).map(Arc::from).collect(),
+        }
+    }
+
+    /// Entry `i` (which must exist).
+    #[inline]
+    pub fn get(&self, i: usize) -> u32 {
+        self.chunks[i / VIEW_CHUNK][i % VIEW_CHUNK]
+    }
+
+    /// This view with entries `(index, value)` changed; untouched chunks are shared.
+    pub fn patched(&self, changes: &[(usize, u32)]) -> Self {
+        let mut chunks = self.chunks.clone();
+        let mut copied = std::collections::HashSet::new();
+        for &(i, v) in changes {
+            let c = i / VIEW_CHUNK;
+            if copied.insert(c) {
+                chunks[c] = Arc::from(&chunks[c][..]);
+            }
+            Arc::get_mut(&mut chunks[c]).expect("a chunk copied for this patch")[i % VIEW_CHUNK] =
+                v;
+        }
+        Self { chunks }
     }
 }
 

@@ -410,3 +410,21 @@ fn pools_before_version_3_have_no_log() {
     let d = Label::decode(&b, &dev(8192)).unwrap();
     assert_eq!((d.log_offset, d.log_size), (0, 0));
 }
+
+#[test]
+fn a_patched_view_changes_only_its_entries() {
+    use super::ViewMap;
+    let n = 3 * 4096 + 5;
+    let base = ViewMap::from_vec((0..n as u32).collect());
+    let p = base.patched(&[(1, 100), (2 * 4096 + 7, 200), (2 * 4096 + 8, 300)]);
+    for i in 0..n {
+        let want = match i {
+            1 => 100,
+            8199 => 200,
+            8200 => 300,
+            _ => i as u32,
+        };
+        assert_eq!(p.get(i), want, "entry {i}");
+        assert_eq!(base.get(i), i as u32, "the old view is untouched at {i}");
+    }
+}
