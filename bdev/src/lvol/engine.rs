@@ -158,13 +158,11 @@ fn sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
 
 /// What volume cluster `vc` of `v` reads from its ancestors (no OWNED bit), or
 /// [`NONE`]: the same as `parent_sources(meta, v)[vc]`, without building the whole map.
-fn parent_source(meta: &Meta, v: &VolMeta, vc: usize) -> u32 {
+/// `vols` finds a volume by id.
+fn parent_source(vols: &HashMap<u64, &VolMeta>, v: &VolMeta, vc: usize) -> u32 {
     let mut cur = v;
     loop {
-        let Some(p) = cur
-            .parent
-            .and_then(|p| meta.vols.iter().find(|x| x.id == p))
-        else {
+        let Some(&p) = cur.parent.and_then(|p| vols.get(&p)) else {
             return NONE;
         };
         if vc as u64 >= cur.backing || vc >= p.map.len() {
@@ -323,9 +321,11 @@ impl Engine {
                 return self.publish(id);
             }
         };
-        let mut slot = vs.view.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.deleted {
-            drop(slot);
+        // The engine is the only writer of views: take the current one, patch it
+        // without holding the lock the channels refresh through, then store it.
+        let cur = vs.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let num_blocks = v.size / u64::from(self.sh.label.block_size);
+        if cur.deleted || cur.entries.len() != v.map.len() || cur.num_blocks != num_blocks {
             drop(st);
             return self.publish(id);
         }
@@ -333,8 +333,8 @@ impl Engine {
             frozen: st.frozen.contains(&id),
             deleted: false,
             read_only: v.read_only,
-            num_blocks: v.size / u64::from(self.sh.label.block_size),
-            entries: slot.entries.patched(changes),
+            num_blocks,
+            entries: cur.entries.patched(changes),
         };
         debug_assert!(
             {
@@ -343,8 +343,7 @@ impl Engine {
             },
             "a patched view differs from the metadata"
         );
-        *slot = Arc::new(view);
-        drop(slot);
+        *vs.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
         vs.gen.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -528,9 +527,10 @@ impl Engine {
         if label.log_size == 0 || pos.tail + len > label.log_size || unsure {
             let mut meta = self.meta();
             apply_entries(&mut meta, entries);
-            meta.clean_from = clean_from;
+            meta.clean_from = meta.clean_from.max(clean_from);
             return self.commit(meta).await;
         }
+        let clean_from = clean_from.max(self.st.borrow().meta.clean_from);
         let rec = encode_record(generation, pos.base_generation, clean_from, entries, label);
         let written = match self.io.write(label.log_offset + pos.tail, &rec).await {
             Ok(()) => self
@@ -547,7 +547,7 @@ impl Engine {
             return Err(e);
         }
         apply_entries(&mut st.meta, entries);
-        st.meta.clean_from = clean_from;
+        st.meta.clean_from = st.meta.clean_from.max(clean_from);
         st.meta.generation = generation;
         st.log.tail += len;
         Ok(())
@@ -575,14 +575,17 @@ impl Engine {
             // Writable volumes are never parents, so their sources stay put in a batch.
             let needs: Result<Vec<(usize, u32)>, BdevError> = {
                 let st = self.st.borrow();
-                match st.meta.vols.iter().find(|v| v.id == vol) {
+                let vols: HashMap<u64, &VolMeta> = st.meta.vols.iter().map(|v| (v.id, v)).collect();
+                match vols.get(&vol) {
                     None => Err(BdevError::Closed),
                     Some(v) if v.read_only => Err(BdevError::Unsupported("writes to a snapshot")),
-                    Some(v) => Ok(clusters
+                    Some(&v) => Ok(clusters
                         .iter()
                         .map(|&vc| vc as usize)
-                        .filter(|&vc| vc < v.map.len() && v.map[vc] == NONE)
-                        .map(|vc| (vc, parent_source(&st.meta, v, vc)))
+                        .filter(|&vc| {
+                            vc < v.map.len() && v.map[vc] == NONE && !taken.contains(&(vol, vc))
+                        })
+                        .map(|vc| (vc, parent_source(&vols, v, vc)))
                         .collect()),
                 }
             };
@@ -595,11 +598,13 @@ impl Engine {
             };
             let mut res = Ok(());
             for (vc, src) in needs {
-                if !taken.insert((vol, vc)) {
-                    continue; // another request of this batch takes it
+                if taken.contains(&(vol, vc)) {
+                    continue; // the same cluster twice in this request
                 }
                 match self.reserve(1) {
                     Ok(p) => {
+                        // Later requests of the batch for it are served by this one.
+                        taken.insert((vol, vc));
                         entries.push(LogEntry {
                             vol,
                             vc: vc as u32,

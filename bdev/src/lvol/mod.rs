@@ -156,9 +156,10 @@
 //!
 //! # What it doesn't implement
 //!
-//! * Metadata commits rewrite the whole image and republish whole cluster views:
-//!   fine for thousands of clusters, slow for a full multi-TiB pool (an incremental
-//!   journal and chunked views are the next step).
+//! * Allocations are log records and patch only the view chunks they change, but
+//!   every other change (create, snapshot, clone, delete, resize, inflate, unmap that
+//!   frees clusters) commits a whole image and republishes whole views (also freeze
+//!   and unfreeze): fine for thousands of clusters, slow for a full multi-TiB pool.
 //! * New thin clusters are zeroed (unless clean: never written since a format that
 //!   zeroed the data area) or copied before the data write, even when the write covers
 //!   the whole cluster.
@@ -348,13 +349,20 @@ const VIEW_CHUNK: usize = 4096;
 #[derive(Debug, Clone)]
 pub(crate) struct ViewMap {
     chunks: Vec<Arc<[u32]>>,
+    len: usize,
 }
 
 impl ViewMap {
     pub fn from_vec(v: Vec<u32>) -> Self {
         Self {
             chunks: v.chunks(VIEW_CHUNK).map(Arc::from).collect(),
+            len: v.len(),
         }
+    }
+
+    /// Entries (volume clusters).
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     /// Entry `i` (which must exist).
@@ -375,7 +383,10 @@ impl ViewMap {
             Arc::get_mut(&mut chunks[c]).expect("a chunk copied for this patch")[i % VIEW_CHUNK] =
                 v;
         }
-        Self { chunks }
+        Self {
+            chunks,
+            len: self.len,
+        }
     }
 }
 
