@@ -73,3 +73,46 @@ fn data_round_trips_with_header_and_data_digests() {
         data: true,
     });
 }
+
+/// Large writes go through R2T; their data must land straight in the command's
+/// buffer, not through the staging buffer (the zero-copy receive).
+fn r2t_writes_are_received_zero_copy(digests: Digests) {
+    let f = fixture();
+    let (_a, cntlid) = Host::admin(f.addr, digests, 0);
+    let mut io = Host::io_queue(f.addr, digests, cntlid, 1);
+    let ctrl = f
+        .target
+        .shared()
+        .subsystem(NQN)
+        .unwrap()
+        .controller(cntlid)
+        .unwrap();
+    let (d0, c0) = ctrl.received_bytes();
+    let len = 128 << 10;
+    for i in 0..8u64 {
+        let d = pattern(i as u8, len);
+        let cmd = Command::write(0, 1, i * 256, 255);
+        assert_eq!(io.exec_r2t(cmd, &d).status(), Status::SUCCESS);
+        assert_eq!(io.read(i * 256, 256).1, d, "write {i}");
+    }
+    let (d1, c1) = ctrl.received_bytes();
+    assert_eq!(
+        (d1 - d0) + (c1 - c0),
+        8 * len as u64,
+        "every data byte counted"
+    );
+    assert_eq!(c1 - c0, 0, "no write data copied out of the staging buffer");
+}
+
+#[test]
+fn r2t_writes_are_received_zero_copy_without_digests() {
+    r2t_writes_are_received_zero_copy(Digests::default());
+}
+
+#[test]
+fn r2t_writes_are_received_zero_copy_with_digests() {
+    r2t_writes_are_received_zero_copy(Digests {
+        header: true,
+        data: true,
+    });
+}

@@ -468,6 +468,16 @@ impl Controller {
         }
     }
 
+    /// Write data bytes the live I/O queues received straight into their commands'
+    /// buffers, and those copied out of a staging buffer: (direct, copied).
+    pub fn received_bytes(&self) -> (u64, u64) {
+        let cs = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        cs.iter().fold((0, 0), |t, c| {
+            (t.0 + l(&c.direct_bytes), t.1 + l(&c.copied_bytes))
+        })
+    }
+
     pub fn totals(&self) -> (u64, u64, u64, u64) {
         let cs = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

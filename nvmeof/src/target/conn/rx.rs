@@ -15,6 +15,9 @@ use crate::pdu::{
 };
 use crate::target::ctrl::QueueCounters;
 
+/// HLEN of an H2CData PDU.
+const H2C_HEADER: usize = 24;
+
 impl Conn {
     // ---------------------------------------------------------------- receive
 
@@ -32,7 +35,17 @@ impl Conn {
             return false;
         }
         let end = st.rx_end;
-        match (&self.sock).read(&mut st.rx[end..]) {
+        // With R2Ts out the next PDU is most likely an H2CData: read no further than
+        // its header, so its data goes straight from the socket into the command's
+        // buffer instead of through the staging buffer. (Otherwise read all there is:
+        // several small PDUs in one call.)
+        let hdr = H2C_HEADER + if st.digests.header { DIGEST_LEN } else { 0 };
+        let limit = if st.r2t_out > 0 && st.rx_state == RxState::Header && Self::staged(st) < hdr {
+            (st.rx_start + hdr).min(RX_CAP)
+        } else {
+            RX_CAP
+        };
+        match (&self.sock).read(&mut st.rx[end..limit]) {
             Ok(0) => {
                 self.close_locked(st, "the host closed the connection");
                 false
@@ -235,8 +248,10 @@ impl Conn {
                 st.rx_start += n;
                 off += n;
                 remaining -= n;
-            } else if remaining >= DIRECT_MIN && slot.is_some() {
-                // Zero copy: straight from the socket into the command's buffer.
+            } else if slot.is_some() && (remaining >= DIRECT_MIN || h2c) {
+                // Zero copy: straight from the socket into the command's buffer (small
+                // in-capsule data is cheaper staged with the PDUs behind it; H2CData,
+                // which follows an R2T alone, always goes straight).
                 let s = slot.expect("checked") as usize;
                 let Some(buf) = st.slots[s].buf.as_mut() else {
                     return Step::Blocked;
