@@ -10,31 +10,36 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use ferrox_reactor::{PollStatus, Poller, PollerId, Reactor};
 
-use super::format::{
-    check_name, encode_meta, encode_record, record_len, LogEntry, LogPos, Meta, VolMeta,
-    MAX_VOLUMES, NONE,
-};
-use super::io::{try_join_all, BaseIo, IoFuture, LocalFuture};
-use super::{LvolError, PoolStats, Shared, ViewMap, VolShared, VolView, VolumeInfo, OWNED};
+use super::format::{check_name, LogEntry, LogPos, Meta, VolMeta, MAX_VOLUMES, NONE};
+use super::io::{BaseIo, LocalFuture};
+use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
 use crate::BdevError;
+
+mod commit;
+mod views;
+
+use views::{parent_source, parent_sources};
 
 thread_local! {
     /// The engines living on this (metadata) reactor, by store id.
     static ENGINES: RefCell<HashMap<u64, Rc<Engine>>> = RefCell::new(HashMap::new());
 }
 
-/// Runs `f` with the engine of store `id`, when it lives on this thread.
 /// Clusters zeroed or copied at once by an allocation batch.
 const INIT_PARALLEL: usize = 4;
 
+/// Runs `f` with the engine of store `id`, when it lives on this thread.
 pub(crate) fn with_engine<R>(id: u64, f: impl FnOnce(Option<&Rc<Engine>>) -> R) -> R {
     let e = ENGINES.with(|m| m.borrow().get(&id).cloned());
     f(e.as_ref())
 }
+
+/// A volume cluster an allocation needs, and the pool cluster it reads now (or NONE).
+type Need = (usize, u32);
 
 /// What a channel asks of the engine.
 pub(crate) enum ChanReq {
@@ -127,65 +132,6 @@ fn now_secs() -> u64 {
 
 pub(super) fn io_err(during: &'static str) -> impl Fn(BdevError) -> LvolError {
     move |source| LvolError::Io { during, source }
-}
-
-/// What each volume cluster of `parent` reads, as seen by `v` (no OWNED bits).
-fn parent_sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
-    let n = v.map.len();
-    let mut out = vec![NONE; n];
-    let Some(p) = v.parent.and_then(|p| meta.vols.iter().find(|x| x.id == p)) else {
-        return out;
-    };
-    let ps = sources(meta, p);
-    let lim = (v.backing as usize).min(n).min(ps.len());
-    for (o, s) in out[..lim].iter_mut().zip(&ps) {
-        *o = if *s == NONE { NONE } else { s & !OWNED };
-    }
-    out
-}
-
-/// What each volume cluster of `v` reads: its own cluster (with [`OWNED`]), an
-/// ancestor's, or [`NONE`] (zeroes).
-fn sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
-    let mut out = parent_sources(meta, v);
-    for (o, &m) in out.iter_mut().zip(&v.map) {
-        if m != NONE {
-            *o = m | OWNED;
-        }
-    }
-    out
-}
-
-/// What volume cluster `vc` of `v` reads from its ancestors (no OWNED bit), or
-/// [`NONE`]: the same as `parent_sources(meta, v)[vc]`, without building the whole map.
-/// `vols` finds a volume by id.
-fn parent_source(vols: &HashMap<u64, &VolMeta>, v: &VolMeta, vc: usize) -> u32 {
-    let mut cur = v;
-    loop {
-        let Some(&p) = cur.parent.and_then(|p| vols.get(&p)) else {
-            return NONE;
-        };
-        if vc as u64 >= cur.backing || vc >= p.map.len() {
-            return NONE;
-        }
-        if p.map[vc] != NONE {
-            return p.map[vc];
-        }
-        cur = p;
-    }
-}
-
-/// Maps each entry's volume cluster to its pool cluster in `meta`.
-fn apply_entries(meta: &mut Meta, entries: &[LogEntry]) {
-    for e in entries {
-        let v = meta
-            .vols
-            .iter_mut()
-            .find(|v| v.id == e.vol)
-            .expect("allocations are for live volumes");
-        debug_assert_eq!(v.map[e.vc as usize], NONE);
-        v.map[e.vc as usize] = e.pc;
-    }
 }
 
 fn find(meta: &Meta, name: &str) -> Result<usize, LvolError> {
@@ -287,90 +233,6 @@ impl Engine {
         self.publish(id);
     }
 
-    /// Computes volume `id`'s view from the committed metadata and hands it to the
-    /// channels: the map first, then the generation they watch (see `VolShared`).
-    fn publish(&self, id: u64) {
-        let st = self.st.borrow();
-        let Some(vs) = st.shared.get(&id) else { return };
-        let view = match st.meta.vols.iter().find(|v| v.id == id) {
-            Some(v) if !st.deleting.contains(&id) => VolView {
-                frozen: st.frozen.contains(&id),
-                deleted: false,
-                read_only: v.read_only,
-                num_blocks: v.size / u64::from(self.sh.label.block_size),
-                entries: ViewMap::from_vec(sources(&st.meta, v)),
-            },
-            _ => VolView::deleted(),
-        };
-        *vs.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
-        vs.gen.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Publishes volume `id`'s view after an allocation changed only `changes`
-    /// (volume cluster, new entry): the current view with those entries replaced, its
-    /// other chunks shared — not a new view as large as the volume.
-    fn publish_allocs(&self, id: u64, changes: &[(usize, u32)]) {
-        let st = self.st.borrow();
-        let Some(vs) = st.shared.get(&id).cloned() else {
-            return;
-        };
-        let v = match st.meta.vols.iter().find(|v| v.id == id) {
-            Some(v) if !st.deleting.contains(&id) => v,
-            _ => {
-                drop(st);
-                return self.publish(id);
-            }
-        };
-        // The engine is the only writer of views: take the current one, patch it
-        // without holding the lock the channels refresh through, then store it.
-        let cur = vs.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let num_blocks = v.size / u64::from(self.sh.label.block_size);
-        if cur.deleted || cur.entries.len() != v.map.len() || cur.num_blocks != num_blocks {
-            drop(st);
-            return self.publish(id);
-        }
-        let view = VolView {
-            frozen: st.frozen.contains(&id),
-            deleted: false,
-            read_only: v.read_only,
-            num_blocks,
-            entries: cur.entries.patched(changes),
-        };
-        debug_assert!(
-            {
-                let full = sources(&st.meta, v);
-                (0..full.len()).all(|i| view.entries.get(i) == full[i])
-            },
-            "a patched view differs from the metadata"
-        );
-        *vs.view.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
-        vs.gen.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Stops new I/O to volume `id` and waits until none is in flight.
-    async fn freeze(&self, id: u64) {
-        self.st.borrow_mut().frozen.insert(id);
-        self.publish(id);
-        let Some(vs) = self.st.borrow().shared.get(&id).cloned() else {
-            return;
-        };
-        // Pairs with the channel's `active += 1` (SeqCst) before it reads `gen`: either
-        // we see its I/O here, or it sees the frozen view and holds the request.
-        std::future::poll_fn(|_| {
-            if vs.active.load(Ordering::SeqCst) == 0 {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
-
-    fn unfreeze(&self, id: u64) {
-        self.st.borrow_mut().frozen.remove(&id);
-        self.publish(id);
-    }
-
     /// Marks `n` free clusters used (lowest first).
     fn reserve(&self, n: usize) -> Result<Vec<u32>, LvolError> {
         let mut st = self.st.borrow_mut();
@@ -424,135 +286,6 @@ impl Engine {
         st.allocated -= clusters.len() as u64;
     }
 
-    /// Fills new clusters: a copy of `src` where it is not [`NONE`], else zeroes —
-    /// except clean clusters (at or above the committed `clean_from`), which read as
-    /// zeroes already; then flushes, so the metadata that references them can be
-    /// committed. `clean_from`, for the generation about to be committed, is raised
-    /// above every new cluster. A copy into a clean cluster first commits the raised
-    /// `clean_from` alone: a crash after the copy must not leave data in a cluster the
-    /// pool still believes clean.
-    async fn init_clusters(
-        &self,
-        work: &[(u32, u32)],
-        clean_from: &mut u64,
-        during: &'static str,
-    ) -> Result<(), LvolError> {
-        let Some(top) = work.iter().map(|&(d, _)| u64::from(d) + 1).max() else {
-            return Ok(());
-        };
-        let clean = self.st.borrow().meta.clean_from;
-        if work
-            .iter()
-            .any(|&(d, s)| s != NONE && u64::from(d) >= clean)
-        {
-            self.commit_alloc(&[], clean.max(top)).await?;
-        }
-        *clean_from = (*clean_from).max(top);
-        let todo: Vec<(u32, u32)> = work
-            .iter()
-            .copied()
-            .filter(|&(d, s)| s != NONE || u64::from(d) < clean)
-            .collect();
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let cs = self.sh.label.cluster_size;
-        // A few clusters at a time: enough to keep a real device busy, few enough not
-        // to drain the buffer pool the data path also uses.
-        for group in todo.chunks(INIT_PARALLEL) {
-            let jobs = group
-                .iter()
-                .map(|&(dst, src)| {
-                    let (d, s) = (self.cluster_off(dst), self.cluster_off(src));
-                    let io = &self.io;
-                    Box::pin(async move {
-                        if src == NONE {
-                            io.zero(d, cs).await
-                        } else {
-                            io.copy(s, d, cs).await
-                        }
-                    }) as IoFuture<'_>
-                })
-                .collect();
-            try_join_all(jobs).await.map_err(io_err(during))?;
-        }
-        self.io.flush().await.map_err(io_err(during))
-    }
-
-    /// Writes `meta` as the next generation, a whole image, into the slot not holding
-    /// the image the log extends, flushes, and only then installs it in memory. The
-    /// log starts again after it (its records extend the older image and are ignored).
-    async fn commit(&self, mut meta: Meta) -> Result<(), LvolError> {
-        meta.generation = self.st.borrow().meta.generation + 1;
-        let img = encode_meta(&meta, &self.sh.label)?;
-        let slot = 1 - self.st.borrow().log.base_slot;
-        let off = self.sh.label.slot_offset[slot];
-        let written = match self.io.write(off, &img).await {
-            Ok(()) => self.io.flush().await.map_err(io_err("flushing metadata")),
-            Err(e) => Err(io_err("writing metadata")(e)),
-        };
-        let mut st = self.st.borrow_mut();
-        if let Err(e) = written {
-            // The image may have landed anyway: the next commit must be a full image
-            // over it (same slot, a generation at least as high), never a record
-            // extending the older base, which a landed newer image would hide.
-            st.unsure = true;
-            return Err(e);
-        }
-        st.log = LogPos {
-            base_slot: slot,
-            base_generation: meta.generation,
-            tail: 0,
-        };
-        st.meta = meta;
-        st.unsure = false;
-        let q = std::mem::take(&mut st.quarantine);
-        drop(st);
-        self.release(&q);
-        Ok(())
-    }
-
-    /// Commits the current metadata with `entries` mapped and `clean_from` (never
-    /// lower than now): as one record appended to the log and flushed, or as a whole
-    /// image when the pool has no log, the log is full, or an earlier metadata write
-    /// failed. The metadata in memory changes only once the commit succeeded.
-    async fn commit_alloc(&self, entries: &[LogEntry], clean_from: u64) -> Result<(), LvolError> {
-        let label = &self.sh.label;
-        let (generation, pos, unsure) = {
-            let st = self.st.borrow();
-            debug_assert!(clean_from >= st.meta.clean_from);
-            (st.meta.generation + 1, st.log, st.unsure)
-        };
-        let len = record_len(entries.len(), label);
-        if label.log_size == 0 || pos.tail + len > label.log_size || unsure {
-            let mut meta = self.meta();
-            apply_entries(&mut meta, entries);
-            meta.clean_from = meta.clean_from.max(clean_from);
-            return self.commit(meta).await;
-        }
-        let clean_from = clean_from.max(self.st.borrow().meta.clean_from);
-        let rec = encode_record(generation, pos.base_generation, clean_from, entries, label);
-        let written = match self.io.write(label.log_offset + pos.tail, &rec).await {
-            Ok(()) => self
-                .io
-                .flush()
-                .await
-                .map_err(io_err("flushing the allocation log")),
-            Err(e) => Err(io_err("writing the allocation log")(e)),
-        };
-        let mut st = self.st.borrow_mut();
-        if let Err(e) = written {
-            // The record may have landed: only a full image may follow it.
-            st.unsure = true;
-            return Err(e);
-        }
-        apply_entries(&mut st.meta, entries);
-        st.meta.clean_from = st.meta.clean_from.max(clean_from);
-        st.meta.generation = generation;
-        st.log.tail += len;
-        Ok(())
-    }
-
     fn meta(&self) -> Meta {
         self.st.borrow().meta.clone()
     }
@@ -567,28 +300,35 @@ impl Engine {
         // Per volume: the view entries this batch changes.
         let mut touched: HashMap<u64, Vec<(usize, u32)>> = HashMap::new();
         let mut taken: HashSet<(u64, usize)> = HashSet::new();
-        for r in &reqs {
-            let ChanReq::Alloc { vol, ref clusters } = r.kind else {
-                continue;
-            };
-            // What this request needs: its unmapped clusters and what each reads now.
-            // Writable volumes are never parents, so their sources stay put in a batch.
-            let needs: Result<Vec<(usize, u32)>, BdevError> = {
-                let st = self.st.borrow();
-                let vols: HashMap<u64, &VolMeta> = st.meta.vols.iter().map(|v| (v.id, v)).collect();
-                match vols.get(&vol) {
-                    None => Err(BdevError::Closed),
-                    Some(v) if v.read_only => Err(BdevError::Unsupported("writes to a snapshot")),
-                    Some(&v) => Ok(clusters
-                        .iter()
-                        .map(|&vc| vc as usize)
-                        .filter(|&vc| {
-                            vc < v.map.len() && v.map[vc] == NONE && !taken.contains(&(vol, vc))
-                        })
-                        .map(|vc| (vc, parent_source(&vols, v, vc)))
-                        .collect()),
-                }
-            };
+        // What each request needs: its unmapped clusters and what each reads now,
+        // worked out under one borrow (writable volumes are never parents, so their
+        // sources stay put in a batch).
+        let needs: Vec<(u64, Result<Vec<Need>, BdevError>)> = {
+            let st = self.st.borrow();
+            let vols: HashMap<u64, &VolMeta> = st.meta.vols.iter().map(|v| (v.id, v)).collect();
+            reqs.iter()
+                .filter_map(|r| match r.kind {
+                    ChanReq::Alloc { vol, ref clusters } => Some((vol, clusters)),
+                    ChanReq::Dealloc { .. } => None,
+                })
+                .map(|(vol, clusters)| {
+                    let need = match vols.get(&vol) {
+                        None => Err(BdevError::Closed),
+                        Some(v) if v.read_only => {
+                            Err(BdevError::Unsupported("writes to a snapshot"))
+                        }
+                        Some(&v) => Ok(clusters
+                            .iter()
+                            .map(|&vc| vc as usize)
+                            .filter(|&vc| vc < v.map.len() && v.map[vc] == NONE)
+                            .map(|vc| (vc, parent_source(&vols, v, vc)))
+                            .collect()),
+                    };
+                    (vol, need)
+                })
+                .collect()
+        };
+        for (vol, needs) in needs {
             let needs = match needs {
                 Ok(n) => n,
                 Err(e) => {

@@ -171,17 +171,7 @@ impl BaseIo {
         let mut at = 0;
         while at < len {
             let n = self.chunk.min(len - at);
-            let buf = self.buffer(n as usize).await?;
-            let (res, buf) = self
-                .submit(IoOp::Read {
-                    lba: (off + at) / self.bs,
-                    blocks: n / self.bs,
-                    buf,
-                })
-                .wait()
-                .await;
-            res?;
-            let buf = buf.ok_or(BdevError::Io(libc::EIO))?;
+            let buf = self.read_piece(off + at, n).await?;
             out[at as usize..(at + n) as usize].copy_from_slice(buf.as_slice());
             at += n;
         }
@@ -277,18 +267,23 @@ impl BaseIo {
         Ok(())
     }
 
-    async fn copy_piece(&self, src: u64, dst: u64, n: u64) -> Result<(), BdevError> {
+    /// Reads `n` bytes at byte `off` (both block multiples) into a pool buffer.
+    async fn read_piece(&self, off: u64, n: u64) -> Result<DmaBuf, BdevError> {
         let buf = self.buffer(n as usize).await?;
         let (res, buf) = self
             .submit(IoOp::Read {
-                lba: src / self.bs,
+                lba: off / self.bs,
                 blocks: n / self.bs,
                 buf,
             })
             .wait()
             .await;
         res?;
-        let buf = buf.ok_or(BdevError::Io(libc::EIO))?;
+        buf.ok_or(BdevError::Io(libc::EIO))
+    }
+
+    async fn copy_piece(&self, src: u64, dst: u64, n: u64) -> Result<(), BdevError> {
+        let buf = self.read_piece(src, n).await?;
         self.submit(IoOp::Write {
             lba: dst / self.bs,
             blocks: n / self.bs,

@@ -73,6 +73,26 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`TargetShared::stall_timeout`]: far beyond any pause of a live host.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A duration other threads may change, kept in whole milliseconds (at least 1).
+struct AtomicDuration(AtomicU64);
+
+impl AtomicDuration {
+    fn new(d: Duration) -> Self {
+        let a = Self(AtomicU64::new(0));
+        a.set(d);
+        a
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.0.store(ms, Ordering::Relaxed);
+    }
+}
+
 /// One bound listener.
 #[derive(Debug, Clone)]
 struct ListenerEntry {
@@ -98,10 +118,10 @@ pub struct TargetShared {
     node_id: [u8; 16],
     /// Milliseconds an accepted connection may take to become a connected queue
     /// (ICReq and Fabrics Connect) before it is closed.
-    connect_timeout_ms: AtomicU64,
+    connect_timeout: AtomicDuration,
     /// Milliseconds a connection's responses may wait for a host that reads none of
     /// them before the connection is closed.
-    stall_timeout_ms: AtomicU64,
+    stall_timeout: AtomicDuration,
 }
 
 impl TargetShared {
@@ -294,26 +314,24 @@ impl TargetShared {
     /// How long an accepted connection may take to send ICReq and a Fabrics
     /// Connect; one that has not is closed, so idle sockets cannot pile up.
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms.load(Ordering::Relaxed))
+        self.connect_timeout.get()
     }
 
     /// Sets [`Self::connect_timeout`] for connections accepted from now on.
     pub fn set_connect_timeout(&self, d: Duration) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.connect_timeout_ms.store(ms, Ordering::Relaxed);
+        self.connect_timeout.set(d);
     }
 
     /// How long a connection's responses may wait for a host that reads none of
     /// them (its socket stays full); then the connection is closed and the buffers
     /// its responses held go back to the pool for everyone else.
     pub fn stall_timeout(&self) -> Duration {
-        Duration::from_millis(self.stall_timeout_ms.load(Ordering::Relaxed))
+        self.stall_timeout.get()
     }
 
     /// Sets [`Self::stall_timeout`] (stalls that start from now on).
     pub fn set_stall_timeout(&self, d: Duration) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.stall_timeout_ms.store(ms, Ordering::Relaxed);
+        self.stall_timeout.set(d);
     }
 
     /// The listeners through which hosts reach `sub`.
@@ -473,8 +491,8 @@ impl Target {
             next_reactor: AtomicUsize::new(0),
             discovery_genctr: AtomicU64::new(1),
             node_id,
-            connect_timeout_ms: AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64),
-            stall_timeout_ms: AtomicU64::new(DEFAULT_STALL_TIMEOUT.as_millis() as u64),
+            connect_timeout: AtomicDuration::new(DEFAULT_CONNECT_TIMEOUT),
+            stall_timeout: AtomicDuration::new(DEFAULT_STALL_TIMEOUT),
         });
         for (_, addr, l) in bound {
             let t = shared.clone();
