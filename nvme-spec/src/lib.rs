@@ -13,8 +13,10 @@
 //!   the 16-byte completion queue entry ([`Completion`]), status codes ([`Status`]),
 //!   opcodes, the Fabrics Connect/Property commands, Identify data structures, log
 //!   pages, features, Dataset Management ranges, the discovery log and NQN validation.
-//! - The controller properties: their offsets ([`PropertyOffset`]) and the fields of
-//!   [`Cap`], [`Vs`], [`Cc`] and [`Csts`].
+//! - The controller registers, defined once for both transports: their fields ([`Cap`],
+//!   [`Vs`], [`Cc`], [`Csts`], [`Aqa`]) and their offsets ([`PropertyOffset`] for a
+//!   Fabrics Property Get/Set, the [`register`] map of a PCIe controller's BAR0 with its
+//!   doorbells), used by the PCIe driver and by its emulated controller alike.
 //! - Every structure that crosses the wire is `#[repr(C)]`, derives zerocopy's
 //!   `FromBytes`/`IntoBytes`/`Immutable`/`KnownLayout`, and has its size (and, for the
 //!   big ones, key field offsets) checked at compile time against the specification.
@@ -29,7 +31,7 @@
 //!   wire; helpers that return one-based counts say so in their name (`block_count`,
 //!   `num_bytes`).
 //!
-//! Every submodule is re-exported at the root, so
+//! Every submodule except [`register`] is re-exported at the root, so
 //! `ferrox_nvme_spec::Command` and `ferrox_nvme_spec::command::Command` name the same
 //! type (and the driver re-exports the crate as `ferrox_nvme::spec`).
 //!
@@ -37,8 +39,9 @@
 //!
 //! - No I/O, queues, timers or transport of any kind: the PCIe driver lives in
 //!   `ferrox-nvme`, NVMe/TCP in `ferrox-nvmeof`.
-//! - No PCIe register file beyond the properties NVMe-oF exposes (no doorbells, AQA/ASQ/ACQ
-//!   wrappers, CMB/PMR or boot-partition registers).
+//! - No controller memory buffer, persistent memory region, boot-partition, interrupt
+//!   mask or subsystem-reset register wrappers (their offsets are named, their fields
+//!   are not).
 //! - No PRP lists, keyed SGL data blocks (RDMA) or SGL segment chains: only the single
 //!   16-byte SGL descriptor NVMe/TCP puts in SGL1 (PRP entries are plain `u64`s in
 //!   [`Command::dptr`]).
@@ -158,6 +161,7 @@ pub mod log;
 pub mod nqn;
 pub mod opcode;
 pub mod property;
+pub mod register;
 pub mod status;
 pub mod text;
 

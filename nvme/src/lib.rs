@@ -15,7 +15,8 @@
 //!   eventfds; bindgen-generated UAPI bindings and the ioctl numbers.
 //! - [`backing`]: the [`backing::DeviceBacking`] trait, the hardware seam, implemented by
 //!   [`vfio::VfioDevice`] and by [`emu::EmulatedController`], an in-process controller
-//!   with fault injection that the tests drive the real driver against.
+//!   with fault injection that the tests drive the real driver against. Both sides name
+//!   BAR0 through [`spec::register`], the one register map.
 //! - [`driver`]: controller bring-up, admin commands, reset, shutdown, and the I/O queue
 //!   pairs (one per reactor): SQEs written locally and one doorbell per batch,
 //!   phase-first completions, PRP lists without allocation, CIDs from a slab with a
