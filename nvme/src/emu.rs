@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ferrox_reactor::BufferPool;
+use ferrox_reactor::{BufferPool, EventFd};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::backing::DeviceBacking;
@@ -27,7 +27,6 @@ use crate::spec::{
     AdminOpcode, Aqa, Cap, Cc, Command, Completion, Csts, DsmRange, IdentifyController,
     IdentifyNamespace, IoOpcode, LbaFormat, NumberOfQueues, Oncs, Status, Vs,
 };
-use crate::vfio::EventFd;
 use crate::Error;
 
 /// Which queue a fault applies to.
@@ -329,7 +328,7 @@ impl EmulatedController {
         }
         if cq.ien {
             if let Some(Some(fd)) = s.irqs.get(cq.iv as usize) {
-                fd.signal();
+                fd.notify();
             }
         }
     }

@@ -12,7 +12,8 @@
 //! - [`dma`] (unsafe): DMA memory shared with a device, accessed only through atomics
 //!   and bounds-checked copies; the IOVA translation of pool buffers.
 //! - [`vfio`] (unsafe): the VFIO container/group/device, BAR0 MMIO, DMA mapping, MSI-X
-//!   eventfds; bindgen-generated UAPI bindings and the ioctl numbers.
+//!   vectors signalling the reactor's [`EventFd`](ferrox_reactor::EventFd);
+//!   bindgen-generated UAPI bindings and the ioctl numbers.
 //! - [`backing`]: the [`backing::DeviceBacking`] trait, the hardware seam, implemented by
 //!   [`vfio::VfioDevice`] and by [`emu::EmulatedController`], an in-process controller
 //!   with fault injection that the tests drive the real driver against. Both sides name

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ferrox_reactor::BufferPool;
+use ferrox_reactor::{BufferPool, EventFd};
 pub use queue::{BufRef, Data, IoQueue};
 use zerocopy::FromBytes;
 
@@ -30,7 +30,6 @@ use crate::spec::{
     AdminOpcode, Aqa, Cap, Cc, Command, Completion, Csts, FeatureId, Identify, IdentifyController,
     IdentifyNamespace, NumberOfQueues, Oncs, SetFeatures, Status,
 };
-use crate::vfio::EventFd;
 use crate::Error;
 
 const ADMIN_DEPTH: u16 = 32;
