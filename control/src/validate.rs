@@ -59,7 +59,7 @@ pub fn size(field: &'static str, bytes: u64, unit: u64) -> Result<(), ControlErr
 
 /// An NVMe Qualified Name.
 pub fn nqn(field: &'static str, s: &str) -> Result<(), ControlError> {
-    ferrox_nvme::spec::validate_nqn(s)
+    ferrox_nvme_spec::validate_nqn(s)
         .map_err(|e| ControlError::invalid(field, format!("{s:?} is not a valid NQN: {e}")))
 }
 

@@ -2,7 +2,7 @@
 //! applies to a capsule; nothing may panic.
 #![no_main]
 
-use ferrox_nvme::spec::{
+use ferrox_nvme_spec::{
     validate_nqn, Command, ConnectCommand, ConnectData, DsmRange, GetFeatures, GetLogPage,
     Identify, PropertyCommand, SetFeatures,
 };

@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = DataHeader::parse(h);
             }
             PduType::CAPSULE_CMD => {
-                let cmd = <ferrox_nvme::spec::Command as zerocopy::FromBytes>::read_from_bytes(&h[8..72])
+                let cmd = <ferrox_nvme_spec::Command as zerocopy::FromBytes>::read_from_bytes(&h[8..72])
                     .expect("64 bytes");
                 let _ = ferrox_nvmeof::target::conn::Conn::plan(&cmd, l.data_len, digests.is_some());
             }

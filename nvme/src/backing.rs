@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use ferrox_reactor::BufferPool;
+use ferrox_reactor::{BufferPool, EventFd};
 
 use crate::dma::{DmaRegion, PoolMap};
-use crate::vfio::EventFd;
 use crate::Error;
 
 /// BAR access, DMA mapping and interrupts of one NVMe controller.

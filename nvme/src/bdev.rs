@@ -20,6 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsRawFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -399,7 +400,7 @@ impl Poller for Runner {
         let fd = q.interrupt()?;
         if q.arm_interrupt() {
             // A completion beat the drain: make the reactor's poll fire at once.
-            fd.signal();
+            fd.notify();
         }
         Some(WakeSource {
             fd: fd.as_raw_fd(),

@@ -17,16 +17,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ferrox_reactor::BufferPool;
+use ferrox_reactor::{BufferPool, EventFd};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::backing::DeviceBacking;
 use crate::dma::{DmaRegion, DmaSpace, PoolMap, PAGE_SIZE};
+use crate::spec::register;
 use crate::spec::{
-    AdminOpcode, Cap, Cc, Command, Completion, Csts, DsmRange, IdentifyController,
+    AdminOpcode, Aqa, Cap, Cc, Command, Completion, Csts, DsmRange, IdentifyController,
     IdentifyNamespace, IoOpcode, LbaFormat, NumberOfQueues, Oncs, Status, Vs,
 };
-use crate::vfio::EventFd;
 use crate::Error;
 
 /// Which queue a fault applies to.
@@ -110,7 +110,7 @@ struct Cq {
 struct State {
     cc: Cc,
     csts: Csts,
-    aqa: u32,
+    aqa: Aqa,
     asq: u64,
     acq: u64,
     sqs: HashMap<u16, Sq>,
@@ -153,15 +153,6 @@ impl std::fmt::Debug for EmulatedController {
             .finish()
     }
 }
-
-const REG_CAP: usize = 0x00;
-const REG_VS: usize = 0x08;
-const REG_CC: usize = 0x14;
-const REG_CSTS: usize = 0x1C;
-const REG_AQA: usize = 0x24;
-const REG_ASQ: usize = 0x28;
-const REG_ACQ: usize = 0x30;
-const DOORBELLS: usize = 0x1000;
 
 impl EmulatedController {
     /// A controller with RAM namespaces of the configured sizes.
@@ -235,8 +226,8 @@ impl EmulatedController {
         if s.never_ready {
             return;
         }
-        let sq_size = (s.aqa & 0xFFF) as u16 + 1;
-        let cq_size = ((s.aqa >> 16) & 0xFFF) as u16 + 1;
+        let sq_size = s.aqa.asqs() + 1;
+        let cq_size = s.aqa.acqs() + 1;
         s.sqs.insert(
             0,
             Sq {
@@ -337,7 +328,7 @@ impl EmulatedController {
         }
         if cq.ien {
             if let Some(Some(fd)) = s.irqs.get(cq.iv as usize) {
-                fd.signal();
+                fd.notify();
             }
         }
     }
@@ -644,12 +635,12 @@ impl DeviceBacking for EmulatedController {
     fn read32(&self, offset: usize) -> u32 {
         let s = self.lock();
         match offset {
-            REG_CAP => self.cap().0 as u32,
-            o if o == REG_CAP + 4 => (self.cap().0 >> 32) as u32,
-            REG_VS => Vs::V1_4.0,
-            REG_CC => s.cc.0,
-            REG_CSTS => s.csts.0,
-            REG_AQA => s.aqa,
+            register::CAP => self.cap().0 as u32,
+            o if o == register::CAP + 4 => (self.cap().0 >> 32) as u32,
+            register::VS => Vs::V1_4.0,
+            register::CC => s.cc.0,
+            register::CSTS => s.csts.0,
+            register::AQA => s.aqa.0,
             _ => 0,
         }
     }
@@ -657,7 +648,7 @@ impl DeviceBacking for EmulatedController {
     fn write32(&self, offset: usize, value: u32) {
         let mut s = self.lock();
         match offset {
-            REG_CC => {
+            register::CC => {
                 let new = Cc(value);
                 let was = s.cc;
                 s.cc = new;
@@ -670,20 +661,22 @@ impl DeviceBacking for EmulatedController {
                     s.csts.set_shst(Csts::SHST_COMPLETE);
                 }
             }
-            REG_AQA => s.aqa = value,
-            REG_ASQ => s.asq = (s.asq & !0xFFFF_FFFF) | u64::from(value),
-            o if o == REG_ASQ + 4 => s.asq = (s.asq & 0xFFFF_FFFF) | (u64::from(value) << 32),
-            REG_ACQ => s.acq = (s.acq & !0xFFFF_FFFF) | u64::from(value),
-            o if o == REG_ACQ + 4 => s.acq = (s.acq & 0xFFFF_FFFF) | (u64::from(value) << 32),
-            o if o >= DOORBELLS => {
-                let idx = (o - DOORBELLS) / 4;
-                if idx % 2 == 0 {
-                    self.ring_sq(&mut s, (idx / 2) as u16, value as u16);
-                }
-                // CQ head doorbells: the emulator never runs out of CQ space because
-                // the driver never has more commands in flight than a CQ holds.
+            register::AQA => s.aqa = Aqa(value),
+            register::ASQ => s.asq = (s.asq & !0xFFFF_FFFF) | u64::from(value),
+            o if o == register::ASQ + 4 => {
+                s.asq = (s.asq & 0xFFFF_FFFF) | (u64::from(value) << 32);
             }
-            _ => {}
+            register::ACQ => s.acq = (s.acq & !0xFFFF_FFFF) | u64::from(value),
+            o if o == register::ACQ + 4 => {
+                s.acq = (s.acq & 0xFFFF_FFFF) | (u64::from(value) << 32);
+            }
+            o => {
+                // CQ head doorbells are ignored: the emulator never runs out of CQ space
+                // because the driver never has more commands in flight than a CQ holds.
+                if let Some((qid, false)) = register::doorbell_at(o, self.cap().dstrd()) {
+                    self.ring_sq(&mut s, qid, value as u16);
+                }
+            }
         }
     }
 

@@ -1,38 +1,23 @@
-//! NVMe base specification 2.0 and NVMe over Fabrics types for the Ferrox target, and
-//! the user-space NVMe PCIe driver (VFIO) that lets a reactor drive a local drive.
+//! The user-space NVMe PCIe driver for Ferrox: VFIO, DMA memory, the driver, an emulated
+//! controller to test it against, and the `nvme` block device that lets a reactor drive a
+//! local drive.
 //!
 //! # Architecture
 //!
-//! This crate is the byte-exact vocabulary every other Ferrox crate speaks when it talks
-//! NVMe. It holds no state, performs no I/O and allocates nothing: it is plain data plus
-//! the arithmetic to pick fields out of it.
-//!
-//! - [`spec`] holds the wire and data structures: the 64-byte submission queue entry
-//!   ([`spec::Command`]), the 16-byte completion queue entry ([`spec::Completion`]),
-//!   status codes ([`spec::Status`]), opcodes, the Fabrics Connect/Property commands,
-//!   controller properties (CAP, VS, CC, CSTS), Identify data structures, log pages,
-//!   features, Dataset Management ranges and NQN validation.
-//! - Every structure that crosses the wire is `#[repr(C)]`, derives zerocopy's
-//!   `FromBytes`/`IntoBytes`/`Immutable`/`KnownLayout`, and has its size (and, for the
-//!   big ones, key field offsets) checked at compile time against the specification.
-//! - Multi-byte fields are stored as native `u16`/`u32`/`u64`, which equal the
-//!   little-endian wire format on the only targets we build for (a big-endian build is a
-//!   compile error). Fields that the specification places at unaligned offsets or that are
-//!   128 bits wide are stored as byte arrays with typed getters and setters.
-//! - Opcodes, status codes, identifiers and the like are *open* newtypes
-//!   (`pub struct AdminOpcode(pub u8)` with associated constants), so an unknown value
-//!   from a host parses and can be answered with a spec status instead of a panic.
-//!
-//!
-//! The driver side, layered so that only two modules hold unsafe code:
+//! The NVMe vocabulary (commands, completions, statuses, Identify structures, the
+//! controller registers and their offsets) lives in `ferrox-nvme-spec`, re-exported here
+//! as [`spec`]; this crate is what moves those bytes to and from a PCIe device. It is
+//! layered so that only two modules hold unsafe code:
 //!
 //! - [`dma`] (unsafe): DMA memory shared with a device, accessed only through atomics
 //!   and bounds-checked copies; the IOVA translation of pool buffers.
 //! - [`vfio`] (unsafe): the VFIO container/group/device, BAR0 MMIO, DMA mapping, MSI-X
-//!   eventfds; bindgen-generated UAPI bindings and the ioctl numbers.
+//!   vectors signalling the reactor's [`EventFd`](ferrox_reactor::EventFd);
+//!   bindgen-generated UAPI bindings and the ioctl numbers.
 //! - [`backing`]: the [`backing::DeviceBacking`] trait, the hardware seam, implemented by
 //!   [`vfio::VfioDevice`] and by [`emu::EmulatedController`], an in-process controller
-//!   with fault injection that the tests drive the real driver against.
+//!   with fault injection that the tests drive the real driver against. Both sides name
+//!   BAR0 through [`spec::register`], the one register map.
 //! - [`driver`]: controller bring-up, admin commands, reset, shutdown, and the I/O queue
 //!   pairs (one per reactor): SQEs written locally and one doorbell per batch,
 //!   phase-first completions, PRP lists without allocation, CIDs from a slab with a
@@ -42,26 +27,25 @@
 //!
 //! # What it doesn't implement
 //!
-//! - No PCIe register file beyond the properties NVMe-oF exposes (no doorbells, AQA/ASQ/ACQ
-//!   wrappers, CMB/PMR or boot-partition registers).
-//! - No PRP lists, keyed SGL data blocks (RDMA) or SGL segment chains: only the single
-//!   16-byte SGL descriptor NVMe/TCP puts in SGL1.
-//! - No Zoned Namespace, Key Value, reservation, directive, sanitize, telemetry or
-//!   persistent-event-log structures; DH-HMAC-CHAP authentication payloads are not modelled
-//!   (the AUTHREQ bits of the Connect response are).
-//! - Driver: no SGLs, CMB/HMB, namespace management, async events, multiple PRP list
-//!   pages (one list page: 2 MiB per command), shared or weighted queues, metadata or
-//!   protection information formats, hot-plug; the VFIO side uses the container/group API
-//!   (no iommufd), with IOVAs allocated by a simple bump allocator.
-//! - No validation of command semantics (whether an LBA range fits a namespace, whether a
-//!   feature may be set): that is the target's job, which answers with a [`spec::Status`].
+//! - No NVMe over Fabrics: that is `ferrox-nvmeof`, which depends on the spec crate and
+//!   not on this one.
+//! - No SGLs, CMB/HMB, namespace management, async events, multiple PRP list pages (one
+//!   list page: 2 MiB per command), shared or weighted queues, metadata or protection
+//!   information formats, hot-plug.
+//! - The VFIO side uses the container/group API (no iommufd), with IOVAs allocated by a
+//!   simple bump allocator.
+//! - The emulator models only what the driver issues (Identify CNS 0/1/2, Number of
+//!   Queues, queue creation and deletion, Abort; Read, Write, Flush, Write Zeroes,
+//!   Dataset Management), with doorbell stride 0.
 pub mod backing;
 pub mod bdev;
 pub mod dma;
 pub mod driver;
 pub mod emu;
 mod error;
-pub mod spec;
 pub mod vfio;
 
 pub use error::Error;
+/// The NVMe specification types, re-exported so that a user of the driver names them
+/// as `ferrox_nvme::spec::Command` without a second dependency.
+pub use ferrox_nvme_spec as spec;

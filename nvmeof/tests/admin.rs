@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ferrox_bdev::malloc::MallocBdev;
-use ferrox_nvme::spec::{
+use ferrox_nvme_spec::{
     Command, DiscoveryLogEntry, DiscoveryLogHeader, IdentifyController, IdentifyNamespace, Status,
     DISCOVERY_NQN,
 };
@@ -320,7 +320,7 @@ fn oncs_follows_the_devices_and_identify_needs_its_4k() {
         io.exec(wz, &[], 0).0.status().code(),
         Status::INVALID_OPCODE
     );
-    let range = ferrox_nvme::spec::DsmRange {
+    let range = ferrox_nvme_spec::DsmRange {
         context_attributes: 0,
         nlb: 8,
         slba: 8,

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use ferrox_nvme::spec::{Command, Completion, SglDescriptor, Status};
+use ferrox_nvme_spec::{Command, Completion, SglDescriptor, Status};
 use ferrox_nvmeof::pdu::{DataHeader, Digests, PduType};
 use zerocopy::FromBytes;
 
@@ -82,8 +82,8 @@ fn a_host_that_reads_nothing_cannot_starve_the_others() {
     sock.connect(&f.addr.into()).unwrap();
     let mut bad = Host::from_stream(sock.into());
     bad.ic_on(Digests::default());
-    let cmd: Command = ferrox_nvme::spec::ConnectCommand::new(0, 1, 127, 0).into();
-    let data = ferrox_nvme::spec::ConnectData::new([1; 16], cntlid, NQN, HOSTNQN).unwrap();
+    let cmd: Command = ferrox_nvme_spec::ConnectCommand::new(0, 1, 127, 0).into();
+    let data = ferrox_nvme_spec::ConnectData::new([1; 16], cntlid, NQN, HOSTNQN).unwrap();
     let c = bad.exec(cmd, zerocopy::IntoBytes::as_bytes(&data), 0).0;
     assert!(c.status().is_success(), "{}", c.status());
     let exhausted = || {

@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 
 use common::*;
-use ferrox_nvme::spec::{Command, PropertySize, Status};
+use ferrox_nvme_spec::{Command, PropertySize, Status};
 use ferrox_nvmeof::pdu::{
     le16, le32, CommonHeader, DataHeader, Digests, HeaderBuf, PduFlags, PduType,
 };
@@ -151,7 +151,7 @@ fn data_digest_error_fails_the_command_not_the_connection() {
     let mut cmd = Command::write(0, 1, 0, 7);
     cmd.cid = 77;
     cmd.flags = 0x40;
-    cmd.dptr = ferrox_nvme::spec::SglDescriptor::in_capsule(0, 4096).to_dptr();
+    cmd.dptr = ferrox_nvme_spec::SglDescriptor::in_capsule(0, 4096).to_dptr();
     let mut sqe = [0u8; 64];
     sqe.copy_from_slice(zerocopy::IntoBytes::as_bytes(&cmd));
     let mut b = HeaderBuf::capsule_cmd(&sqe, 4096, d).as_slice().to_vec();
@@ -179,7 +179,7 @@ fn h2c_data_checks() {
     let mut cmd = Command::write(0, 1, 0, 31);
     cmd.cid = 5;
     cmd.flags = 0x40;
-    cmd.dptr = ferrox_nvme::spec::SglDescriptor::transport(16384).to_dptr();
+    cmd.dptr = ferrox_nvme_spec::SglDescriptor::transport(16384).to_dptr();
     io.send_cmd(&cmd, &[]);
     let r2t = DataHeader::parse(&io.recv().header);
     io.send_h2c(5, r2t.ttag, 4096, &[0u8; 4096], false);

@@ -18,7 +18,7 @@ use common::proxy::{
 use common::*;
 use ferrox_bdev::testing::{run, Req};
 use ferrox_bdev::BdevError;
-use ferrox_nvme::spec::Completion;
+use ferrox_nvme_spec::Completion;
 use ferrox_nvmeof::host::{HostError, NvmfBdev};
 use ferrox_nvmeof::pdu::{le32, Digests, HeaderBuf, IcResp, PduType, CH_LEN};
 use zerocopy::IntoBytes;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use ferrox_nvme::spec::{Command, Status};
+use ferrox_nvme_spec::{Command, Status};
 use ferrox_nvmeof::pdu::Digests;
 
 fn round_trip(digests: Digests) {

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use ferrox_nvme::spec::{Command, DiscoveryLogEntry, DiscoveryLogHeader, Status, DISCOVERY_NQN};
+use ferrox_nvme_spec::{Command, DiscoveryLogEntry, DiscoveryLogHeader, Status, DISCOVERY_NQN};
 use ferrox_nvmeof::pdu::Digests;
 use ferrox_nvmeof::{SubsystemConfig, Target};
 use zerocopy::FromBytes;

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 
 use common::*;
-use ferrox_nvme::spec::{Command, SglDescriptor, Status};
+use ferrox_nvme_spec::{Command, SglDescriptor, Status};
 use ferrox_nvmeof::pdu::{DataHeader, Digests, HeaderBuf, IcReq};
 use zerocopy::IntoBytes;
 

@@ -8,11 +8,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-/// A non-blocking eventfd used to wake a parked reactor.
+/// A non-blocking, close-on-exec eventfd: what wakes a parked reactor, and what a
+/// device's MSI-X vector signals (`ferrox-nvme` hands these to VFIO and polls them).
 #[derive(Debug)]
 pub struct EventFd(OwnedFd);
 
 impl EventFd {
+    /// A new eventfd with its counter at zero.
     pub fn new() -> io::Result<Self> {
         // SAFETY: eventfd takes no pointers; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -35,13 +37,22 @@ impl EventFd {
 }
 
 impl EventFd {
-    /// Resets the counter (after a wake-up was seen).
-    pub fn drain(&self) {
+    /// Resets the counter (after a wake-up was seen); returns what it was (0 when
+    /// nothing was signalled).
+    pub fn drain(&self) -> u64 {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a live local; EAGAIN just means it was zero.
-        unsafe {
-            libc::read(self.0.as_raw_fd(), (&raw mut v).cast(), 8);
+        let n = unsafe { libc::read(self.0.as_raw_fd(), (&raw mut v).cast(), 8) };
+        if n == 8 {
+            v
+        } else {
+            0
         }
+    }
+
+    /// Another descriptor for the same eventfd (close-on-exec).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        self.0.try_clone().map(Self)
     }
 }
 

@@ -19,26 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ferrox_reactor::BufferPool;
+use ferrox_reactor::{BufferPool, EventFd};
 pub use queue::{BufRef, Data, IoQueue};
 use zerocopy::FromBytes;
 
 use crate::backing::DeviceBacking;
 use crate::dma::{DmaRegion, PoolMap, PAGE_SIZE};
+use crate::spec::register;
 use crate::spec::{
-    AdminOpcode, Cap, Cc, Command, Completion, Csts, FeatureId, Identify, IdentifyController,
+    AdminOpcode, Aqa, Cap, Cc, Command, Completion, Csts, FeatureId, Identify, IdentifyController,
     IdentifyNamespace, NumberOfQueues, Oncs, SetFeatures, Status,
 };
-use crate::vfio::EventFd;
 use crate::Error;
-
-const REG_CAP: usize = 0x00;
-const REG_VS: usize = 0x08;
-const REG_CC: usize = 0x14;
-const REG_CSTS: usize = 0x1C;
-const REG_AQA: usize = 0x24;
-const REG_ASQ: usize = 0x28;
-const REG_ACQ: usize = 0x30;
 
 const ADMIN_DEPTH: u16 = 32;
 const ADMIN_CQ_OFF: usize = PAGE_SIZE;
@@ -128,8 +120,8 @@ impl Controller {
         pool: &'static BufferPool,
         opts: ControllerOptions,
     ) -> Result<Arc<Self>, Error> {
-        let cap = Cap(backing.read64(REG_CAP));
-        let vs = backing.read32(REG_VS);
+        let cap = Cap(backing.read64(register::CAP));
+        let vs = backing.read32(register::VS);
         if vs == u32::MAX {
             return Err(Error::BadData {
                 id: backing.id().into(),
@@ -323,7 +315,7 @@ impl Controller {
     }
 
     pub(crate) fn doorbell(&self, qid: u16, cq: bool) -> usize {
-        0x1000 + ((2 * usize::from(qid) + usize::from(cq)) << (2 + self.cap.dstrd()))
+        register::doorbell(qid, cq, self.cap.dstrd())
     }
 
     pub(crate) fn take_qid(&self) -> Result<u16, Error> {
@@ -413,7 +405,7 @@ impl Controller {
                 }
                 return Ok(cqe);
             }
-            if Csts(self.backing.read32(REG_CSTS)).cfs() {
+            if Csts(self.backing.read32(register::CSTS)).cfs() {
                 return Err(Error::Fatal {
                     id: self.id().into(),
                 });
@@ -468,13 +460,13 @@ impl Controller {
     pub fn shutdown(&self) -> Result<(), Error> {
         let a = self.lock_admin();
         let b = &*self.backing;
-        let mut cc = Cc(b.read32(REG_CC));
+        let mut cc = Cc(b.read32(register::CC));
         cc.set_shn(Cc::SHN_NORMAL);
-        b.write32(REG_CC, cc.0);
+        b.write32(register::CC, cc.0);
         let r = wait(b, self.cap, "shutdown", |s| s.shst() == Csts::SHST_COMPLETE);
         cc.set_shn(Cc::SHN_NONE);
         cc.set_en(false);
-        b.write32(REG_CC, cc.0);
+        b.write32(register::CC, cc.0);
         let r2 = wait(b, self.cap, "disable", |s| !s.rdy());
         b.release();
         drop(a);
@@ -493,7 +485,7 @@ fn wait(
     let ms = u64::from(cap.to().max(1)) * 500;
     let deadline = Instant::now() + Duration::from_millis(ms);
     loop {
-        let csts = Csts(b.read32(REG_CSTS));
+        let csts = Csts(b.read32(register::CSTS));
         if cond(csts) {
             return Ok(());
         }
@@ -514,25 +506,27 @@ fn wait(
 
 /// Disables the controller, programs the admin queue in `a` and enables it again.
 fn enable(b: &dyn DeviceBacking, cap: Cap, a: &mut Admin) -> Result<(), Error> {
-    if Cc(b.read32(REG_CC)).en() || Csts(b.read32(REG_CSTS)).rdy() {
-        b.write32(REG_CC, 0);
+    if Cc(b.read32(register::CC)).en() || Csts(b.read32(register::CSTS)).rdy() {
+        b.write32(register::CC, 0);
     }
     wait(b, cap, "disable", |s| !s.rdy())?;
     a.mem.fill(0, 2 * PAGE_SIZE, 0);
     a.tail = 0;
     a.head = 0;
     a.phase = true;
-    let q = u32::from(ADMIN_DEPTH - 1);
-    b.write32(REG_AQA, (q << 16) | q);
-    b.write64(REG_ASQ, a.mem.iova());
-    b.write64(REG_ACQ, a.mem.iova() + ADMIN_CQ_OFF as u64);
+    let mut aqa = Aqa(0);
+    aqa.set_asqs(ADMIN_DEPTH - 1);
+    aqa.set_acqs(ADMIN_DEPTH - 1);
+    b.write32(register::AQA, aqa.0);
+    b.write64(register::ASQ, a.mem.iova());
+    b.write64(register::ACQ, a.mem.iova() + ADMIN_CQ_OFF as u64);
     let mut cc = Cc(0);
     cc.set_css(Cc::CSS_NVM);
     cc.set_mps(0);
     cc.set_iosqes(6);
     cc.set_iocqes(4);
     cc.set_en(true);
-    b.write32(REG_CC, cc.0);
+    b.write32(register::CC, cc.0);
     wait(b, cap, "enable", |s| s.rdy())
 }
 

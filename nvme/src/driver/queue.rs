@@ -24,12 +24,11 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrox_reactor::DmaBuf;
+use ferrox_reactor::{DmaBuf, EventFd};
 
 use super::Controller;
 use crate::dma::{DmaRegion, PAGE_SIZE};
 use crate::spec::{AdminOpcode, Command, Completion, DsmRange};
-use crate::vfio::EventFd;
 use crate::Error;
 
 const INDEX_BITS: u16 = 10;

@@ -11,14 +11,14 @@
 #![expect(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use ferrox_reactor::BufferPool;
+use ferrox_reactor::{BufferPool, EventFd};
 
 use crate::backing::DeviceBacking;
 use crate::dma::{DmaRegion, PoolMap, PAGE_SIZE};
@@ -60,47 +60,6 @@ fn ioctl_val(fd: RawFd, req: libc::c_ulong, arg: libc::c_ulong) -> std::io::Resu
         Err(std::io::Error::last_os_error())
     } else {
         Ok(r)
-    }
-}
-
-/// A non-blocking eventfd: what an MSI-X vector signals.
-#[derive(Debug)]
-pub struct EventFd(File);
-
-impl EventFd {
-    /// A new non-blocking, close-on-exec eventfd.
-    pub fn new() -> std::io::Result<Self> {
-        // SAFETY: eventfd takes no pointers; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(Self(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
-    }
-
-    /// Adds one to the counter (what the kernel does on an interrupt).
-    pub fn signal(&self) {
-        let _ = (&self.0).write(&1u64.to_ne_bytes());
-    }
-
-    /// Resets the counter; returns what it was (0 when nothing was signalled).
-    pub fn drain(&self) -> u64 {
-        let mut b = [0u8; 8];
-        match (&self.0).read(&mut b) {
-            Ok(8) => u64::from_ne_bytes(b),
-            _ => 0,
-        }
-    }
-
-    /// Another handle to the same eventfd.
-    pub fn try_clone(&self) -> std::io::Result<Self> {
-        self.0.try_clone().map(Self)
-    }
-
-    /// The descriptor, for polling and for VFIO_DEVICE_SET_IRQS.
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
     }
 }
 

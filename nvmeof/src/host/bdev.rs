@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferrox_bdev::{BdevError, BdevInfo, BlockDevice, ChannelImpl, Ops};
-use ferrox_nvme::spec::{Command, IdentifyController, IdentifyNamespace, Status};
+use ferrox_nvme_spec::{Command, IdentifyController, IdentifyNamespace, Status};
 use ferrox_reactor::Reactor;
 use zerocopy::FromBytes;
 

@@ -19,7 +19,7 @@ pub mod sync;
 use std::time::Duration;
 
 pub use bdev::NvmfBdev;
-use ferrox_nvme::spec::Status;
+use ferrox_nvme_spec::Status;
 
 use crate::pdu::{CommonHeader, Digests, PduFlags, PduType, DIGEST_LEN, MAX_HLEN};
 
@@ -124,7 +124,7 @@ impl TargetUrl {
                 }
             }
         }
-        ferrox_nvme::spec::validate_nqn(nqn).map_err(|e| bad(&format!("NQN: {e}")))?;
+        ferrox_nvme_spec::validate_nqn(nqn).map_err(|e| bad(&format!("NQN: {e}")))?;
         if hostport.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad(
                 "ADDR:PORT must be an IP address and a port (IPv6 in brackets)",

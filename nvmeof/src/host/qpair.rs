@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrox_bdev::{defer_completion, BdevError, ChannelImpl, Completion, IoOp};
-use ferrox_nvme::spec::{Command, SglDescriptor, Status};
+use ferrox_nvme_spec::{Command, SglDescriptor, Status};
 use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, TimerId, WakeSource};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -30,7 +30,7 @@ use crate::pdu::{
     crc32c, crc32c_append, le32, CommonHeader, DataHeader, HeaderBuf, PduFlags, PduType, CH_LEN,
     DIGEST_LEN, MAX_HLEN,
 };
-use ferrox_nvme::spec::Completion as Cqe;
+use ferrox_nvme_spec::Completion as Cqe;
 
 mod reconnect;
 mod tx;

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use ferrox_nvme::spec::{
+use ferrox_nvme_spec::{
     Command, Completion, ConnectCommand, ConnectData, PropertyCommand, PropertySize, SglDescriptor,
 };
 use zerocopy::{FromBytes, IntoBytes};

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use ferrox_bdev::Ops;
-use ferrox_nvme::spec::{
+use ferrox_nvme_spec::{
     active_ns_list, treq, AddressFamily, AdminOpcode, Cns, CommandsSupportedEffects,
     DiscoveryLogEntry, DiscoveryLogHeader, FeatureId, FeatureSelect, FirmwareSlotLog, GetFeatures,
     GetLogPage, Identify, IdentifyController, IdentifyNamespace, IoOpcode, LbaFormat, Lid,

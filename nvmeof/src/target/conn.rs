@@ -18,7 +18,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrox_nvme::spec::{Command, Status};
+use ferrox_nvme_spec::{Command, Status};
 use ferrox_reactor::{
     DmaBuf, PollStatus, Poller, PollerId, Reactor, ReactorHandle, TimerId, WakeSource,
 };

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferrox_nvme::spec::Status;
+use ferrox_nvme_spec::Status;
 use ferrox_reactor::ReactorHandle;
 
 use super::subsystem::Subsystem;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrox_nvme::spec::{
+use ferrox_nvme_spec::{
     connect_invalid_parameter_dw0, connect_response_dw0, validate_nqn, AuthReq, ConnectCommand,
     ConnectData, ConnectInvalidParameter, FabricsCommandType, PropertyCommand, PropertySize,
     Status, CNTLID_DYNAMIC, CONNECT_DATA_LEN,

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ferrox_bdev::{BdevError, Completion, IoChannel, IoOp, IoSink, Ops};
-use ferrox_nvme::spec::{DsmRange, IoOpcode, Status};
+use ferrox_nvme_spec::{DsmRange, IoOpcode, Status};
 use ferrox_reactor::{DmaBuf, Reactor};
 use zerocopy::FromBytes;
 

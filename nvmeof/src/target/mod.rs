@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ferrox_bdev::BlockDevice;
-use ferrox_nvme::spec::{validate_nqn, NqnError, DISCOVERY_NQN};
+use ferrox_nvme_spec::{validate_nqn, NqnError, DISCOVERY_NQN};
 use ferrox_reactor::{PollStatus, Poller, Reactor, ReactorHandle, WakeSource};
 
 pub use subsystem::{Namespace, Subsystem};

@@ -56,7 +56,7 @@ impl Subsystem {
             nqn: nqn.to_string(),
             serial: serial.to_string(),
             model: model.to_string(),
-            discovery: ferrox_nvme::spec::is_discovery_nqn(nqn),
+            discovery: ferrox_nvme_spec::is_discovery_nqn(nqn),
             allow_any_host,
             hosts,
             listeners: Vec::new(),

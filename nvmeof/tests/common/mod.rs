@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferrox_bdev::malloc::MallocBdev;
 use ferrox_bdev::BlockDevice;
-use ferrox_nvme::spec::{
+use ferrox_nvme_spec::{
     Command, Completion, ConnectCommand, ConnectData, PropertyCommand, PropertySize, SglDescriptor,
     Status, DISCOVERY_NQN,
 };

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use ferrox_nvme::spec::{Command, FabricsCommandType, Status};
+use ferrox_nvme_spec::{Command, FabricsCommandType, Status};
 use ferrox_reactor::Reactor;
 use zerocopy::FromBytes;
 

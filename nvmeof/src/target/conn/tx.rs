@@ -4,7 +4,7 @@
 use std::io::{IoSlice, Write};
 use std::time::{Duration, Instant};
 
-use ferrox_nvme::spec::{Command, Completion, Status};
+use ferrox_nvme_spec::{Command, Completion, Status};
 use zerocopy::IntoBytes;
 
 use ferrox_reactor::{Reactor, TimerId};

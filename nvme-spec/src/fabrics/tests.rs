@@ -1,7 +1,7 @@
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::*;
-use crate::spec::{Completion, PropertyOffset, Status};
+use crate::{Completion, PropertyOffset, Status};
 
 #[test]
 fn connect_command_layout() {

@@ -1,7 +1,7 @@
 use zerocopy::IntoBytes;
 
 use super::*;
-use crate::spec::{IdentifyController, Sgls};
+use crate::{IdentifyController, Sgls};
 
 #[test]
 fn identify_command_fields() {

@@ -50,7 +50,7 @@ fn smart_log_counters() {
 fn command_effects() {
     let mut log = CommandsSupportedEffects::zeroed();
     log.acs[usize::from(AdminOpcode::IDENTIFY.0)] = CommandEffects::CSUPP.bits();
-    log.iocs[usize::from(crate::spec::IoOpcode::WRITE.0)] =
+    log.iocs[usize::from(crate::IoOpcode::WRITE.0)] =
         (CommandEffects::CSUPP | CommandEffects::LBCC).bits();
     let bytes = log.as_bytes();
     assert_eq!(&bytes[6 * 4..7 * 4], &[1, 0, 0, 0]);

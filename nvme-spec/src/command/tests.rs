@@ -70,9 +70,7 @@ fn dsm_fields() {
     cmd.cdw10 = 3;
     cmd.cdw11 = 1 << 2;
     assert_eq!(cmd.dsm_range_count(), 4);
-    assert!(cmd
-        .dsm_attributes()
-        .contains(crate::spec::DsmAttributes::AD));
+    assert!(cmd.dsm_attributes().contains(crate::DsmAttributes::AD));
     let mut wz = Command::write_zeroes(1, 1, 0, 7);
     wz.cdw12 |= 1 << 25;
     assert!(wz.deac());

@@ -196,7 +196,7 @@ status_consts! {
         CONNECT_INCOMPATIBLE_FORMAT = 0x80,
         /// Connect Controller Busy (Fabrics). Same code as Invalid Protection Information (NVM).
         CONNECT_CONTROLLER_BUSY = 0x81,
-        /// Connect Invalid Parameters (Fabrics); dw0 carries [`connect_invalid_parameter_dw0`](crate::spec::connect_invalid_parameter_dw0).
+        /// Connect Invalid Parameters (Fabrics); dw0 carries [`connect_invalid_parameter_dw0`](crate::connect_invalid_parameter_dw0).
         /// Same code as Attempted Write to Read Only Range (NVM).
         CONNECT_INVALID_PARAMETERS = 0x82,
         /// Connect Restart Discovery (Fabrics). Same code as Command Size Limit Exceeded (NVM).

@@ -1,5 +1,7 @@
-//! Controller properties exposed over Fabrics: CAP, VS, CC, CSTS
-//! (NVMe base 2.0 section 3.1.3).
+//! Controller properties (NVMe base 2.0 section 3.1.3): their offsets, as a Fabrics
+//! Property Get/Set names them, and the fields of CAP, VS, CC, CSTS and AQA. A PCIe
+//! controller maps the same registers at the same offsets in BAR0 (see
+//! [`crate::register`]).
 
 use super::fabrics::PropertySize;
 
@@ -191,6 +193,19 @@ impl Csts {
     pub const SHST_OCCURRING: u8 = 0b01;
     /// SHST: shutdown processing complete.
     pub const SHST_COMPLETE: u8 = 0b10;
+}
+
+/// Admin Queue Attributes (AQA, offset 0x24; PCIe only).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Aqa(pub u32);
+
+bit_fields! {
+    Aqa: u32 {
+        /// Admin Submission Queue Size, zero-based.
+        asqs / set_asqs: u16 @ 0, 12;
+        /// Admin Completion Queue Size, zero-based.
+        acqs / set_acqs: u16 @ 16, 12;
+    }
 }
 
 #[cfg(test)]
