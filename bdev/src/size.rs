@@ -55,25 +55,31 @@ pub enum SizeError {
     TooPrecise { text: String },
     #[error("{text:?} is more than {} bytes", u64::MAX)]
     TooLarge { text: String },
-    /// A decimal unit given to a tool that read it as binary before.
-    #[error(
-        "{text:?}: {unit} is decimal ({} bytes) but {tool} read it as {number} {binary} before; \
-         write {number}{binary} or {number}{short} for binary, or {bytes}",
-        grouped(*bytes)
-    )]
+    /// A decimal unit given to a tool that read it as binary before: `bytes` is the
+    /// decimal reading.
+    #[error("{}", was_binary(text, *bytes, tool))]
     WasBinary {
         text: String,
-        /// The number as written ("10", "1.5").
-        number: String,
-        /// The unit as written ("GB", "gb").
-        unit: String,
-        /// The decimal reading.
         bytes: u64,
-        /// The binary spellings of the same prefix ("GiB", "G").
-        binary: &'static str,
-        short: &'static str,
         tool: &'static str,
     },
+}
+
+/// `"10GB": GB is decimal (10,000,000,000 bytes) but ferroxctl read it as 10 GiB
+/// before; write 10GiB or 10G for binary, or 10000000000`.
+fn was_binary(text: &str, bytes: u64, tool: &str) -> String {
+    let (number, unit) = split(text);
+    let (binary, short) = match unit.bytes().next().map(|c| c.to_ascii_lowercase()) {
+        Some(b'k') => ("KiB", "K"),
+        Some(b'm') => ("MiB", "M"),
+        Some(b'g') => ("GiB", "G"),
+        _ => ("TiB", "T"),
+    };
+    format!(
+        "{text:?}: {unit} is decimal ({} bytes) but {tool} read it as {number} {binary} \
+         before; write {number}{binary} or {number}{short} for binary, or {bytes}",
+        grouped(bytes)
+    )
 }
 
 /// Parses a size by the rule above, to bytes.
@@ -122,20 +128,9 @@ pub fn parse_legacy_binary(text: &str, tool: &'static str) -> Result<u64, SizeEr
     if s.base != Base::Decimal {
         return Ok(s.bytes);
     }
-    let (number, unit) = split(text);
-    let (binary, short) = match unit.as_bytes()[0].to_ascii_lowercase() {
-        b'k' => ("KiB", "K"),
-        b'm' => ("MiB", "M"),
-        b'g' => ("GiB", "G"),
-        _ => ("TiB", "T"),
-    };
     Err(SizeError::WasBinary {
         text: text.to_string(),
-        number: number.to_string(),
-        unit: unit.to_string(),
         bytes: s.bytes,
-        binary,
-        short,
         tool,
     })
 }
@@ -194,7 +189,7 @@ fn grouped(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
