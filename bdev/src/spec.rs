@@ -91,7 +91,7 @@ impl SpecError {
         }
     }
 
-    /// "bdev[0] (\"m\").size: …" for `table` = "bdev[0] (\"m\")".
+    /// `bdev[0] ("m").size: …` for `table` = `bdev[0] ("m")`.
     pub fn at(&self, table: &str) -> String {
         match self.key {
             Some(k) => format!("{table}.{k}: {}", self.why),
