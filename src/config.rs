@@ -80,9 +80,9 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct BdevSection {
     pub name: String,
-    /// `malloc`, `uring` or `nvme`.
+    /// `malloc`, `uring` or `nvme` (checked by [`ferrox_bdev::BdevSpec::from_fields`]).
     pub kind: String,
-    /// Bytes, or a string with a unit: "512MiB", "1GiB".
+    /// Bytes, or a string with a unit: "512MiB", "1GiB" (binary), "1GB" (decimal).
     pub size: Option<Size>,
     #[serde(default = "default_bs")]
     pub block_size: u32,
@@ -167,39 +167,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 
-/// Parses "4096", "512MiB", "1GiB", "10G" (binary units), "1GB" (decimal).
+/// A size: bytes, or text by the one size rule ([`ferrox_bdev::size`]: "512MiB",
+/// "10G" binary, "10GB" decimal). The daemon always read "GB" as decimal, so every
+/// spelling is accepted.
 pub fn parse_size(key: &str, s: &Size) -> Result<u64, ConfigError> {
-    let text = match s {
-        Size::Bytes(b) => return Ok(*b),
-        Size::Text(t) => t.trim(),
-    };
-    let bad = || {
-        ConfigError(format!(
-            "{key} = {text:?}: expected bytes or a number with a unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
-        ))
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let num: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KiB" | "k" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        "T" | "TiB" => 1 << 40,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        _ => return Err(bad()),
-    };
-    let v = num * mult as f64;
-    if !(v.is_finite() && v >= 0.0 && v < u64::MAX as f64) || v.fract() != 0.0 {
-        return Err(bad());
+    match s {
+        Size::Bytes(b) => Ok(*b),
+        Size::Text(t) => {
+            ferrox_bdev::size::parse(t).map_err(|e| ConfigError(format!("{key} = {e}")))
+        }
     }
-    Ok(v as u64)
 }
 
 /// Resolves "127.0.0.1" + port, "[::1]" + port, or a host:port pair.

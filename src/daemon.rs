@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrox_bdev::malloc::MallocBdev;
-use ferrox_bdev::uring::UringBdev;
-use ferrox_bdev::{BlockDevice, Registry};
+use ferrox_bdev::size::human;
+use ferrox_bdev::{BdevFields, BdevSpec, BlockDevice, NvmeSpec, Registry, RegistryError};
 use ferrox_nvme::bdev::NvmeController;
 use ferrox_nvme::driver::ControllerOptions;
 use ferrox_nvme::Error as NvmeError;
@@ -31,6 +30,13 @@ pub enum Failure {
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
         Self::Config(e)
+    }
+}
+
+/// Creating a malloc or uring bdev: what the operator fixes in the configuration.
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Self {
+        Self::Config(ConfigError(e.to_string()))
     }
 }
 
@@ -134,36 +140,22 @@ pub struct NvmeSetup {
 
 fn attach_nvme(
     key: &str,
-    b: &config::BdevSection,
+    name: &str,
+    n: &NvmeSpec,
     setup: &NvmeSetup,
 ) -> Result<NvmeController, Failure> {
-    if b.size.is_some() || b.path.is_some() {
-        return Err(cfg_err(format!(
-            "{key}: an nvme bdev takes its size from the controller: remove size/path"
-        )));
-    }
-    let pci = b.pci.as_ref().ok_or_else(|| {
-        cfg_err(format!(
-            "{key}: an nvme bdev needs pci = \"DOMAIN:BUS:DEV.FN\" (list NVMe functions with: lspci -D -d ::0108)"
-        ))
-    })?;
-    let bdf = ferrox_nvme::bdev::parse_bdf(pci).map_err(|e| cfg_err(format!("{key}.pci = {e}")))?;
-    let queue_depth = u16::try_from(b.queue_depth + 1)
-        .ok()
-        .filter(|&d| d >= 3)
-        .ok_or_else(|| {
-            cfg_err(format!(
-                "{key}.queue_depth = {}: expected 2 to 1023",
-                b.queue_depth
-            ))
-        })?;
+    let bdf =
+        ferrox_nvme::bdev::parse_bdf(&n.pci).map_err(|e| cfg_err(format!("{key}.pci = {e}")))?;
+    let queue_depth = n
+        .queue_entries()
+        .expect("BdevSpec::validate checked the queue depth");
     let opts = ControllerOptions {
         io_queues: u16::try_from(setup.reactors.max(1)).unwrap_or(u16::MAX),
         queue_depth,
         interrupts: setup.poll_mode == PollMode::Adaptive,
         ..ControllerOptions::default()
     };
-    let c = ferrox_nvme::bdev::attach_named(&b.name, &bdf, setup.pool, opts).map_err(|e| {
+    let c = ferrox_nvme::bdev::attach_named(name, &bdf, setup.pool, opts).map_err(|e| {
         let msg = format!("{key}: cannot attach the NVMe controller {bdf}: {e}");
         match e {
             // Something the operator fixes on this machine (driver binding, IOMMU,
@@ -174,12 +166,31 @@ fn attach_nvme(
     })?;
     if c.bdevs.is_empty() {
         tracing::warn!(
-            controller = b.name,
+            controller = name,
             pci = bdf,
             "the NVMe controller has no active namespace"
         );
     }
     Ok(c)
+}
+
+/// A `[[bdev]]` table as a [`BdevSpec`]: the size parsed, the keys checked.
+fn bdev_spec(key: &str, b: &config::BdevSection) -> Result<BdevSpec, Failure> {
+    let size = b
+        .size
+        .as_ref()
+        .map(|s| config::parse_size(&format!("{key}.size"), s))
+        .transpose()?;
+    BdevSpec::from_fields(BdevFields {
+        name: b.name.clone(),
+        kind: b.kind.clone(),
+        size,
+        block_size: b.block_size,
+        path: b.path.clone(),
+        pci: b.pci.clone(),
+        queue_depth: b.queue_depth,
+    })
+    .map_err(|e| cfg_err(e.at(key)))
 }
 
 fn create_bdevs(
@@ -190,82 +201,35 @@ fn create_bdevs(
 ) -> Result<(), Failure> {
     for (i, b) in cfg.bdev.iter().enumerate() {
         let key = format!("bdev[{i}] ({:?})", b.name);
-        if b.name.is_empty() {
-            return Err(cfg_err(format!("{key}.name must not be empty")));
-        }
-        if b.kind != "nvme" && b.pci.is_some() {
-            return Err(cfg_err(format!(
-                "{key}.pci: only an nvme bdev takes a PCI address (kind = {:?})",
-                b.kind
-            )));
-        }
-        if b.kind == "nvme" {
+        let spec = bdev_spec(&key, b)?;
+        let devs = spec.create_with(|name, n| {
             // Kept before registering: a failure below still shuts the controller down.
-            ctrls.0.push(attach_nvme(&key, b, nvme)?);
+            ctrls.0.push(attach_nvme(&key, name, n, nvme)?);
             let c = ctrls.0.last().expect("just pushed");
-            for d in &c.bdevs {
-                let i = d.info();
-                tracing::info!(
-                    bdev = i.name,
-                    pci = c.ctrl.id(),
-                    blocks = i.num_blocks,
-                    block_size = i.block_size,
-                    "NVMe namespace attached"
-                );
-                registry
-                    .add(d.clone())
-                    .map_err(|e| cfg_err(format!("{key}: namespace bdev {:?}: {e}", i.name)))?;
-            }
-            continue;
+            Ok::<_, Failure>(
+                c.bdevs
+                    .iter()
+                    .map(|d| {
+                        let i = d.info();
+                        tracing::info!(
+                            bdev = i.name,
+                            pci = c.ctrl.id(),
+                            blocks = i.num_blocks,
+                            block_size = i.block_size,
+                            "NVMe namespace attached"
+                        );
+                        d.clone() as Arc<dyn BlockDevice>
+                    })
+                    .collect(),
+            )
+        })?;
+        for d in devs {
+            registry
+                .add(d)
+                .map_err(|e| cfg_err(format!("{key}: {e}")))?;
         }
-        let size = b
-            .size
-            .as_ref()
-            .map(|s| config::parse_size(&format!("{key}.size"), s))
-            .transpose()?;
-        if let Some(s) = size {
-            if s == 0 || s % u64::from(b.block_size) != 0 {
-                return Err(cfg_err(format!(
-                    "{key}.size = {s}: must be a non-zero multiple of block_size {}",
-                    b.block_size
-                )));
-            }
-        }
-        let dev: Arc<dyn BlockDevice> = match b.kind.as_str() {
-            "malloc" => {
-                let size =
-                    size.ok_or_else(|| cfg_err(format!("{key}: a malloc bdev needs a size")))?;
-                MallocBdev::new(&b.name, size / u64::from(b.block_size), b.block_size)
-                    .map_err(|e| cfg_err(e.to_string()))?
-            }
-            "uring" => {
-                let path = b
-                    .path
-                    .as_ref()
-                    .ok_or_else(|| cfg_err(format!("{key}: a uring bdev needs a path")))?;
-                UringBdev::open(&b.name, path, size, b.block_size, b.queue_depth)
-                    .map_err(|e| cfg_err(e.to_string()))?
-            }
-            other => {
-                return Err(cfg_err(format!(
-                    "{key}.kind = {other:?}: expected \"malloc\", \"uring\" or \"nvme\""
-                )))
-            }
-        };
-        registry.add(dev).map_err(|e| cfg_err(e.to_string()))?;
     }
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", U[i])
 }
 
 pub fn run(cli: &Cli) -> Result<(), Failure> {

@@ -43,6 +43,12 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// Size of the embedded default namespace (used without --config).
+    ///
+    /// A SIZE here and in the TOML is bytes, or a number with a unit: k, m, g, t, Ki,
+    /// Mi, Gi, Ti, KiB, MiB, GiB, TiB are powers of 1024 (binary); kB, KB, MB, GB, TB
+    /// are powers of 1000 (decimal), so 10GB is 10,000,000,000 bytes and 10GiB or 10G
+    /// is 10,737,418,240. Case does not matter; a fraction (1.5GiB) must come to a
+    /// whole number of bytes.
     #[arg(long, value_name = "SIZE", default_value = "1GiB")]
     pub default_size: String,
     /// Address of the embedded default listener (used without --config).

@@ -48,6 +48,32 @@ fn bad_size_is_named_with_its_value() {
 }
 
 #[test]
+fn sizes_follow_the_one_rule() {
+    // "MB" is decimal (as the daemon always read it): 1,000,000 bytes, which 512-byte
+    // blocks do not divide.
+    expect_config_error(
+        "[[bdev]]\nname = \"m\"\nkind = \"malloc\"\nsize = \"1MB\"\n",
+        &[
+            "bdev[0]",
+            "size",
+            "1000000 bytes",
+            "multiple of block_size 512",
+        ],
+    );
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().display().to_string();
+    let (code, err) = ferrox(&["--default-size", "1.5", "--data-dir", &data]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--default-size") && err.contains("\"1.5\" is not a whole number of bytes"),
+        "{err}"
+    );
+    let (code, err) = ferrox(&["--default-size", "1 PiB", "--data-dir", &data]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown unit \"PiB\""), "{err}");
+}
+
+#[test]
 fn unknown_bdev_kind_and_missing_bdev() {
     expect_config_error(
         "[[bdev]]\nname = \"m\"\nkind = \"floppy\"\nsize = 4096\n",

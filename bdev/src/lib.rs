@@ -1,7 +1,24 @@
-//! Block devices: the [`BlockDevice`] trait, per-reactor I/O channels, and the backends
-//! `malloc` (RAM) and `uring` (files and block devices through the reactor's io_uring).
+//! Block devices: the [`BlockDevice`] trait, per-reactor I/O channels, the backends
+//! `malloc` (RAM) and `uring` (files and block devices through the reactor's io_uring),
+//! the logical-volume engine [`lvol`] (pools of volumes on any block device), the one
+//! way to describe and create a bdev ([`BdevSpec`]), and the one size rule for user
+//! input ([`size`]).
 //!
 //! # Architecture
+//!
+//! * [`BlockDevice`], [`IoChannel`] and the [`Registry`] of named devices (this file);
+//!   the backends [`malloc`] and [`uring`].
+//! * [`lvol`]: the logical-volume engine is part of this crate, not a crate of its own:
+//!   a volume is a [`BlockDevice`] over another one, on the same channel and
+//!   completion model, so it lives beside the backends (its design, on-disk layout and
+//!   crash consistency are in `lvol/mod.rs`).
+//! * [`spec`]: a [`BdevSpec`] (name and [`BdevKind`]) is what the daemon's `[[bdev]]`
+//!   tables and the control plane's pool bases are read into, checked once, and
+//!   created from. The `nvme` kind is attached by the PCIe driver crate, which depends
+//!   on this one; its caller hands that constructor to [`BdevSpec::create_with`].
+//! * [`size`]: every size a user types (TOML, flags, `ferroxctl`, `ferrox-perf`) is
+//!   parsed by one rule — `k`/`KiB` binary, `kB`/`KB` decimal — and printed by
+//!   [`size::human`].
 //!
 //! A [`BlockDevice`] is shared by every reactor (`Send + Sync`, behind an `Arc`) and
 //! describes itself with [`BdevInfo`]. I/O goes through an [`IoChannel`], which a
@@ -17,6 +34,8 @@
 //!
 //! Splitting requests on the optimal I/O boundary (reported for callers to honour),
 //! per-device QoS, and vectored (multi-buffer) requests: one request is one buffer.
+//! The NVMe PCIe backend (`ferrox-nvme`) and the NVMe/TCP host (`ferrox-nvmeof`) are
+//! block devices of other crates; RAID, replication and caching are not here.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -27,11 +46,14 @@ use ferrox_reactor::{DmaBuf, Reactor};
 mod defer;
 pub mod lvol;
 pub mod malloc;
+pub mod size;
+pub mod spec;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod uring;
 
 pub use defer::defer_completion;
+pub use spec::{BdevFields, BdevKind, BdevSpec, NvmeSpec, SpecError};
 
 bitflags::bitflags! {
     /// Operations a device supports beyond read and write.

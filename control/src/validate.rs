@@ -1,5 +1,7 @@
-//! Argument checks shared by the server (authoritative) and `ferroxctl`, and sizes
-//! with units.
+//! Argument checks shared by the server (authoritative) and `ferroxctl`. Sizes with
+//! units follow the one rule of [`ferrox_bdev::size`].
+
+pub use ferrox_bdev::size::human;
 
 use crate::error::ControlError;
 
@@ -61,55 +63,6 @@ pub fn size(field: &'static str, bytes: u64, unit: u64) -> Result<(), ControlErr
 pub fn nqn(field: &'static str, s: &str) -> Result<(), ControlError> {
     ferrox_nvme_spec::validate_nqn(s)
         .map_err(|e| ControlError::invalid(field, format!("{s:?} is not a valid NQN: {e}")))
-}
-
-/// Parses "10GiB", "512MiB", "4096", "1.5GiB", "1G" (binary units; "k/M/G/T" mean KiB…).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown unit (use B, KiB, MiB, GiB, TiB)")),
-    };
-    if num.is_empty() {
-        return Err(format!("{s:?}: no number"));
-    }
-    if let Ok(n) = num.parse::<u64>() {
-        return n
-            .checked_mul(mult)
-            .ok_or_else(|| format!("{s:?}: too large"));
-    }
-    let f: f64 = num.parse().map_err(|_| format!("{s:?}: not a number"))?;
-    let bytes = f * mult as f64;
-    if !(0.0..1.8e19).contains(&bytes) || bytes.fract() != 0.0 {
-        return Err(format!("{s:?}: not a whole number of bytes"));
-    }
-    Ok(bytes as u64)
-}
-
-/// "10.0 GiB".
-pub fn human(bytes: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0} {}", U[i])
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
 }
 
 #[cfg(test)]

@@ -196,3 +196,55 @@ fn no_daemon_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.sock"));
 }
+
+#[test]
+fn a_decimal_size_is_refused_with_both_readings() {
+    let d = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["volume", "create", "v1", "--size", "10GB"],
+            "\"10GB\": GB is decimal (10,000,000,000 bytes) but ferroxctl read it as 10 GiB \
+             before; write 10GiB or 10G for binary, or 10000000000",
+        ),
+        (
+            &["volume", "resize", "v1", "--size", "10gb"],
+            "\"10gb\": gb is decimal (10,000,000,000 bytes) but ferroxctl read it as 10 GiB",
+        ),
+        (
+            &[
+                "pool",
+                "create",
+                "p0",
+                "--path",
+                "/tmp/p0.img",
+                "--size",
+                "20TB",
+            ],
+            "write 20TiB or 20T for binary, or 20000000000000",
+        ),
+        (
+            &[
+                "pool",
+                "create",
+                "p0",
+                "--bdev",
+                "b0",
+                "--cluster-size",
+                "4mb",
+            ],
+            "write 4MiB or 4M for binary, or 4000000",
+        ),
+    ];
+    for (args, needle) in cases {
+        // Refused while parsing the command line: no daemon is needed.
+        let out = Command::new(env!("CARGO_BIN_EXE_ferroxctl"))
+            .arg("--socket")
+            .arg(d.path().join("none.sock"))
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

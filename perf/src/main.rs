@@ -16,7 +16,18 @@ use ferrox_reactor::PollMode;
 const ABOUT: &str =
     "Benchmark a Ferrox (or any NVMe/TCP) target, a file or block device, or a RAM disk";
 
-const LONG_ABOUT: &str = "\
+/// The size rule, in every `--help` (sizes: `ferrox_bdev::size`).
+macro_rules! sizes {
+    () => {
+        "\
+Sizes (SIZE, --bs, --range, --align, --spawn-size) are bytes or take binary units, any
+case: 4k = 4KiB = 4096, 1g = 1GiB, 1.5GiB. Decimal units (kB, MB, GB, TB: powers of
+1000) are refused, because ferrox-perf read them as binary before: write 4KiB or 4k."
+    };
+}
+
+const LONG_ABOUT: &str = concat!(
+    "\
 Benchmark a block target from pinned reactors, one per --cores entry, each with its own
 channel (queue pair) keeping --qd requests in flight. Reports IOPS, MiB/s, latency
 (mean, p50, p90, p99, p99.9, p99.99, max) per core and in total, and the CPU seconds the
@@ -31,7 +42,9 @@ TARGET is one of:
 or use --spawn-target to start an in-process Ferrox target serving a RAM disk on
 127.0.0.1 and benchmark it over nvme+tcp.
 
-Sizes take binary suffixes: 4k = 4KiB = 4096, 1g = 1GiB.
+",
+    sizes!(),
+    "
 
 --verify writes a header (sector, generation, run seed) and data derived from it in
 every 512 bytes, checks every byte on every read, and holds each read to the last write
@@ -44,7 +57,8 @@ Exit status: 0 done, 1 the run failed (verify mismatch, I/O error, target troubl
 2 bad input.
 
 `ferrox-perf compare A B [--rounds N] [workload flags]` runs two targets alternately
-(A B A B ...) and prints each figure's min / median / max and the A/B ratio pair by pair.";
+(A B A B ...) and prints each figure's min / median / max and the A/B ratio pair by pair."
+);
 
 const EXAMPLES: &str = "\
 Examples:
@@ -146,7 +160,11 @@ struct RunCli {
 #[command(
     name = "ferrox-perf compare",
     about = "Run two targets alternately (A B A B ...) and compare their figures",
-    after_help = "Example:\n  ferrox-perf compare malloc:1GiB /dev/nvme1n1 --rw randread --time 5 --rounds 5"
+    after_help = "Example:\n  ferrox-perf compare malloc:1GiB /dev/nvme1n1 --rw randread --time 5 --rounds 5",
+    after_long_help = concat!(
+        "Example:\n  ferrox-perf compare malloc:1GiB /dev/nvme1n1 --rw randread --time 5 --rounds 5\n\n",
+        sizes!()
+    )
 )]
 struct CompareCli {
     /// First target (the numerator of the ratios)

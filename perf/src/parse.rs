@@ -8,27 +8,13 @@ use std::path::PathBuf;
 
 use crate::Error;
 
-/// Parses a byte count: `4096`, `4k`, `4K`, `4KiB`, `128k`, `1m`, `1GiB`, `2t`.
-/// Suffixes are binary (powers of 1024), as in fio; `B` and `iB` are optional.
+/// Parses a byte count by the one size rule ([`ferrox_bdev::size`]): `4096`, `4k`,
+/// `4K`, `4KiB`, `128k`, `1m`, `1.5GiB`, `2t` (binary, as in fio). The decimal units
+/// `kB`/`MB`/`GB`/`TB`, which ferrox-perf read as binary before, are refused with
+/// both readings and the spellings to use.
 pub fn parse_size(s: &str) -> Result<u64, Error> {
-    let bad = |why: &str| Error::usage(format!("size {s:?}: {why}"));
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(split);
-    if num.is_empty() {
-        return Err(bad("expected a number such as 4k, 128KiB or 1GiB"));
-    }
-    let n: u64 = num.parse().map_err(|_| bad("number too large"))?;
-    let lower = suffix.to_ascii_lowercase();
-    let mult: u64 = match lower.as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad("unknown unit (use k, m, g or t, optionally with iB)")),
-    };
-    n.checked_mul(mult).ok_or_else(|| bad("too large"))
+    ferrox_bdev::size::parse_legacy_binary(s, "ferrox-perf")
+        .map_err(|e| Error::usage(format!("size {e}")))
 }
 
 /// Formats bytes the way [`parse_size`] reads them back (largest exact unit).

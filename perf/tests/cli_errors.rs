@@ -38,6 +38,15 @@ fn bad_input_exits_2_with_one_line() {
             "larger than the device",
         ),
         (&["malloc:1MiB", "--cores", "9999"], "--cores"),
+        (
+            &["malloc:1GB"],
+            "\"1GB\": GB is decimal (1,000,000,000 bytes) but ferrox-perf read it as 1 GiB \
+             before; write 1GiB or 1G for binary, or 1000000000",
+        ),
+        (
+            &["malloc:1MiB", "--bs", "4kb"],
+            "write 4KiB or 4K for binary",
+        ),
         (&["malloc:1MiB", "--frobnicate"], "--frobnicate"),
         (&[], "TARGET"),
         (&["compare", "malloc:1MiB"], "<B>"),
@@ -62,6 +71,7 @@ fn help_explains_with_examples() {
         "--verify",
         "compare",
         "Examples:",
+        "Decimal units (kB, MB, GB, TB: powers of",
     ] {
         assert!(out.contains(needle), "--help lacks {needle}");
     }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrox_bdev::lvol::LvolStore;
-use ferrox_bdev::{BlockDevice, Registry};
+use ferrox_bdev::{BdevKind, BdevSpec, BlockDevice, Registry};
 use ferrox_nvmeof::TargetShared;
 use ferrox_reactor::{Reactor, ReactorHandle};
 
@@ -191,12 +191,19 @@ pub(crate) fn open_path_base(
     path: &Path,
     size: Option<u64>,
 ) -> Result<Arc<dyn BlockDevice>, ControlError> {
-    let dev = ferrox_bdev::uring::UringBdev::open(&base_bdev_name(pool), path, size, 512, 128)
-        .map_err(|source| ControlError::Registry {
-            during: format!("opening {}", path.display()),
-            source,
-        })?;
-    Ok(dev)
+    let spec = BdevSpec {
+        name: base_bdev_name(pool),
+        kind: BdevKind::Uring {
+            path: path.to_path_buf(),
+            size,
+            block_size: 512,
+            queue_depth: 128,
+        },
+    };
+    spec.create().map_err(|source| ControlError::Registry {
+        during: format!("opening {}", path.display()),
+        source,
+    })
 }
 
 /// The registry name of a path-based pool's base.

@@ -6,7 +6,8 @@ fn sizes() {
     assert_eq!(parse_size("4k").unwrap(), 4096);
     assert_eq!(parse_size("4K").unwrap(), 4096);
     assert_eq!(parse_size("4KiB").unwrap(), 4096);
-    assert_eq!(parse_size("4kb").unwrap(), 4096);
+    assert_eq!(parse_size("4 kib").unwrap(), 4096);
+    assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
     assert_eq!(parse_size("128k").unwrap(), 128 << 10);
     assert_eq!(parse_size("1m").unwrap(), 1 << 20);
     assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
@@ -16,8 +17,9 @@ fn sizes() {
         "",
         "k",
         "4x",
-        "4 kib",
-        "1.5g",
+        "4kb",
+        "1GB",
+        "1.1k",
         "-1",
         "99999999999999999999",
         "20000000t",

@@ -14,7 +14,6 @@ use ferrox_control::api::snapshot_service_client::SnapshotServiceClient;
 use ferrox_control::api::target_service_client::TargetServiceClient;
 use ferrox_control::api::volume_service_client::VolumeServiceClient;
 use ferrox_control::api::*;
-use ferrox_control::validate::parse_size;
 use tonic::transport::Channel;
 
 /// Control a running Ferrox daemon through its control socket.
@@ -119,10 +118,12 @@ enum PoolCmd {
         #[command(flatten)]
         base: BaseArgs,
         /// Size of the file to create (with --path).
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size,
+              long_help = size_help!("Size of the file to create (with --path)."))]
         size: Option<u64>,
         /// Cluster size (default 1MiB).
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size,
+              long_help = size_help!("Cluster size (default 1MiB)."))]
         cluster_size: Option<u64>,
     },
     /// Open a pool that exists on a bdev or file (its name comes from its label).
@@ -153,7 +154,9 @@ enum VolumeCmd {
     )]
     Create {
         name: String,
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        /// The volume's size.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size,
+              long_help = size_help!("The volume's size."))]
         size: u64,
         #[arg(long)]
         thin: bool,
@@ -169,7 +172,9 @@ enum VolumeCmd {
     #[command(after_help = "Example:\n  ferroxctl volume resize vol1 --size 20GiB")]
     Resize {
         name: String,
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        /// The new size.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size,
+              long_help = size_help!("The new size."))]
         size: u64,
         /// Allow shrinking below allocated data.
         #[arg(long)]
@@ -260,6 +265,26 @@ enum SubsystemCmd {
     /// Subsystems with namespaces, allowed hosts and connected controllers.
     #[command(after_help = "Example:\n  ferroxctl subsystem list")]
     List,
+}
+
+/// A SIZE argument's `--help`: what it is, then the size rule.
+macro_rules! size_help {
+    ($what:literal) => {
+        concat!(
+            $what,
+            "\n\nSIZE is bytes, or a number with a binary unit: k, m, g, t, KiB, MiB, GiB, TiB \
+             (powers of 1024, any case; 1.5GiB when that is a whole number of bytes). \
+             Decimal units (kB, MB, GB, TB: powers of 1000) are refused, because ferroxctl \
+             read them as binary before: write 10GiB or 10G, or the bytes."
+        )
+    };
+}
+use size_help;
+
+/// Sizes by the one rule ([`ferrox_bdev::size`]); the decimal units ferroxctl read as
+/// binary before are refused with both readings.
+fn parse_size(s: &str) -> Result<u64, String> {
+    ferrox_bdev::size::parse_legacy_binary(s, "ferroxctl").map_err(|e| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
