@@ -233,6 +233,7 @@ fn create_bdevs(
 }
 
 pub fn run(cli: &Cli) -> Result<(), Failure> {
+    let (max_conns, per_host) = connection_limits(cli)?;
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         Failure::Runtime(format!(
@@ -406,6 +407,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             });
         }
     };
+    target.shared().limits.set(max_conns, per_host);
     let started = Instant::now();
 
     // The control plane: after the target is up (it re-publishes volumes), before
@@ -543,4 +545,41 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// Descriptors kept for everything but connections: files, eventfds, io_uring, the
+/// control plane.
+const FD_RESERVE: u64 = 256;
+
+/// The connection caps: the flags, with the whole-target cap kept under the open-file
+/// limit (raised to its hard limit first) so that connections alone never exhaust it.
+fn connection_limits(cli: &Cli) -> Result<(usize, usize), Failure> {
+    if cli.max_connections == Some(0) || cli.max_connections_per_host == 0 {
+        return Err(cfg_err(
+            "--max-connections and --max-connections-per-host must be at least 1",
+        ));
+    }
+    let nofile = match ferrox_reactor::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            u64::MAX
+        }
+    };
+    let room = usize::try_from(nofile.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX);
+    let wanted = cli
+        .max_connections
+        .unwrap_or(ferrox_nvmeof::target::limits::DEFAULT_MAX_CONNECTIONS);
+    if wanted > room {
+        let how = if cli.max_connections.is_some() {
+            "--max-connections"
+        } else {
+            "the default connection cap"
+        };
+        tracing::warn!(
+            nofile,
+            "{how} of {wanted} is over what the open-file limit leaves room for: {room} connections at most"
+        );
+    }
+    Ok((wanted.min(room), cli.max_connections_per_host))
 }

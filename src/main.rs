@@ -85,6 +85,15 @@ pub struct Cli {
     #[arg(long, value_name = "PEM", requires = "control_tcp")]
     pub tls_client_ca: Option<PathBuf>,
     // End of control API over TCP.
+    /// The most NVMe/TCP connections the target holds at once; more are closed as
+    /// they are accepted. Default 4096, and never more than the open-file limit
+    /// (raised to its hard limit at start) leaves room for.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// The most NVMe/TCP connections from one peer address (a host opens one per
+    /// queue: an admin queue and up to one I/O queue per CPU, per controller).
+    #[arg(long, value_name = "N", default_value_t = ferrox_nvmeof::target::limits::DEFAULT_MAX_CONNECTIONS_PER_HOST)]
+    pub max_connections_per_host: usize,
     /// Log filter: error, warn, info, debug, trace, or per-module directives.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,

@@ -95,6 +95,17 @@ fn a_bad_node_name_is_refused() {
 }
 
 #[test]
+fn a_zero_connection_cap_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().display().to_string();
+    for flag in ["--max-connections", "--max-connections-per-host"] {
+        let (code, err) = ferrox(&[flag, "0", "--data-dir", &data, "--no-control"]);
+        assert_eq!(code, 2, "{flag} 0: {err}");
+        assert!(err.contains("at least 1"), "{flag} 0: {err}");
+    }
+}
+
+#[test]
 fn invalid_nqn_is_refused() {
     expect_config_error(
         "[[subsystem]]\nnqn = \"not-an-nqn\"\nallow_any_host = true\n",

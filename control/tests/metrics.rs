@@ -72,6 +72,14 @@ fn metrics_parse_and_counters_move_after_io() {
     );
     // The admin queue and at least one I/O queue.
     assert!(value(&during, "ferrox_subsystem_connections", &sub).unwrap() >= 2.0);
+    // The target-wide count holds them too; nothing was refused.
+    assert!(value(&during, "ferrox_nvmf_connections", &[]).unwrap() >= 2.0);
+    assert_eq!(value(&before, "ferrox_nvmf_connections", &[]), Some(0.0));
+    assert_eq!(
+        value(&during, "ferrox_nvmf_connections_refused_total", &[]),
+        Some(0.0)
+    );
+    assert!(value(&during, "ferrox_nvmf_connections_max", &[]).unwrap() >= 1.0);
     let ctrl = |m: &str| value(&during, m, &sub).unwrap_or_else(|| panic!("no {m}"));
     let (r_ops, w_ops) = (
         ctrl("ferrox_controller_read_ops_total"),

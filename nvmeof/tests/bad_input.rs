@@ -366,3 +366,40 @@ fn connection_timers_go_when_their_connection_does() {
     drop(admins);
     wait_for(before);
 }
+
+/// A write whose SGL is neither in-capsule nor transport (a Data Block descriptor of
+/// length 0) but whose capsule carries data, sent in two parts so the data arrives
+/// after the header: the command fails with Data SGL Length Invalid, the data is
+/// dropped, and the connection keeps serving (it used to wait forever for a buffer,
+/// spinning on a readable socket).
+#[test]
+fn in_capsule_data_no_sgl_describes_is_refused_and_dropped() {
+    let f = fixture();
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    healthy_io_works(&mut io, 4);
+    for len in [512usize, 2048, 8192] {
+        let cid = io.next_cid();
+        let mut cmd = Command::write(0, 1, 32, (len / 512 - 1) as u16);
+        cmd.cid = cid;
+        cmd.flags = 0x40; // PSDT = SGL
+        cmd.dptr = [0, 0]; // Data Block descriptor, address 0, length 0
+        let mut sqe = [0u8; 64];
+        sqe.copy_from_slice(zerocopy::IntoBytes::as_bytes(&cmd));
+        let h = HeaderBuf::capsule_cmd(&sqe, len, Digests::default());
+        io.sock.write_all(h.as_slice()).unwrap();
+        io.sock.flush().unwrap();
+        io.sock.write_all(&pattern(9, len)).unwrap();
+        let (c, _) = io.wait_resp(cid);
+        assert_eq!(
+            c.status().code(),
+            Status::DATA_SGL_LENGTH_INVALID,
+            "{len} bytes"
+        );
+        // The refused data was not written.
+        let (st, back) = io.read(32, (len / 512) as u32);
+        assert_eq!(st, Status::SUCCESS);
+        assert_ne!(back, pattern(9, len), "{len} bytes");
+        healthy_io_works(&mut io, 5);
+    }
+}

@@ -36,7 +36,7 @@ pub use reactor::{
     WakeSource,
 };
 pub use ring::{CqHandler, HandlerId, Ring, RingFeatures};
-pub use sys::{advise_huge_pages, process_cpu_seconds, EventFd};
+pub use sys::{advise_huge_pages, process_cpu_seconds, raise_nofile_limit, EventFd};
 
 /// Errors starting reactors.
 #[derive(Debug, thiserror::Error)]

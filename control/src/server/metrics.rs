@@ -197,6 +197,33 @@ fn gather(core: &Core) -> Result<String, ControlError> {
         ]),
         1,
     );
+    let limits = &core.ctx.target.limits;
+    let (max_total, max_per_host) = limits.caps();
+    let none = labels(&[]);
+    s.gauge(
+        "nvmf_connections",
+        "NVMe/TCP connections open",
+        &none,
+        i(limits.open() as u64),
+    );
+    s.gauge(
+        "nvmf_connections_max",
+        "Cap on NVMe/TCP connections, whole target (--max-connections)",
+        &none,
+        i(max_total as u64),
+    );
+    s.gauge(
+        "nvmf_connections_per_host_max",
+        "Cap on NVMe/TCP connections from one peer address (--max-connections-per-host)",
+        &none,
+        i(max_per_host as u64),
+    );
+    s.counter(
+        "nvmf_connections_refused",
+        "NVMe/TCP connections closed on accept: over a cap, or no file descriptor left",
+        &none,
+        limits.refused(),
+    );
     for h in &core.ctx.reactors {
         let st = h.stats();
         let l = labels(&[

@@ -230,12 +230,20 @@ pub struct Conn {
     me: Weak<Conn>,
     pub(super) st: RefCell<State>,
     poller: Cell<Option<PollerId>>,
+    /// Its place under the target's connection limits, given back with the socket.
+    _permit: super::limits::ConnPermit,
 }
 
 impl Conn {
     /// Takes over a socket accepted by the listener bound to `listener`, on the
     /// current reactor.
-    pub fn start(r: &Reactor, sock: TcpStream, target: Arc<TargetShared>, listener: SocketAddr) {
+    pub fn start(
+        r: &Reactor,
+        sock: TcpStream,
+        target: Arc<TargetShared>,
+        listener: SocketAddr,
+        permit: super::limits::ConnPermit,
+    ) {
         let peer = sock
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -289,6 +297,7 @@ impl Conn {
                 io: Default::default(),
             }),
             poller: Cell::new(None),
+            _permit: permit,
         });
         CONNS.with(|c| c.borrow_mut().insert(id, Rc::downgrade(&conn)));
         let pid = r.add_poller(conn.clone());

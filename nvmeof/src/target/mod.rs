@@ -5,8 +5,10 @@ pub mod conn;
 pub mod ctrl;
 mod fabrics;
 mod io;
+pub mod limits;
 pub mod subsystem;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -122,6 +124,8 @@ pub struct TargetShared {
     /// Milliseconds a connection's responses may wait for a host that reads none of
     /// them before the connection is closed.
     stall_timeout: AtomicDuration,
+    /// Caps on open connections, in all and per peer address.
+    pub limits: Arc<limits::ConnLimits>,
 }
 
 impl TargetShared {
@@ -290,12 +294,7 @@ impl TargetShared {
         let t = self.clone();
         let added = self.reactors[0]
             .call(move |r| {
-                r.add_poller(Rc::new(Listener {
-                    sock: l,
-                    addr: local,
-                    target: t,
-                    closed,
-                }));
+                r.add_poller(Rc::new(Listener::new(l, local, t, closed)));
             })
             .map_err(|_| TargetError::Reactor)
             .and_then(|reply| reply.wait().map_err(|_| TargetError::Reactor));
@@ -493,17 +492,13 @@ impl Target {
             node_id,
             connect_timeout: AtomicDuration::new(DEFAULT_CONNECT_TIMEOUT),
             stall_timeout: AtomicDuration::new(DEFAULT_STALL_TIMEOUT),
+            limits: Arc::default(),
         });
         for (_, addr, l) in bound {
             let t = shared.clone();
             reactors[0]
                 .call(move |r| {
-                    r.add_poller(Rc::new(Listener {
-                        sock: l,
-                        addr,
-                        target: t,
-                        closed: Arc::default(),
-                    }));
+                    r.add_poller(Rc::new(Listener::new(l, addr, t, Arc::default())));
                 })
                 .map_err(|_| TargetError::Reactor)?
                 .wait()
@@ -533,6 +528,48 @@ struct Listener {
     addr: SocketAddr,
     target: Arc<TargetShared>,
     closed: Arc<AtomicBool>,
+    /// A descriptor held in reserve: when the process runs out (EMFILE), closing it
+    /// lets the listener accept, and at once close, the connections in its backlog,
+    /// instead of seeing a readable socket it cannot accept from forever.
+    spare: RefCell<Option<std::fs::File>>,
+}
+
+impl Listener {
+    fn new(
+        sock: TcpListener,
+        addr: SocketAddr,
+        target: Arc<TargetShared>,
+        closed: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            sock,
+            addr,
+            target,
+            closed,
+            spare: RefCell::new(open_spare()),
+        }
+    }
+
+    /// Out of descriptors: accepts one connection through the spare descriptor and
+    /// closes it. Returns whether one was taken off the backlog.
+    fn shed_one(&self) -> bool {
+        let mut spare = self.spare.borrow_mut();
+        if spare.take().is_none() {
+            return false;
+        }
+        let shed = self.sock.accept().is_ok();
+        *spare = open_spare();
+        if shed {
+            self.target
+                .limits
+                .refuse(None, limits::Refusal::NoDescriptors);
+        }
+        shed
+    }
+}
+
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 impl Poller for Listener {
@@ -547,24 +584,34 @@ impl Poller for Listener {
         let mut busy = false;
         for _ in 0..16 {
             match self.sock.accept() {
-                Ok((s, _)) => {
+                Ok((s, peer)) => {
                     busy = true;
+                    // Over a limit: the socket closes here, as it is dropped.
+                    let Ok(permit) = self.target.limits.admit(peer.ip()) else {
+                        continue;
+                    };
                     let n = self.target.reactors.len();
                     let pick = self.target.next_reactor.fetch_add(1, Ordering::Relaxed) % n;
                     let (t, l) = (self.target.clone(), self.addr);
                     if pick == r.id() {
-                        conn::Conn::start(r, s, t, l);
+                        conn::Conn::start(r, s, t, l, permit);
                     } else if self.target.reactors[pick]
-                        .send(move |r2| conn::Conn::start(r2, s, t, l))
+                        .send(move |r2| conn::Conn::start(r2, s, t, l, permit))
                         .is_err()
                     {
                         tracing::warn!(reactor = pick, "mailbox full: refusing a connection");
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.shed_one() {
+                        break;
+                    }
+                    busy = true;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    break;
+                    // Errors of one connection (ECONNABORTED, …): the next may work.
+                    tracing::debug!(error = %e, "accept failed");
                 }
             }
         }

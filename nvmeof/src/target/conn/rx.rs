@@ -248,14 +248,16 @@ impl Conn {
                 st.rx_start += n;
                 off += n;
                 remaining -= n;
-            } else if slot.is_some() && (remaining >= DIRECT_MIN || h2c) {
+            } else if let Some(s) = slot
+                .map(usize::from)
+                .filter(|&s| st.slots[s].buf.is_some() && (remaining >= DIRECT_MIN || h2c))
+            {
                 // Zero copy: straight from the socket into the command's buffer (small
                 // in-capsule data is cheaper staged with the PDUs behind it; H2CData,
-                // which follows an R2T alone, always goes straight).
-                let s = slot.expect("checked") as usize;
-                let Some(buf) = st.slots[s].buf.as_mut() else {
-                    return Step::Blocked;
-                };
+                // which follows an R2T alone, always goes straight). Data with no
+                // buffer to land in goes through staging and is dropped there, so a
+                // receive never waits on a buffer nobody will provide.
+                let buf = st.slots[s].buf.as_mut().expect("checked");
                 let dst = &mut buf.as_mut_slice()[off..off + remaining];
                 match (&self.sock).read(dst) {
                     Ok(0) => {
@@ -441,6 +443,9 @@ impl Conn {
             }
         } else if len > 0 {
             return (Dir::None, 0, Err(Status::SGL_DESCRIPTOR_TYPE_INVALID));
+        } else if dir == Dir::H2C && capsule_data > 0 {
+            // In-capsule data that no SGL describes: the command takes none of it.
+            return (Dir::None, 0, Err(Status::DATA_SGL_LENGTH_INVALID));
         }
         (dir, len, Ok(()))
     }
