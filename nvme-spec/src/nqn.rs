@@ -49,6 +49,13 @@ pub enum NqnError {
     /// The string holds a NUL byte.
     #[error("NQN contains a NUL byte")]
     ContainsNul,
+    /// The string holds a control character (ESC, BEL, a line break …), which would
+    /// rewrite the terminal or forge lines in the log of whoever prints it.
+    #[error("NQN contains a control character at byte {offset}")]
+    ControlCharacter {
+        /// Byte offset of the first one.
+        offset: usize,
+    },
     /// A fixed-size NQN field has no NUL terminator.
     #[error("NQN field is not NUL-terminated")]
     NotTerminated,
@@ -66,7 +73,8 @@ pub enum NqnError {
 ///   digits and '-'.
 /// - [`UUID_NQN_PREFIX`] followed by a canonical UUID (hex digits of either case).
 ///
-/// The whole name is at most [`NQN_MAX_LEN`] bytes and holds no NUL.
+/// The whole name is at most [`NQN_MAX_LEN`] bytes and holds no NUL and no other
+/// control character (C0, DEL or C1): the name is UTF-8, and printed by tools and logs.
 ///
 /// # Errors
 /// The first rule broken, as an [`NqnError`].
@@ -82,6 +90,9 @@ pub fn validate_nqn(nqn: &str) -> Result<(), NqnError> {
     }
     if nqn.as_bytes().contains(&0) {
         return Err(NqnError::ContainsNul);
+    }
+    if let Some((offset, _)) = nqn.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(NqnError::ControlCharacter { offset });
     }
     if let Some(uuid) = nqn.strip_prefix(UUID_NQN_PREFIX) {
         return if is_canonical_uuid(uuid) {

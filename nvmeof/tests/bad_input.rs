@@ -308,6 +308,21 @@ fn connect_refuses_unknown_hosts_subsystems_and_controllers() {
     let mut h = Host::ic(f.addr, Digests::default());
     let c = h.connect_to(NQN, HOSTNQN, 1, 0x1234);
     assert_eq!(c.status().code(), Status::CONNECT_INVALID_PARAMETERS);
+    // A host NQN with control characters (a terminal escape, a forged log line), even
+    // to the discovery subsystem every host may reach.
+    for bad in [
+        "nqn.2026-11.io.ferrox:a\x1b[2Jb",
+        "nqn.2026-11.io.ferrox:host\nERROR forged",
+    ] {
+        let mut h = Host::ic(f.addr, Digests::default());
+        let c = h.connect_to(ferrox_nvme_spec::DISCOVERY_NQN, bad, 0, 0xFFFF);
+        assert_eq!(
+            c.status().code(),
+            Status::CONNECT_INVALID_PARAMETERS,
+            "{bad:?}"
+        );
+        assert_eq!(c.dw0, (1 << 16) | 512, "the bad field is HOSTNQN: {bad:?}");
+    }
 }
 
 #[test]

@@ -51,6 +51,26 @@ fn rejects_invalid_nqns() {
             NqnError::InvalidUuid,
         ),
         ("nqn.2014-08.org.example:a\0b", NqnError::ContainsNul),
+        (
+            "nqn.2014-08.org.example:a\x1b[2Jb",
+            NqnError::ControlCharacter { offset: 25 },
+        ),
+        (
+            "nqn.2014-08.org.example:host\nforged log line",
+            NqnError::ControlCharacter { offset: 28 },
+        ),
+        (
+            "nqn.2014-08.org.example:\x07",
+            NqnError::ControlCharacter { offset: 24 },
+        ),
+        (
+            "nqn.2014-08.org.example:x\x7f",
+            NqnError::ControlCharacter { offset: 25 },
+        ),
+        (
+            "nqn.2014-08.org.example:x\u{9b}",
+            NqnError::ControlCharacter { offset: 25 },
+        ),
     ];
     for (nqn, err) in cases {
         assert_eq!(validate_nqn(nqn), Err(*err), "{nqn:?}");
