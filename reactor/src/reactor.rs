@@ -27,13 +27,14 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use io_uring::{opcode, types};
 
 use crate::mailbox::Message;
 use crate::pool::BufferPool;
 use crate::ring::Ring;
 use crate::sys::EventFd;
+use crate::task::Tasks;
 
 /// How a reactor waits when it has nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) id: usize,
     pub(crate) core: usize,
     pub(crate) mailbox: ArrayQueue<Message>,
+    /// Tasks woken from other threads (see the `task` module); checked with the mailbox.
+    pub(crate) woken: SegQueue<u64>,
     /// Set by the reactor before it parks; see the module documentation.
     pub(crate) parked: AtomicBool,
     pub(crate) wake: EventFd,
@@ -177,6 +180,7 @@ impl Shared {
             id,
             core,
             mailbox: ArrayQueue::new(capacity),
+            woken: SegQueue::new(),
             parked: AtomicBool::new(false),
             wake: EventFd::new()?,
             stats: AtomicStats::default(),
@@ -266,6 +270,7 @@ pub struct Reactor {
     stopping: Cell<bool>,
     now: Cell<Instant>,
     stats: RefCell<LocalStats>,
+    pub(crate) tasks: Tasks,
 }
 
 thread_local! {
@@ -296,6 +301,7 @@ impl Reactor {
             stopping: Cell::new(false),
             now: Cell::new(Instant::now()),
             stats: RefCell::new(LocalStats::default()),
+            tasks: Tasks::default(),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(r.clone()));
         Ok(r)
@@ -316,6 +322,15 @@ impl Reactor {
 
     pub fn id(&self) -> usize {
         self.shared.id
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A handle to this reactor, to send work (or a reply) back to it.
+    pub fn handle(&self) -> crate::ReactorHandle {
+        crate::ReactorHandle::new(self.shared.clone())
     }
 
     pub fn core(&self) -> usize {
@@ -541,6 +556,7 @@ impl Reactor {
                 > 0;
             busy |= self.run_pollers();
             busy |= self.run_timers(start);
+            busy |= self.tasks.run(&self.shared);
             self.ring.flush();
 
             let end = Instant::now();
@@ -593,7 +609,8 @@ impl Reactor {
             }
         }
         self.publish_stats();
-        // Drop pollers and timers on this thread, before the ring goes away.
+        // Drop tasks, pollers and timers on this thread, before the ring goes away.
+        self.tasks.clear();
         self.pollers.borrow_mut().clear();
         self.timers.borrow_mut().clear();
         CURRENT.with(|c| c.borrow_mut().take());
@@ -620,6 +637,7 @@ impl Reactor {
         for p in pollers {
             p.shutdown(self);
         }
+        self.tasks.clear();
         // Cancel the armed wake-up polls, and drain waits for them: an armed poll keeps
         // its socket alive in the kernel until the ring is gone (a closed listener
         // would keep its port bound for a while after the reactor stopped).
@@ -650,7 +668,7 @@ impl Reactor {
         self.shared.parked.store(true, Ordering::SeqCst);
         // Pairs with `Shared::kick`: a message pushed before our store is visible now.
         fence(Ordering::SeqCst);
-        if !self.shared.mailbox.is_empty() {
+        if !self.shared.mailbox.is_empty() || self.tasks.has_ready(&self.shared) {
             self.shared.parked.store(false, Ordering::Relaxed);
             return;
         }
@@ -706,6 +724,20 @@ impl Reactor {
         st(&a.completions, self.ring.completions());
         st(&a.stalls, s.stalls);
     }
+}
+
+/// Runs `f` with the current thread's reactor when it is the one `shared` belongs to
+/// (and not being torn down); returns whether it ran.
+pub(crate) fn with_current_of(shared: &Arc<Shared>, f: impl FnOnce(&Reactor)) -> bool {
+    CURRENT
+        .try_with(|c| match c.try_borrow().as_deref() {
+            Ok(Some(r)) if Arc::ptr_eq(&r.shared, shared) => {
+                f(r);
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
 }
 
 fn poll_user_data(slot: u32, generation: u32) -> u64 {
