@@ -11,8 +11,8 @@
 //!
 //! * **Metadata engine.** One reactor (the *metadata reactor*) owns the metadata. It
 //!   runs one job at a time — a control-plane call, a batch of first-write
-//!   allocations, a deallocation — as `async` code polled by a poller (`io.rs`), and
-//!   ends every change with a commit of a new metadata generation: a whole image, or
+//!   allocations, a deallocation — as `async` code in one reactor task, woken by
+//!   its base-device completions (`io.rs`), and ends every change with a commit of a new metadata generation: a whole image, or
 //!   (an allocation batch, format version 3) one record appended to the allocation
 //!   log.
 //! * **Control plane.** The [`LvolStore`] methods send a job to the metadata reactor and
@@ -486,7 +486,7 @@ impl LvolStore {
                     }))
                 }
             };
-            io::spawn(r, async move {
+            r.spawn_local(async move {
                 let res = setup::format(&io, &sh2.label).await;
                 tx.send(res.map(|(meta, log)| {
                     Reactor::with(|r| Engine::start(r, sh2, io, meta, log));
@@ -516,7 +516,7 @@ impl LvolStore {
                     }))
                 }
             };
-            io::spawn(r, async move {
+            r.spawn_local(async move {
                 let res = setup::load_meta(&io, base.info()).await;
                 tx.send(res.map(|(label, meta, log)| {
                     let sh = Arc::new(Shared {
@@ -623,7 +623,7 @@ impl Drop for LvolStore {
     fn drop(&mut self) {
         let id = self.sh.id;
         // A stopped reactor has dropped its engines already.
-        let _ = self.sh.meta.send(move |r| Engine::stop(id, r));
+        let _ = self.sh.meta.send(move |_| Engine::stop(id));
     }
 }
 

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
+
+use ferrox_reactor::task::yield_now;
 
 use super::super::format::{Meta, VolMeta, NONE};
 use super::super::{ViewMap, VolView, OWNED};
@@ -126,15 +127,11 @@ impl Engine {
             return;
         };
         // Pairs with the channel's `active += 1` (SeqCst) before it reads `gen`: either
-        // we see its I/O here, or it sees the frozen view and holds the request.
-        std::future::poll_fn(|_| {
-            if vs.active.load(Ordering::SeqCst) == 0 {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        // we see its I/O here, or it sees the frozen view and holds the request. The
+        // I/O drains on other reactors, which do not wake us: look again every turn.
+        while vs.active.load(Ordering::SeqCst) != 0 {
+            yield_now().await;
+        }
     }
 
     pub(super) fn unfreeze(&self, id: u64) {
