@@ -484,6 +484,15 @@ impl Reactor {
         None
     }
 
+    /// Cancels the ring operation with `user_data` (its completion still arrives).
+    pub(crate) fn cancel_op(&self, user_data: u64) {
+        self.push_own(
+            &opcode::AsyncCancel::new(user_data)
+                .build()
+                .user_data(u64::from(TAG_CANCEL)),
+        );
+    }
+
     fn push_own(&self, sqe: &io_uring::squeue::Entry) {
         self.ring.push_pointerless(sqe);
     }

@@ -9,7 +9,8 @@
 //! A turn in which a task was polled counts as work; a task that waits (on a timer, an
 //! I/O completion, a reply) costs nothing, and the reactor parks as if it did not exist.
 //!
-//! Timers are futures ([`sleep`], [`timeout`]) on the reactor's timer heap; a reply from
+//! Timers are futures ([`sleep`], [`timeout`]) on the reactor's timer heap, a file
+//! descriptor's readiness is one ([`ready`], a one-shot io_uring poll); a reply from
 //! another reactor is [`ReactorHandle::call`](crate::ReactorHandle::call)'s
 //! [`Reply`](crate::Reply), which is a future; a bdev request is a future in `bdev`.
 //!
@@ -28,6 +29,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::reactor::{Reactor, Shared, TimerId};
+
+mod fd;
+
+pub use fd::{ready, FdReady};
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -71,6 +76,7 @@ pub(crate) struct Tasks {
     map: RefCell<HashMap<u64, Task>>,
     ready: RefCell<VecDeque<u64>>,
     next: Cell<u64>,
+    pub(crate) fd_polls: RefCell<Option<(crate::ring::HandlerId, Rc<fd::FdPolls>)>>,
 }
 
 impl Tasks {

@@ -226,3 +226,51 @@ fn a_panicking_task_unwinds_out_of_the_reactor_like_a_poller() {
     let msg = res.expect_err("the panic reached run's caller");
     assert_eq!(msg.downcast_ref::<&str>(), Some(&"task panic"));
 }
+
+#[test]
+fn a_task_waits_for_a_socket_while_the_reactor_parks() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    let g = group(1);
+    let h = &g.handles()[0];
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    // Nothing is ever written to this one.
+    let (_quiet_peer, quiet) = UnixStream::pair().unwrap();
+    let (tx, rx) = oneshot();
+    // The park count just before the task waits on the socket (+1, 0 = not yet).
+    let armed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let armed2 = armed.clone();
+    h.send(move |r| {
+        r.spawn_local(async move {
+            let mut theirs = theirs;
+            let pollin = libc::POLLIN as u32;
+            // A poll dropped unfinished is cancelled, and its slot serves again.
+            let late = timeout(Duration::from_millis(1), ready(quiet.as_raw_fd(), pollin)).await;
+            assert!(late.is_err(), "{late:?}");
+            let parks = Reactor::with(|r| r.stats().parks);
+            armed2.store(parks + 1, std::sync::atomic::Ordering::SeqCst);
+            let ev = ready(theirs.as_raw_fd(), pollin).await.unwrap();
+            let mut b = [0u8; 4];
+            let n = theirs.read(&mut b).unwrap();
+            tx.send((ev & pollin != 0, b[..n].to_vec()));
+        });
+    })
+    .unwrap();
+    let mut p0 = 0;
+    for _ in 0..10_000_000 {
+        p0 = armed.load(std::sync::atomic::Ordering::SeqCst);
+        if p0 > 0 {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(p0 > 0, "the task never reached the socket");
+    // Parked after the task started waiting: only the socket can wake it now.
+    wait_parked(h, p0 - 1);
+    ours.write_all(b"ping").unwrap();
+    assert_eq!(rx.wait_timeout(LONG), Ok((true, b"ping".to_vec())));
+    assert_eq!(h.call(|r| r.tasks()).unwrap().wait(), Ok(0));
+}
