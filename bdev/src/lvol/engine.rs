@@ -235,6 +235,8 @@ impl Engine {
             view: Mutex::new(Arc::new(VolView::deleted())),
             active: Default::default(),
             channels: Default::default(),
+            draining: Default::default(),
+            drained: Default::default(),
         });
         self.st.borrow_mut().shared.insert(id, vs);
         self.publish(id);

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use ferrox_reactor::task::yield_now;
+use std::task::Poll;
 
 use super::super::format::{Meta, VolMeta, NONE};
 use super::super::{ViewMap, VolView, OWNED};
@@ -128,10 +127,19 @@ impl Engine {
         };
         // Pairs with the channel's `active += 1` (SeqCst) before it reads `gen`: either
         // we see its I/O here, or it sees the frozen view and holds the request. The
-        // I/O drains on other reactors, which do not wake us: look again every turn.
-        while vs.active.load(Ordering::SeqCst) != 0 {
-            yield_now().await;
-        }
+        // I/O drains on other reactors: the one that ends it wakes us (`active_done`).
+        std::future::poll_fn(|cx| {
+            *vs.drained.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            vs.draining.store(true, Ordering::SeqCst);
+            if vs.active.load(Ordering::SeqCst) == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        vs.draining.store(false, Ordering::SeqCst);
+        vs.drained.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     pub(super) fn unfreeze(&self, id: u64) {
