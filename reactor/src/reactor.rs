@@ -6,13 +6,14 @@
 //! A reactor spins while any poller reports work. After `idle_threshold` of turns in
 //! which nothing did, it parks:
 //!
-//! 1. it stores `parked = true` (SeqCst), then looks at the mailbox again; a message
-//!    that arrived before the store is seen here and the reactor does not park;
+//! 1. it stores `parked = true` (SeqCst), then looks at the mailbox (and the queue of
+//!    tasks woken from other threads) again; a message or wake that arrived before
+//!    the store is seen here and the reactor does not park;
 //! 2. it keeps a read of its eventfd armed in the ring, arms a one-shot poll for every
 //!    poller's wake source (a socket) that is not armed yet, and waits in
 //!    `io_uring_enter` until a completion arrives or the next timer is due;
-//! 3. a sender pushes its message first, then loads `parked` (SeqCst) and writes the
-//!    eventfd only when it is set.
+//! 3. a sender (or a task's waker on another thread) pushes its message first, then
+//!    loads `parked` (SeqCst) and writes the eventfd only when it is set.
 //!
 //! Both sides order "write mine, then read theirs" with SeqCst, so at least one of them
 //! sees the other's write: either the reactor sees the message, or the sender sees
