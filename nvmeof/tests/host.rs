@@ -494,8 +494,8 @@ fn keep_alive_goes_out_every_kato_half_from_a_reactor_task() {
         }
         Verdict::Forward
     });
-    let mut o = host_opts(false, 8);
-    o.kato_ms = 1000;
+    // KATO 2 s: one Keep Alive a second.
+    let o = host_opts(false, 8);
     let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
     let g = host_group();
     let h = &g.handles()[0];
