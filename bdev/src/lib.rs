@@ -44,6 +44,7 @@ use std::sync::{Arc, RwLock};
 use ferrox_reactor::{DmaBuf, Reactor};
 
 mod defer;
+mod future;
 pub mod lvol;
 pub mod malloc;
 pub mod size;
@@ -53,6 +54,7 @@ pub mod testing;
 pub mod uring;
 
 pub use defer::defer_completion;
+pub use future::{IoResult, Submitted};
 pub use spec::{BdevFields, BdevKind, BdevSpec, NvmeSpec, SpecError};
 
 bitflags::bitflags! {

@@ -478,3 +478,34 @@ fn a_target_refusing_sq_flow_control_disable_still_connects() {
     // One refused admin Connect; the retry and the I/O queue did not ask again.
     assert_eq!(*counts.lock().unwrap(), (1, 0));
 }
+
+#[test]
+fn keep_alive_goes_out_every_kato_half_from_a_reactor_task() {
+    let f = fixture();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let proxy = Proxy::start(f.addr, move |conn, dir, pdu| {
+        if conn == 0
+            && dir == Dir::ToTarget
+            && pdu_type(pdu) == PduType::CAPSULE_CMD
+            && opcode(pdu) == 0x18
+        {
+            let _ = tx.lock().unwrap().send(());
+        }
+        Verdict::Forward
+    });
+    // KATO 2 s: one Keep Alive a second.
+    let o = host_opts(false, 8);
+    let dev = NvmfBdev::connect(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    assert!(run(h, &dev, vec![Req::Read(0, 8)])[0].is_ok());
+    // A Keep Alive that failed (no answer, a wrong one) would drop the admin queue and
+    // stop the next ones: three in a row were each answered.
+    for i in 0..3 {
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("Keep Alive {i} never came"));
+    }
+    assert!(run(h, &dev, vec![Req::Read(0, 8)])[0].is_ok());
+    drop(dev);
+}

@@ -27,6 +27,10 @@ impl std::fmt::Debug for ReactorHandle {
 }
 
 impl ReactorHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
     pub fn id(&self) -> usize {
         self.shared.id
     }
@@ -52,7 +56,8 @@ impl ReactorHandle {
         Ok(())
     }
 
-    /// Runs `f` on the reactor and returns a reply to wait on or `.await`.
+    /// Runs `f` on the reactor and returns a reply to wait on or `.await` (from a
+    /// plain thread, the tokio control plane, or a task on another reactor).
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Reactor) -> R + Send + 'static,

@@ -10,7 +10,8 @@
 //! [`Poller`], and fires due timers. In [`PollMode::Adaptive`] a reactor that found
 //! nothing to do for the idle threshold parks in `io_uring_enter`, woken by its
 //! eventfd (mailbox), the sockets its pollers name, I/O completions and timers; the
-//! handshake is documented in the `reactor` module.
+//! handshake is documented in the `reactor` module. [`Reactor::spawn_local`] runs
+//! `async` tasks on a reactor, polled only when woken (see the [`task`] module).
 //!
 //! Everything a reactor owns is `!Send` and lives on its thread; cross-core work is a
 //! message. [`BufferPool`] hands out [`DmaBuf`] handles from per-thread caches.
@@ -27,6 +28,7 @@ pub mod pool;
 mod reactor;
 pub mod ring;
 mod sys;
+pub mod task;
 
 pub use group::{available_cores, parse_cores, ReactorGroup, ReactorHandle};
 pub use mailbox::{MailboxFull, Reply, ReplyError};
@@ -37,6 +39,7 @@ pub use reactor::{
 };
 pub use ring::{CqHandler, HandlerId, Ring, RingFeatures};
 pub use sys::{advise_huge_pages, process_cpu_seconds, raise_nofile_limit, EventFd};
+pub use task::{sleep, spawn_local, timeout, AbortHandle, JoinHandle};
 
 /// Errors starting reactors.
 #[derive(Debug, thiserror::Error)]

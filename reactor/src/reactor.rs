@@ -6,13 +6,14 @@
 //! A reactor spins while any poller reports work. After `idle_threshold` of turns in
 //! which nothing did, it parks:
 //!
-//! 1. it stores `parked = true` (SeqCst), then looks at the mailbox again; a message
-//!    that arrived before the store is seen here and the reactor does not park;
+//! 1. it stores `parked = true` (SeqCst), then looks at the mailbox (and the queue of
+//!    tasks woken from other threads) again; a message or wake that arrived before
+//!    the store is seen here and the reactor does not park;
 //! 2. it keeps a read of its eventfd armed in the ring, arms a one-shot poll for every
 //!    poller's wake source (a socket) that is not armed yet, and waits in
 //!    `io_uring_enter` until a completion arrives or the next timer is due;
-//! 3. a sender pushes its message first, then loads `parked` (SeqCst) and writes the
-//!    eventfd only when it is set.
+//! 3. a sender (or a task's waker on another thread) pushes its message first, then
+//!    loads `parked` (SeqCst) and writes the eventfd only when it is set.
 //!
 //! Both sides order "write mine, then read theirs" with SeqCst, so at least one of them
 //! sees the other's write: either the reactor sees the message, or the sender sees
@@ -27,13 +28,14 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use io_uring::{opcode, types};
 
 use crate::mailbox::Message;
 use crate::pool::BufferPool;
 use crate::ring::Ring;
 use crate::sys::EventFd;
+use crate::task::Tasks;
 
 /// How a reactor waits when it has nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,6 +167,8 @@ pub(crate) struct Shared {
     pub(crate) id: usize,
     pub(crate) core: usize,
     pub(crate) mailbox: ArrayQueue<Message>,
+    /// Tasks woken from other threads (see the `task` module); checked with the mailbox.
+    pub(crate) woken: SegQueue<u64>,
     /// Set by the reactor before it parks; see the module documentation.
     pub(crate) parked: AtomicBool,
     pub(crate) wake: EventFd,
@@ -177,6 +181,7 @@ impl Shared {
             id,
             core,
             mailbox: ArrayQueue::new(capacity),
+            woken: SegQueue::new(),
             parked: AtomicBool::new(false),
             wake: EventFd::new()?,
             stats: AtomicStats::default(),
@@ -266,6 +271,7 @@ pub struct Reactor {
     stopping: Cell<bool>,
     now: Cell<Instant>,
     stats: RefCell<LocalStats>,
+    pub(crate) tasks: Tasks,
 }
 
 thread_local! {
@@ -296,6 +302,7 @@ impl Reactor {
             stopping: Cell::new(false),
             now: Cell::new(Instant::now()),
             stats: RefCell::new(LocalStats::default()),
+            tasks: Tasks::default(),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(r.clone()));
         Ok(r)
@@ -316,6 +323,15 @@ impl Reactor {
 
     pub fn id(&self) -> usize {
         self.shared.id
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A handle to this reactor, to send work (or a reply) back to it.
+    pub fn handle(&self) -> crate::ReactorHandle {
+        crate::ReactorHandle::new(self.shared.clone())
     }
 
     pub fn core(&self) -> usize {
@@ -469,6 +485,15 @@ impl Reactor {
         None
     }
 
+    /// Cancels the ring operation with `user_data` (its completion still arrives).
+    pub(crate) fn cancel_op(&self, user_data: u64) {
+        self.push_own(
+            &opcode::AsyncCancel::new(user_data)
+                .build()
+                .user_data(u64::from(TAG_CANCEL)),
+        );
+    }
+
     fn push_own(&self, sqe: &io_uring::squeue::Entry) {
         self.ring.push_pointerless(sqe);
     }
@@ -541,6 +566,7 @@ impl Reactor {
                 > 0;
             busy |= self.run_pollers();
             busy |= self.run_timers(start);
+            busy |= self.tasks.run(&self.shared);
             self.ring.flush();
 
             let end = Instant::now();
@@ -593,7 +619,8 @@ impl Reactor {
             }
         }
         self.publish_stats();
-        // Drop pollers and timers on this thread, before the ring goes away.
+        // Drop tasks, pollers and timers on this thread, before the ring goes away.
+        self.tasks.clear();
         self.pollers.borrow_mut().clear();
         self.timers.borrow_mut().clear();
         CURRENT.with(|c| c.borrow_mut().take());
@@ -620,6 +647,7 @@ impl Reactor {
         for p in pollers {
             p.shutdown(self);
         }
+        self.tasks.clear();
         // Cancel the armed wake-up polls, and drain waits for them: an armed poll keeps
         // its socket alive in the kernel until the ring is gone (a closed listener
         // would keep its port bound for a while after the reactor stopped).
@@ -650,7 +678,7 @@ impl Reactor {
         self.shared.parked.store(true, Ordering::SeqCst);
         // Pairs with `Shared::kick`: a message pushed before our store is visible now.
         fence(Ordering::SeqCst);
-        if !self.shared.mailbox.is_empty() {
+        if !self.shared.mailbox.is_empty() || self.tasks.has_ready(&self.shared) {
             self.shared.parked.store(false, Ordering::Relaxed);
             return;
         }
@@ -706,6 +734,20 @@ impl Reactor {
         st(&a.completions, self.ring.completions());
         st(&a.stalls, s.stalls);
     }
+}
+
+/// Runs `f` with the current thread's reactor when it is the one `shared` belongs to
+/// (and not being torn down); returns whether it ran.
+pub(crate) fn with_current_of(shared: &Arc<Shared>, f: impl FnOnce(&Reactor)) -> bool {
+    CURRENT
+        .try_with(|c| match c.try_borrow().as_deref() {
+            Ok(Some(r)) if Arc::ptr_eq(&r.shared, shared) => {
+                f(r);
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
 }
 
 fn poll_user_data(slot: u32, generation: u32) -> u64 {

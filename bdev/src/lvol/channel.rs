@@ -238,7 +238,7 @@ impl ChanState {
     }
 
     fn active_done(&self) {
-        self.vol.active.fetch_sub(1, Ordering::SeqCst);
+        self.vol.active_done();
     }
 
     fn new_slot(&self, s: Slot) -> u64 {

@@ -2,17 +2,18 @@
 //! reactor. It runs one job at a time (control-plane calls, allocation batches from
 //! channels, deallocations), commits each change as a new metadata generation — a
 //! whole image, or for an allocation batch on a pool with a log, one log record — and
-//! publishes per-volume cluster views for the channels.
+//! publishes per-volume cluster views for the channels. The engine is one task of
+//! that reactor, woken when a job or a channel's request arrives.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
-use ferrox_reactor::{PollStatus, Poller, PollerId, Reactor};
+use ferrox_reactor::{JoinHandle, Reactor};
 
 use super::format::{check_name, LogEntry, LogPos, Meta, VolMeta, MAX_VOLUMES, NONE};
 use super::io::{BaseIo, LocalFuture};
@@ -82,45 +83,18 @@ pub(crate) struct Engine {
     st: RefCell<State>,
     jobs: RefCell<VecDeque<LocalFuture>>,
     allocs: RefCell<Vec<Request>>,
-    current: RefCell<Option<LocalFuture>>,
-    poller: Cell<Option<PollerId>>,
+    /// The engine's task, waiting for work.
+    idle: RefCell<Option<Waker>>,
+    task: RefCell<Option<JoinHandle<()>>>,
 }
 
-struct EnginePoller(Rc<Engine>);
+/// Stops the engine when its task is dropped: by [`Engine::stop`], or by the
+/// reactor at shutdown (so the engine and its base channel go while it still runs).
+struct StopOnDrop(u64);
 
-impl Poller for EnginePoller {
-    fn poll(&self, _r: &Reactor) -> PollStatus {
-        let eng = &self.0;
-        let mut cur = eng.current.borrow_mut();
-        if cur.is_none() {
-            let job = eng.jobs.borrow_mut().pop_front();
-            *cur = match job {
-                Some(j) => Some(j),
-                None if !eng.allocs.borrow().is_empty() => {
-                    // Everything that arrived together is one batch and one commit.
-                    let reqs = std::mem::take(&mut *eng.allocs.borrow_mut());
-                    let e = eng.clone();
-                    Some(Box::pin(async move { e.alloc_batch(reqs).await }))
-                }
-                None => return PollStatus::Idle,
-            };
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        if let Some(f) = cur.as_mut() {
-            if f.as_mut().poll(&mut cx).is_ready() {
-                *cur = None;
-            }
-        }
-        PollStatus::Busy
-    }
-
-    fn shutdown(&self, r: &Reactor) {
-        // Drop the engine (and its base channel) while the reactor still runs.
-        Engine::stop(self.0.sh.id, r);
-    }
-
-    fn name(&self) -> &'static str {
-        "lvol-meta"
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        Engine::stop(self.0);
     }
 }
 
@@ -170,30 +144,59 @@ impl Engine {
             }),
             jobs: RefCell::new(VecDeque::new()),
             allocs: RefCell::new(Vec::new()),
-            current: RefCell::new(None),
-            poller: Cell::new(None),
+            idle: RefCell::new(None),
+            task: RefCell::new(None),
         });
         for id in ids {
             eng.add_shared(id);
         }
-        let pid = r.add_poller(Rc::new(EnginePoller(eng.clone())));
-        eng.poller.set(Some(pid));
         ENGINES.with(|m| m.borrow_mut().insert(sh.id, eng.clone()));
+        let (e, guard) = (eng.clone(), StopOnDrop(sh.id));
+        let task = r.spawn_local(async move {
+            let _guard = guard;
+            loop {
+                let job = std::future::poll_fn(|cx| e.next_job(cx)).await;
+                job.await;
+            }
+        });
+        *eng.task.borrow_mut() = Some(task);
         eng
+    }
+
+    /// The next job: a queued control-plane job first, else everything channels asked
+    /// to allocate since the last batch (one batch, one commit).
+    fn next_job(self: &Rc<Self>, cx: &mut Context<'_>) -> Poll<LocalFuture> {
+        if let Some(j) = self.jobs.borrow_mut().pop_front() {
+            return Poll::Ready(j);
+        }
+        if !self.allocs.borrow().is_empty() {
+            let reqs = std::mem::take(&mut *self.allocs.borrow_mut());
+            let e = self.clone();
+            return Poll::Ready(Box::pin(async move { e.alloc_batch(reqs).await }));
+        }
+        *self.idle.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.idle.borrow_mut().take() {
+            w.wake();
+        }
     }
 
     /// Unregisters the engine; queued and running jobs are dropped (their callers see
     /// a cancelled reply, channels see `Closed`).
-    pub fn stop(id: u64, r: &Reactor) {
+    pub fn stop(id: u64) {
         let Some(eng) = ENGINES.with(|m| m.borrow_mut().remove(&id)) else {
             return;
         };
-        if let Some(p) = eng.poller.take() {
-            r.remove_poller(p);
+        if let Some(t) = eng.task.borrow_mut().take() {
+            t.abort();
         }
-        eng.current.borrow_mut().take();
-        eng.jobs.borrow_mut().clear();
-        for req in eng.allocs.borrow_mut().drain(..) {
+        let jobs = std::mem::take(&mut *eng.jobs.borrow_mut());
+        drop(jobs);
+        let allocs = std::mem::take(&mut *eng.allocs.borrow_mut());
+        for req in allocs {
             let _ = req.reply.send((req.req, Err(BdevError::Closed)));
         }
     }
@@ -201,12 +204,16 @@ impl Engine {
     /// Queues a control-plane job.
     pub fn push_job(&self, job: LocalFuture) {
         self.jobs.borrow_mut().push_back(job);
+        self.wake();
     }
 
     /// Takes a channel's request.
     pub fn request(self: &Rc<Self>, req: Request) {
         match req.kind {
-            ChanReq::Alloc { .. } => self.allocs.borrow_mut().push(req),
+            ChanReq::Alloc { .. } => {
+                self.allocs.borrow_mut().push(req);
+                self.wake();
+            }
             ChanReq::Dealloc { vol, ref clusters } => {
                 let (e, clusters) = (self.clone(), clusters.clone());
                 self.push_job(Box::pin(async move {
@@ -228,6 +235,8 @@ impl Engine {
             view: Mutex::new(Arc::new(VolView::deleted())),
             active: Default::default(),
             channels: Default::default(),
+            draining: Default::default(),
+            drained: Default::default(),
         });
         self.st.borrow_mut().shared.insert(id, vs);
         self.publish(id);

@@ -1,60 +1,25 @@
-//! Asynchronous base-device I/O for the metadata reactor, and the tiny executor that
-//! runs metadata jobs there.
+//! Asynchronous base-device I/O for the metadata reactor.
 //!
 //! Metadata jobs are ordinary `async` code (read the label, write an image, flush)
-//! polled by a [`Poller`]: the poller polls its current future every loop turn while
-//! it has one (reporting `Busy`, so the reactor does not park mid-job) and needs no
-//! wakers. Each base request completes into a one-shot slot the future checks.
+//! run as tasks of the metadata reactor ([`Reactor::spawn_local`]); each base request
+//! is a [`Submitted`] future woken by its completion, so a job waiting for a write or
+//! an `fdatasync` leaves the reactor idle (free to park).
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 
-use ferrox_reactor::{DmaBuf, PollStatus, Poller, Reactor};
+use ferrox_reactor::task::yield_now;
+use ferrox_reactor::{DmaBuf, Reactor};
 
-use crate::{BdevError, Completion, IoChannel, IoOp, IoSink, Ops};
+use crate::{BdevError, IoChannel, IoOp, Ops, Submitted};
 
 pub(crate) type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 /// A base-device operation in progress.
 pub(crate) type IoFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BdevError>> + 'a>>;
 
-/// Polls one future per loop turn until it finishes, then removes itself.
-struct Task {
-    fut: RefCell<Option<LocalFuture>>,
-}
-
-impl Poller for Task {
-    fn poll(&self, _r: &Reactor) -> PollStatus {
-        let mut slot = self.fut.borrow_mut();
-        let Some(f) = slot.as_mut() else {
-            return PollStatus::Done;
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(()) => {
-                *slot = None;
-                PollStatus::Done
-            }
-            Poll::Pending => PollStatus::Busy,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        "lvol-task"
-    }
-}
-
-/// Runs `fut` on reactor `r` to completion.
-pub(crate) fn spawn(r: &Reactor, fut: impl Future<Output = ()> + 'static) {
-    r.add_poller(Rc::new(Task {
-        fut: RefCell::new(Some(Box::pin(fut))),
-    }));
-}
-
-/// Runs `futs` concurrently (each polled in turn; the executor polls every loop turn,
-/// so no wakers are needed) until all have finished; the first error wins.
+/// Runs `futs` concurrently (each polled when the task is woken) until all have
+/// finished; the first error wins.
 pub(crate) async fn try_join_all(futs: Vec<IoFuture<'_>>) -> Result<(), BdevError> {
     let mut futs: Vec<_> = futs.into_iter().map(Some).collect();
     let mut first_err = Ok(());
@@ -81,44 +46,6 @@ pub(crate) async fn try_join_all(futs: Vec<IoFuture<'_>>) -> Result<(), BdevErro
     first_err
 }
 
-/// Returns `Pending` once, so the reactor runs a turn (completions, other pollers).
-pub(crate) async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|_| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            Poll::Pending
-        }
-    })
-    .await;
-}
-
-type IoResult = (Result<(), BdevError>, Option<DmaBuf>);
-
-#[derive(Default)]
-struct Slot(RefCell<Option<IoResult>>);
-
-impl IoSink for Slot {
-    fn io_done(&self, _tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
-        *self.0.borrow_mut() = Some((result, buf));
-    }
-}
-
-/// A submitted request whose completion has not been awaited yet.
-pub(crate) struct Pending(Rc<Slot>);
-
-impl Pending {
-    pub async fn wait(self) -> IoResult {
-        std::future::poll_fn(|_| match self.0 .0.borrow_mut().take() {
-            Some(v) => Poll::Ready(v),
-            None => Poll::Pending,
-        })
-        .await
-    }
-}
-
 /// Turns a buffer shortage into a wait of a bounded number of loop turns.
 const BUFFER_PATIENCE: u32 = 1_000_000;
 
@@ -142,16 +69,8 @@ impl BaseIo {
         }
     }
 
-    pub fn submit(&self, op: IoOp) -> Pending {
-        let slot = Rc::new(Slot::default());
-        let done = Completion {
-            sink: slot.clone(),
-            tag: 0,
-        };
-        if let Err((e, op)) = self.chan.submit(op, done) {
-            *slot.0.borrow_mut() = Some((Err(e), op.into_buf()));
-        }
-        Pending(slot)
+    pub fn submit(&self, op: IoOp) -> Submitted {
+        self.chan.submit_async(op)
     }
 
     async fn buffer(&self, len: usize) -> Result<DmaBuf, BdevError> {
@@ -180,7 +99,7 @@ impl BaseIo {
 
     /// Writes `data` (a block multiple) at byte `off`, up to 16 requests at a time.
     pub async fn write(&self, off: u64, data: &[u8]) -> Result<(), BdevError> {
-        let mut pending: Vec<Pending> = Vec::new();
+        let mut pending: Vec<Submitted> = Vec::new();
         let mut first_err = Ok(());
         for (i, piece) in data.chunks(self.chunk as usize).enumerate() {
             let mut buf = match self.buffer(piece.len()).await {
@@ -189,7 +108,7 @@ impl BaseIo {
                     // Nothing may still be in flight when this returns: the next
                     // commit writes the same blocks, and a late piece would land on it.
                     for p in pending {
-                        let _ = p.wait().await;
+                        let _ = p.await;
                     }
                     return Err(e);
                 }
@@ -202,11 +121,11 @@ impl BaseIo {
                 fua: false,
             }));
             if pending.len() >= 16 {
-                first_err = first_err.and(pending.remove(0).wait().await.0);
+                first_err = first_err.and(pending.remove(0).await.0);
             }
         }
         for p in pending {
-            first_err = first_err.and(p.wait().await.0);
+            first_err = first_err.and(p.await.0);
         }
         first_err
     }
@@ -221,7 +140,6 @@ impl BaseIo {
                 lba: (off + at) / self.bs,
                 blocks: n / self.bs,
             })
-            .wait()
             .await
             .0?;
             at += n;
@@ -276,7 +194,6 @@ impl BaseIo {
                 blocks: n / self.bs,
                 buf,
             })
-            .wait()
             .await;
         res?;
         buf.ok_or(BdevError::Io(libc::EIO))
@@ -290,7 +207,6 @@ impl BaseIo {
             buf,
             fua: false,
         })
-        .wait()
         .await
         .0
     }
@@ -299,6 +215,6 @@ impl BaseIo {
         if !self.chan.info().ops.contains(Ops::FLUSH) {
             return Ok(());
         }
-        self.submit(IoOp::Flush).wait().await.0
+        self.submit(IoOp::Flush).await.0
     }
 }

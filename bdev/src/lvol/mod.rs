@@ -11,8 +11,8 @@
 //!
 //! * **Metadata engine.** One reactor (the *metadata reactor*) owns the metadata. It
 //!   runs one job at a time — a control-plane call, a batch of first-write
-//!   allocations, a deallocation — as `async` code polled by a poller (`io.rs`), and
-//!   ends every change with a commit of a new metadata generation: a whole image, or
+//!   allocations, a deallocation — as `async` code in one reactor task, woken by
+//!   its base-device completions (`io.rs`), and ends every change with a commit of a new metadata generation: a whole image, or
 //!   (an allocation batch, format version 3) one record appended to the allocation
 //!   log.
 //! * **Control plane.** The [`LvolStore`] methods send a job to the metadata reactor and
@@ -33,8 +33,9 @@
 //! * **Quiescing.** Snapshot, shrink, delete-merge, inflate and unmap-deallocation
 //!   *freeze* the volume: the engine publishes a frozen view, then waits for the
 //!   volume's in-flight counter to reach zero (channels increment it before reading
-//!   the generation, both `SeqCst`, so either side sees the other); channels hold new
-//!   requests while frozen and retry them when the generation moves.
+//!   the generation, both `SeqCst`, so either side sees the other; the channel that
+//!   brings it to zero wakes the engine's task); channels hold new requests while
+//!   frozen and retry them when the generation moves.
 //!
 //! # Crash consistency
 //!
@@ -176,7 +177,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -400,9 +401,27 @@ pub(crate) struct VolShared {
     /// Requests holding a view (incremented before `gen` is read, SeqCst).
     pub active: AtomicU64,
     pub channels: AtomicUsize,
+    /// A freeze waits for `active` to reach 0: the channel that brings it there wakes
+    /// `drained` (set before `draining`, both SeqCst against the decrement).
+    pub draining: AtomicBool,
+    pub drained: Mutex<Option<std::task::Waker>>,
 }
 
 impl VolShared {
+    /// A request let go of its view (a channel's half of the freeze handshake).
+    pub fn active_done(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst) {
+            let w = self
+                .drained
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
+
     pub fn view(&self) -> Arc<VolView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -486,7 +505,7 @@ impl LvolStore {
                     }))
                 }
             };
-            io::spawn(r, async move {
+            r.spawn_local(async move {
                 let res = setup::format(&io, &sh2.label).await;
                 tx.send(res.map(|(meta, log)| {
                     Reactor::with(|r| Engine::start(r, sh2, io, meta, log));
@@ -516,7 +535,7 @@ impl LvolStore {
                     }))
                 }
             };
-            io::spawn(r, async move {
+            r.spawn_local(async move {
                 let res = setup::load_meta(&io, base.info()).await;
                 tx.send(res.map(|(label, meta, log)| {
                     let sh = Arc::new(Shared {
@@ -623,7 +642,7 @@ impl Drop for LvolStore {
     fn drop(&mut self) {
         let id = self.sh.id;
         // A stopped reactor has dropped its engines already.
-        let _ = self.sh.meta.send(move |r| Engine::stop(id, r));
+        let _ = self.sh.meta.send(move |_| Engine::stop(id));
     }
 }
 

@@ -5,12 +5,11 @@ use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferrox_bdev::{BdevError, BdevInfo, BlockDevice, ChannelImpl, Ops};
 use ferrox_nvme_spec::{Command, IdentifyController, IdentifyNamespace, Status};
-use ferrox_reactor::Reactor;
+use ferrox_reactor::{AbortHandle, Reactor};
 use zerocopy::FromBytes;
 
 use super::qpair::QPair;
@@ -37,6 +36,9 @@ pub(super) struct Session {
     max_qid: u16,
     pub in_capsule: usize,
     stop: AtomicBool,
+    /// A keep-alive task runs (on the reactor of a channel), and how to stop it.
+    pub(super) ka_running: AtomicBool,
+    ka: Mutex<Option<AbortHandle>>,
 }
 
 /// What the controller set-up learned.
@@ -191,18 +193,44 @@ impl Session {
         (q - 1) % self.max_qid + 1
     }
 
-    fn keep_alive(&self) {
-        let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
-        let failed = match c.admin.as_mut() {
-            Some(a) => a
-                .exec_ok("Keep Alive", Command::new(0x18, 0), &[], 0)
-                .is_err(),
-            None => false,
+    pub(super) fn ka_period(&self) -> Duration {
+        Duration::from_millis(u64::from(self.opts.kato_ms / 2).max(50))
+    }
+
+    /// For one Keep Alive: a clone of the admin socket, a command id and the digests;
+    /// `None` (skip this round) when there is no admin queue or the lock is taken (a
+    /// blocking set-up or shutdown holds it).
+    pub(super) fn admin_for_keep_alive(
+        &self,
+    ) -> Result<Option<(TcpStream, u16, Digests)>, HostError> {
+        let Ok(mut c) = self.ctrl.try_lock() else {
+            return Ok(None);
         };
-        if failed {
-            tracing::warn!(target_addr = %self.url.addr, "keep alive failed; the controller will be re-created on the next I/O");
+        let Some(a) = c.admin.as_mut() else {
+            return Ok(None);
+        };
+        Ok(Some((a.sock.try_clone()?, a.next_cid(), self.digests)))
+    }
+
+    pub(super) fn keep_alive_failed(&self, e: &HostError) {
+        if self.stopping() {
+            return;
+        }
+        // Never wait for the lock on a reactor: a busy lock is someone re-creating it.
+        if let Ok(mut c) = self.ctrl.try_lock() {
+            tracing::warn!(target_addr = %self.url.addr, error = %e, "keep alive failed; the controller will be re-created on the next I/O");
             c.admin = None;
         }
+    }
+
+    /// Starts the keep-alive task on `r` unless one runs.
+    fn start_keep_alive(self: &Arc<Self>, r: &Reactor) {
+        if self.opts.kato_ms == 0 || self.stopping() || self.ka_running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let t = r.spawn_local(super::keepalive::run(self.clone()));
+        *self.ka.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.abort_handle());
     }
 }
 
@@ -210,7 +238,6 @@ impl Session {
 pub struct NvmfBdev {
     info: BdevInfo,
     session: Arc<Session>,
-    ka: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl NvmfBdev {
@@ -277,41 +304,24 @@ impl NvmfBdev {
             max_qid: s.queues.max(1),
             in_capsule,
             stop: AtomicBool::new(false),
+            ka_running: AtomicBool::new(false),
+            ka: Mutex::new(None),
         });
-        let ka = if opts.kato_ms > 0 {
-            let sess = session.clone();
-            let period = Duration::from_millis(u64::from(opts.kato_ms / 2).max(50));
-            Some(
-                std::thread::Builder::new()
-                    .name("nvmf-keepalive".into())
-                    .spawn(move || {
-                        while !sess.stop.load(Ordering::Acquire) {
-                            std::thread::park_timeout(period);
-                            if sess.stop.load(Ordering::Acquire) {
-                                break;
-                            }
-                            sess.keep_alive();
-                        }
-                    })
-                    .map_err(HostError::Io)?,
-            )
-        } else {
-            None
-        };
-        Ok(Arc::new(Self {
-            info,
-            session,
-            ka: Mutex::new(ka),
-        }))
+        Ok(Arc::new(Self { info, session }))
     }
 }
 
 impl Drop for NvmfBdev {
     fn drop(&mut self) {
         self.session.stop.store(true, Ordering::Release);
-        if let Some(t) = self.ka.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.thread().unpark();
-            let _ = t.join();
+        if let Some(t) = self
+            .session
+            .ka
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
         }
         // Orderly shutdown of the controller: CC.SHN = normal.
         let mut c = self.session.ctrl.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,6 +347,7 @@ impl BlockDevice for NvmfBdev {
     }
 
     fn open_channel(self: Arc<Self>, r: &Reactor) -> Result<Rc<dyn ChannelImpl>, BdevError> {
+        self.session.start_keep_alive(r);
         let qid = self.session.next_qid();
         let q = self.session.io_queue(qid).map_err(|e| {
             tracing::warn!(error = %e, "cannot connect an I/O queue");

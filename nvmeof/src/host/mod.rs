@@ -3,8 +3,10 @@
 //! [`NvmfBdev::connect`] sets up a controller with a blocking admin queue
 //! ([`sync::SyncQueue`]): ICReq, Connect, CC.EN, Identify, Number of Queues. Each reactor
 //! that opens a channel gets its own I/O queue pair ([`qpair`]), polled by that reactor
-//! with no locks or allocation on the I/O path. A small keep-alive thread (not tokio, not
-//! a reactor) sends Keep Alive on the admin queue every KATO/2.
+//! with no locks or allocation on the I/O path. Keep Alive goes on the admin queue
+//! every KATO/2 from a task of the first reactor that opens a channel (`keepalive.rs`;
+//! none before the first channel): no thread per controller. A lost I/O queue still
+//! reconnects on a short-lived thread of its own (`qpair/reconnect.rs`).
 //!
 //! Failures are errors, never hangs: each command has a deadline; an expired command or
 //! a lost connection fails every command in flight on that queue and every command
@@ -13,6 +15,7 @@
 //! queued command that waits longer than the I/O timeout for an entry fails alone.
 
 pub mod bdev;
+mod keepalive;
 mod qpair;
 pub mod sync;
 

@@ -126,8 +126,11 @@ impl Engine {
             return;
         };
         // Pairs with the channel's `active += 1` (SeqCst) before it reads `gen`: either
-        // we see its I/O here, or it sees the frozen view and holds the request.
-        std::future::poll_fn(|_| {
+        // we see its I/O here, or it sees the frozen view and holds the request. The
+        // I/O drains on other reactors: the one that ends it wakes us (`active_done`).
+        std::future::poll_fn(|cx| {
+            *vs.drained.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            vs.draining.store(true, Ordering::SeqCst);
             if vs.active.load(Ordering::SeqCst) == 0 {
                 Poll::Ready(())
             } else {
@@ -135,6 +138,8 @@ impl Engine {
             }
         })
         .await;
+        vs.draining.store(false, Ordering::SeqCst);
+        vs.drained.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     pub(super) fn unfreeze(&self, id: u64) {
