@@ -15,12 +15,15 @@
 //!   awaits its reply. Mutating calls are serialised by one async lock and are
 //!   idempotent: the same name with the same parameters answers the existing object,
 //!   different parameters answer `AlreadyExists` naming the difference.
-//! * **State** ([`state`]): a [`state::StateStore`] (get/put/delete/list-prefix, keys
-//!   `/ferrox/v1/<kind>/<id>` as in etcd) on redb in the data directory. Each change
-//!   is recorded before it is made and after; on start the server re-imports pools,
-//!   finishes or forgets interrupted changes, adopts volumes the store does not know
-//!   (with a warning), and re-publishes published volumes, before it answers
-//!   anything but `NodeService` (`Unavailable` until then).
+//! * **State** ([`state`]): an async [`state::StateStore`] with etcd's model —
+//!   revisions per key, compare-and-swap transactions, watches from a revision,
+//!   leases; keys `/ferrox/v1/<kind>/<id>` as in etcd; its own [`state::StoreError`]
+//!   — on redb in the data directory ([`state::RedbStore`]; what it promises beyond
+//!   and short of etcd is in its docs). Each change is recorded before it is made and
+//!   after; on start the server re-imports pools, finishes or forgets interrupted
+//!   changes (each fix a compare-and-swap on the revision it read), adopts volumes
+//!   the store does not know (with a warning), and re-publishes published volumes,
+//!   before it answers anything but `NodeService` (`Unavailable` until then).
 //! * **Remote access** ([`ControlServer::serve_tcp`], [`tls`]): opt-in; the same
 //!   services and limits on TCP, with rustls requiring a client certificate signed by
 //!   the configured client CA. Handshakes run concurrently with a timeout

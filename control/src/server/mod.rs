@@ -70,8 +70,7 @@ type ReactorFn<T> = Box<dyn FnOnce(&Reactor) -> Result<T, ControlError> + Send>;
 
 /// Data-plane work, in one of the two forms the control plane may do it.
 pub(crate) enum Job<T> {
-    /// A blocking call (an [`LvolStore`] method, a state-store commit) for tokio's
-    /// blocking pool.
+    /// A blocking call (an [`LvolStore`] method) for tokio's blocking pool.
     Blocking(Box<dyn FnOnce() -> Result<T, ControlError> + Send>),
     /// A closure for the reactor that owns the resource.
     OnReactor(ReactorHandle, ReactorFn<T>),
@@ -172,6 +171,16 @@ impl Core {
 
     pub fn records(&self) -> crate::state::Records<'_> {
         crate::state::Records(&*self.store)
+    }
+
+    /// Runs blocking work (an [`LvolStore`] call) with the core at hand, through
+    /// [`rpc_submit`].
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Core) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let core = self.clone();
+        rpc_submit(Job::blocking(move || f(&core))).await
     }
 
     /// Whether any subsystem exports the bdev named `bdev`.

@@ -7,7 +7,7 @@ use ferrox_nvmeof::{SubsystemConfig, TargetError};
 use super::{rpc_submit, Core, Job};
 use crate::api;
 use crate::error::ControlError;
-use crate::state::{Phase, PublishRec, VolumeRec};
+use crate::state::{Phase, PublishRec, Record, VolumeRec};
 use crate::validate;
 
 /// What `Publish` says about listeners.
@@ -105,7 +105,8 @@ impl Core {
     pub(crate) async fn export(self: &Arc<Self>, rec: &PublishRec) -> Result<(), ControlError> {
         let vol = self
             .records()
-            .get::<VolumeRec>(&rec.volume)?
+            .get::<VolumeRec>(&rec.volume)
+            .await?
             .ok_or_else(|| ControlError::not_found("volume", rec.volume.clone()))?;
         let lvs = self.lvs(&vol.pool)?;
         let name = vol.name.clone();
@@ -240,7 +241,7 @@ impl Core {
                 self.ctx.target.listeners()
             )));
         }
-        if let Some(old) = self.records().get::<PublishRec>(&req.volume)? {
+        if let Some(old) = self.records().get::<PublishRec>(&req.volume).await? {
             let mut diff = Vec::new();
             if old.nqn != rec.nqn {
                 diff.push(format!("nqn is {}, not {}", old.nqn, rec.nqn));
@@ -277,25 +278,16 @@ impl Core {
                 difference: "it exports something else".into(),
             });
         }
-        let core = self.clone();
-        let r2 = rec.clone();
-        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        self.records().put(&rec).await?;
         if let Err(e) = self.export(&rec).await {
-            let core = self.clone();
-            let v = rec.volume.clone();
-            rpc_submit(Job::blocking(move || {
-                core.records().delete::<PublishRec>(&v)
-            }))
-            .await?;
+            self.records().delete::<PublishRec>(&rec.volume).await?;
             return Err(e);
         }
         let rec = PublishRec {
             phase: Phase::Ready,
             ..rec
         };
-        let core = self.clone();
-        let r2 = rec.clone();
-        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        self.records().put(&rec).await?;
         tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume published");
         Ok(self.publish_response(&rec))
     }
@@ -304,29 +296,21 @@ impl Core {
         self.check_ready()?;
         validate::name("volume", &volume)?;
         let _g = self.ops.lock().await;
-        let Some(rec) = self.records().get::<PublishRec>(&volume)? else {
+        let Some(rec) = self.records().get::<PublishRec>(&volume).await? else {
             return Ok(false);
         };
-        let core = self.clone();
-        let r2 = PublishRec {
-            phase: Phase::Deleting,
-            ..rec.clone()
-        };
-        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        self.records().put(&rec.in_phase(Phase::Deleting)).await?;
         self.unexport(&rec.nqn).await?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.records().delete::<PublishRec>(&volume)
-        }))
-        .await?;
+        self.records().delete::<PublishRec>(&volume).await?;
         tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume unpublished");
         Ok(true)
     }
 
     pub async fn subsystems(self: &Arc<Self>) -> Result<Vec<api::Subsystem>, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        let by_nqn = rpc_submit(Job::blocking(move || core.records().list::<PublishRec>()))
+        let by_nqn = self
+            .records()
+            .list::<PublishRec>()
             .await?
             .into_iter()
             .map(|p| (p.nqn, p.volume))

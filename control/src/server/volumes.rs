@@ -32,6 +32,7 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ControlError> {
 
 impl Core {
     /// Live information of `name` in `pool`, or the state that explains its absence.
+    /// Blocking.
     fn live(
         &self,
         pool: &str,
@@ -50,20 +51,24 @@ impl Core {
         })
     }
 
-    pub(super) fn volume_msg(&self, rec: &VolumeRec) -> Result<api::Volume, ControlError> {
+    /// The API view of `rec` and its publication. Blocking.
+    pub(super) fn volume_msg(
+        &self,
+        rec: &VolumeRec,
+        published: Option<&PublishRec>,
+    ) -> Result<api::Volume, ControlError> {
         let (info, state) = self.live(&rec.pool, &rec.name)?;
         let cluster = self
             .pools()
             .get(&rec.pool)
             .map_or(0, |p| p.rec.cluster_size);
-        let published = self.records().get::<PublishRec>(&rec.name)?;
         let mut m = api::Volume {
             name: rec.name.clone(),
             pool: rec.pool.clone(),
             size_bytes: rec.size,
             thin: rec.thin,
             labels: rec.labels.clone(),
-            published_nqn: published.map(|p| p.nqn).unwrap_or_default(),
+            published_nqn: published.map(|p| p.nqn.clone()).unwrap_or_default(),
             state: state.into(),
             ..Default::default()
         };
@@ -78,6 +83,17 @@ impl Core {
         Ok(m)
     }
 
+    /// The API view of `rec`, its publication read from the store.
+    pub(super) async fn volume_view(
+        self: &Arc<Self>,
+        rec: VolumeRec,
+    ) -> Result<api::Volume, ControlError> {
+        let published = self.records().get::<PublishRec>(&rec.name).await?;
+        self.blocking(move |c| c.volume_msg(&rec, published.as_ref()))
+            .await
+    }
+
+    /// Blocking.
     fn snapshot_msg(&self, rec: &SnapshotRec) -> Result<api::Snapshot, ControlError> {
         let (info, state) = self.live(&rec.pool, &rec.name)?;
         let cluster = self
@@ -102,9 +118,10 @@ impl Core {
         Ok(m)
     }
 
-    pub(super) fn volume_rec(&self, name: &str) -> Result<VolumeRec, ControlError> {
+    pub(super) async fn volume_rec(&self, name: &str) -> Result<VolumeRec, ControlError> {
         self.records()
-            .get::<VolumeRec>(name)?
+            .get::<VolumeRec>(name)
+            .await?
             .filter(|v| v.phase == Phase::Ready)
             .ok_or_else(|| ControlError::not_found("volume", name))
     }
@@ -112,11 +129,8 @@ impl Core {
     pub async fn volume_get(self: &Arc<Self>, name: String) -> Result<api::Volume, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.volume_msg(&core.volume_rec(&name)?)
-        }))
-        .await
+        let rec = self.volume_rec(&name).await?;
+        self.volume_view(rec).await
     }
 
     pub async fn volume_list(
@@ -124,15 +138,20 @@ impl Core {
         pool: String,
     ) -> Result<Vec<api::Volume>, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.records()
-                .list::<VolumeRec>()?
-                .iter()
+        let vols = self.records().list::<VolumeRec>().await?;
+        let published: BTreeMap<String, PublishRec> = self
+            .records()
+            .list::<PublishRec>()
+            .await?
+            .into_iter()
+            .map(|p| (p.volume.clone(), p))
+            .collect();
+        self.blocking(move |c| {
+            vols.iter()
                 .filter(|v| pool.is_empty() || v.pool == pool)
-                .map(|v| core.volume_msg(v))
+                .map(|v| c.volume_msg(v, published.get(&v.name)))
                 .collect()
-        }))
+        })
         .await
     }
 
@@ -159,8 +178,8 @@ impl Core {
     }
 
     /// AlreadyExists when `name` is taken by a snapshot.
-    fn not_a_snapshot(&self, name: &str) -> Result<(), ControlError> {
-        if self.records().get::<SnapshotRec>(name)?.is_some() {
+    async fn not_a_snapshot(&self, name: &str) -> Result<(), ControlError> {
+        if self.records().get::<SnapshotRec>(name).await?.is_some() {
             return Err(ControlError::AlreadyExists {
                 kind: "object",
                 name: name.into(),
@@ -191,7 +210,7 @@ impl Core {
         let (pool, cluster) = self.pick_pool(&req.pool)?;
         validate::size("size_bytes", req.size_bytes, cluster)?;
         let _g = self.ops.lock().await;
-        self.not_a_snapshot(&req.name)?;
+        self.not_a_snapshot(&req.name).await?;
         let rec = VolumeRec {
             name: req.name.clone(),
             pool,
@@ -201,7 +220,7 @@ impl Core {
             clone_of: None,
             phase: Phase::Creating,
         };
-        if let Some(old) = self.records().get::<VolumeRec>(&req.name)? {
+        if let Some(old) = self.records().get::<VolumeRec>(&req.name).await? {
             let mut diff = Vec::new();
             if old.pool != rec.pool {
                 diff.push(format!("pool is {:?}, not {:?}", old.pool, rec.pool));
@@ -225,21 +244,18 @@ impl Core {
                     difference: diff.join("; "),
                 });
             }
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.volume_msg(&old))).await;
+            return self.volume_view(old).await;
         }
         let lvs = self.lvs(&rec.pool)?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let rec = core.create_recorded(rec, |rec| {
+        let rec = self
+            .create_recorded(rec, move |rec| {
                 lvs.create_volume(&rec.name, rec.size, rec.thin)
                     .map(drop)
                     .map_err(|e| ControlError::lvol(format!("creating volume {:?}", rec.name), e))
-            })?;
-            tracing::info!(volume = %rec.name, pool = %rec.pool, size = rec.size, thin = rec.thin, "volume created");
-            core.volume_msg(&rec)
-        }))
-        .await
+            })
+            .await?;
+        tracing::info!(volume = %rec.name, pool = %rec.pool, size = rec.size, thin = rec.thin, "volume created");
+        self.volume_view(rec).await
     }
 
     pub async fn volume_resize(
@@ -249,14 +265,14 @@ impl Core {
         self.check_ready()?;
         validate::name("name", &req.name)?;
         let _g = self.ops.lock().await;
-        let rec = self.volume_rec(&req.name)?;
+        let rec = self.volume_rec(&req.name).await?;
         let cluster = self.pick_pool(&rec.pool)?.1;
         validate::size("size_bytes", req.size_bytes, cluster)?;
         // A published volume grows online: its namespace moves to a device of the new
         // size and every controller gets a namespace-attribute-changed notice (the
         // Linux host then re-reads the size). Shrinking would cut blocks from under a
         // host that may be using them.
-        let published = self.records().get::<PublishRec>(&req.name)?;
+        let published = self.records().get::<PublishRec>(&req.name).await?;
         if published.is_some() && req.size_bytes < rec.size {
             return Err(ControlError::FailedPrecondition(format!(
                 "volume {:?} is published: it can grow ({} bytes now) but not shrink while hosts may use it; unpublish it first",
@@ -264,43 +280,46 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
-        let core = self.clone();
         let name = rec.name.clone();
-        let (msg, grown) = rpc_submit(Job::blocking(move || {
-            if published.is_some() {
-                // The record can lag the volume after a crash; the volume's own size
-                // is what its hosts see.
-                let live = lvs.volume(&rec.name).map_err(|e| {
-                    ControlError::lvol(format!("opening volume {:?}", rec.name), e)
-                })?;
-                let info = ferrox_bdev::BlockDevice::info(&*live);
-                let live = info.num_blocks * u64::from(info.block_size);
-                if req.size_bytes < live {
-                    return Err(ControlError::FailedPrecondition(format!(
-                        "volume {:?} is published: it can grow ({live} bytes now) but not shrink while hosts may use it; unpublish it first",
-                        rec.name
-                    )));
-                }
-            }
-            lvs.resize(&rec.name, req.size_bytes, req.force)
-                .map_err(|e| ControlError::lvol(format!("resizing volume {:?}", rec.name), e))?;
-            let rec = VolumeRec {
-                size: req.size_bytes,
-                ..rec
-            };
-            core.records().put(&rec)?;
-            let grown = match published {
-                Some(p) => {
-                    let dev = lvs.volume(&rec.name).map_err(|e| {
-                        ControlError::lvol(format!("opening volume {:?}", rec.name), e)
+        let nqn = published.as_ref().map(|p| p.nqn.clone());
+        let grown = self
+            .blocking(move |_| {
+                if nqn.is_some() {
+                    // The record can lag the volume after a crash; the volume's own
+                    // size is what its hosts see.
+                    let live = lvs.volume(&name).map_err(|e| {
+                        ControlError::lvol(format!("opening volume {name:?}"), e)
                     })?;
-                    Some((p.nqn, dev))
+                    let info = ferrox_bdev::BlockDevice::info(&*live);
+                    let live = info.num_blocks * u64::from(info.block_size);
+                    if req.size_bytes < live {
+                        return Err(ControlError::FailedPrecondition(format!(
+                            "volume {name:?} is published: it can grow ({live} bytes now) but not shrink while hosts may use it; unpublish it first"
+                        )));
+                    }
                 }
-                None => None,
-            };
-            Ok((core.volume_msg(&rec)?, grown))
-        }))
-        .await?;
+                lvs.resize(&name, req.size_bytes, req.force)
+                    .map_err(|e| ControlError::lvol(format!("resizing volume {name:?}"), e))?;
+                match nqn {
+                    Some(nqn) => {
+                        let dev = lvs.volume(&name).map_err(|e| {
+                            ControlError::lvol(format!("opening volume {name:?}"), e)
+                        })?;
+                        Ok(Some((nqn, dev)))
+                    }
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        let rec = VolumeRec {
+            size: req.size_bytes,
+            ..rec
+        };
+        self.records().put(&rec).await?;
+        let name = rec.name.clone();
+        let msg = self
+            .blocking(move |c| c.volume_msg(&rec, published.as_ref()))
+            .await?;
         if let Some((nqn, dev)) = grown {
             let target = self.ctx.target.clone();
             rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
@@ -331,15 +350,15 @@ impl Core {
         self.check_ready()?;
         validate::name("name", &name)?;
         let _g = self.ops.lock().await;
-        if self.records().get::<SnapshotRec>(&name)?.is_some() {
+        if self.records().get::<SnapshotRec>(&name).await?.is_some() {
             return Err(ControlError::FailedPrecondition(format!(
                 "{name:?} is a snapshot; delete it with SnapshotService.Destroy"
             )));
         }
-        let Some(rec) = self.records().get::<VolumeRec>(&name)? else {
+        let Some(rec) = self.records().get::<VolumeRec>(&name).await? else {
             return Ok(false);
         };
-        if self.records().get::<PublishRec>(&name)?.is_some() {
+        if self.records().get::<PublishRec>(&name).await?.is_some() {
             return Err(ControlError::FailedPrecondition(format!(
                 "volume {name:?} is published; unpublish it first"
             )));
@@ -359,7 +378,7 @@ impl Core {
             validate::name("group_id", &req.group_id)?;
         }
         let _g = self.ops.lock().await;
-        if let Some(old) = self.records().get::<SnapshotRec>(&req.name)? {
+        if let Some(old) = self.records().get::<SnapshotRec>(&req.name).await? {
             let mut diff = Vec::new();
             if old.volume != req.volume {
                 diff.push(format!(
@@ -380,17 +399,16 @@ impl Core {
                     difference: diff.join("; "),
                 });
             }
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.snapshot_msg(&old))).await;
+            return self.blocking(move |c| c.snapshot_msg(&old)).await;
         }
-        if self.records().get::<VolumeRec>(&req.name)?.is_some() {
+        if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
             return Err(ControlError::AlreadyExists {
                 kind: "object",
                 name: req.name,
                 difference: "it is a volume, not a snapshot".into(),
             });
         }
-        let vol = self.volume_rec(&req.volume)?;
+        let vol = self.volume_rec(&req.volume).await?;
         let lvs = self.lvs(&vol.pool)?;
         let rec = SnapshotRec {
             name: req.name,
@@ -399,17 +417,15 @@ impl Core {
             group_id: req.group_id,
             phase: Phase::Creating,
         };
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let rec = core.create_recorded(rec, |rec| {
+        let rec = self
+            .create_recorded(rec, move |rec| {
                 lvs.snapshot(&rec.volume, &rec.name)
                     .map(drop)
                     .map_err(|e| ControlError::lvol(format!("snapshotting {:?}", rec.volume), e))
-            })?;
-            tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
-            core.snapshot_msg(&rec)
-        }))
-        .await
+            })
+            .await?;
+        tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
+        self.blocking(move |c| c.snapshot_msg(&rec)).await
     }
 
     pub async fn snapshot_list(
@@ -417,15 +433,14 @@ impl Core {
         volume: String,
     ) -> Result<Vec<api::Snapshot>, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.records()
-                .list::<SnapshotRec>()?
+        let snaps = self.records().list::<SnapshotRec>().await?;
+        self.blocking(move |c| {
+            snaps
                 .iter()
                 .filter(|s| volume.is_empty() || s.volume == volume)
-                .map(|s| core.snapshot_msg(s))
+                .map(|s| c.snapshot_msg(s))
                 .collect()
-        }))
+        })
         .await
     }
 
@@ -433,12 +448,13 @@ impl Core {
         self.check_ready()?;
         validate::name("name", &name)?;
         let _g = self.ops.lock().await;
-        let Some(rec) = self.records().get::<SnapshotRec>(&name)? else {
+        let Some(rec) = self.records().get::<SnapshotRec>(&name).await? else {
             return Ok(false);
         };
         let clones: Vec<String> = self
             .records()
-            .list::<VolumeRec>()?
+            .list::<VolumeRec>()
+            .await?
             .into_iter()
             .filter(|v| v.clone_of.as_deref() == Some(name.as_str()))
             .map(|v| v.name)
@@ -453,51 +469,52 @@ impl Core {
     }
 
     /// Creates a volume or snapshot with its intent recorded first: the record is
-    /// written as Creating, `make` creates the object in the pool, then the record goes
-    /// to Ready. A failure removes the record; a crash in between is finished by the
-    /// start-up reconciliation. On a blocking thread.
-    fn create_recorded<R: Record>(
-        &self,
+    /// written as Creating, `make` creates the object in the pool (on a blocking
+    /// thread), then the record goes to Ready. A failure removes the record; a crash
+    /// in between is finished by the start-up reconciliation.
+    async fn create_recorded<R: Record>(
+        self: &Arc<Self>,
         rec: R,
-        make: impl FnOnce(&R) -> Result<(), ControlError>,
+        make: impl FnOnce(&R) -> Result<(), ControlError> + Send + 'static,
     ) -> Result<R, ControlError> {
         let r = self.records();
-        r.put(&rec)?;
-        if let Err(e) = make(&rec) {
-            r.delete::<R>(rec.id())?;
+        r.put(&rec).await?;
+        let intent = rec.clone();
+        if let Err(e) = self.blocking(move |_| make(&intent)).await {
+            r.delete::<R>(rec.id()).await?;
             return Err(e);
         }
         let rec = rec.in_phase(Phase::Ready);
-        r.put(&rec)?;
+        r.put(&rec).await?;
         Ok(rec)
     }
 
     /// Deletes a volume or snapshot with its intent recorded first: the record goes to
     /// Deleting, the pool deletes the object, then the record goes. A failure puts the
     /// record back; a crash in between is finished by the start-up reconciliation.
-    async fn delete_recorded<R: Record + Clone + Send + 'static>(
+    async fn delete_recorded<R: Record>(
         self: &Arc<Self>,
         lvs: Arc<LvolStore>,
         rec: R,
         name: String,
         what: &'static str,
     ) -> Result<bool, ControlError> {
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let r = core.records();
-            r.put(&rec.in_phase(Phase::Deleting))?;
-            match lvs.delete(&name) {
-                Ok(()) | Err(LvolError::NotFound(_)) => {}
-                Err(e) => {
-                    r.put(&rec)?;
-                    return Err(ControlError::lvol(format!("deleting {what} {name:?}"), e));
-                }
-            }
-            r.delete::<R>(&name)?;
-            tracing::info!(kind = what, name = %name, "deleted");
-            Ok(true)
-        }))
-        .await
+        let r = self.records();
+        r.put(&rec.in_phase(Phase::Deleting)).await?;
+        let n = name.clone();
+        let deleted = self
+            .blocking(move |_| match lvs.delete(&n) {
+                Ok(()) | Err(LvolError::NotFound(_)) => Ok(()),
+                Err(e) => Err(ControlError::lvol(format!("deleting {what} {n:?}"), e)),
+            })
+            .await;
+        if let Err(e) = deleted {
+            r.put(&rec).await?;
+            return Err(e);
+        }
+        r.delete::<R>(&name).await?;
+        tracing::info!(kind = what, name = %name, "deleted");
+        Ok(true)
     }
 
     pub async fn snapshot_clone(
@@ -509,8 +526,8 @@ impl Core {
         validate::name("name", &req.name)?;
         check_labels(&req.labels)?;
         let _g = self.ops.lock().await;
-        self.not_a_snapshot(&req.name)?;
-        if let Some(old) = self.records().get::<VolumeRec>(&req.name)? {
+        self.not_a_snapshot(&req.name).await?;
+        if let Some(old) = self.records().get::<VolumeRec>(&req.name).await? {
             let mut diff = Vec::new();
             if old.clone_of.as_deref() != Some(req.snapshot.as_str()) {
                 diff.push(format!("it is not a clone of {:?}", req.snapshot));
@@ -525,40 +542,43 @@ impl Core {
                     difference: diff.join("; "),
                 });
             }
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.volume_msg(&old))).await;
+            return self.volume_view(old).await;
         }
         let snap = self
             .records()
-            .get::<SnapshotRec>(&req.snapshot)?
+            .get::<SnapshotRec>(&req.snapshot)
+            .await?
             .filter(|s| s.phase == Phase::Ready)
             .ok_or_else(|| ControlError::not_found("snapshot", req.snapshot.clone()))?;
         let lvs = self.lvs(&snap.pool)?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let size = lvs
-                .list()
-                .map_err(|e| ControlError::lvol("listing the pool", e))?
-                .into_iter()
-                .find(|v| v.name == snap.name)
-                .map_or(0, |v| v.size);
-            let rec = VolumeRec {
-                name: req.name,
-                pool: snap.pool,
-                size,
-                thin: true,
-                labels: req.labels,
-                clone_of: Some(snap.name.clone()),
-                phase: Phase::Creating,
-            };
-            let rec = core.create_recorded(rec, |rec| {
-                lvs.clone_volume(&snap.name, &rec.name)
+        let (l, s) = (lvs.clone(), snap.name.clone());
+        let size = self
+            .blocking(move |_| {
+                Ok(l.list()
+                    .map_err(|e| ControlError::lvol("listing the pool", e))?
+                    .into_iter()
+                    .find(|v| v.name == s)
+                    .map_or(0, |v| v.size))
+            })
+            .await?;
+        let rec = VolumeRec {
+            name: req.name,
+            pool: snap.pool,
+            size,
+            thin: true,
+            labels: req.labels,
+            clone_of: Some(snap.name.clone()),
+            phase: Phase::Creating,
+        };
+        let from = snap.name.clone();
+        let rec = self
+            .create_recorded(rec, move |rec| {
+                lvs.clone_volume(&from, &rec.name)
                     .map(drop)
-                    .map_err(|e| ControlError::lvol(format!("cloning {:?}", snap.name), e))
-            })?;
-            tracing::info!(volume = %rec.name, snapshot = %snap.name, "clone created");
-            core.volume_msg(&rec)
-        }))
-        .await
+                    .map_err(|e| ControlError::lvol(format!("cloning {from:?}"), e))
+            })
+            .await?;
+        tracing::info!(volume = %rec.name, snapshot = %snap.name, "clone created");
+        self.volume_view(rec).await
     }
 }
