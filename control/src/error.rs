@@ -28,6 +28,9 @@ pub enum ControlError {
     ResourceExhausted(String),
     #[error("the control plane is not ready: {0}")]
     Unavailable(String),
+    /// A concurrent change got there first, or held what this one needed too long.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{during}: {source}")]
     Lvol {
         during: String,
@@ -111,6 +114,7 @@ impl ControlError {
             Self::FailedPrecondition(_) => Kind::FailedPrecondition,
             Self::ResourceExhausted(_) => Kind::ResourceExhausted,
             Self::Unavailable(_) | Self::Reactor(_) => Kind::Unavailable,
+            Self::Aborted(_) => Kind::Aborted,
             Self::Lvol { source, .. } => match source {
                 LvolError::NotFound(_) => Kind::NotFound,
                 LvolError::Exists(_) => Kind::AlreadyExists,

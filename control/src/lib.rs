@@ -12,9 +12,13 @@
 //!   mode is the access control). Every data-plane action goes through one helper,
 //!   `rpc_submit`, which either runs a blocking [`LvolStore`] call on tokio's
 //!   blocking pool or sends a closure to the reactor that owns the resource and
-//!   awaits its reply. Mutating calls are serialised by one async lock and are
-//!   idempotent: the same name with the same parameters answers the existing object,
-//!   different parameters answer `AlreadyExists` naming the difference.
+//!   awaits its reply. Mutating calls are idempotent: the same name with the same
+//!   parameters answers the existing object, different parameters answer
+//!   `AlreadyExists` naming the difference. They exclude each other through the
+//!   state store, not a process-local lock, so several servers may share one store:
+//!   a change takes the lease-backed lock keys of the pool (and target) it touches,
+//!   and writes its records with compare-and-swap on the revision it read; a lost
+//!   race is re-read and decided again, or answers `Aborted` (`server/lock.rs`).
 //! * **State** ([`state`]): an async [`state::StateStore`] with etcd's model —
 //!   revisions per key, compare-and-swap transactions, watches from a revision,
 //!   leases; keys `/ferrox/v1/<kind>/<id>` as in etcd; its own [`state::StoreError`]

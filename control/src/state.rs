@@ -160,7 +160,23 @@ fn from_json<R: Record>(kv: KeyValue) -> Result<(R, Revision), ControlError> {
     Ok((rec, kv.mod_revision))
 }
 
+/// `txn` with a put of `r` added.
+pub fn put_record<R: Record>(txn: Txn, r: &R) -> Result<Txn, ControlError> {
+    let (k, v) = to_json(r)?;
+    Ok(txn.put(k, v))
+}
+
+/// The key of record `id` of kind `R`.
+pub fn record_key<R: Record>(id: &str) -> String {
+    key(R::KIND, id)
+}
+
 impl Records<'_, dyn StateStore> {
+    /// Commits `txn`; answers its revision.
+    pub async fn txn(&self, txn: Txn) -> Result<Revision, ControlError> {
+        Ok(self.0.txn(txn).await?.revision)
+    }
+
     pub async fn get<R: Record>(&self, id: &str) -> Result<Option<R>, ControlError> {
         Ok(self.get_rev(id).await?.map(|(r, _)| r))
     }

@@ -2,6 +2,7 @@
 //! way a handler reaches the data plane.
 
 mod grpc;
+mod lock;
 mod metrics;
 
 pub use metrics::METRICS_PATH;
@@ -59,8 +60,9 @@ pub(crate) struct Core {
     pub store: Arc<dyn StateStore>,
     /// Control-plane bookkeeping only (never held across an await or a data-plane call).
     pub pools: Mutex<BTreeMap<String, PoolEntry>>,
-    /// Serialises mutating calls (held across their awaits).
-    pub ops: tokio::sync::Mutex<()>,
+    /// This instance's session lease in the store (0: none yet): what its locks
+    /// ([`Core::lock`]) are attached to.
+    session: std::sync::atomic::AtomicU64,
     pub ready: AtomicBool,
     pub started: Instant,
     next_meta: std::sync::atomic::AtomicUsize,
@@ -228,20 +230,31 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Opens the state store, binds `socket` (mode 0600), starts serving, and
-    /// reconciles the stored state with the data plane (re-importing pools and
-    /// re-publishing volumes). Returns once reconciliation is done.
+    /// Opens the state store (`control.redb` in the data directory) and starts
+    /// ([`ControlServer::start_with_store`]).
     pub fn start(ctx: ControlContext, socket: &Path) -> Result<Self, ControlError> {
+        let store = RedbStore::open(&ctx.data_dir.join("control.redb"))?;
+        Self::start_with_store(ctx, socket, Arc::new(store))
+    }
+
+    /// Binds `socket` (mode 0600), starts serving, and reconciles the state in
+    /// `store` with the data plane (re-importing pools and re-publishing volumes).
+    /// Returns once reconciliation is done. Several servers may share one store:
+    /// their changes never interleave (see `server/lock.rs`).
+    pub fn start_with_store(
+        ctx: ControlContext,
+        socket: &Path,
+        store: Arc<dyn StateStore>,
+    ) -> Result<Self, ControlError> {
         if ctx.reactors.is_empty() {
             return Err(ControlError::Internal("no reactors".into()));
         }
-        let store = RedbStore::open(&ctx.data_dir.join("control.redb"))?;
         let listener = bind_socket(socket)?;
         let core = Arc::new(Core {
             ctx,
-            store: Arc::new(store),
+            store,
             pools: Mutex::new(BTreeMap::new()),
-            ops: tokio::sync::Mutex::new(()),
+            session: std::sync::atomic::AtomicU64::new(0),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             next_meta: std::sync::atomic::AtomicUsize::new(0),
@@ -278,6 +291,7 @@ impl ControlServer {
                     let stop = async {
                         let _ = stop_rx.await;
                     };
+                    tokio::spawn(core.clone().keep_session());
                     let server = tokio::spawn(grpc::serve(core.clone(), incoming, None, stop));
                     let res = reconcile::run(&core).await;
                     core.ready.store(true, Ordering::Release);

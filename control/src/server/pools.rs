@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferrox_bdev::lvol::{LvolError, LvolStore, DEFAULT_CLUSTER_SIZE};
 use ferrox_bdev::BlockDevice;
 
-use super::{base_bdev_name, open_path_base, rpc_submit, Core, Job, PoolEntry};
+use super::{base_bdev_name, lock, open_path_base, rpc_submit, Core, Job, PoolEntry};
 use crate::api;
 use crate::error::ControlError;
 use crate::state::{Phase, PoolBaseRec, PoolRec, PublishRec, SnapshotRec, VolumeRec};
@@ -183,7 +183,12 @@ impl Core {
                 ))
             }
         };
-        let _g = self.ops.lock().await;
+        let _g = self
+            .lock(
+                &[lock::POOLS, &lock::pool(&req.name)],
+                &format!("creating pool {:?}", req.name),
+            )
+            .await?;
         let rec = PoolRec {
             name: req.name.clone(),
             base,
@@ -264,28 +269,33 @@ impl Core {
                 }
             })
             .await?;
-        let created = match self.records().put(&rec).await {
-            Ok(_) => {
-                let r2 = rec.clone();
-                self.blocking(move |_| {
-                    LvolStore::create(dev, &r2.name, r2.cluster_size, meta)
-                        .map_err(|e| ControlError::lvol(format!("creating pool {:?}", r2.name), e))
-                })
-                .await
-            }
-            Err(e) => Err(e),
+        let close = |rec: &PoolRec| {
+            let r2 = rec.clone();
+            self.blocking(move |core| {
+                close_base(core, &r2);
+                Ok(())
+            })
         };
+        // A pool of that name that this instance does not serve loses here.
+        let rev = match self.records().put_if(&rec, 0).await {
+            Ok(rev) => rev,
+            Err(e) => {
+                let _ = close(&rec).await;
+                return Err(e);
+            }
+        };
+        let r2 = rec.clone();
+        let created = self
+            .blocking(move |_| {
+                LvolStore::create(dev, &r2.name, r2.cluster_size, meta)
+                    .map_err(|e| ControlError::lvol(format!("creating pool {:?}", r2.name), e))
+            })
+            .await;
         let lvs = match created {
             Ok(l) => l,
             Err(e) => {
-                let _ = self.records().delete::<PoolRec>(&rec.name).await;
-                let r2 = rec.clone();
-                let _ = self
-                    .blocking(move |core| {
-                        close_base(core, &r2);
-                        Ok(())
-                    })
-                    .await;
+                let _ = self.records().delete_if::<PoolRec>(&rec.name, rev).await;
+                let _ = close(&rec).await;
                 return Err(e);
             }
         };
@@ -293,7 +303,7 @@ impl Core {
             phase: Phase::Ready,
             ..rec
         };
-        self.records().put(&rec).await?;
+        self.records().put_if(&rec, rev).await?;
         tracing::info!(pool = %rec.name, base = %describe(&rec.base), "pool created");
         let name = rec.name.clone();
         self.pools().insert(
@@ -318,7 +328,7 @@ impl Core {
             PoolBaseRec::Path { path, .. } => PoolBaseRec::Path { path, size: 0 },
             b => b,
         };
-        let _g = self.ops.lock().await;
+        let _g = self.lock(&[lock::POOLS], "importing a pool").await?;
         let known = self
             .pools()
             .values()
@@ -387,7 +397,7 @@ impl Core {
         }))
         .await?;
         let name = rec.name.clone();
-        self.records().put(&rec).await?;
+        self.records().put_if(&rec, 0).await?;
         self.adopt_volumes(&name, &lvs).await?;
         tracing::info!(pool = %name, "pool imported");
         self.pools().insert(
@@ -454,10 +464,20 @@ impl Core {
     ) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let _g = self.ops.lock().await;
+        let _g = self
+            .lock(
+                &[lock::POOLS, &lock::pool(&name)],
+                &format!("removing pool {name:?}"),
+            )
+            .await?;
         let Some(rec) = self.pools().get(&name).map(|p| p.rec.clone()) else {
             return Ok(false);
         };
+        let rev = self
+            .records()
+            .get_rev::<PoolRec>(&name)
+            .await?
+            .map_or(0, |(_, rev)| rev);
         let r = self.records();
         let mut published = Vec::new();
         for p in r.list::<PublishRec>().await? {
@@ -490,11 +510,15 @@ impl Core {
                 "pool {name:?} holds {vols:?}; delete them first (or export the pool)"
             )));
         }
-        r.put(&PoolRec {
-            phase: Phase::Deleting,
-            ..rec.clone()
-        })
-        .await?;
+        let rev = r
+            .put_if(
+                &PoolRec {
+                    phase: Phase::Deleting,
+                    ..rec.clone()
+                },
+                rev,
+            )
+            .await?;
         for v in &vols {
             r.delete::<VolumeRec>(v).await?;
             r.delete::<SnapshotRec>(v).await?;
@@ -512,7 +536,7 @@ impl Core {
             Ok(())
         })
         .await?;
-        r.delete::<PoolRec>(&name).await?;
+        r.delete_if::<PoolRec>(&name, rev).await?;
         tracing::info!(pool = %name, erase, "pool removed");
         Ok(true)
     }

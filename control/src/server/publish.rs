@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use ferrox_nvmeof::{SubsystemConfig, TargetError};
 
+use super::lock::{self, Locks};
 use super::{rpc_submit, Core, Job};
 use crate::api;
 use crate::error::ControlError;
-use crate::state::{Phase, PublishRec, Record, VolumeRec};
+use crate::state::{record_key, Phase, PublishRec, Record, Txn, VolumeRec};
 use crate::validate;
 
 /// What `Publish` says about listeners.
@@ -170,6 +171,15 @@ impl Core {
         .await
     }
 
+    /// The locks a change of `volume`'s publication takes: its pool's and the
+    /// target's.
+    async fn lock_publication(&self, volume: &str, what: &str) -> Result<Locks, ControlError> {
+        match self.records().get::<VolumeRec>(volume).await? {
+            Some(v) => self.lock(&[&lock::pool(&v.pool), lock::TARGET], what).await,
+            None => self.lock(&[lock::TARGET], what).await,
+        }
+    }
+
     pub async fn publish(
         self: &Arc<Self>,
         req: api::PublishRequest,
@@ -215,7 +225,9 @@ impl Core {
                 format!("{} is not a TCP port", req.port),
             ));
         }
-        let _g = self.ops.lock().await;
+        let _g = self
+            .lock_publication(&req.volume, &format!("publishing volume {:?}", req.volume))
+            .await?;
         let rec = PublishRec {
             volume: req.volume.clone(),
             nqn,
@@ -271,6 +283,11 @@ impl Core {
             return Ok(self.publish_response(&old));
         }
         self.volume_get(req.volume.clone()).await?;
+        let vol_rev = self
+            .records()
+            .get_rev::<VolumeRec>(&req.volume)
+            .await?
+            .map_or(0, |(_, rev)| rev);
         if self.ctx.target.subsystem(&rec.nqn).is_some() {
             return Err(ControlError::AlreadyExists {
                 kind: "subsystem",
@@ -278,16 +295,24 @@ impl Core {
                 difference: "it exports something else".into(),
             });
         }
-        self.records().put(&rec).await?;
+        // Neither published nor changed since it was read, or this loses the race.
+        let claim = Txn::new()
+            .when(record_key::<PublishRec>(&rec.volume), 0)
+            .when(record_key::<VolumeRec>(&rec.volume), vol_rev);
+        let Some(rev) = self.claim(claim, &rec).await? else {
+            return Err(lock::raced("publication of volume", &rec.volume));
+        };
         if let Err(e) = self.export(&rec).await {
-            self.records().delete::<PublishRec>(&rec.volume).await?;
+            self.records()
+                .delete_if::<PublishRec>(&rec.volume, rev)
+                .await?;
             return Err(e);
         }
         let rec = PublishRec {
             phase: Phase::Ready,
             ..rec
         };
-        self.records().put(&rec).await?;
+        self.records().put_if(&rec, rev).await?;
         tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume published");
         Ok(self.publish_response(&rec))
     }
@@ -295,13 +320,18 @@ impl Core {
     pub async fn unpublish(self: &Arc<Self>, volume: String) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("volume", &volume)?;
-        let _g = self.ops.lock().await;
-        let Some(rec) = self.records().get::<PublishRec>(&volume).await? else {
+        let _g = self
+            .lock_publication(&volume, &format!("unpublishing volume {volume:?}"))
+            .await?;
+        let Some((rec, rev)) = self.records().get_rev::<PublishRec>(&volume).await? else {
             return Ok(false);
         };
-        self.records().put(&rec.in_phase(Phase::Deleting)).await?;
+        let rev = self
+            .records()
+            .put_if(&rec.in_phase(Phase::Deleting), rev)
+            .await?;
         self.unexport(&rec.nqn).await?;
-        self.records().delete::<PublishRec>(&volume).await?;
+        self.records().delete_if::<PublishRec>(&volume, rev).await?;
         tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume unpublished");
         Ok(true)
     }

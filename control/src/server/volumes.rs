@@ -6,10 +6,12 @@ use std::sync::Arc;
 use ferrox_bdev::lvol::{LvolError, LvolStore, VolumeInfo};
 
 use super::pools::hex;
-use super::{rpc_submit, Core, Job};
+use super::{lock, rpc_submit, Core, Job};
 use crate::api;
 use crate::error::ControlError;
-use crate::state::{Phase, PublishRec, Record, SnapshotRec, VolumeRec};
+use crate::state::{
+    self, record_key, Phase, PublishRec, Record, Revision, SnapshotRec, Txn, VolumeRec,
+};
 use crate::validate;
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ControlError> {
@@ -209,8 +211,13 @@ impl Core {
         check_labels(&req.labels)?;
         let (pool, cluster) = self.pick_pool(&req.pool)?;
         validate::size("size_bytes", req.size_bytes, cluster)?;
-        let _g = self.ops.lock().await;
-        self.not_a_snapshot(&req.name).await?;
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("creating volume {:?}", req.name),
+            )
+            .await?;
+        let lvs = self.lvs(&pool)?;
         let rec = VolumeRec {
             name: req.name.clone(),
             pool,
@@ -220,42 +227,58 @@ impl Core {
             clone_of: None,
             phase: Phase::Creating,
         };
-        if let Some(old) = self.records().get::<VolumeRec>(&req.name).await? {
-            let mut diff = Vec::new();
-            if old.pool != rec.pool {
-                diff.push(format!("pool is {:?}, not {:?}", old.pool, rec.pool));
+        for _ in 0..lock::MAX_RACES {
+            self.not_a_snapshot(&req.name).await?;
+            if let Some((old, rev)) = self.records().get_rev::<VolumeRec>(&req.name).await? {
+                if old.phase != Phase::Ready {
+                    self.settled::<VolumeRec>(&req.name, rev).await?;
+                    continue;
+                }
+                let mut diff = Vec::new();
+                if old.pool != rec.pool {
+                    diff.push(format!("pool is {:?}, not {:?}", old.pool, rec.pool));
+                }
+                if old.size != rec.size {
+                    diff.push(format!("size_bytes is {}, not {}", old.size, rec.size));
+                }
+                if old.thin != rec.thin {
+                    diff.push(format!("thin is {}, not {}", old.thin, rec.thin));
+                }
+                if old.labels != rec.labels {
+                    diff.push(format!("labels are {:?}, not {:?}", old.labels, rec.labels));
+                }
+                if let Some(s) = &old.clone_of {
+                    diff.push(format!("it is a clone of {s:?}"));
+                }
+                if !diff.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "volume",
+                        name: req.name,
+                        difference: diff.join("; "),
+                    });
+                }
+                return self.volume_view(old).await;
             }
-            if old.size != rec.size {
-                diff.push(format!("size_bytes is {}, not {}", old.size, rec.size));
-            }
-            if old.thin != rec.thin {
-                diff.push(format!("thin is {}, not {}", old.thin, rec.thin));
-            }
-            if old.labels != rec.labels {
-                diff.push(format!("labels are {:?}, not {:?}", old.labels, rec.labels));
-            }
-            if let Some(s) = &old.clone_of {
-                diff.push(format!("it is a clone of {s:?}"));
-            }
-            if !diff.is_empty() {
-                return Err(ControlError::AlreadyExists {
-                    kind: "volume",
-                    name: req.name,
-                    difference: diff.join("; "),
-                });
-            }
-            return self.volume_view(old).await;
+            // The name is free of volumes and snapshots, or this loses the race.
+            let claim = Txn::new()
+                .when(record_key::<VolumeRec>(&req.name), 0)
+                .when(record_key::<SnapshotRec>(&req.name), 0);
+            let Some(rev) = self.claim(claim, &rec).await? else {
+                continue;
+            };
+            let rec = self
+                .create_claimed(rec, rev, move |rec| {
+                    lvs.create_volume(&rec.name, rec.size, rec.thin)
+                        .map(drop)
+                        .map_err(|e| {
+                            ControlError::lvol(format!("creating volume {:?}", rec.name), e)
+                        })
+                })
+                .await?;
+            tracing::info!(volume = %rec.name, pool = %rec.pool, size = rec.size, thin = rec.thin, "volume created");
+            return self.volume_view(rec).await;
         }
-        let lvs = self.lvs(&rec.pool)?;
-        let rec = self
-            .create_recorded(rec, move |rec| {
-                lvs.create_volume(&rec.name, rec.size, rec.thin)
-                    .map(drop)
-                    .map_err(|e| ControlError::lvol(format!("creating volume {:?}", rec.name), e))
-            })
-            .await?;
-        tracing::info!(volume = %rec.name, pool = %rec.pool, size = rec.size, thin = rec.thin, "volume created");
-        self.volume_view(rec).await
+        Err(lock::raced("volume", &req.name))
     }
 
     pub async fn volume_resize(
@@ -264,8 +287,19 @@ impl Core {
     ) -> Result<api::Volume, ControlError> {
         self.check_ready()?;
         validate::name("name", &req.name)?;
-        let _g = self.ops.lock().await;
-        let rec = self.volume_rec(&req.name).await?;
+        let pool = self.volume_rec(&req.name).await?.pool;
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("resizing volume {:?}", req.name),
+            )
+            .await?;
+        let (rec, rev) = self
+            .records()
+            .get_rev::<VolumeRec>(&req.name)
+            .await?
+            .filter(|(v, _)| v.phase == Phase::Ready && v.pool == pool)
+            .ok_or_else(|| ControlError::not_found("volume", req.name.clone()))?;
         let cluster = self.pick_pool(&rec.pool)?.1;
         validate::size("size_bytes", req.size_bytes, cluster)?;
         // A published volume grows online: its namespace moves to a device of the new
@@ -315,7 +349,7 @@ impl Core {
             size: req.size_bytes,
             ..rec
         };
-        self.records().put(&rec).await?;
+        self.records().put_if(&rec, rev).await?;
         let name = rec.name.clone();
         let msg = self
             .blocking(move |c| c.volume_msg(&rec, published.as_ref()))
@@ -349,13 +383,23 @@ impl Core {
     pub async fn volume_destroy(self: &Arc<Self>, name: String) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let _g = self.ops.lock().await;
         if self.records().get::<SnapshotRec>(&name).await?.is_some() {
             return Err(ControlError::FailedPrecondition(format!(
                 "{name:?} is a snapshot; delete it with SnapshotService.Destroy"
             )));
         }
-        let Some(rec) = self.records().get::<VolumeRec>(&name).await? else {
+        let Some(pool) = self
+            .records()
+            .get::<VolumeRec>(&name)
+            .await?
+            .map(|v| v.pool)
+        else {
+            return Ok(false);
+        };
+        let _g = self
+            .lock(&[&lock::pool(&pool)], &format!("deleting volume {name:?}"))
+            .await?;
+        let Some((rec, rev)) = self.records().get_rev::<VolumeRec>(&name).await? else {
             return Ok(false);
         };
         if self.records().get::<PublishRec>(&name).await?.is_some() {
@@ -364,7 +408,9 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
-        self.delete_recorded(lvs, rec, name, "volume").await
+        // Not published meanwhile.
+        let guard = Txn::new().when(record_key::<PublishRec>(&name), 0);
+        self.delete_recorded(lvs, rec, rev, guard, "volume").await
     }
 
     pub async fn snapshot_create(
@@ -377,55 +423,101 @@ impl Core {
         if !req.group_id.is_empty() {
             validate::name("group_id", &req.group_id)?;
         }
-        let _g = self.ops.lock().await;
-        if let Some(old) = self.records().get::<SnapshotRec>(&req.name).await? {
-            let mut diff = Vec::new();
-            if old.volume != req.volume {
-                diff.push(format!(
-                    "it is of volume {:?}, not {:?}",
-                    old.volume, req.volume
-                ));
-            }
-            if old.group_id != req.group_id {
-                diff.push(format!(
-                    "group_id is {:?}, not {:?}",
-                    old.group_id, req.group_id
-                ));
-            }
-            if !diff.is_empty() {
+        let Some(pool) = self
+            .records()
+            .get::<SnapshotRec>(&req.name)
+            .await?
+            .map(|s| s.pool)
+            .or(self
+                .records()
+                .get::<VolumeRec>(&req.volume)
+                .await?
+                .map(|v| v.pool))
+        else {
+            if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
                 return Err(ControlError::AlreadyExists {
-                    kind: "snapshot",
+                    kind: "object",
                     name: req.name,
-                    difference: diff.join("; "),
+                    difference: "it is a volume, not a snapshot".into(),
                 });
             }
-            return self.blocking(move |c| c.snapshot_msg(&old)).await;
-        }
-        if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
-            return Err(ControlError::AlreadyExists {
-                kind: "object",
-                name: req.name,
-                difference: "it is a volume, not a snapshot".into(),
-            });
-        }
-        let vol = self.volume_rec(&req.volume).await?;
-        let lvs = self.lvs(&vol.pool)?;
-        let rec = SnapshotRec {
-            name: req.name,
-            pool: vol.pool,
-            volume: vol.name,
-            group_id: req.group_id,
-            phase: Phase::Creating,
+            return Err(ControlError::not_found("volume", req.volume));
         };
-        let rec = self
-            .create_recorded(rec, move |rec| {
-                lvs.snapshot(&rec.volume, &rec.name)
-                    .map(drop)
-                    .map_err(|e| ControlError::lvol(format!("snapshotting {:?}", rec.volume), e))
-            })
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("creating snapshot {:?}", req.name),
+            )
             .await?;
-        tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
-        self.blocking(move |c| c.snapshot_msg(&rec)).await
+        for _ in 0..lock::MAX_RACES {
+            if let Some((old, rev)) = self.records().get_rev::<SnapshotRec>(&req.name).await? {
+                if old.phase != Phase::Ready {
+                    self.settled::<SnapshotRec>(&req.name, rev).await?;
+                    continue;
+                }
+                let mut diff = Vec::new();
+                if old.volume != req.volume {
+                    diff.push(format!(
+                        "it is of volume {:?}, not {:?}",
+                        old.volume, req.volume
+                    ));
+                }
+                if old.group_id != req.group_id {
+                    diff.push(format!(
+                        "group_id is {:?}, not {:?}",
+                        old.group_id, req.group_id
+                    ));
+                }
+                if !diff.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "snapshot",
+                        name: req.name.clone(),
+                        difference: diff.join("; "),
+                    });
+                }
+                return self.blocking(move |c| c.snapshot_msg(&old)).await;
+            }
+            if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
+                return Err(ControlError::AlreadyExists {
+                    kind: "object",
+                    name: req.name.clone(),
+                    difference: "it is a volume, not a snapshot".into(),
+                });
+            }
+            let Some((vol, vol_rev)) = self
+                .records()
+                .get_rev::<VolumeRec>(&req.volume)
+                .await?
+                .filter(|(v, _)| v.phase == Phase::Ready)
+            else {
+                return Err(ControlError::not_found("volume", req.volume));
+            };
+            let lvs = self.lvs(&vol.pool)?;
+            let rec = SnapshotRec {
+                name: req.name.clone(),
+                pool: vol.pool,
+                volume: vol.name,
+                group_id: req.group_id.clone(),
+                phase: Phase::Creating,
+            };
+            let claim = Txn::new()
+                .when(record_key::<SnapshotRec>(&req.name), 0)
+                .when(record_key::<VolumeRec>(&req.name), 0)
+                .when(record_key::<VolumeRec>(&req.volume), vol_rev);
+            let Some(rev) = self.claim(claim, &rec).await? else {
+                continue;
+            };
+            let rec = self
+                .create_claimed(rec, rev, move |rec| {
+                    lvs.snapshot(&rec.volume, &rec.name).map(drop).map_err(|e| {
+                        ControlError::lvol(format!("snapshotting {:?}", rec.volume), e)
+                    })
+                })
+                .await?;
+            tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
+            return self.blocking(move |c| c.snapshot_msg(&rec)).await;
+        }
+        Err(lock::raced("snapshot", &req.name))
     }
 
     pub async fn snapshot_list(
@@ -447,8 +539,21 @@ impl Core {
     pub async fn snapshot_destroy(self: &Arc<Self>, name: String) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let _g = self.ops.lock().await;
-        let Some(rec) = self.records().get::<SnapshotRec>(&name).await? else {
+        let Some(pool) = self
+            .records()
+            .get::<SnapshotRec>(&name)
+            .await?
+            .map(|s| s.pool)
+        else {
+            return Ok(false);
+        };
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("deleting snapshot {name:?}"),
+            )
+            .await?;
+        let Some((rec, rev)) = self.records().get_rev::<SnapshotRec>(&name).await? else {
             return Ok(false);
         };
         let clones: Vec<String> = self
@@ -465,42 +570,49 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
-        self.delete_recorded(lvs, rec, name, "snapshot").await
+        self.delete_recorded(lvs, rec, rev, Txn::new(), "snapshot")
+            .await
     }
 
-    /// Creates a volume or snapshot with its intent recorded first: the record is
-    /// written as Creating, `make` creates the object in the pool (on a blocking
-    /// thread), then the record goes to Ready. A failure removes the record; a crash
-    /// in between is finished by the start-up reconciliation.
-    async fn create_recorded<R: Record>(
+    /// Finishes the creation of a volume or snapshot whose intent ([`Core::claim`])
+    /// is recorded at `rev` in phase Creating: `make` creates the object in the pool
+    /// (on a blocking thread), then the record goes to Ready. A failure removes the
+    /// record; a crash in between is finished by the start-up reconciliation.
+    async fn create_claimed<R: Record>(
         self: &Arc<Self>,
         rec: R,
+        rev: Revision,
         make: impl FnOnce(&R) -> Result<(), ControlError> + Send + 'static,
     ) -> Result<R, ControlError> {
         let r = self.records();
-        r.put(&rec).await?;
         let intent = rec.clone();
         if let Err(e) = self.blocking(move |_| make(&intent)).await {
-            r.delete::<R>(rec.id()).await?;
+            r.delete_if::<R>(rec.id(), rev).await?;
             return Err(e);
         }
         let rec = rec.in_phase(Phase::Ready);
-        r.put(&rec).await?;
+        r.put_if(&rec, rev).await?;
         Ok(rec)
     }
 
-    /// Deletes a volume or snapshot with its intent recorded first: the record goes to
-    /// Deleting, the pool deletes the object, then the record goes. A failure puts the
-    /// record back; a crash in between is finished by the start-up reconciliation.
+    /// Deletes a volume or snapshot, read at `rev`, with its intent recorded first
+    /// (if `guard`'s compares hold too): the record goes to Deleting, the pool deletes
+    /// the object, then the record goes. A failure puts the record back; a crash in
+    /// between is finished by the start-up reconciliation.
     async fn delete_recorded<R: Record>(
         self: &Arc<Self>,
         lvs: Arc<LvolStore>,
         rec: R,
-        name: String,
+        rev: Revision,
+        guard: Txn,
         what: &'static str,
     ) -> Result<bool, ControlError> {
         let r = self.records();
-        r.put(&rec.in_phase(Phase::Deleting)).await?;
+        let name = rec.id().to_string();
+        let guard = guard.when(record_key::<R>(&name), rev);
+        let rev = r
+            .txn(state::put_record(guard, &rec.in_phase(Phase::Deleting))?)
+            .await?;
         let n = name.clone();
         let deleted = self
             .blocking(move |_| match lvs.delete(&n) {
@@ -509,10 +621,10 @@ impl Core {
             })
             .await;
         if let Err(e) = deleted {
-            r.put(&rec).await?;
+            r.put_if(&rec, rev).await?;
             return Err(e);
         }
-        r.delete::<R>(&name).await?;
+        r.delete_if::<R>(&name, rev).await?;
         tracing::info!(kind = what, name = %name, "deleted");
         Ok(true)
     }
@@ -525,60 +637,95 @@ impl Core {
         validate::name("snapshot", &req.snapshot)?;
         validate::name("name", &req.name)?;
         check_labels(&req.labels)?;
-        let _g = self.ops.lock().await;
-        self.not_a_snapshot(&req.name).await?;
-        if let Some(old) = self.records().get::<VolumeRec>(&req.name).await? {
-            let mut diff = Vec::new();
-            if old.clone_of.as_deref() != Some(req.snapshot.as_str()) {
-                diff.push(format!("it is not a clone of {:?}", req.snapshot));
-            }
-            if old.labels != req.labels {
-                diff.push(format!("labels are {:?}, not {:?}", old.labels, req.labels));
-            }
-            if !diff.is_empty() {
-                return Err(ControlError::AlreadyExists {
-                    kind: "volume",
-                    name: req.name,
-                    difference: diff.join("; "),
-                });
-            }
-            return self.volume_view(old).await;
-        }
-        let snap = self
+        let Some(pool) = self
             .records()
-            .get::<SnapshotRec>(&req.snapshot)
+            .get::<VolumeRec>(&req.name)
             .await?
-            .filter(|s| s.phase == Phase::Ready)
-            .ok_or_else(|| ControlError::not_found("snapshot", req.snapshot.clone()))?;
-        let lvs = self.lvs(&snap.pool)?;
-        let (l, s) = (lvs.clone(), snap.name.clone());
-        let size = self
-            .blocking(move |_| {
-                Ok(l.list()
-                    .map_err(|e| ControlError::lvol("listing the pool", e))?
-                    .into_iter()
-                    .find(|v| v.name == s)
-                    .map_or(0, |v| v.size))
-            })
-            .await?;
-        let rec = VolumeRec {
-            name: req.name,
-            pool: snap.pool,
-            size,
-            thin: true,
-            labels: req.labels,
-            clone_of: Some(snap.name.clone()),
-            phase: Phase::Creating,
+            .map(|v| v.pool)
+            .or(self
+                .records()
+                .get::<SnapshotRec>(&req.snapshot)
+                .await?
+                .map(|s| s.pool))
+        else {
+            self.not_a_snapshot(&req.name).await?;
+            return Err(ControlError::not_found("snapshot", req.snapshot));
         };
-        let from = snap.name.clone();
-        let rec = self
-            .create_recorded(rec, move |rec| {
-                lvs.clone_volume(&from, &rec.name)
-                    .map(drop)
-                    .map_err(|e| ControlError::lvol(format!("cloning {from:?}"), e))
-            })
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("creating clone {:?}", req.name),
+            )
             .await?;
-        tracing::info!(volume = %rec.name, snapshot = %snap.name, "clone created");
-        self.volume_view(rec).await
+        for _ in 0..lock::MAX_RACES {
+            self.not_a_snapshot(&req.name).await?;
+            if let Some((old, rev)) = self.records().get_rev::<VolumeRec>(&req.name).await? {
+                if old.phase != Phase::Ready {
+                    self.settled::<VolumeRec>(&req.name, rev).await?;
+                    continue;
+                }
+                let mut diff = Vec::new();
+                if old.clone_of.as_deref() != Some(req.snapshot.as_str()) {
+                    diff.push(format!("it is not a clone of {:?}", req.snapshot));
+                }
+                if old.labels != req.labels {
+                    diff.push(format!("labels are {:?}, not {:?}", old.labels, req.labels));
+                }
+                if !diff.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "volume",
+                        name: req.name,
+                        difference: diff.join("; "),
+                    });
+                }
+                return self.volume_view(old).await;
+            }
+            let Some((snap, snap_rev)) = self
+                .records()
+                .get_rev::<SnapshotRec>(&req.snapshot)
+                .await?
+                .filter(|(s, _)| s.phase == Phase::Ready)
+            else {
+                return Err(ControlError::not_found("snapshot", req.snapshot));
+            };
+            let lvs = self.lvs(&snap.pool)?;
+            let (l, s) = (lvs.clone(), snap.name.clone());
+            let size = self
+                .blocking(move |_| {
+                    Ok(l.list()
+                        .map_err(|e| ControlError::lvol("listing the pool", e))?
+                        .into_iter()
+                        .find(|v| v.name == s)
+                        .map_or(0, |v| v.size))
+                })
+                .await?;
+            let rec = VolumeRec {
+                name: req.name.clone(),
+                pool: snap.pool.clone(),
+                size,
+                thin: true,
+                labels: req.labels.clone(),
+                clone_of: Some(snap.name.clone()),
+                phase: Phase::Creating,
+            };
+            let claim = Txn::new()
+                .when(record_key::<VolumeRec>(&req.name), 0)
+                .when(record_key::<SnapshotRec>(&req.name), 0)
+                .when(record_key::<SnapshotRec>(&snap.name), snap_rev);
+            let Some(rev) = self.claim(claim, &rec).await? else {
+                continue;
+            };
+            let from = snap.name.clone();
+            let rec = self
+                .create_claimed(rec, rev, move |rec| {
+                    lvs.clone_volume(&from, &rec.name)
+                        .map(drop)
+                        .map_err(|e| ControlError::lvol(format!("cloning {from:?}"), e))
+                })
+                .await?;
+            tracing::info!(volume = %rec.name, snapshot = %snap.name, "clone created");
+            return self.volume_view(rec).await;
+        }
+        Err(lock::raced("volume", &req.name))
     }
 }
