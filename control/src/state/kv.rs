@@ -136,7 +136,8 @@ pub struct Event {
 pub struct Watcher {
     rx: tokio::sync::mpsc::Receiver<Event>,
     lagged: Arc<AtomicBool>,
-    /// The next revision this watcher would have seen, reported when it lags.
+    /// The revision to watch again from when it lags (that of the last event
+    /// delivered: a revision may hold several events).
     next: Revision,
 }
 
@@ -162,7 +163,8 @@ impl WatchSender {
 }
 
 impl Watcher {
-    /// A watch buffering at most `capacity` undelivered events, starting at `from`.
+    /// A watch buffering at most `capacity` undelivered events, starting at `from`
+    /// (for a store implementation).
     pub(crate) fn channel(capacity: usize, from: Revision) -> (WatchSender, Self) {
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         let lagged = Arc::new(AtomicBool::new(false));
