@@ -13,7 +13,6 @@
 //! the revision read, so a change across scopes (two pools, one volume name) has
 //! exactly one winner.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,22 +76,26 @@ impl Drop for Locks {
 }
 
 impl Core {
-    /// This instance's session lease, granting it first.
+    /// This instance's session lease, granting it first. One grant at a time, so
+    /// that every lock hangs on the lease that is kept alive.
     async fn session(&self) -> Result<LeaseId, ControlError> {
-        match self.session.load(Ordering::Acquire) {
-            0 => self.renew_session().await,
-            id => Ok(id),
+        let mut s = self.session.lock().await;
+        if *s == 0 {
+            *s = self.store.lease_grant(SESSION_TTL).await?;
+        }
+        Ok(*s)
+    }
+
+    /// Forgets session lease `lapsed` (the store no longer has it), so the next
+    /// [`Core::session`] grants another.
+    async fn forget_session(&self, lapsed: LeaseId) {
+        let mut s = self.session.lock().await;
+        if *s == lapsed {
+            *s = 0;
         }
     }
 
-    /// Grants a new session lease (the last one expired).
-    async fn renew_session(&self) -> Result<LeaseId, ControlError> {
-        let id = self.store.lease_grant(SESSION_TTL).await?;
-        self.session.store(id, Ordering::Release);
-        Ok(id)
-    }
-
-    /// Keeps the session lease alive until the store is dropped; runs on the
+    /// Keeps the session lease alive until the core is dropped; runs on the
     /// control runtime.
     pub(crate) async fn keep_session(self: Arc<Self>) {
         let core = Arc::downgrade(&self);
@@ -100,15 +103,13 @@ impl Core {
         loop {
             tokio::time::sleep(SESSION_TTL / 3).await;
             let Some(c) = core.upgrade() else { return };
-            let id = c.session.load(Ordering::Acquire);
+            let id = *c.session.lock().await;
             if id == 0 {
                 continue;
             }
             if let Err(e) = c.store.lease_keep_alive(id).await {
-                tracing::warn!(error = %e, "the control session lease lapsed; taking a new one");
-                let _ = c
-                    .session
-                    .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire);
+                tracing::warn!(error = %e, "the control session lease lapsed; locks held under it are lost, taking a new one");
+                c.forget_session(id).await;
             }
         }
     }
@@ -124,6 +125,11 @@ impl Core {
         );
         let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
         loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ControlError::Aborted(format!(
+                    "{what}: could not take {keys:?} within {LOCK_PATIENCE:?}; retry"
+                )));
+            }
             let lease = self.session().await?;
             let mut txn = Txn::new();
             for k in &keys {
@@ -142,8 +148,8 @@ impl Core {
                     })
                 }
                 Err(StoreError::Conflict { key, actual, .. }) => (key, actual),
-                Err(StoreError::LeaseNotFound(_)) => {
-                    self.renew_session().await?;
+                Err(StoreError::LeaseNotFound(id)) => {
+                    self.forget_session(id).await;
                     continue;
                 }
                 Err(e) => return Err(e.into()),

@@ -62,7 +62,7 @@ pub(crate) struct Core {
     pub pools: Mutex<BTreeMap<String, PoolEntry>>,
     /// This instance's session lease in the store (0: none yet): what its locks
     /// ([`Core::lock`]) are attached to.
-    session: std::sync::atomic::AtomicU64,
+    session: tokio::sync::Mutex<crate::state::LeaseId>,
     pub ready: AtomicBool,
     pub started: Instant,
     next_meta: std::sync::atomic::AtomicUsize,
@@ -254,7 +254,7 @@ impl ControlServer {
             ctx,
             store,
             pools: Mutex::new(BTreeMap::new()),
-            session: std::sync::atomic::AtomicU64::new(0),
+            session: tokio::sync::Mutex::new(0),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             next_meta: std::sync::atomic::AtomicUsize::new(0),

@@ -217,7 +217,6 @@ impl Core {
                 &format!("creating volume {:?}", req.name),
             )
             .await?;
-        let lvs = self.lvs(&pool)?;
         let rec = VolumeRec {
             name: req.name.clone(),
             pool,
@@ -259,6 +258,7 @@ impl Core {
                 }
                 return self.volume_view(old).await;
             }
+            let lvs = self.lvs(&rec.pool)?;
             // The name is free of volumes and snapshots, or this loses the race.
             let claim = Txn::new()
                 .when(record_key::<VolumeRec>(&req.name), 0)
