@@ -11,7 +11,13 @@
 //!
 //! # What it promises, and what etcd promises beyond it
 //! * Revisions, compares and transactions as etcd's: each write is one redb
-//!   transaction, fsync-ed before the call returns; a revision is never reused.
+//!   transaction, fsync-ed before the call returns — except a write that touches
+//!   only keys attached to leases (the control plane's locks): such keys are deleted
+//!   at the next open anyway, so it is not synced, and a crash loses nothing a
+//!   restart would have kept (the next synced write makes it durable with
+//!   everything before it). A revision is never reused within a run; one taken by
+//!   such an unsynced write may be taken again after a crash, when nobody who saw it
+//!   is left.
 //! * Watches are served in-process, replaying at most the last [`HISTORY`] events;
 //!   the history starts empty at open (a watch from an earlier revision answers
 //!   `Compacted`), and only writes made through this `RedbStore` are seen — one
@@ -333,11 +339,13 @@ impl Inner {
                 }
             }
         }
-        let tx = self
+        let mut tx = self
             .db
             .begin_write()
             .map_err(unavailable("begin a write"))?;
         let mut events = Vec::new();
+        // Whether every key written is (or, deleted, was) attached to a lease.
+        let mut ephemeral = true;
         let mut prev = Vec::with_capacity(txn.ops.len());
         let (current, revision) = {
             let mut kv = tx.open_table(KV).map_err(unavailable("write"))?;
@@ -367,6 +375,10 @@ impl Inner {
                     .map_err(unavailable("write"))?
                     .map(|v| decode(key, v.value()))
                     .transpose()?;
+                ephemeral &= match op {
+                    Op::Put { lease, .. } => lease.is_some(),
+                    Op::Delete { .. } => old.as_ref().is_none_or(|o| o.lease.is_some()),
+                };
                 match op {
                     Op::Put {
                         value, lease: l, ..
@@ -418,6 +430,15 @@ impl Inner {
                 revision: current,
                 prev,
             });
+        }
+        if ephemeral {
+            // Leased keys (locks) do not outlive the process — they are deleted at
+            // open — so a crash that loses them loses nothing: no fsync for them.
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Unavailable {
+                    during: "write",
+                    source: Box::new(e),
+                })?;
         }
         tx.commit().map_err(unavailable("commit"))?;
         {
