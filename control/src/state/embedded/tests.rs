@@ -279,3 +279,37 @@ fn a_corrupt_value_is_reported_as_corrupt() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_too_far_behind_is_told_so() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(&d);
+    // Writes of leased keys only are not synced: cheap enough for thousands.
+    let lease = s.lease_grant(Duration::from_secs(600)).await.unwrap();
+    let mut w = s.watch("/x/", 0).await.unwrap();
+    let n = HISTORY + WATCH_BUFFER + 1;
+    for i in 0..n {
+        s.blocking_txn(&Txn::new().put_leased(format!("/x/{i}"), vec![], lease))
+            .unwrap();
+    }
+    let mut last = 0;
+    let err = loop {
+        match w.recv().await {
+            Ok(Some(e)) => {
+                assert_eq!(e.kv.mod_revision, last + 1, "in order, none missing");
+                last = e.kv.mod_revision;
+            }
+            Ok(None) => panic!("the watch ended without saying it lagged"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        last as usize,
+        HISTORY + WATCH_BUFFER,
+        "everything buffered came"
+    );
+    assert!(
+        matches!(err, StoreError::Compacted { requested, .. } if requested == last),
+        "{err:?}"
+    );
+}
