@@ -492,6 +492,10 @@ impl Core {
             else {
                 return Err(ControlError::not_found("volume", req.volume));
             };
+            if vol.pool != pool {
+                // Moved to another pool since it was looked up: not the one locked.
+                return Err(lock::raced("volume", &req.volume));
+            }
             let lvs = self.lvs(&vol.pool)?;
             let rec = SnapshotRec {
                 name: req.name.clone(),
@@ -688,6 +692,10 @@ impl Core {
             else {
                 return Err(ControlError::not_found("snapshot", req.snapshot));
             };
+            if snap.pool != pool {
+                // Another object of that name in another pool: not the one locked.
+                return Err(lock::raced("snapshot", &req.snapshot));
+            }
             let lvs = self.lvs(&snap.pool)?;
             let (l, s) = (lvs.clone(), snap.name.clone());
             let size = self
