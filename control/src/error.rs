@@ -5,6 +5,8 @@ use ferrox_bdev::RegistryError;
 use ferrox_nvmeof::TargetError;
 use ferrox_reactor::ReplyError;
 
+use crate::state::StoreError;
+
 /// Everything the control plane can fail with. Each variant says which gRPC code it
 /// becomes ([`ControlError::code`]); the message is what the client prints.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,9 @@ pub enum ControlError {
     ResourceExhausted(String),
     #[error("the control plane is not ready: {0}")]
     Unavailable(String),
+    /// A concurrent change got there first, or held what this one needed too long.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{during}: {source}")]
     Lvol {
         during: String,
@@ -44,12 +49,8 @@ pub enum ControlError {
         #[source]
         source: RegistryError,
     },
-    #[error("state store: {during}: {source}")]
-    Store {
-        during: &'static str,
-        #[source]
-        source: Box<redb::Error>,
-    },
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
     #[error("state store: record {key:?} is unreadable: {source}")]
     Record {
         key: String,
@@ -77,6 +78,8 @@ pub enum Kind {
     AlreadyExists,
     FailedPrecondition,
     ResourceExhausted,
+    /// A concurrent change won a race (a compare-and-swap lost): retry.
+    Aborted,
     Unavailable,
     Internal,
 }
@@ -103,13 +106,6 @@ impl ControlError {
         }
     }
 
-    pub fn store(during: &'static str, source: impl Into<redb::Error>) -> Self {
-        Self::Store {
-            during,
-            source: Box::new(source.into()),
-        }
-    }
-
     pub fn kind(&self) -> Kind {
         match self {
             Self::InvalidArgument { .. } => Kind::InvalidArgument,
@@ -118,6 +114,7 @@ impl ControlError {
             Self::FailedPrecondition(_) => Kind::FailedPrecondition,
             Self::ResourceExhausted(_) => Kind::ResourceExhausted,
             Self::Unavailable(_) | Self::Reactor(_) => Kind::Unavailable,
+            Self::Aborted(_) => Kind::Aborted,
             Self::Lvol { source, .. } => match source {
                 LvolError::NotFound(_) => Kind::NotFound,
                 LvolError::Exists(_) => Kind::AlreadyExists,
@@ -147,7 +144,12 @@ impl ControlError {
                 _ => Kind::FailedPrecondition,
             },
             Self::Io { .. } => Kind::FailedPrecondition,
-            Self::Store { .. } | Self::Record { .. } | Self::Internal(_) => Kind::Internal,
+            Self::Store(e) => match e {
+                StoreError::Conflict { .. } => Kind::Aborted,
+                StoreError::Unavailable { .. } => Kind::Unavailable,
+                _ => Kind::Internal,
+            },
+            Self::Record { .. } | Self::Internal(_) => Kind::Internal,
         }
     }
 }
@@ -161,6 +163,7 @@ impl From<ControlError> for tonic::Status {
             Kind::AlreadyExists => tonic::Code::AlreadyExists,
             Kind::FailedPrecondition => tonic::Code::FailedPrecondition,
             Kind::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Kind::Aborted => tonic::Code::Aborted,
             Kind::Unavailable => tonic::Code::Unavailable,
             Kind::Internal => tonic::Code::Internal,
         };

@@ -12,15 +12,22 @@
 //!   mode is the access control). Every data-plane action goes through one helper,
 //!   `rpc_submit`, which either runs a blocking [`LvolStore`] call on tokio's
 //!   blocking pool or sends a closure to the reactor that owns the resource and
-//!   awaits its reply. Mutating calls are serialised by one async lock and are
-//!   idempotent: the same name with the same parameters answers the existing object,
-//!   different parameters answer `AlreadyExists` naming the difference.
-//! * **State** ([`state`]): a [`state::StateStore`] (get/put/delete/list-prefix, keys
-//!   `/ferrox/v1/<kind>/<id>` as in etcd) on redb in the data directory. Each change
-//!   is recorded before it is made and after; on start the server re-imports pools,
-//!   finishes or forgets interrupted changes, adopts volumes the store does not know
-//!   (with a warning), and re-publishes published volumes, before it answers
-//!   anything but `NodeService` (`Unavailable` until then).
+//!   awaits its reply. Mutating calls are idempotent: the same name with the same
+//!   parameters answers the existing object, different parameters answer
+//!   `AlreadyExists` naming the difference. They exclude each other through the
+//!   state store, not a process-local lock, so several servers may share one store:
+//!   a change takes the lease-backed lock keys of the pool (and target) it touches,
+//!   and writes its records with compare-and-swap on the revision it read; a lost
+//!   race is re-read and decided again, or answers `Aborted` (`server/lock.rs`).
+//! * **State** ([`state`]): an async [`state::StateStore`] with etcd's model —
+//!   revisions per key, compare-and-swap transactions, watches from a revision,
+//!   leases; keys `/ferrox/v1/<kind>/<id>` as in etcd; its own [`state::StoreError`]
+//!   — on redb in the data directory ([`state::RedbStore`]; what it promises beyond
+//!   and short of etcd is in its docs). Each change is recorded before it is made and
+//!   after; on start the server re-imports pools, finishes or forgets interrupted
+//!   changes (each fix a compare-and-swap on the revision it read), adopts volumes
+//!   the store does not know (with a warning), and re-publishes published volumes,
+//!   before it answers anything but `NodeService` (`Unavailable` until then).
 //! * **Remote access** ([`ControlServer::serve_tcp`], [`tls`]): opt-in; the same
 //!   services and limits on TCP, with rustls requiring a client certificate signed by
 //!   the configured client CA. Handshakes run concurrently with a timeout

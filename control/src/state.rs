@@ -1,19 +1,26 @@
-//! Durable control-plane state: a small key-value [`StateStore`] whose keys are laid
-//! out as they would be in etcd (`/ferrox/v1/<kind>/<id>`), implemented on redb in the
-//! data directory, and the records kept in it (JSON values).
+//! Durable control-plane state: a key-value [`StateStore`] with etcd's model
+//! (revisions, compare-and-swap transactions, watches, leases; [`kv`]) whose keys are
+//! laid out as they are in etcd (`/ferrox/v1/<kind>/<id>`), implemented on redb in
+//! the data directory ([`RedbStore`]), and the records kept in it (JSON values).
 //!
 //! Every change is recorded *before* it is made (a record in an intent state such as
 //! `Creating`) and again *after* (`Ready`), each with its own committed transaction,
 //! so start-up reconciliation ([`crate::server`]) can tell an interrupted change from
 //! a finished one.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+mod embedded;
+pub mod kv;
 
-use redb::{ReadableDatabase, TableDefinition};
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use self::embedded::{RedbStore, HISTORY};
+pub use self::kv::{
+    Compare, Event, EventKind, KeyValue, LeaseId, Op, Revision, StateStore, StoreError, Txn,
+    TxnResponse, Watcher,
+};
 use crate::error::ControlError;
 
 /// The root of every key.
@@ -27,107 +34,6 @@ pub fn key(kind: &str, id: &str) -> String {
 /// `/ferrox/v1/<kind>/`: the prefix listing every record of a kind.
 pub fn kind_prefix(kind: &str) -> String {
     format!("{PREFIX}{kind}/")
-}
-
-/// A key-value store with sorted keys: what the control plane needs of etcd.
-pub trait StateStore: Send + Sync {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ControlError>;
-    /// Writes durably (committed and synced when it returns).
-    fn put(&self, key: &str, value: &[u8]) -> Result<(), ControlError>;
-    /// Returns whether the key existed.
-    fn delete(&self, key: &str) -> Result<bool, ControlError>;
-    /// Every key starting with `prefix`, in key order.
-    fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ControlError>;
-}
-
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
-
-/// [`StateStore`] on a redb database file (fsync on every commit).
-pub struct RedbStore {
-    db: redb::Database,
-}
-
-impl RedbStore {
-    pub fn open(path: &Path) -> Result<Self, ControlError> {
-        let db = redb::Database::create(path).map_err(|e| ControlError::store("open", e))?;
-        // Make sure the table exists, so reads of a fresh store find it.
-        let tx = db
-            .begin_write()
-            .map_err(|e| ControlError::store("open", e))?;
-        tx.open_table(TABLE)
-            .map_err(|e| ControlError::store("open", e))?;
-        tx.commit().map_err(|e| ControlError::store("open", e))?;
-        Ok(Self { db })
-    }
-}
-
-impl StateStore for RedbStore {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ControlError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| ControlError::store("get", e))?;
-        let t = tx
-            .open_table(TABLE)
-            .map_err(|e| ControlError::store("get", e))?;
-        let v = t.get(key).map_err(|e| ControlError::store("get", e))?;
-        Ok(v.map(|v| v.value().to_vec()))
-    }
-
-    fn put(&self, key: &str, value: &[u8]) -> Result<(), ControlError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| ControlError::store("put", e))?;
-        {
-            let mut t = tx
-                .open_table(TABLE)
-                .map_err(|e| ControlError::store("put", e))?;
-            t.insert(key, value)
-                .map_err(|e| ControlError::store("put", e))?;
-        }
-        tx.commit().map_err(|e| ControlError::store("put", e))
-    }
-
-    fn delete(&self, key: &str) -> Result<bool, ControlError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| ControlError::store("delete", e))?;
-        let existed = {
-            let mut t = tx
-                .open_table(TABLE)
-                .map_err(|e| ControlError::store("delete", e))?;
-            let old = t
-                .remove(key)
-                .map_err(|e| ControlError::store("delete", e))?;
-            old.is_some()
-        };
-        tx.commit().map_err(|e| ControlError::store("delete", e))?;
-        Ok(existed)
-    }
-
-    fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ControlError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| ControlError::store("list", e))?;
-        let t = tx
-            .open_table(TABLE)
-            .map_err(|e| ControlError::store("list", e))?;
-        let mut out = Vec::new();
-        for item in t
-            .range(prefix..)
-            .map_err(|e| ControlError::store("list", e))?
-        {
-            let (k, v) = item.map_err(|e| ControlError::store("list", e))?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
-    }
 }
 
 /// Where an intent stands.
@@ -198,9 +104,10 @@ pub struct PublishRec {
 }
 
 /// The kinds of record, and their key segment.
-pub trait Record: Serialize + DeserializeOwned {
+pub trait Record: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     const KIND: &'static str;
     fn id(&self) -> &str;
+    fn phase(&self) -> Phase;
     /// The same record in another phase.
     fn in_phase(&self, phase: Phase) -> Self;
 }
@@ -212,6 +119,9 @@ macro_rules! record {
             const KIND: &'static str = $kind;
             fn id(&self) -> &str {
                 &self.$id
+            }
+            fn phase(&self) -> Phase {
+                self.phase
             }
             fn in_phase(&self, phase: Phase) -> Self {
                 Self {
@@ -228,40 +138,123 @@ record!(VolumeRec, "volume", name);
 record!(SnapshotRec, "snapshot", name);
 record!(PublishRec, "publish", volume);
 
-/// Typed access to a [`StateStore`].
-pub struct Records<'a>(pub &'a dyn StateStore);
+/// Typed access to a [`StateStore`]: asynchronous over `dyn StateStore` (the
+/// server), synchronous over a [`RedbStore`] (tools and tests editing the store of a
+/// stopped node).
+pub struct Records<'a, S: ?Sized = dyn StateStore>(pub &'a S);
 
-impl Records<'_> {
-    pub fn get<R: Record>(&self, id: &str) -> Result<Option<R>, ControlError> {
-        let k = key(R::KIND, id);
+fn to_json<R: Record>(r: &R) -> Result<(String, Vec<u8>), ControlError> {
+    let k = key(R::KIND, r.id());
+    let v = serde_json::to_vec(r).map_err(|source| ControlError::Record {
+        key: k.clone(),
+        source,
+    })?;
+    Ok((k, v))
+}
+
+fn from_json<R: Record>(kv: KeyValue) -> Result<(R, Revision), ControlError> {
+    let rec = serde_json::from_slice(&kv.value).map_err(|source| ControlError::Record {
+        key: kv.key,
+        source,
+    })?;
+    Ok((rec, kv.mod_revision))
+}
+
+/// `txn` with a put of `r` added.
+pub fn put_record<R: Record>(txn: Txn, r: &R) -> Result<Txn, ControlError> {
+    let (k, v) = to_json(r)?;
+    Ok(txn.put(k, v))
+}
+
+/// The key of record `id` of kind `R`.
+pub fn record_key<R: Record>(id: &str) -> String {
+    key(R::KIND, id)
+}
+
+impl Records<'_, dyn StateStore> {
+    /// Commits `txn`; answers its revision.
+    pub async fn txn(&self, txn: Txn) -> Result<Revision, ControlError> {
+        Ok(self.0.txn(txn).await?.revision)
+    }
+
+    pub async fn get<R: Record>(&self, id: &str) -> Result<Option<R>, ControlError> {
+        Ok(self.get_rev(id).await?.map(|(r, _)| r))
+    }
+
+    /// The record and its revision (for a later [`Records::put_if`]).
+    pub async fn get_rev<R: Record>(
+        &self,
+        id: &str,
+    ) -> Result<Option<(R, Revision)>, ControlError> {
         self.0
-            .get(&k)?
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|source| ControlError::Record { key: k, source })
-            })
+            .get(&key(R::KIND, id))
+            .await?
+            .map(from_json)
             .transpose()
     }
 
-    pub fn put<R: Record>(&self, r: &R) -> Result<(), ControlError> {
-        let k = key(R::KIND, r.id());
-        let v = serde_json::to_vec(r).map_err(|source| ControlError::Record {
-            key: k.clone(),
-            source,
-        })?;
-        self.0.put(&k, &v)
+    pub async fn put<R: Record>(&self, r: &R) -> Result<Revision, ControlError> {
+        let (k, v) = to_json(r)?;
+        Ok(self.0.put(&k, v).await?)
+    }
+
+    /// Writes `r` if its key is at `expected` (0: absent); else
+    /// [`StoreError::Conflict`].
+    pub async fn put_if<R: Record>(
+        &self,
+        r: &R,
+        expected: Revision,
+    ) -> Result<Revision, ControlError> {
+        let (k, v) = to_json(r)?;
+        Ok(self.0.put_if(&k, v, expected).await?)
+    }
+
+    pub async fn delete<R: Record>(&self, id: &str) -> Result<bool, ControlError> {
+        Ok(self.0.delete(&key(R::KIND, id)).await?)
+    }
+
+    /// Deletes the record if its key is at `expected`.
+    pub async fn delete_if<R: Record>(
+        &self,
+        id: &str,
+        expected: Revision,
+    ) -> Result<Revision, ControlError> {
+        Ok(self.0.delete_if(&key(R::KIND, id), expected).await?)
+    }
+
+    pub async fn list<R: Record>(&self) -> Result<Vec<R>, ControlError> {
+        Ok(self.list_rev().await?.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// Every record of a kind with its revision.
+    pub async fn list_rev<R: Record>(&self) -> Result<Vec<(R, Revision)>, ControlError> {
+        let (kvs, _) = self.0.range(&kind_prefix(R::KIND)).await?;
+        kvs.into_iter().map(from_json).collect()
+    }
+}
+
+impl Records<'_, RedbStore> {
+    pub fn get<R: Record>(&self, id: &str) -> Result<Option<R>, ControlError> {
+        self.0
+            .blocking_get(&key(R::KIND, id))?
+            .map(|kv| from_json(kv).map(|(r, _)| r))
+            .transpose()
+    }
+
+    pub fn put<R: Record>(&self, r: &R) -> Result<Revision, ControlError> {
+        let (k, v) = to_json(r)?;
+        Ok(self.0.blocking_txn(&Txn::new().put(k, v))?.revision)
     }
 
     pub fn delete<R: Record>(&self, id: &str) -> Result<bool, ControlError> {
-        self.0.delete(&key(R::KIND, id))
+        let r = self.0.blocking_txn(&Txn::new().delete(key(R::KIND, id)))?;
+        Ok(r.prev.first().is_some_and(Option::is_some))
     }
 
     pub fn list<R: Record>(&self) -> Result<Vec<R>, ControlError> {
-        self.0
-            .list_prefix(&kind_prefix(R::KIND))?
-            .into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|source| ControlError::Record { key: k, source })
-            })
+        let (kvs, _) = self.0.blocking_range(&kind_prefix(R::KIND))?;
+        kvs.into_iter()
+            .map(|kv| from_json(kv).map(|(r, _)| r))
             .collect()
     }
 }

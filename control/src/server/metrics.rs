@@ -183,9 +183,9 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Reads every figure (blocking: pool statistics run on their metadata reactors, the
-/// publication records come from the state store) and encodes them.
-fn gather(core: &Core) -> Result<String, ControlError> {
+/// Reads every figure (blocking: pool statistics run on their metadata reactors) and
+/// encodes them, with `published`, the publication records from the state store.
+fn gather(core: &Core, published: &[PublishRec]) -> Result<String, ControlError> {
     let mut s = Scrape::new();
     s.gauge(
         "node_info",
@@ -287,7 +287,6 @@ fn gather(core: &Core) -> Result<String, ControlError> {
         );
     }
 
-    let published = core.records().list::<PublishRec>()?;
     let volume_of = |nqn: &str| {
         published
             .iter()
@@ -471,10 +470,12 @@ async fn answer(core: Arc<Core>, mut sock: tokio::net::TcpStream) {
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
         ("GET" | "HEAD", METRICS_PATH) => {
-            let c = core.clone();
-            match tokio::task::spawn_blocking(move || gather(&c)).await {
-                Ok(Ok(text)) => ("200 OK", CONTENT_TYPE, text),
-                Ok(Err(e)) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
+            let text = match core.records().list::<PublishRec>().await {
+                Ok(published) => core.blocking(move |c| gather(c, &published)).await,
+                Err(e) => Err(e),
+            };
+            match text {
+                Ok(text) => ("200 OK", CONTENT_TYPE, text),
                 Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
             }
         }

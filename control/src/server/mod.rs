@@ -2,6 +2,7 @@
 //! way a handler reaches the data plane.
 
 mod grpc;
+mod lock;
 mod metrics;
 
 pub use metrics::METRICS_PATH;
@@ -59,8 +60,9 @@ pub(crate) struct Core {
     pub store: Arc<dyn StateStore>,
     /// Control-plane bookkeeping only (never held across an await or a data-plane call).
     pub pools: Mutex<BTreeMap<String, PoolEntry>>,
-    /// Serialises mutating calls (held across their awaits).
-    pub ops: tokio::sync::Mutex<()>,
+    /// This instance's session lease in the store (0: none yet): what its locks
+    /// ([`Core::lock`]) are attached to.
+    session: tokio::sync::Mutex<crate::state::LeaseId>,
     pub ready: AtomicBool,
     pub started: Instant,
     next_meta: std::sync::atomic::AtomicUsize,
@@ -70,8 +72,7 @@ type ReactorFn<T> = Box<dyn FnOnce(&Reactor) -> Result<T, ControlError> + Send>;
 
 /// Data-plane work, in one of the two forms the control plane may do it.
 pub(crate) enum Job<T> {
-    /// A blocking call (an [`LvolStore`] method, a state-store commit) for tokio's
-    /// blocking pool.
+    /// A blocking call (an [`LvolStore`] method) for tokio's blocking pool.
     Blocking(Box<dyn FnOnce() -> Result<T, ControlError> + Send>),
     /// A closure for the reactor that owns the resource.
     OnReactor(ReactorHandle, ReactorFn<T>),
@@ -174,6 +175,16 @@ impl Core {
         crate::state::Records(&*self.store)
     }
 
+    /// Runs blocking work (an [`LvolStore`] call) with the core at hand, through
+    /// [`rpc_submit`].
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Core) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let core = self.clone();
+        rpc_submit(Job::blocking(move || f(&core))).await
+    }
+
     /// Whether any subsystem exports the bdev named `bdev`.
     pub fn bdev_exported(&self, bdev: &str) -> Option<String> {
         self.ctx.target.subsystems().iter().find_map(|s| {
@@ -226,20 +237,31 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Opens the state store, binds `socket` (mode 0600), starts serving, and
-    /// reconciles the stored state with the data plane (re-importing pools and
-    /// re-publishing volumes). Returns once reconciliation is done.
+    /// Opens the state store (`control.redb` in the data directory) and starts
+    /// ([`ControlServer::start_with_store`]).
     pub fn start(ctx: ControlContext, socket: &Path) -> Result<Self, ControlError> {
+        let store = RedbStore::open(&ctx.data_dir.join("control.redb"))?;
+        Self::start_with_store(ctx, socket, Arc::new(store))
+    }
+
+    /// Binds `socket` (mode 0600), starts serving, and reconciles the state in
+    /// `store` with the data plane (re-importing pools and re-publishing volumes).
+    /// Returns once reconciliation is done. Several servers may share one store:
+    /// their changes never interleave (see `server/lock.rs`).
+    pub fn start_with_store(
+        ctx: ControlContext,
+        socket: &Path,
+        store: Arc<dyn StateStore>,
+    ) -> Result<Self, ControlError> {
         if ctx.reactors.is_empty() {
             return Err(ControlError::Internal("no reactors".into()));
         }
-        let store = RedbStore::open(&ctx.data_dir.join("control.redb"))?;
         let listener = bind_socket(socket)?;
         let core = Arc::new(Core {
             ctx,
-            store: Arc::new(store),
+            store,
             pools: Mutex::new(BTreeMap::new()),
-            ops: tokio::sync::Mutex::new(()),
+            session: tokio::sync::Mutex::new(0),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             next_meta: std::sync::atomic::AtomicUsize::new(0),
@@ -276,6 +298,7 @@ impl ControlServer {
                     let stop = async {
                         let _ = stop_rx.await;
                     };
+                    tokio::spawn(core.clone().keep_session());
                     let server = tokio::spawn(grpc::serve(core.clone(), incoming, None, stop));
                     let res = reconcile::run(&core).await;
                     core.ready.store(true, Ordering::Release);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferrox_bdev::lvol::{LvolError, LvolStore, DEFAULT_CLUSTER_SIZE};
 use ferrox_bdev::BlockDevice;
 
-use super::{base_bdev_name, open_path_base, rpc_submit, Core, Job, PoolEntry};
+use super::{base_bdev_name, lock, open_path_base, rpc_submit, Core, Job, PoolEntry};
 use crate::api;
 use crate::error::ControlError;
 use crate::state::{Phase, PoolBaseRec, PoolRec, PublishRec, SnapshotRec, VolumeRec};
@@ -183,7 +183,12 @@ impl Core {
                 ))
             }
         };
-        let _g = self.ops.lock().await;
+        let _g = self
+            .lock(
+                &[lock::POOLS, &lock::pool(&req.name)],
+                &format!("creating pool {:?}", req.name),
+            )
+            .await?;
         let rec = PoolRec {
             name: req.name.clone(),
             base,
@@ -236,61 +241,81 @@ impl Core {
                 )));
             }
         }
-        let core = self.clone();
         let meta = self.meta_reactor();
-        rpc_submit(Job::blocking(move || {
-            let (dev, bdev) = open_base(&core, &rec.name, &rec.base, true)?;
-            // Never format over an existing pool: that is what Import is for.
-            match LvolStore::load(dev.clone(), meta.clone()) {
-                Ok(existing) => {
-                    let n = existing.name().to_string();
-                    drop(existing);
-                    close_base(&core, &rec);
-                    return Err(ControlError::FailedPrecondition(format!(
-                        "{} already holds a pool ({n:?}); import it instead",
-                        describe(&rec.base)
-                    )));
+        let (r2, m2) = (rec.clone(), meta.clone());
+        let (dev, bdev) = self
+            .blocking(move |core| {
+                let rec = r2;
+                let (dev, bdev) = open_base(core, &rec.name, &rec.base, true)?;
+                // Never format over an existing pool: that is what Import is for.
+                match LvolStore::load(dev.clone(), m2) {
+                    Ok(existing) => {
+                        let n = existing.name().to_string();
+                        drop(existing);
+                        close_base(core, &rec);
+                        Err(ControlError::FailedPrecondition(format!(
+                            "{} already holds a pool ({n:?}); import it instead",
+                            describe(&rec.base)
+                        )))
+                    }
+                    Err(LvolError::NotAPool { .. }) => Ok((dev, bdev)),
+                    Err(e) => {
+                        close_base(core, &rec);
+                        Err(ControlError::lvol(
+                            format!("checking {} for an existing pool", describe(&rec.base)),
+                            e,
+                        ))
+                    }
                 }
-                Err(LvolError::NotAPool { .. }) => {}
-                Err(e) => {
-                    close_base(&core, &rec);
-                    return Err(ControlError::lvol(
-                        format!("checking {} for an existing pool", describe(&rec.base)),
-                        e,
-                    ));
-                }
+            })
+            .await?;
+        let close = |rec: &PoolRec| {
+            let r2 = rec.clone();
+            self.blocking(move |core| {
+                close_base(core, &r2);
+                Ok(())
+            })
+        };
+        // A pool of that name that this instance does not serve loses here.
+        let rev = match self.records().put_if(&rec, 0).await {
+            Ok(rev) => rev,
+            Err(e) => {
+                let _ = close(&rec).await;
+                return Err(e);
             }
-            core.records().put(&rec)?;
-            let lvs = match LvolStore::create(dev, &rec.name, rec.cluster_size, meta) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = core.records().delete::<PoolRec>(&rec.name);
-                    close_base(&core, &rec);
-                    return Err(ControlError::lvol(
-                        format!("creating pool {:?}", rec.name),
-                        e,
-                    ));
-                }
-            };
-            let rec = PoolRec {
-                phase: Phase::Ready,
-                ..rec
-            };
-            core.records().put(&rec)?;
-            tracing::info!(pool = %rec.name, base = %describe(&rec.base), "pool created");
-            let name = rec.name.clone();
-            core.pools().insert(
-                name.clone(),
-                PoolEntry {
-                    rec,
-                    lvs: Some(lvs),
-                    bdev,
-                    error: None,
-                },
-            );
-            core.pool_msg(&name)
-        }))
-        .await
+        };
+        let r2 = rec.clone();
+        let created = self
+            .blocking(move |_| {
+                LvolStore::create(dev, &r2.name, r2.cluster_size, meta)
+                    .map_err(|e| ControlError::lvol(format!("creating pool {:?}", r2.name), e))
+            })
+            .await;
+        let lvs = match created {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.records().delete_if::<PoolRec>(&rec.name, rev).await;
+                let _ = close(&rec).await;
+                return Err(e);
+            }
+        };
+        let rec = PoolRec {
+            phase: Phase::Ready,
+            ..rec
+        };
+        self.records().put_if(&rec, rev).await?;
+        tracing::info!(pool = %rec.name, base = %describe(&rec.base), "pool created");
+        let name = rec.name.clone();
+        self.pools().insert(
+            name.clone(),
+            PoolEntry {
+                rec,
+                lvs: Some(lvs),
+                bdev,
+                error: None,
+            },
+        );
+        self.blocking(move |core| core.pool_msg(&name)).await
     }
 
     pub async fn pool_import(
@@ -303,7 +328,7 @@ impl Core {
             PoolBaseRec::Path { path, .. } => PoolBaseRec::Path { path, size: 0 },
             b => b,
         };
-        let _g = self.ops.lock().await;
+        let _g = self.lock(&[lock::POOLS], "importing a pool").await?;
         let known = self
             .pools()
             .values()
@@ -315,7 +340,7 @@ impl Core {
         }
         let core = self.clone();
         let meta = self.meta_reactor();
-        rpc_submit(Job::blocking(move || {
+        let (rec, lvs, bdev) = rpc_submit(Job::blocking(move || {
             // The registry name of a path base needs the pool's name, which only the
             // label knows: open it under a provisional name first.
             let provisional = format!("import:{}", std::process::id());
@@ -363,37 +388,47 @@ impl Core {
                 .stats()
                 .map_err(|e| ControlError::lvol("reading the imported pool", e))?;
             let rec = PoolRec {
-                name: name.clone(),
+                name,
                 base,
                 cluster_size: stats.cluster_size,
                 phase: Phase::Ready,
             };
-            core.records().put(&rec)?;
-            core.adopt_volumes(&name, &lvs)?;
-            tracing::info!(pool = %name, "pool imported");
-            core.pools().insert(
-                name.clone(),
-                PoolEntry {
-                    rec,
-                    lvs: Some(lvs),
-                    bdev,
-                    error: None,
-                },
-            );
-            core.pool_msg(&name)
+            Ok((rec, lvs, bdev))
         }))
-        .await
+        .await?;
+        let name = rec.name.clone();
+        self.records().put_if(&rec, 0).await?;
+        self.adopt_volumes(&name, &lvs).await?;
+        tracing::info!(pool = %name, "pool imported");
+        self.pools().insert(
+            name.clone(),
+            PoolEntry {
+                rec,
+                lvs: Some(lvs),
+                bdev,
+                error: None,
+            },
+        );
+        self.blocking(move |core| core.pool_msg(&name)).await
     }
 
     /// Records every volume and snapshot of `lvs` the store does not know.
-    pub(crate) fn adopt_volumes(&self, pool: &str, lvs: &LvolStore) -> Result<(), ControlError> {
+    pub(crate) async fn adopt_volumes(
+        self: &Arc<Self>,
+        pool: &str,
+        lvs: &Arc<LvolStore>,
+    ) -> Result<(), ControlError> {
+        let (l, p) = (lvs.clone(), pool.to_string());
+        let live = self
+            .blocking(move |_| {
+                l.list()
+                    .map_err(|e| ControlError::lvol(format!("listing pool {p:?}"), e))
+            })
+            .await?;
         let r = self.records();
-        for v in lvs
-            .list()
-            .map_err(|e| ControlError::lvol(format!("listing pool {pool:?}"), e))?
-        {
+        for v in live {
             if v.snapshot {
-                if r.get::<SnapshotRec>(&v.name)?.is_none() {
+                if r.get::<SnapshotRec>(&v.name).await?.is_none() {
                     tracing::warn!(pool, snapshot = %v.name, "adopting a snapshot the state store did not know");
                     r.put(&SnapshotRec {
                         name: v.name.clone(),
@@ -401,9 +436,10 @@ impl Core {
                         volume: v.clones.first().cloned().unwrap_or_default(),
                         group_id: String::new(),
                         phase: Phase::Ready,
-                    })?;
+                    })
+                    .await?;
                 }
-            } else if r.get::<VolumeRec>(&v.name)?.is_none() {
+            } else if r.get::<VolumeRec>(&v.name).await?.is_none() {
                 tracing::warn!(pool, volume = %v.name, "adopting a volume the state store did not know");
                 r.put(&VolumeRec {
                     name: v.name.clone(),
@@ -413,7 +449,8 @@ impl Core {
                     labels: Default::default(),
                     clone_of: None,
                     phase: Phase::Ready,
-                })?;
+                })
+                .await?;
             }
         }
         Ok(())
@@ -427,34 +464,42 @@ impl Core {
     ) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let _g = self.ops.lock().await;
+        let _g = self
+            .lock(
+                &[lock::POOLS, &lock::pool(&name)],
+                &format!("removing pool {name:?}"),
+            )
+            .await?;
         let Some(rec) = self.pools().get(&name).map(|p| p.rec.clone()) else {
             return Ok(false);
         };
+        let rev = self
+            .records()
+            .get_rev::<PoolRec>(&name)
+            .await?
+            .map_or(0, |(_, rev)| rev);
         let r = self.records();
-        let published: Vec<String> = r
-            .list::<PublishRec>()?
-            .into_iter()
-            .filter(|p| {
-                r.get::<VolumeRec>(&p.volume)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v.pool == name)
-            })
-            .map(|p| p.volume)
-            .collect();
+        let mut published = Vec::new();
+        for p in r.list::<PublishRec>().await? {
+            let vol = r.get::<VolumeRec>(&p.volume).await.ok().flatten();
+            if vol.is_some_and(|v| v.pool == name) {
+                published.push(p.volume);
+            }
+        }
         if !published.is_empty() {
             return Err(ControlError::FailedPrecondition(format!(
                 "pool {name:?} has published volumes {published:?}; unpublish them first"
             )));
         }
         let vols: Vec<String> = r
-            .list::<VolumeRec>()?
+            .list::<VolumeRec>()
+            .await?
             .into_iter()
             .filter(|v| v.pool == name)
             .map(|v| v.name)
             .chain(
-                r.list::<SnapshotRec>()?
+                r.list::<SnapshotRec>()
+                    .await?
                     .into_iter()
                     .filter(|s| s.pool == name)
                     .map(|s| s.name),
@@ -465,29 +510,34 @@ impl Core {
                 "pool {name:?} holds {vols:?}; delete them first (or export the pool)"
             )));
         }
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let r = core.records();
-            r.put(&PoolRec {
-                phase: Phase::Deleting,
-                ..rec.clone()
-            })?;
-            for v in &vols {
-                r.delete::<VolumeRec>(v)?;
-                r.delete::<SnapshotRec>(v)?;
-            }
+        let rev = r
+            .put_if(
+                &PoolRec {
+                    phase: Phase::Deleting,
+                    ..rec.clone()
+                },
+                rev,
+            )
+            .await?;
+        for v in &vols {
+            r.delete::<VolumeRec>(v).await?;
+            r.delete::<SnapshotRec>(v).await?;
+        }
+        let n = name.clone();
+        self.blocking(move |core| {
             // Dropping the store stops its engine on its metadata reactor.
-            core.pools().remove(&name);
-            close_base(&core, &rec);
+            core.pools().remove(&n);
+            close_base(core, &rec);
             if let (true, PoolBaseRec::Path { path, .. }) = (erase, &rec.base) {
                 if let Err(e) = std::fs::remove_file(path) {
-                    tracing::warn!(pool = %name, path, error = %e, "cannot remove the pool file");
+                    tracing::warn!(pool = %n, path, error = %e, "cannot remove the pool file");
                 }
             }
-            r.delete::<PoolRec>(&name)?;
-            tracing::info!(pool = %name, erase, "pool removed");
-            Ok(true)
-        }))
-        .await
+            Ok(())
+        })
+        .await?;
+        r.delete_if::<PoolRec>(&name, rev).await?;
+        tracing::info!(pool = %name, erase, "pool removed");
+        Ok(true)
     }
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use ferrox_nvmeof::{SubsystemConfig, TargetError};
 
+use super::lock::{self, Locks};
 use super::{rpc_submit, Core, Job};
 use crate::api;
 use crate::error::ControlError;
-use crate::state::{Phase, PublishRec, VolumeRec};
+use crate::state::{record_key, Phase, PublishRec, Record, Txn, VolumeRec};
 use crate::validate;
 
 /// What `Publish` says about listeners.
@@ -105,7 +106,8 @@ impl Core {
     pub(crate) async fn export(self: &Arc<Self>, rec: &PublishRec) -> Result<(), ControlError> {
         let vol = self
             .records()
-            .get::<VolumeRec>(&rec.volume)?
+            .get::<VolumeRec>(&rec.volume)
+            .await?
             .ok_or_else(|| ControlError::not_found("volume", rec.volume.clone()))?;
         let lvs = self.lvs(&vol.pool)?;
         let name = vol.name.clone();
@@ -169,6 +171,15 @@ impl Core {
         .await
     }
 
+    /// The locks a change of `volume`'s publication takes: its pool's and the
+    /// target's.
+    async fn lock_publication(&self, volume: &str, what: &str) -> Result<Locks, ControlError> {
+        match self.records().get::<VolumeRec>(volume).await? {
+            Some(v) => self.lock(&[&lock::pool(&v.pool), lock::TARGET], what).await,
+            None => self.lock(&[lock::TARGET], what).await,
+        }
+    }
+
     pub async fn publish(
         self: &Arc<Self>,
         req: api::PublishRequest,
@@ -214,7 +225,9 @@ impl Core {
                 format!("{} is not a TCP port", req.port),
             ));
         }
-        let _g = self.ops.lock().await;
+        let _g = self
+            .lock_publication(&req.volume, &format!("publishing volume {:?}", req.volume))
+            .await?;
         let rec = PublishRec {
             volume: req.volume.clone(),
             nqn,
@@ -240,7 +253,7 @@ impl Core {
                 self.ctx.target.listeners()
             )));
         }
-        if let Some(old) = self.records().get::<PublishRec>(&req.volume)? {
+        if let Some(old) = self.records().get::<PublishRec>(&req.volume).await? {
             let mut diff = Vec::new();
             if old.nqn != rec.nqn {
                 diff.push(format!("nqn is {}, not {}", old.nqn, rec.nqn));
@@ -270,6 +283,11 @@ impl Core {
             return Ok(self.publish_response(&old));
         }
         self.volume_get(req.volume.clone()).await?;
+        let vol_rev = self
+            .records()
+            .get_rev::<VolumeRec>(&req.volume)
+            .await?
+            .map_or(0, |(_, rev)| rev);
         if self.ctx.target.subsystem(&rec.nqn).is_some() {
             return Err(ControlError::AlreadyExists {
                 kind: "subsystem",
@@ -277,25 +295,24 @@ impl Core {
                 difference: "it exports something else".into(),
             });
         }
-        let core = self.clone();
-        let r2 = rec.clone();
-        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        // Neither published nor changed since it was read, or this loses the race.
+        let claim = Txn::new()
+            .when(record_key::<PublishRec>(&rec.volume), 0)
+            .when(record_key::<VolumeRec>(&rec.volume), vol_rev);
+        let Some(rev) = self.claim(claim, &rec).await? else {
+            return Err(lock::raced("publication of volume", &rec.volume));
+        };
         if let Err(e) = self.export(&rec).await {
-            let core = self.clone();
-            let v = rec.volume.clone();
-            rpc_submit(Job::blocking(move || {
-                core.records().delete::<PublishRec>(&v)
-            }))
-            .await?;
+            self.records()
+                .delete_if::<PublishRec>(&rec.volume, rev)
+                .await?;
             return Err(e);
         }
         let rec = PublishRec {
             phase: Phase::Ready,
             ..rec
         };
-        let core = self.clone();
-        let r2 = rec.clone();
-        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        self.records().put_if(&rec, rev).await?;
         tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume published");
         Ok(self.publish_response(&rec))
     }
@@ -303,30 +320,27 @@ impl Core {
     pub async fn unpublish(self: &Arc<Self>, volume: String) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("volume", &volume)?;
-        let _g = self.ops.lock().await;
-        let Some(rec) = self.records().get::<PublishRec>(&volume)? else {
+        let _g = self
+            .lock_publication(&volume, &format!("unpublishing volume {volume:?}"))
+            .await?;
+        let Some((rec, rev)) = self.records().get_rev::<PublishRec>(&volume).await? else {
             return Ok(false);
         };
-        let core = self.clone();
-        let r2 = PublishRec {
-            phase: Phase::Deleting,
-            ..rec.clone()
-        };
-        rpc_submit(Job::blocking(move || core.records().put(&r2))).await?;
+        let rev = self
+            .records()
+            .put_if(&rec.in_phase(Phase::Deleting), rev)
+            .await?;
         self.unexport(&rec.nqn).await?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.records().delete::<PublishRec>(&volume)
-        }))
-        .await?;
+        self.records().delete_if::<PublishRec>(&volume, rev).await?;
         tracing::info!(volume = %rec.volume, nqn = %rec.nqn, "volume unpublished");
         Ok(true)
     }
 
     pub async fn subsystems(self: &Arc<Self>) -> Result<Vec<api::Subsystem>, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        let by_nqn = rpc_submit(Job::blocking(move || core.records().list::<PublishRec>()))
+        let by_nqn = self
+            .records()
+            .list::<PublishRec>()
             .await?
             .into_iter()
             .map(|p| (p.nqn, p.volume))

@@ -6,49 +6,78 @@ use std::sync::Arc;
 use ferrox_bdev::lvol::{LvolError, LvolStore};
 
 use super::pools::{close_base, open_base};
-use super::{rpc_submit, Core, Job, PoolEntry};
+use super::{Core, PoolEntry};
 use crate::error::ControlError;
-use crate::state::{Phase, PoolBaseRec, PoolRec, PublishRec, Record, SnapshotRec, VolumeRec};
+use crate::state::{
+    Phase, PoolBaseRec, PoolRec, PublishRec, Record, Revision, SnapshotRec, StoreError, VolumeRec,
+};
 
 /// Runs once, before the server answers anything but `NodeService`. Individual
 /// objects that cannot be restored are logged and shown by the API; only a failing
-/// state store fails start-up.
+/// state store fails start-up. Every fix is a compare-and-swap on the revision the
+/// record was read at: a record another control-plane instance changed since is left
+/// to that instance.
 pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ControlError> {
-    let c = core.clone();
-    rpc_submit(Job::blocking(move || {
-        for rec in c.records().list::<PoolRec>()? {
-            c.restore_pool(rec)?;
-        }
-        let loaded: Vec<(String, Arc<LvolStore>)> = c
-            .pools()
-            .iter()
-            .filter_map(|(n, p)| p.lvs.clone().map(|l| (n.clone(), l)))
-            .collect();
-        for (name, lvs) in loaded {
-            c.restore_volumes(&name, &lvs)?;
-        }
-        Ok(())
-    }))
-    .await?;
-    let mut publishes = {
-        let c = core.clone();
-        rpc_submit(Job::blocking(move || c.records().list::<PublishRec>())).await?
-    };
+    for (rec, rev) in core.records().list_rev::<PoolRec>().await? {
+        core.restore_pool(rec, rev).await?;
+    }
+    let loaded: Vec<(String, Arc<LvolStore>)> = core
+        .pools()
+        .iter()
+        .filter_map(|(n, p)| p.lvs.clone().map(|l| (n.clone(), l)))
+        .collect();
+    for (name, lvs) in loaded {
+        core.restore_volumes(&name, &lvs).await?;
+    }
+    let mut publishes = core.records().list_rev::<PublishRec>().await?;
     // Publications that name an address and a port first: they open the listeners
     // that a filter naming only one of them may match.
-    publishes.sort_by_key(|p| p.address.is_empty() || p.port == 0);
-    for rec in publishes {
-        restore_publish(core, rec).await?;
+    publishes.sort_by_key(|(p, _)| p.address.is_empty() || p.port == 0);
+    for (rec, rev) in publishes {
+        restore_publish(core, rec, rev).await?;
     }
     Ok(())
 }
 
 impl Core {
-    fn restore_pool(&self, rec: PoolRec) -> Result<(), ControlError> {
+    /// Moves `rec`, read at `rev`, to phase `to` (`None`: forgets it), unless it
+    /// changed since.
+    async fn settle<R: Record>(
+        &self,
+        rec: &R,
+        rev: Revision,
+        to: Option<Phase>,
+    ) -> Result<(), ControlError> {
         let r = self.records();
+        let res = match to {
+            None => r.delete_if::<R>(rec.id(), rev).await.map(drop),
+            Some(p) => r.put_if(&rec.in_phase(p), rev).await.map(drop),
+        };
+        match res {
+            Err(ControlError::Store(StoreError::Conflict { key, .. })) => {
+                tracing::warn!(
+                    key,
+                    "changed since reconciliation read it; left to that change"
+                );
+                Ok(())
+            }
+            res => res,
+        }
+    }
+
+    async fn restore_pool(
+        self: &Arc<Self>,
+        rec: PoolRec,
+        rev: Revision,
+    ) -> Result<(), ControlError> {
         let name = rec.name.clone();
-        let opened = open_base(self, &name, &rec.base, false)
-            .map(|(dev, bdev)| (LvolStore::load(dev, self.meta_reactor()), bdev));
+        let r2 = rec.clone();
+        let opened = self
+            .blocking(move |core| {
+                Ok(open_base(core, &r2.name, &r2.base, false)
+                    .map(|(dev, bdev)| (LvolStore::load(dev, core.meta_reactor()), bdev)))
+            })
+            .await?;
         let entry = |lvs, bdev, error| PoolEntry {
             rec: PoolRec {
                 phase: Phase::Ready,
@@ -58,26 +87,29 @@ impl Core {
             bdev,
             error,
         };
+        let close = |res| {
+            let r2 = rec.clone();
+            self.blocking(move |core| {
+                drop(res);
+                close_base(core, &r2);
+                Ok(())
+            })
+        };
         match (rec.phase, opened) {
             (Phase::Deleting, res) => {
                 tracing::warn!(pool = %name, "finishing a pool removal a restart interrupted");
-                drop(res);
-                close_base(self, &rec);
-                r.delete::<PoolRec>(&name)?;
+                close(res).await?;
+                self.settle(&rec, rev, None).await?;
             }
             (Phase::Creating, Ok((Ok(lvs), bdev))) => {
                 tracing::warn!(pool = %name, "a pool creation was interrupted after formatting; keeping the pool");
-                r.put(&PoolRec {
-                    phase: Phase::Ready,
-                    ..rec.clone()
-                })?;
+                self.settle(&rec, rev, Some(Phase::Ready)).await?;
                 self.pools().insert(name, entry(Some(lvs), bdev, None));
             }
             (Phase::Creating, res) => {
                 tracing::warn!(pool = %name, "a pool creation was interrupted before it was formatted; forgetting it");
-                drop(res);
-                close_base(self, &rec);
-                r.delete::<PoolRec>(&name)?;
+                close(res).await?;
+                self.settle(&rec, rev, None).await?;
             }
             (Phase::Ready, Ok((Ok(lvs), bdev))) => {
                 if lvs.name() != name {
@@ -107,130 +139,127 @@ impl Core {
         Ok(())
     }
 
-    fn restore_volumes(&self, pool: &str, lvs: &LvolStore) -> Result<(), ControlError> {
+    async fn restore_volumes(
+        self: &Arc<Self>,
+        pool: &str,
+        lvs: &Arc<LvolStore>,
+    ) -> Result<(), ControlError> {
+        let (l, p) = (lvs.clone(), pool.to_string());
+        let live: Vec<String> = self
+            .blocking(move |_| {
+                l.list()
+                    .map_err(|e| ControlError::lvol(format!("listing pool {p:?}"), e))
+            })
+            .await?
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let exists = |n: &str| live.iter().any(|v| v == n);
         let r = self.records();
-        let live = lvs
-            .list()
-            .map_err(|e| ControlError::lvol(format!("listing pool {pool:?}"), e))?;
-        let exists = |n: &str| live.iter().any(|v| v.name == n);
-        // (name, phase, is snapshot)
-        let mut recs: Vec<(String, Phase, bool)> = Vec::new();
-        for v in r
-            .list::<VolumeRec>()?
-            .into_iter()
-            .filter(|v| v.pool == pool)
-        {
-            recs.push((v.name, v.phase, false));
+        for (v, rev) in r.list_rev::<VolumeRec>().await? {
+            if v.pool == pool {
+                let e = exists(&v.name);
+                self.restore_object(pool, lvs, e, v, rev, "volume").await?;
+            }
         }
-        for s in r
-            .list::<SnapshotRec>()?
-            .into_iter()
-            .filter(|s| s.pool == pool)
-        {
-            recs.push((s.name, s.phase, true));
-        }
-        for (name, phase, snap) in recs {
-            let kind = if snap { "snapshot" } else { "volume" };
-            let forget = |r: &crate::state::Records<'_>| -> Result<bool, ControlError> {
-                if snap {
-                    r.delete::<SnapshotRec>(&name)
-                } else {
-                    r.delete::<VolumeRec>(&name)
-                }
-            };
-            let mark_ready = |r: &crate::state::Records<'_>| -> Result<(), ControlError> {
-                if snap {
-                    if let Some(s) = r.get::<SnapshotRec>(&name)? {
-                        r.put(&s.in_phase(Phase::Ready))?;
-                    }
-                } else if let Some(v) = r.get::<VolumeRec>(&name)? {
-                    r.put(&v.in_phase(Phase::Ready))?;
-                }
-                Ok(())
-            };
-            match (phase, exists(&name)) {
-                (Phase::Creating, true) => {
-                    tracing::warn!(
-                        pool,
-                        name,
-                        kind,
-                        "finishing a creation a restart interrupted"
-                    );
-                    mark_ready(&r)?;
-                }
-                (Phase::Creating, false) => {
-                    tracing::warn!(
-                        pool,
-                        name,
-                        kind,
-                        "a creation was interrupted before it happened; forgetting it"
-                    );
-                    forget(&r)?;
-                }
-                (Phase::Deleting, true) => {
-                    tracing::warn!(
-                        pool,
-                        name,
-                        kind,
-                        "finishing a deletion a restart interrupted"
-                    );
-                    match lvs.delete(&name) {
-                        Ok(()) | Err(LvolError::NotFound(_)) => {
-                            forget(&r)?;
-                        }
-                        Err(e) => {
-                            tracing::warn!(pool, name, kind, error = %e, "cannot finish the deletion; keeping it");
-                            mark_ready(&r)?;
-                        }
-                    }
-                }
-                (Phase::Deleting, false) => {
-                    forget(&r)?;
-                }
-                (Phase::Ready, true) => {}
-                (Phase::Ready, false) => {
-                    tracing::warn!(
-                        pool,
-                        name,
-                        kind,
-                        "recorded but missing from its pool; the API shows it as \"missing\""
-                    );
-                }
+        for (s, rev) in r.list_rev::<SnapshotRec>().await? {
+            if s.pool == pool {
+                let e = exists(&s.name);
+                self.restore_object(pool, lvs, e, s, rev, "snapshot")
+                    .await?;
             }
         }
         // Anything in the pool the store does not know (an intent record lost with
         // the store, or a pool used elsewhere) is adopted, never deleted.
-        self.adopt_volumes(pool, lvs)
+        self.adopt_volumes(pool, lvs).await
+    }
+
+    /// Finishes or forgets the interrupted change of a volume or snapshot record.
+    async fn restore_object<R: Record>(
+        self: &Arc<Self>,
+        pool: &str,
+        lvs: &Arc<LvolStore>,
+        exists: bool,
+        rec: R,
+        rev: Revision,
+        kind: &'static str,
+    ) -> Result<(), ControlError> {
+        let name = rec.id().to_string();
+        let name = name.as_str();
+        match (rec.phase(), exists) {
+            (Phase::Creating, true) => {
+                tracing::warn!(
+                    pool,
+                    name,
+                    kind,
+                    "finishing a creation a restart interrupted"
+                );
+                self.settle(&rec, rev, Some(Phase::Ready)).await?;
+            }
+            (Phase::Creating, false) => {
+                tracing::warn!(
+                    pool,
+                    name,
+                    kind,
+                    "a creation was interrupted before it happened; forgetting it"
+                );
+                self.settle(&rec, rev, None).await?;
+            }
+            (Phase::Deleting, true) => {
+                tracing::warn!(
+                    pool,
+                    name,
+                    kind,
+                    "finishing a deletion a restart interrupted"
+                );
+                let (l, n) = (lvs.clone(), name.to_string());
+                match self.blocking(move |_| Ok(l.delete(&n))).await? {
+                    Ok(()) | Err(LvolError::NotFound(_)) => {
+                        self.settle(&rec, rev, None).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool, name, kind, error = %e, "cannot finish the deletion; keeping it");
+                        self.settle(&rec, rev, Some(Phase::Ready)).await?;
+                    }
+                }
+            }
+            (Phase::Deleting, false) => {
+                self.settle(&rec, rev, None).await?;
+            }
+            (Phase::Ready, true) => {}
+            (Phase::Ready, false) => {
+                tracing::warn!(
+                    pool,
+                    name,
+                    kind,
+                    "recorded but missing from its pool; the API shows it as \"missing\""
+                );
+            }
+        }
+        Ok(())
     }
 }
 
-async fn restore_publish(core: &Arc<Core>, rec: PublishRec) -> Result<(), ControlError> {
-    let volume = rec.volume.clone();
-    let forget = |core: &Arc<Core>| {
-        let c = core.clone();
-        let v = volume.clone();
-        rpc_submit(Job::blocking(move || c.records().delete::<PublishRec>(&v)))
-    };
+async fn restore_publish(
+    core: &Arc<Core>,
+    rec: PublishRec,
+    rev: Revision,
+) -> Result<(), ControlError> {
+    let volume = rec.volume.as_str();
     if rec.phase == Phase::Deleting {
         tracing::warn!(volume, nqn = %rec.nqn, "finishing an unpublish a restart interrupted");
-        forget(core).await?;
-        return Ok(());
+        return core.settle(&rec, rev, None).await;
     }
     match core.export(&rec).await {
         Ok(()) => {
             if rec.phase != Phase::Ready {
-                let c = core.clone();
-                let r = PublishRec {
-                    phase: Phase::Ready,
-                    ..rec.clone()
-                };
-                rpc_submit(Job::blocking(move || c.records().put(&r))).await?;
+                core.settle(&rec, rev, Some(Phase::Ready)).await?;
             }
             tracing::info!(volume, nqn = %rec.nqn, "volume re-published");
         }
         Err(e) if rec.phase == Phase::Creating => {
             tracing::warn!(volume, error = %e, "an interrupted publish cannot be completed; forgetting it");
-            forget(core).await?;
+            core.settle(&rec, rev, None).await?;
         }
         Err(e) => {
             tracing::warn!(volume, nqn = %rec.nqn, error = %e, "cannot re-publish; the record is kept");

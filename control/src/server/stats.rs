@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ferrox_nvmeof::target::ctrl::{IoTotals, Latency, LATENCY_BUCKETS};
 
-use super::{rpc_submit, Core, Job};
+use super::Core;
 use crate::api;
 use crate::error::ControlError;
 use crate::state::PublishRec;
@@ -50,13 +50,12 @@ impl Core {
             0 => 1000,
             w => w,
         }));
-        let core = self.clone();
-        let name = req.name.clone();
-        let (vol, publication) = rpc_submit(Job::blocking(move || {
-            let vol = core.volume_msg(&core.volume_rec(&name)?)?;
-            Ok((vol, core.records().get::<PublishRec>(&name)?))
-        }))
-        .await?;
+        let rec = self.volume_rec(&req.name).await?;
+        let publication = self.records().get::<PublishRec>(&req.name).await?;
+        let p2 = publication.clone();
+        let vol = self
+            .blocking(move |c| c.volume_msg(&rec, p2.as_ref()))
+            .await?;
         let mut out = api::VolumeStats {
             name: req.name,
             allocated_bytes: vol.allocated_bytes,

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use ferrox_bdev::lvol::{LvolError, LvolStore, VolumeInfo};
 
 use super::pools::hex;
-use super::{rpc_submit, Core, Job};
+use super::{lock, rpc_submit, Core, Job};
 use crate::api;
 use crate::error::ControlError;
-use crate::state::{Phase, PublishRec, Record, SnapshotRec, VolumeRec};
+use crate::state::{
+    self, record_key, Phase, PublishRec, Record, Revision, SnapshotRec, Txn, VolumeRec,
+};
 use crate::validate;
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ControlError> {
@@ -32,6 +34,7 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ControlError> {
 
 impl Core {
     /// Live information of `name` in `pool`, or the state that explains its absence.
+    /// Blocking.
     fn live(
         &self,
         pool: &str,
@@ -50,20 +53,24 @@ impl Core {
         })
     }
 
-    pub(super) fn volume_msg(&self, rec: &VolumeRec) -> Result<api::Volume, ControlError> {
+    /// The API view of `rec` and its publication. Blocking.
+    pub(super) fn volume_msg(
+        &self,
+        rec: &VolumeRec,
+        published: Option<&PublishRec>,
+    ) -> Result<api::Volume, ControlError> {
         let (info, state) = self.live(&rec.pool, &rec.name)?;
         let cluster = self
             .pools()
             .get(&rec.pool)
             .map_or(0, |p| p.rec.cluster_size);
-        let published = self.records().get::<PublishRec>(&rec.name)?;
         let mut m = api::Volume {
             name: rec.name.clone(),
             pool: rec.pool.clone(),
             size_bytes: rec.size,
             thin: rec.thin,
             labels: rec.labels.clone(),
-            published_nqn: published.map(|p| p.nqn).unwrap_or_default(),
+            published_nqn: published.map(|p| p.nqn.clone()).unwrap_or_default(),
             state: state.into(),
             ..Default::default()
         };
@@ -78,6 +85,17 @@ impl Core {
         Ok(m)
     }
 
+    /// The API view of `rec`, its publication read from the store.
+    pub(super) async fn volume_view(
+        self: &Arc<Self>,
+        rec: VolumeRec,
+    ) -> Result<api::Volume, ControlError> {
+        let published = self.records().get::<PublishRec>(&rec.name).await?;
+        self.blocking(move |c| c.volume_msg(&rec, published.as_ref()))
+            .await
+    }
+
+    /// Blocking.
     fn snapshot_msg(&self, rec: &SnapshotRec) -> Result<api::Snapshot, ControlError> {
         let (info, state) = self.live(&rec.pool, &rec.name)?;
         let cluster = self
@@ -102,9 +120,10 @@ impl Core {
         Ok(m)
     }
 
-    pub(super) fn volume_rec(&self, name: &str) -> Result<VolumeRec, ControlError> {
+    pub(super) async fn volume_rec(&self, name: &str) -> Result<VolumeRec, ControlError> {
         self.records()
-            .get::<VolumeRec>(name)?
+            .get::<VolumeRec>(name)
+            .await?
             .filter(|v| v.phase == Phase::Ready)
             .ok_or_else(|| ControlError::not_found("volume", name))
     }
@@ -112,11 +131,8 @@ impl Core {
     pub async fn volume_get(self: &Arc<Self>, name: String) -> Result<api::Volume, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.volume_msg(&core.volume_rec(&name)?)
-        }))
-        .await
+        let rec = self.volume_rec(&name).await?;
+        self.volume_view(rec).await
     }
 
     pub async fn volume_list(
@@ -124,15 +140,20 @@ impl Core {
         pool: String,
     ) -> Result<Vec<api::Volume>, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.records()
-                .list::<VolumeRec>()?
-                .iter()
+        let vols = self.records().list::<VolumeRec>().await?;
+        let published: BTreeMap<String, PublishRec> = self
+            .records()
+            .list::<PublishRec>()
+            .await?
+            .into_iter()
+            .map(|p| (p.volume.clone(), p))
+            .collect();
+        self.blocking(move |c| {
+            vols.iter()
                 .filter(|v| pool.is_empty() || v.pool == pool)
-                .map(|v| core.volume_msg(v))
+                .map(|v| c.volume_msg(v, published.get(&v.name)))
                 .collect()
-        }))
+        })
         .await
     }
 
@@ -159,8 +180,8 @@ impl Core {
     }
 
     /// AlreadyExists when `name` is taken by a snapshot.
-    fn not_a_snapshot(&self, name: &str) -> Result<(), ControlError> {
-        if self.records().get::<SnapshotRec>(name)?.is_some() {
+    async fn not_a_snapshot(&self, name: &str) -> Result<(), ControlError> {
+        if self.records().get::<SnapshotRec>(name).await?.is_some() {
             return Err(ControlError::AlreadyExists {
                 kind: "object",
                 name: name.into(),
@@ -190,8 +211,12 @@ impl Core {
         check_labels(&req.labels)?;
         let (pool, cluster) = self.pick_pool(&req.pool)?;
         validate::size("size_bytes", req.size_bytes, cluster)?;
-        let _g = self.ops.lock().await;
-        self.not_a_snapshot(&req.name)?;
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("creating volume {:?}", req.name),
+            )
+            .await?;
         let rec = VolumeRec {
             name: req.name.clone(),
             pool,
@@ -201,45 +226,59 @@ impl Core {
             clone_of: None,
             phase: Phase::Creating,
         };
-        if let Some(old) = self.records().get::<VolumeRec>(&req.name)? {
-            let mut diff = Vec::new();
-            if old.pool != rec.pool {
-                diff.push(format!("pool is {:?}, not {:?}", old.pool, rec.pool));
+        for _ in 0..lock::MAX_RACES {
+            self.not_a_snapshot(&req.name).await?;
+            if let Some((old, rev)) = self.records().get_rev::<VolumeRec>(&req.name).await? {
+                if old.phase != Phase::Ready {
+                    self.settled::<VolumeRec>(&req.name, rev).await?;
+                    continue;
+                }
+                let mut diff = Vec::new();
+                if old.pool != rec.pool {
+                    diff.push(format!("pool is {:?}, not {:?}", old.pool, rec.pool));
+                }
+                if old.size != rec.size {
+                    diff.push(format!("size_bytes is {}, not {}", old.size, rec.size));
+                }
+                if old.thin != rec.thin {
+                    diff.push(format!("thin is {}, not {}", old.thin, rec.thin));
+                }
+                if old.labels != rec.labels {
+                    diff.push(format!("labels are {:?}, not {:?}", old.labels, rec.labels));
+                }
+                if let Some(s) = &old.clone_of {
+                    diff.push(format!("it is a clone of {s:?}"));
+                }
+                if !diff.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "volume",
+                        name: req.name,
+                        difference: diff.join("; "),
+                    });
+                }
+                return self.volume_view(old).await;
             }
-            if old.size != rec.size {
-                diff.push(format!("size_bytes is {}, not {}", old.size, rec.size));
-            }
-            if old.thin != rec.thin {
-                diff.push(format!("thin is {}, not {}", old.thin, rec.thin));
-            }
-            if old.labels != rec.labels {
-                diff.push(format!("labels are {:?}, not {:?}", old.labels, rec.labels));
-            }
-            if let Some(s) = &old.clone_of {
-                diff.push(format!("it is a clone of {s:?}"));
-            }
-            if !diff.is_empty() {
-                return Err(ControlError::AlreadyExists {
-                    kind: "volume",
-                    name: req.name,
-                    difference: diff.join("; "),
-                });
-            }
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.volume_msg(&old))).await;
-        }
-        let lvs = self.lvs(&rec.pool)?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let rec = core.create_recorded(rec, |rec| {
-                lvs.create_volume(&rec.name, rec.size, rec.thin)
-                    .map(drop)
-                    .map_err(|e| ControlError::lvol(format!("creating volume {:?}", rec.name), e))
-            })?;
+            let lvs = self.lvs(&rec.pool)?;
+            // The name is free of volumes and snapshots, or this loses the race.
+            let claim = Txn::new()
+                .when(record_key::<VolumeRec>(&req.name), 0)
+                .when(record_key::<SnapshotRec>(&req.name), 0);
+            let Some(rev) = self.claim(claim, &rec).await? else {
+                continue;
+            };
+            let rec = self
+                .create_claimed(rec, rev, move |rec| {
+                    lvs.create_volume(&rec.name, rec.size, rec.thin)
+                        .map(drop)
+                        .map_err(|e| {
+                            ControlError::lvol(format!("creating volume {:?}", rec.name), e)
+                        })
+                })
+                .await?;
             tracing::info!(volume = %rec.name, pool = %rec.pool, size = rec.size, thin = rec.thin, "volume created");
-            core.volume_msg(&rec)
-        }))
-        .await
+            return self.volume_view(rec).await;
+        }
+        Err(lock::raced("volume", &req.name))
     }
 
     pub async fn volume_resize(
@@ -248,15 +287,26 @@ impl Core {
     ) -> Result<api::Volume, ControlError> {
         self.check_ready()?;
         validate::name("name", &req.name)?;
-        let _g = self.ops.lock().await;
-        let rec = self.volume_rec(&req.name)?;
+        let pool = self.volume_rec(&req.name).await?.pool;
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("resizing volume {:?}", req.name),
+            )
+            .await?;
+        let (rec, rev) = self
+            .records()
+            .get_rev::<VolumeRec>(&req.name)
+            .await?
+            .filter(|(v, _)| v.phase == Phase::Ready && v.pool == pool)
+            .ok_or_else(|| ControlError::not_found("volume", req.name.clone()))?;
         let cluster = self.pick_pool(&rec.pool)?.1;
         validate::size("size_bytes", req.size_bytes, cluster)?;
         // A published volume grows online: its namespace moves to a device of the new
         // size and every controller gets a namespace-attribute-changed notice (the
         // Linux host then re-reads the size). Shrinking would cut blocks from under a
         // host that may be using them.
-        let published = self.records().get::<PublishRec>(&req.name)?;
+        let published = self.records().get::<PublishRec>(&req.name).await?;
         if published.is_some() && req.size_bytes < rec.size {
             return Err(ControlError::FailedPrecondition(format!(
                 "volume {:?} is published: it can grow ({} bytes now) but not shrink while hosts may use it; unpublish it first",
@@ -264,43 +314,46 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
-        let core = self.clone();
         let name = rec.name.clone();
-        let (msg, grown) = rpc_submit(Job::blocking(move || {
-            if published.is_some() {
-                // The record can lag the volume after a crash; the volume's own size
-                // is what its hosts see.
-                let live = lvs.volume(&rec.name).map_err(|e| {
-                    ControlError::lvol(format!("opening volume {:?}", rec.name), e)
-                })?;
-                let info = ferrox_bdev::BlockDevice::info(&*live);
-                let live = info.num_blocks * u64::from(info.block_size);
-                if req.size_bytes < live {
-                    return Err(ControlError::FailedPrecondition(format!(
-                        "volume {:?} is published: it can grow ({live} bytes now) but not shrink while hosts may use it; unpublish it first",
-                        rec.name
-                    )));
-                }
-            }
-            lvs.resize(&rec.name, req.size_bytes, req.force)
-                .map_err(|e| ControlError::lvol(format!("resizing volume {:?}", rec.name), e))?;
-            let rec = VolumeRec {
-                size: req.size_bytes,
-                ..rec
-            };
-            core.records().put(&rec)?;
-            let grown = match published {
-                Some(p) => {
-                    let dev = lvs.volume(&rec.name).map_err(|e| {
-                        ControlError::lvol(format!("opening volume {:?}", rec.name), e)
+        let nqn = published.as_ref().map(|p| p.nqn.clone());
+        let grown = self
+            .blocking(move |_| {
+                if nqn.is_some() {
+                    // The record can lag the volume after a crash; the volume's own
+                    // size is what its hosts see.
+                    let live = lvs.volume(&name).map_err(|e| {
+                        ControlError::lvol(format!("opening volume {name:?}"), e)
                     })?;
-                    Some((p.nqn, dev))
+                    let info = ferrox_bdev::BlockDevice::info(&*live);
+                    let live = info.num_blocks * u64::from(info.block_size);
+                    if req.size_bytes < live {
+                        return Err(ControlError::FailedPrecondition(format!(
+                            "volume {name:?} is published: it can grow ({live} bytes now) but not shrink while hosts may use it; unpublish it first"
+                        )));
+                    }
                 }
-                None => None,
-            };
-            Ok((core.volume_msg(&rec)?, grown))
-        }))
-        .await?;
+                lvs.resize(&name, req.size_bytes, req.force)
+                    .map_err(|e| ControlError::lvol(format!("resizing volume {name:?}"), e))?;
+                match nqn {
+                    Some(nqn) => {
+                        let dev = lvs.volume(&name).map_err(|e| {
+                            ControlError::lvol(format!("opening volume {name:?}"), e)
+                        })?;
+                        Ok(Some((nqn, dev)))
+                    }
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        let rec = VolumeRec {
+            size: req.size_bytes,
+            ..rec
+        };
+        self.records().put_if(&rec, rev).await?;
+        let name = rec.name.clone();
+        let msg = self
+            .blocking(move |c| c.volume_msg(&rec, published.as_ref()))
+            .await?;
         if let Some((nqn, dev)) = grown {
             let target = self.ctx.target.clone();
             rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
@@ -330,22 +383,34 @@ impl Core {
     pub async fn volume_destroy(self: &Arc<Self>, name: String) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let _g = self.ops.lock().await;
-        if self.records().get::<SnapshotRec>(&name)?.is_some() {
+        if self.records().get::<SnapshotRec>(&name).await?.is_some() {
             return Err(ControlError::FailedPrecondition(format!(
                 "{name:?} is a snapshot; delete it with SnapshotService.Destroy"
             )));
         }
-        let Some(rec) = self.records().get::<VolumeRec>(&name)? else {
+        let Some(pool) = self
+            .records()
+            .get::<VolumeRec>(&name)
+            .await?
+            .map(|v| v.pool)
+        else {
             return Ok(false);
         };
-        if self.records().get::<PublishRec>(&name)?.is_some() {
+        let _g = self
+            .lock(&[&lock::pool(&pool)], &format!("deleting volume {name:?}"))
+            .await?;
+        let Some((rec, rev)) = self.records().get_rev::<VolumeRec>(&name).await? else {
+            return Ok(false);
+        };
+        if self.records().get::<PublishRec>(&name).await?.is_some() {
             return Err(ControlError::FailedPrecondition(format!(
                 "volume {name:?} is published; unpublish it first"
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
-        self.delete_recorded(lvs, rec, name, "volume").await
+        // Not published meanwhile.
+        let guard = Txn::new().when(record_key::<PublishRec>(&name), 0);
+        self.delete_recorded(lvs, rec, rev, guard, "volume").await
     }
 
     pub async fn snapshot_create(
@@ -358,58 +423,105 @@ impl Core {
         if !req.group_id.is_empty() {
             validate::name("group_id", &req.group_id)?;
         }
-        let _g = self.ops.lock().await;
-        if let Some(old) = self.records().get::<SnapshotRec>(&req.name)? {
-            let mut diff = Vec::new();
-            if old.volume != req.volume {
-                diff.push(format!(
-                    "it is of volume {:?}, not {:?}",
-                    old.volume, req.volume
-                ));
-            }
-            if old.group_id != req.group_id {
-                diff.push(format!(
-                    "group_id is {:?}, not {:?}",
-                    old.group_id, req.group_id
-                ));
-            }
-            if !diff.is_empty() {
+        let Some(pool) = self
+            .records()
+            .get::<SnapshotRec>(&req.name)
+            .await?
+            .map(|s| s.pool)
+            .or(self
+                .records()
+                .get::<VolumeRec>(&req.volume)
+                .await?
+                .map(|v| v.pool))
+        else {
+            if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
                 return Err(ControlError::AlreadyExists {
-                    kind: "snapshot",
+                    kind: "object",
                     name: req.name,
-                    difference: diff.join("; "),
+                    difference: "it is a volume, not a snapshot".into(),
                 });
             }
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.snapshot_msg(&old))).await;
-        }
-        if self.records().get::<VolumeRec>(&req.name)?.is_some() {
-            return Err(ControlError::AlreadyExists {
-                kind: "object",
-                name: req.name,
-                difference: "it is a volume, not a snapshot".into(),
-            });
-        }
-        let vol = self.volume_rec(&req.volume)?;
-        let lvs = self.lvs(&vol.pool)?;
-        let rec = SnapshotRec {
-            name: req.name,
-            pool: vol.pool,
-            volume: vol.name,
-            group_id: req.group_id,
-            phase: Phase::Creating,
+            return Err(ControlError::not_found("volume", req.volume));
         };
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let rec = core.create_recorded(rec, |rec| {
-                lvs.snapshot(&rec.volume, &rec.name)
-                    .map(drop)
-                    .map_err(|e| ControlError::lvol(format!("snapshotting {:?}", rec.volume), e))
-            })?;
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("creating snapshot {:?}", req.name),
+            )
+            .await?;
+        for _ in 0..lock::MAX_RACES {
+            if let Some((old, rev)) = self.records().get_rev::<SnapshotRec>(&req.name).await? {
+                if old.phase != Phase::Ready {
+                    self.settled::<SnapshotRec>(&req.name, rev).await?;
+                    continue;
+                }
+                let mut diff = Vec::new();
+                if old.volume != req.volume {
+                    diff.push(format!(
+                        "it is of volume {:?}, not {:?}",
+                        old.volume, req.volume
+                    ));
+                }
+                if old.group_id != req.group_id {
+                    diff.push(format!(
+                        "group_id is {:?}, not {:?}",
+                        old.group_id, req.group_id
+                    ));
+                }
+                if !diff.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "snapshot",
+                        name: req.name.clone(),
+                        difference: diff.join("; "),
+                    });
+                }
+                return self.blocking(move |c| c.snapshot_msg(&old)).await;
+            }
+            if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
+                return Err(ControlError::AlreadyExists {
+                    kind: "object",
+                    name: req.name.clone(),
+                    difference: "it is a volume, not a snapshot".into(),
+                });
+            }
+            let Some((vol, vol_rev)) = self
+                .records()
+                .get_rev::<VolumeRec>(&req.volume)
+                .await?
+                .filter(|(v, _)| v.phase == Phase::Ready)
+            else {
+                return Err(ControlError::not_found("volume", req.volume));
+            };
+            if vol.pool != pool {
+                // Moved to another pool since it was looked up: not the one locked.
+                return Err(lock::raced("volume", &req.volume));
+            }
+            let lvs = self.lvs(&vol.pool)?;
+            let rec = SnapshotRec {
+                name: req.name.clone(),
+                pool: vol.pool,
+                volume: vol.name,
+                group_id: req.group_id.clone(),
+                phase: Phase::Creating,
+            };
+            let claim = Txn::new()
+                .when(record_key::<SnapshotRec>(&req.name), 0)
+                .when(record_key::<VolumeRec>(&req.name), 0)
+                .when(record_key::<VolumeRec>(&req.volume), vol_rev);
+            let Some(rev) = self.claim(claim, &rec).await? else {
+                continue;
+            };
+            let rec = self
+                .create_claimed(rec, rev, move |rec| {
+                    lvs.snapshot(&rec.volume, &rec.name).map(drop).map_err(|e| {
+                        ControlError::lvol(format!("snapshotting {:?}", rec.volume), e)
+                    })
+                })
+                .await?;
             tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
-            core.snapshot_msg(&rec)
-        }))
-        .await
+            return self.blocking(move |c| c.snapshot_msg(&rec)).await;
+        }
+        Err(lock::raced("snapshot", &req.name))
     }
 
     pub async fn snapshot_list(
@@ -417,28 +529,41 @@ impl Core {
         volume: String,
     ) -> Result<Vec<api::Snapshot>, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            core.records()
-                .list::<SnapshotRec>()?
+        let snaps = self.records().list::<SnapshotRec>().await?;
+        self.blocking(move |c| {
+            snaps
                 .iter()
                 .filter(|s| volume.is_empty() || s.volume == volume)
-                .map(|s| core.snapshot_msg(s))
+                .map(|s| c.snapshot_msg(s))
                 .collect()
-        }))
+        })
         .await
     }
 
     pub async fn snapshot_destroy(self: &Arc<Self>, name: String) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("name", &name)?;
-        let _g = self.ops.lock().await;
-        let Some(rec) = self.records().get::<SnapshotRec>(&name)? else {
+        let Some(pool) = self
+            .records()
+            .get::<SnapshotRec>(&name)
+            .await?
+            .map(|s| s.pool)
+        else {
+            return Ok(false);
+        };
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("deleting snapshot {name:?}"),
+            )
+            .await?;
+        let Some((rec, rev)) = self.records().get_rev::<SnapshotRec>(&name).await? else {
             return Ok(false);
         };
         let clones: Vec<String> = self
             .records()
-            .list::<VolumeRec>()?
+            .list::<VolumeRec>()
+            .await?
             .into_iter()
             .filter(|v| v.clone_of.as_deref() == Some(name.as_str()))
             .map(|v| v.name)
@@ -449,55 +574,63 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
-        self.delete_recorded(lvs, rec, name, "snapshot").await
+        self.delete_recorded(lvs, rec, rev, Txn::new(), "snapshot")
+            .await
     }
 
-    /// Creates a volume or snapshot with its intent recorded first: the record is
-    /// written as Creating, `make` creates the object in the pool, then the record goes
-    /// to Ready. A failure removes the record; a crash in between is finished by the
-    /// start-up reconciliation. On a blocking thread.
-    fn create_recorded<R: Record>(
-        &self,
+    /// Finishes the creation of a volume or snapshot whose intent ([`Core::claim`])
+    /// is recorded at `rev` in phase Creating: `make` creates the object in the pool
+    /// (on a blocking thread), then the record goes to Ready. A failure removes the
+    /// record; a crash in between is finished by the start-up reconciliation.
+    async fn create_claimed<R: Record>(
+        self: &Arc<Self>,
         rec: R,
-        make: impl FnOnce(&R) -> Result<(), ControlError>,
+        rev: Revision,
+        make: impl FnOnce(&R) -> Result<(), ControlError> + Send + 'static,
     ) -> Result<R, ControlError> {
         let r = self.records();
-        r.put(&rec)?;
-        if let Err(e) = make(&rec) {
-            r.delete::<R>(rec.id())?;
+        let intent = rec.clone();
+        if let Err(e) = self.blocking(move |_| make(&intent)).await {
+            r.delete_if::<R>(rec.id(), rev).await?;
             return Err(e);
         }
         let rec = rec.in_phase(Phase::Ready);
-        r.put(&rec)?;
+        r.put_if(&rec, rev).await?;
         Ok(rec)
     }
 
-    /// Deletes a volume or snapshot with its intent recorded first: the record goes to
-    /// Deleting, the pool deletes the object, then the record goes. A failure puts the
-    /// record back; a crash in between is finished by the start-up reconciliation.
-    async fn delete_recorded<R: Record + Clone + Send + 'static>(
+    /// Deletes a volume or snapshot, read at `rev`, with its intent recorded first
+    /// (if `guard`'s compares hold too): the record goes to Deleting, the pool deletes
+    /// the object, then the record goes. A failure puts the record back; a crash in
+    /// between is finished by the start-up reconciliation.
+    async fn delete_recorded<R: Record>(
         self: &Arc<Self>,
         lvs: Arc<LvolStore>,
         rec: R,
-        name: String,
+        rev: Revision,
+        guard: Txn,
         what: &'static str,
     ) -> Result<bool, ControlError> {
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let r = core.records();
-            r.put(&rec.in_phase(Phase::Deleting))?;
-            match lvs.delete(&name) {
-                Ok(()) | Err(LvolError::NotFound(_)) => {}
-                Err(e) => {
-                    r.put(&rec)?;
-                    return Err(ControlError::lvol(format!("deleting {what} {name:?}"), e));
-                }
-            }
-            r.delete::<R>(&name)?;
-            tracing::info!(kind = what, name = %name, "deleted");
-            Ok(true)
-        }))
-        .await
+        let r = self.records();
+        let name = rec.id().to_string();
+        let guard = guard.when(record_key::<R>(&name), rev);
+        let rev = r
+            .txn(state::put_record(guard, &rec.in_phase(Phase::Deleting))?)
+            .await?;
+        let n = name.clone();
+        let deleted = self
+            .blocking(move |_| match lvs.delete(&n) {
+                Ok(()) | Err(LvolError::NotFound(_)) => Ok(()),
+                Err(e) => Err(ControlError::lvol(format!("deleting {what} {n:?}"), e)),
+            })
+            .await;
+        if let Err(e) = deleted {
+            r.put_if(&rec, rev).await?;
+            return Err(e);
+        }
+        r.delete_if::<R>(&name, rev).await?;
+        tracing::info!(kind = what, name = %name, "deleted");
+        Ok(true)
     }
 
     pub async fn snapshot_clone(
@@ -508,57 +641,99 @@ impl Core {
         validate::name("snapshot", &req.snapshot)?;
         validate::name("name", &req.name)?;
         check_labels(&req.labels)?;
-        let _g = self.ops.lock().await;
-        self.not_a_snapshot(&req.name)?;
-        if let Some(old) = self.records().get::<VolumeRec>(&req.name)? {
-            let mut diff = Vec::new();
-            if old.clone_of.as_deref() != Some(req.snapshot.as_str()) {
-                diff.push(format!("it is not a clone of {:?}", req.snapshot));
-            }
-            if old.labels != req.labels {
-                diff.push(format!("labels are {:?}, not {:?}", old.labels, req.labels));
-            }
-            if !diff.is_empty() {
-                return Err(ControlError::AlreadyExists {
-                    kind: "volume",
-                    name: req.name,
-                    difference: diff.join("; "),
-                });
-            }
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.volume_msg(&old))).await;
-        }
-        let snap = self
+        let Some(pool) = self
             .records()
-            .get::<SnapshotRec>(&req.snapshot)?
-            .filter(|s| s.phase == Phase::Ready)
-            .ok_or_else(|| ControlError::not_found("snapshot", req.snapshot.clone()))?;
-        let lvs = self.lvs(&snap.pool)?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let size = lvs
-                .list()
-                .map_err(|e| ControlError::lvol("listing the pool", e))?
-                .into_iter()
-                .find(|v| v.name == snap.name)
-                .map_or(0, |v| v.size);
+            .get::<VolumeRec>(&req.name)
+            .await?
+            .map(|v| v.pool)
+            .or(self
+                .records()
+                .get::<SnapshotRec>(&req.snapshot)
+                .await?
+                .map(|s| s.pool))
+        else {
+            self.not_a_snapshot(&req.name).await?;
+            return Err(ControlError::not_found("snapshot", req.snapshot));
+        };
+        let _g = self
+            .lock(
+                &[&lock::pool(&pool)],
+                &format!("creating clone {:?}", req.name),
+            )
+            .await?;
+        for _ in 0..lock::MAX_RACES {
+            self.not_a_snapshot(&req.name).await?;
+            if let Some((old, rev)) = self.records().get_rev::<VolumeRec>(&req.name).await? {
+                if old.phase != Phase::Ready {
+                    self.settled::<VolumeRec>(&req.name, rev).await?;
+                    continue;
+                }
+                let mut diff = Vec::new();
+                if old.clone_of.as_deref() != Some(req.snapshot.as_str()) {
+                    diff.push(format!("it is not a clone of {:?}", req.snapshot));
+                }
+                if old.labels != req.labels {
+                    diff.push(format!("labels are {:?}, not {:?}", old.labels, req.labels));
+                }
+                if !diff.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "volume",
+                        name: req.name,
+                        difference: diff.join("; "),
+                    });
+                }
+                return self.volume_view(old).await;
+            }
+            let Some((snap, snap_rev)) = self
+                .records()
+                .get_rev::<SnapshotRec>(&req.snapshot)
+                .await?
+                .filter(|(s, _)| s.phase == Phase::Ready)
+            else {
+                return Err(ControlError::not_found("snapshot", req.snapshot));
+            };
+            if snap.pool != pool {
+                // Another object of that name in another pool: not the one locked.
+                return Err(lock::raced("snapshot", &req.snapshot));
+            }
+            let lvs = self.lvs(&snap.pool)?;
+            let (l, s) = (lvs.clone(), snap.name.clone());
+            let size = self
+                .blocking(move |_| {
+                    Ok(l.list()
+                        .map_err(|e| ControlError::lvol("listing the pool", e))?
+                        .into_iter()
+                        .find(|v| v.name == s)
+                        .map_or(0, |v| v.size))
+                })
+                .await?;
             let rec = VolumeRec {
-                name: req.name,
-                pool: snap.pool,
+                name: req.name.clone(),
+                pool: snap.pool.clone(),
                 size,
                 thin: true,
-                labels: req.labels,
+                labels: req.labels.clone(),
                 clone_of: Some(snap.name.clone()),
                 phase: Phase::Creating,
             };
-            let rec = core.create_recorded(rec, |rec| {
-                lvs.clone_volume(&snap.name, &rec.name)
-                    .map(drop)
-                    .map_err(|e| ControlError::lvol(format!("cloning {:?}", snap.name), e))
-            })?;
+            let claim = Txn::new()
+                .when(record_key::<VolumeRec>(&req.name), 0)
+                .when(record_key::<SnapshotRec>(&req.name), 0)
+                .when(record_key::<SnapshotRec>(&snap.name), snap_rev);
+            let Some(rev) = self.claim(claim, &rec).await? else {
+                continue;
+            };
+            let from = snap.name.clone();
+            let rec = self
+                .create_claimed(rec, rev, move |rec| {
+                    lvs.clone_volume(&from, &rec.name)
+                        .map(drop)
+                        .map_err(|e| ControlError::lvol(format!("cloning {from:?}"), e))
+                })
+                .await?;
             tracing::info!(volume = %rec.name, snapshot = %snap.name, "clone created");
-            core.volume_msg(&rec)
-        }))
-        .await
+            return self.volume_view(rec).await;
+        }
+        Err(lock::raced("volume", &req.name))
     }
 }
