@@ -36,8 +36,10 @@ pub(super) async fn run(sess: Arc<Session>) {
     let running = Running(sess);
     let sess = &running.0;
     let period = sess.ka_period();
+    // The first Keep Alive goes out at once: the task starts with the first channel,
+    // which may come well after the admin queue connected (and the target's KATO
+    // started counting).
     loop {
-        sleep(period).await;
         if sess.stopping() {
             return;
         }
@@ -48,6 +50,7 @@ pub(super) async fn run(sess: Arc<Session>) {
         if let Err(e) = res {
             sess.keep_alive_failed(&e);
         }
+        sleep(period).await;
     }
 }
 
