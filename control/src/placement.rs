@@ -100,6 +100,8 @@ pub struct Choice {
     pub domain: String,
 }
 
+const UNKNOWN_SPREAD_HINT: &str = "spread over a label the nodes have, or over \"node\"";
+
 /// Why there is no placement.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -107,7 +109,7 @@ pub enum PlacementError {
     #[error("replicas must be 1 to {MAX_REPLICAS}, not {0}")]
     Replicas(u32),
     /// No node of the cluster has this label at all.
-    #[error("spread: no node has a label {key:?} (spread over a label the nodes have, or over \"node\")")]
+    #[error("spread: no node has a label {key:?}; {UNKNOWN_SPREAD_HINT}")]
     UnknownSpread { key: String },
     /// Fewer failure domains with room than replicas.
     #[error("{}", not_enough(*.replicas, .spread, *.size, *.thin, .domains, .excluded))]
@@ -127,13 +129,12 @@ pub enum PlacementError {
 impl From<PlacementError> for ControlError {
     fn from(e: PlacementError) -> Self {
         match e {
-            PlacementError::Replicas(n) => ControlError::invalid(
-                "replicas",
-                format!("must be 1 to {MAX_REPLICAS}, not {n}"),
-            ),
+            PlacementError::Replicas(n) => {
+                ControlError::invalid("replicas", format!("must be 1 to {MAX_REPLICAS}, not {n}"))
+            }
             PlacementError::UnknownSpread { key } => ControlError::invalid(
                 "spread",
-                format!("no node has a label {key:?}; spread over a label the nodes have, or over \"node\""),
+                format!("no node has a label {key:?}; {UNKNOWN_SPREAD_HINT}"),
             ),
             e @ PlacementError::NotEnough { .. } => ControlError::FailedPrecondition(e.to_string()),
         }
