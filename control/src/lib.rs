@@ -37,6 +37,10 @@
 //!   refused (`OutOfRange`), header lists over [`server::MAX_HEADER_BYTES`] are
 //!   refused by HTTP/2, prost refuses messages nested deeper than its recursion limit,
 //!   and at most 64 calls run per connection.
+//! * **Placement** ([`placement`]): a pure function from the cluster's nodes (labels,
+//!   up/down, cordoned) and pools (free space) to the pools that hold a volume's
+//!   replicas, one per failure domain; not called by the server yet (it needs the
+//!   node registry). Node labels and its inputs are checked in [`validate`].
 //! * **Errors** ([`ControlError`]): one enum, and exactly one
 //!   `From<ControlError> for tonic::Status`.
 //! * **Metrics** ([`ControlServer::serve_metrics`]): opt-in Prometheus text on TCP at
@@ -59,6 +63,7 @@
 //! [`LvolStore`]: ferrox_bdev::lvol::LvolStore
 
 pub mod error;
+pub mod placement;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -82,6 +82,9 @@ fn errors_have_their_codes_and_name_the_field() {
     r.replicas = 3;
     expect(create(&c, r), Code::FailedPrecondition, "replicas");
     let mut r = v("v", MIB);
+    r.replicas = 6;
+    expect(create(&c, r), Code::InvalidArgument, "replicas");
+    let mut r = v("v", MIB);
     r.topology = "zone=a".into();
     expect(create(&c, r), Code::FailedPrecondition, "topology");
     let bad_pool = c.call(|ch| async move {

@@ -197,6 +197,9 @@ impl Core {
     ) -> Result<api::Volume, ControlError> {
         self.check_ready()?;
         validate::name("name", &req.name)?;
+        // proto3 cannot tell an unset 0 from 0: it means the default, one copy. Past
+        // the most a cluster places is a bad argument; within it, a missing feature.
+        validate::replicas("replicas", req.replicas.max(1))?;
         if req.replicas > 1 {
             return Err(ControlError::FailedPrecondition(format!(
                 "replicas = {}: this version keeps one local copy (0 or 1)",
