@@ -74,6 +74,7 @@ fn kill_9_during_creates_is_reconciled_on_start() {
                     size_bytes: 256 * MIB,
                 }),
                 cluster_size: 0,
+                max_overcommit: 0,
             })
             .await
     })

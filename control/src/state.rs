@@ -62,6 +62,10 @@ pub struct PoolRec {
     pub base: PoolBaseRec,
     pub cluster_size: u64,
     pub phase: Phase,
+    /// The cap on what its volumes promise, as a multiple of its capacity; 0 (records
+    /// written before the cap existed, imported pools) is the default.
+    #[serde(default)]
+    pub max_overcommit: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

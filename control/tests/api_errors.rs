@@ -96,6 +96,7 @@ fn errors_have_their_codes_and_name_the_field() {
                     size_bytes: 64 * MIB,
                 }),
                 cluster_size: 3000,
+                max_overcommit: 0,
             })
             .await
     });
@@ -109,6 +110,7 @@ fn errors_have_their_codes_and_name_the_field() {
                     size_bytes: 0,
                 }),
                 cluster_size: 0,
+                max_overcommit: 0,
             })
             .await
     });

@@ -40,6 +40,7 @@ fn mutating_calls_are_idempotent() {
                         size_bytes: 0,
                     }),
                     cluster_size: 0,
+                    max_overcommit: 0,
                 })
                 .await
         })

@@ -152,6 +152,7 @@ impl Pair {
                             size_bytes: 256 * MIB,
                         }),
                         cluster_size: 0,
+                        max_overcommit: 0,
                     })
                     .await
             })

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferrox_bdev::lvol::{LvolError, LvolStore, DEFAULT_CLUSTER_SIZE};
+use ferrox_bdev::size::human;
 use ferrox_bdev::BlockDevice;
 
 use super::{base_bdev_name, lock, open_path_base, rpc_submit, Core, Job, PoolEntry};
@@ -131,6 +132,7 @@ impl Core {
                 PoolBaseRec::Bdev(_) => String::new(),
             },
             cluster_size: rec.cluster_size,
+            max_overcommit: overcommit_of(&rec),
             state: "unavailable".into(),
             message: error.unwrap_or_default(),
             ..Default::default()
@@ -145,6 +147,8 @@ impl Core {
             m.allocated_bytes = s.allocated_clusters * s.cluster_size;
             m.free_bytes = s.free_clusters * s.cluster_size;
             m.volumes = s.volumes as u32;
+            m.provisioned_bytes = provisioned(&lvs)
+                .map_err(|e| ControlError::lvol(format!("pool {name:?} volumes"), e))?;
             m.state = "online".into();
         }
         Ok(m)
@@ -183,6 +187,15 @@ impl Core {
                 ))
             }
         };
+        if req.max_overcommit > MAX_OVERCOMMIT {
+            return Err(ControlError::invalid(
+                "max_overcommit",
+                format!(
+                    "{} is more than {MAX_OVERCOMMIT} (0 means the default, {DEFAULT_OVERCOMMIT})",
+                    req.max_overcommit
+                ),
+            ));
+        }
         let _g = self
             .lock(
                 &[lock::POOLS, &lock::pool(&req.name)],
@@ -194,6 +207,7 @@ impl Core {
             base,
             cluster_size,
             phase: Phase::Creating,
+            max_overcommit: req.max_overcommit,
         };
         let existing = {
             let pools = self.pools();
@@ -210,6 +224,13 @@ impl Core {
                     diff.push(format!(
                         "cluster_size is {}, not {cluster_size}",
                         p.rec.cluster_size
+                    ));
+                }
+                if overcommit_of(&p.rec) != overcommit_of(&rec) {
+                    diff.push(format!(
+                        "max_overcommit is {}, not {}",
+                        overcommit_of(&p.rec),
+                        overcommit_of(&rec)
                     ));
                 }
                 if !diff.is_empty() {
@@ -353,6 +374,7 @@ impl Core {
                         base: base.clone(),
                         cluster_size: 0,
                         phase: Phase::Ready,
+                        max_overcommit: 0,
                     },
                 )
             };
@@ -392,6 +414,7 @@ impl Core {
                 base,
                 cluster_size: stats.cluster_size,
                 phase: Phase::Ready,
+                max_overcommit: 0,
             };
             Ok((rec, lvs, bdev))
         }))
@@ -540,4 +563,69 @@ impl Core {
         tracing::info!(pool = %name, erase, "pool removed");
         Ok(true)
     }
+}
+
+impl Core {
+    /// A pool's record, as the pool table holds it.
+    pub fn pool_rec(&self, name: &str) -> Result<PoolRec, ControlError> {
+        self.pools()
+            .get(name)
+            .map(|p| p.rec.clone())
+            .ok_or_else(|| ControlError::not_found("pool", name))
+    }
+}
+
+/// The over-commit cap when a pool does not set one: its volumes may promise ten
+/// times its capacity.
+pub const DEFAULT_OVERCOMMIT: u32 = 10;
+/// The largest cap a pool may set.
+pub const MAX_OVERCOMMIT: u32 = 1000;
+
+/// A pool's over-commit cap, its default applied.
+pub fn overcommit_of(rec: &PoolRec) -> u32 {
+    match rec.max_overcommit {
+        0 => DEFAULT_OVERCOMMIT,
+        n => n,
+    }
+}
+
+/// What a pool's volumes promise: the sizes of its volumes and clones (snapshots are
+/// read-only images of what their volumes already promise).
+pub fn provisioned(lvs: &LvolStore) -> Result<u64, LvolError> {
+    Ok(lvs
+        .list()?
+        .iter()
+        .filter(|v| !v.snapshot)
+        .map(|v| v.size)
+        .sum())
+}
+
+/// Refuses to promise `more` bytes when the pool's volumes would then promise more
+/// than its cap allows.
+pub fn check_overcommit(
+    rec: &PoolRec,
+    lvs: &LvolStore,
+    more: u64,
+    what: &str,
+) -> Result<(), ControlError> {
+    let stats = lvs
+        .stats()
+        .map_err(|e| ControlError::lvol(format!("pool {:?} stats", rec.name), e))?;
+    let capacity = stats.total_clusters * stats.cluster_size;
+    let cap = overcommit_of(rec);
+    let limit = capacity.saturating_mul(u64::from(cap));
+    let now = provisioned(lvs)
+        .map_err(|e| ControlError::lvol(format!("pool {:?} volumes", rec.name), e))?;
+    if now.saturating_add(more) > limit {
+        return Err(ControlError::FailedPrecondition(format!(
+            "{what}: pool {:?} would promise {} in all, over its max_overcommit of {cap}× its {} \
+             capacity ({} promised now); grow the pool, use another, or create it with a \
+             larger max_overcommit",
+            rec.name,
+            human(now.saturating_add(more)),
+            human(capacity),
+            human(now),
+        )));
+    }
+    Ok(())
 }

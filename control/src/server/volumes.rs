@@ -262,6 +262,7 @@ impl Core {
                 return self.volume_view(old).await;
             }
             let lvs = self.lvs(&rec.pool)?;
+            let pool_rec = self.pool_rec(&rec.pool)?;
             // The name is free of volumes and snapshots, or this loses the race.
             let claim = Txn::new()
                 .when(record_key::<VolumeRec>(&req.name), 0)
@@ -271,6 +272,8 @@ impl Core {
             };
             let rec = self
                 .create_claimed(rec, rev, move |rec| {
+                    let what = format!("creating volume {:?}", rec.name);
+                    super::pools::check_overcommit(&pool_rec, &lvs, rec.size, &what)?;
                     lvs.create_volume(&rec.name, rec.size, rec.thin)
                         .map(drop)
                         .map_err(|e| {
@@ -317,10 +320,26 @@ impl Core {
             )));
         }
         let lvs = self.lvs(&rec.pool)?;
+        let pool_rec = self.pool_rec(&rec.pool)?;
         let name = rec.name.clone();
         let nqn = published.as_ref().map(|p| p.nqn.clone());
         let grown = self
             .blocking(move |_| {
+                // Growing promises more of the pool; the volume's own size is the base.
+                let now = lvs
+                    .list()
+                    .map_err(|e| ControlError::lvol("listing the pool", e))?
+                    .into_iter()
+                    .find(|v| v.name == name)
+                    .map_or(0, |v| v.size);
+                if req.size_bytes > now {
+                    super::pools::check_overcommit(
+                        &pool_rec,
+                        &lvs,
+                        req.size_bytes - now,
+                        &format!("growing volume {name:?}"),
+                    )?;
+                }
                 if nqn.is_some() {
                     // The record can lag the volume after a crash; the volume's own
                     // size is what its hosts see.
@@ -727,8 +746,11 @@ impl Core {
                 continue;
             };
             let from = snap.name.clone();
+            let pool_rec = self.pool_rec(&snap.pool)?;
             let rec = self
                 .create_claimed(rec, rev, move |rec| {
+                    let what = format!("cloning {from:?}");
+                    super::pools::check_overcommit(&pool_rec, &lvs, rec.size, &what)?;
                     lvs.clone_volume(&from, &rec.name)
                         .map(drop)
                         .map_err(|e| ControlError::lvol(format!("cloning {from:?}"), e))

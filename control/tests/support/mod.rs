@@ -129,6 +129,7 @@ impl Node {
                         size_bytes: size,
                     }),
                     cluster_size: 0,
+                    max_overcommit: 0,
                 })
                 .await
         })

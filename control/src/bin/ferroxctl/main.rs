@@ -125,6 +125,11 @@ enum PoolCmd {
         #[arg(long, value_name = "SIZE", value_parser = parse_size,
               long_help = size_help!("Cluster size (default 1MiB)."))]
         cluster_size: Option<u64>,
+        /// How many times the pool's capacity its volumes may promise in all (thin
+        /// volumes, clones, growth): default 10, at most 1000. A create, clone or
+        /// resize past it is refused, naming it.
+        #[arg(long, value_name = "N")]
+        max_overcommit: Option<u32>,
     },
     /// Open a pool that exists on a bdev or file (its name comes from its label).
     #[command(after_help = "Example:\n  ferroxctl pool import --path /var/lib/ferrox/pool0.img")]
@@ -340,12 +345,14 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                     base: b,
                     size,
                     cluster_size,
+                    max_overcommit,
                 } => {
                     let r = p
                         .create(CreatePoolRequest {
                             name,
                             base: Some(base(b, size)),
                             cluster_size: cluster_size.unwrap_or(0),
+                            max_overcommit: max_overcommit.unwrap_or(0),
                         })
                         .await?;
                     out.pools(&[r.into_inner()]);
