@@ -59,6 +59,11 @@ impl Conn {
             }
             return;
         }
+        let local = if op == AdminOpcode::GET_LOG_PAGE {
+            Self::local_addr(st)
+        } else {
+            None
+        };
         let mut scratch = [0u8; 4096];
         let s = &mut st.slots[slot as usize];
         let out: &mut [u8] = match s.buf.as_mut() {
@@ -76,13 +81,7 @@ impl Conn {
                 0,
             ),
             AdminOpcode::GET_LOG_PAGE => (
-                get_log_page(
-                    &self.target,
-                    &ctrl,
-                    &GetLogPage::parse(&cmd),
-                    out,
-                    self.local_addr(),
-                ),
+                get_log_page(&self.target, &ctrl, &GetLogPage::parse(&cmd), out, local),
                 0,
             ),
             AdminOpcode::GET_FEATURES => get_features(&ctrl, &GetFeatures::parse(&cmd)),

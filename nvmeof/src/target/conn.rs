@@ -12,8 +12,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,9 +27,8 @@ mod tx;
 
 use super::ctrl::{Controller, QueueCounters};
 use super::TargetShared;
-use crate::pdu::{
-    Digests, HeaderBuf, Layout, Limits, PduType, TermError, CH_LEN, DIGEST_LEN, MAX_HLEN,
-};
+use crate::pdu::stream::{Stream, Transport, TxSource};
+use crate::pdu::{Digests, HeaderBuf, Limits, PduType, TermError};
 
 /// Largest data transfer of one command (MDTS): 128 KiB.
 pub const MAX_TRANSFER: usize = 128 << 10;
@@ -50,8 +48,6 @@ const RX_CAP: usize = 64 << 10;
 const TX_HIGH: usize = 128;
 /// R2Ts (write buffers waiting for the host's data) one connection may have out.
 pub const MAX_R2T_OUT: usize = 32;
-/// Data at least this long that is not staged yet is read straight into its buffer.
-const DIRECT_MIN: usize = 2048;
 
 thread_local! {
     static CONNS: RefCell<HashMap<u64, Weak<Conn>>> = RefCell::new(HashMap::new());
@@ -111,14 +107,9 @@ pub enum Dir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RxState {
     Header,
-    /// Data of the current PDU: `slot` None discards it.
+    /// Data of the current PDU (its progress is the stream's): `slot` None discards it.
     Data {
         slot: Option<u16>,
-        pad: usize,
-        off: usize,
-        remaining: usize,
-        crc: u32,
-        ddgst: bool,
         /// H2CData (else in-capsule data).
         h2c: bool,
     },
@@ -169,15 +160,22 @@ enum TxItem {
     Digest([u8; 4]),
 }
 
-impl TxItem {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Hdr(h) => h.as_slice(),
-            Self::Data(b) => b.as_slice(),
-            Self::Digest(d) => d,
+/// Transmit items own their bytes: sent, they are dropped (a data buffer goes back
+/// to its pool).
+struct Owned;
+
+impl TxSource<TxItem> for Owned {
+    fn bytes<'a>(&'a self, item: &'a TxItem) -> &'a [u8] {
+        match item {
+            TxItem::Hdr(h) => h.as_slice(),
+            TxItem::Data(b) => b.as_slice(),
+            TxItem::Digest(d) => d,
         }
     }
 }
+
+/// The connection's byte stream.
+type ConnStream = Stream<TcpStream, TxItem>;
 
 pub(super) struct QueueState {
     pub qid: u16,
@@ -189,14 +187,8 @@ pub(super) struct State {
     phase: Phase,
     digests: Digests,
     c2h_align: usize,
-    rx: Box<[u8]>,
-    rx_start: usize,
-    rx_end: usize,
+    stream: ConnStream,
     rx_state: RxState,
-    hdr: [u8; MAX_HLEN + DIGEST_LEN],
-    layout: Layout,
-    tx: VecDeque<TxItem>,
-    tx_off: usize,
     pub slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buf: VecDeque<u16>,
@@ -221,7 +213,6 @@ pub(super) struct State {
 /// A connection's poller and I/O sink.
 pub struct Conn {
     pub id: u64,
-    sock: TcpStream,
     pub peer: SocketAddr,
     /// The listener (as bound) that accepted it: subsystems may be reachable through
     /// some listeners only.
@@ -258,7 +249,6 @@ impl Conn {
         let depth = super::ctrl::MAX_QUEUE_ENTRIES as usize;
         let conn = Rc::new_cyclic(|me| Conn {
             id,
-            sock,
             peer,
             listener,
             target,
@@ -267,20 +257,8 @@ impl Conn {
                 phase: Phase::AwaitIc,
                 digests: Digests::default(),
                 c2h_align: 4,
-                rx: vec![0u8; RX_CAP].into_boxed_slice(),
-                rx_start: 0,
-                rx_end: 0,
+                stream: Stream::new(sock, RX_CAP, depth * 3),
                 rx_state: RxState::Header,
-                hdr: [0; MAX_HLEN + DIGEST_LEN],
-                layout: Layout {
-                    hlen: 0,
-                    hdgst: false,
-                    pdo: 0,
-                    data_len: 0,
-                    ddgst: false,
-                },
-                tx: VecDeque::with_capacity(depth * 3),
-                tx_off: 0,
                 slots: (0..depth).map(|_| Slot::empty()).collect(),
                 free: (0..depth as u16).rev().collect(),
                 wait_buf: VecDeque::with_capacity(depth),
@@ -319,8 +297,8 @@ impl Conn {
         tracing::debug!(conn = id, %peer, reactor = r.id(), "connection accepted");
     }
 
-    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
-        self.sock.local_addr().ok()
+    pub(super) fn local_addr(st: &State) -> Option<SocketAddr> {
+        st.stream.transport().local_addr().ok()
     }
 
     pub(super) fn sink(&self) -> Rc<Conn> {
@@ -351,9 +329,8 @@ impl Conn {
         }
         st.phase = Phase::Closed;
         tracing::info!(conn = self.id, peer = %self.peer, reason, "connection closed");
-        let _ = self.sock.shutdown(Shutdown::Both);
-        st.tx.clear();
-        st.tx_off = 0;
+        let _ = Transport::shutdown(st.stream.transport());
+        st.stream.clear_tx();
         st.wait_buf.clear();
         for t in [
             st.kato_timer.take(),
@@ -403,13 +380,8 @@ impl Conn {
 
     fn fatal(&self, st: &mut State, e: TermError) {
         tracing::warn!(conn = self.id, peer = %self.peer, fes = e.fes.0, fei = e.fei, why = e.why, "NVMe/TCP protocol error; terminating the connection");
-        let quoted_len = st.layout.hlen.clamp(CH_LEN, MAX_HLEN);
-        let quoted = st.hdr[..quoted_len].to_vec();
-        st.tx.push_back(TxItem::Hdr(HeaderBuf::term_req(
-            PduType::C2H_TERM_REQ,
-            &e,
-            &quoted,
-        )));
+        let h = HeaderBuf::term_req(PduType::C2H_TERM_REQ, &e, st.stream.quoted());
+        st.stream.push(TxItem::Hdr(h));
         st.phase = Phase::Terminating;
     }
 }
@@ -443,19 +415,19 @@ impl Poller for Conn {
         let mut busy = self.retry_waiting(&mut st);
         // Responses queued since the last turn (backend completions) go out first, so
         // a full batch of them does not hold back reading the next commands.
-        if !st.tx.is_empty() {
+        if !st.stream.tx_is_empty() {
             busy |= self.send(&mut st);
         }
         // A host that does not read its responses stops being read from: the
         // transmit backlog (and the pool buffers it holds) stays bounded.
-        if st.tx.len() < TX_HIGH {
+        if st.stream.tx_len() < TX_HIGH {
             busy |= self.receive(&mut st);
         }
         busy |= self.send(&mut st);
         // Waiting for pool buffers: another reactor may free them without waking this
         // one, so keep polling (never park) until the waiters are served.
         busy |= !st.wait_buf.is_empty() || matches!(st.rx_state, RxState::WaitBuf { .. });
-        if st.phase == Phase::Terminating && st.tx.is_empty() {
+        if st.phase == Phase::Terminating && st.stream.tx_is_empty() {
             self.close_locked(&mut st, "protocol error");
             busy = true;
         }
@@ -472,11 +444,11 @@ impl Poller for Conn {
             return None;
         }
         let mut events = libc::POLLIN as u32 | libc::POLLRDHUP as u32;
-        if !st.tx.is_empty() {
+        if !st.stream.tx_is_empty() {
             events |= libc::POLLOUT as u32;
         }
         Some(WakeSource {
-            fd: self.sock.as_raw_fd(),
+            fd: st.stream.transport().raw_fd(),
             events,
         })
     }
