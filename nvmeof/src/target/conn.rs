@@ -26,6 +26,7 @@ mod rx;
 mod tx;
 
 use super::ctrl::{Controller, QueueCounters};
+use super::queue::{QueueHandle, QueueOps};
 use super::TargetShared;
 use crate::pdu::stream::{Stream, Transport, TxSource};
 use crate::pdu::{Digests, HeaderBuf, Limits, PduType, TermError};
@@ -57,36 +58,20 @@ fn lookup(id: u64) -> Option<Rc<Conn>> {
     CONNS.with(|c| c.borrow().get(&id).and_then(Weak::upgrade))
 }
 
-/// Asks reactor `h` to close connection `conn` (a no-op when it is gone).
-pub fn close_remote(h: &ReactorHandle, conn: u64, reason: &str) {
-    let reason = reason.to_string();
-    if h.send(move |_| {
+/// What a controller's [`QueueHandle`] runs on this module's reactor.
+static QUEUE_OPS: QueueOps = QueueOps {
+    close: |conn, reason| {
         if let Some(c) = lookup(conn) {
-            c.close(&reason);
+            c.close(reason);
         }
-    })
-    .is_err()
-    {
-        tracing::error!(conn, "reactor mailbox full: cannot close connection");
-    }
-}
-
-/// Asks reactor `h` to complete pending asynchronous events on admin connection `conn`.
-pub fn deliver_events_remote(h: &ReactorHandle, conn: u64) {
-    if h.send(move |_| {
+    },
+    deliver_events: |conn| {
         if let Some(c) = lookup(conn) {
             let mut st = c.st.borrow_mut();
             c.deliver_events(&mut st);
         }
-    })
-    .is_err()
-    {
-        tracing::error!(
-            conn,
-            "reactor mailbox full: cannot deliver an asynchronous event"
-        );
-    }
-}
+    },
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -299,6 +284,12 @@ impl Conn {
 
     pub(super) fn local_addr(st: &State) -> Option<SocketAddr> {
         st.stream.transport().local_addr().ok()
+    }
+
+    /// This connection's queue, as its controller sees it (`r`: the reactor it
+    /// runs on).
+    pub(super) fn queue_handle(&self, r: &ReactorHandle) -> QueueHandle {
+        QueueHandle::new(r.clone(), self.id, &QUEUE_OPS)
     }
 
     pub(super) fn sink(&self) -> Rc<Conn> {

@@ -108,8 +108,8 @@ impl Conn {
             if data.cntlid != CNTLID_DYNAMIC {
                 return invalid_data(16);
             }
-            let reactors = self.target.reactors.clone();
-            let (id, kato) = (self.id, cc.kato);
+            let admin = self.queue_handle(&self.target.reactors[r_id]);
+            let kato = cc.kato;
             let created = subsys.register_controller(|cntlid| {
                 Arc::new(Controller::new(
                     cntlid,
@@ -117,9 +117,7 @@ impl Conn {
                     &hostnqn,
                     data.hostid,
                     kato,
-                    r_id,
-                    id,
-                    reactors,
+                    admin.clone(),
                 ))
             });
             let Some(ctrl) = created else {
@@ -170,8 +168,7 @@ impl Conn {
             }
             let qr = QueueRef {
                 qid: cc.qid,
-                reactor: r_id,
-                conn: self.id,
+                queue: self.queue_handle(&self.target.reactors[r_id]),
             };
             if let Err(s) = ctrl.add_io_queue(qr) {
                 return (
