@@ -11,19 +11,22 @@
 //! A protocol violation sends a C2HTermReq and closes this connection only.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrox_nvme_spec::{Command, Status};
 use ferrox_reactor::{
     DmaBuf, PollStatus, Poller, PollerId, Reactor, ReactorHandle, TimerId, WakeSource,
 };
 
 mod rx;
+mod slots;
 mod tx;
+
+pub use self::slots::Dir;
+pub(super) use self::slots::{Commands, Slot};
 
 use super::ctrl::{Controller, QueueCounters};
 use super::queue::{QueueHandle, QueueOps};
@@ -83,13 +86,6 @@ enum Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    None,
-    H2C,
-    C2H,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RxState {
     Header,
     /// Data of the current PDU (its progress is the stream's): `slot` None discards it.
@@ -102,41 +98,6 @@ enum RxState {
     WaitBuf {
         slot: u16,
     },
-}
-
-pub(super) struct Slot {
-    pub cmd: Command,
-    pub buf: Option<DmaBuf>,
-    pub dir: Dir,
-    pub xfer: usize,
-    pub got: usize,
-    pub in_use: bool,
-    pub ops_left: u32,
-    pub status: Status,
-    /// The host is sending data for this slot after an R2T.
-    pub awaiting_h2c: bool,
-    pub data_digest_error: bool,
-    /// When the capsule arrived (for the latency histogram).
-    pub started: std::time::Instant,
-}
-
-impl Slot {
-    fn empty() -> Self {
-        Self {
-            cmd: Command::new(0, 0),
-            buf: None,
-            dir: Dir::None,
-            xfer: 0,
-            got: 0,
-            in_use: false,
-            ops_left: 0,
-            status: Status::SUCCESS,
-            awaiting_h2c: false,
-            data_digest_error: false,
-            // A fresh slot is taken when its capsule arrives: now is its start.
-            started: std::time::Instant::now(),
-        }
-    }
 }
 
 enum TxItem {
@@ -168,29 +129,44 @@ pub(super) struct QueueState {
     pub sqflow_disabled: bool,
 }
 
+/// The connection's timers, all cancelled when it closes.
+#[derive(Default)]
+pub(super) struct Timers {
+    /// The admin queue's keep-alive check.
+    pub kato: Option<TimerId>,
+    /// Since when responses have waited for a host that reads none of them (the
+    /// socket is full); cleared by every byte sent.
+    pub tx_stalled_since: Option<Instant>,
+    /// The timer watching the stall (see `Conn::watch_stall`).
+    pub stall: Option<TimerId>,
+    /// The timer that closes a connection not connected in time.
+    pub connect: Option<TimerId>,
+}
+
+impl Timers {
+    fn cancel_all(&mut self) {
+        for t in [self.kato.take(), self.stall.take(), self.connect.take()]
+            .into_iter()
+            .flatten()
+        {
+            Reactor::with(|r| r.cancel_timer(t));
+        }
+    }
+}
+
 pub(super) struct State {
     phase: Phase,
     digests: Digests,
     c2h_align: usize,
     stream: ConnStream,
     rx_state: RxState,
-    pub slots: Vec<Slot>,
-    free: Vec<u16>,
-    wait_buf: VecDeque<u16>,
-    /// Slots with an R2T out (holding a buffer until the host's data arrives).
-    r2t_out: usize,
+    /// The commands: slots, the free list, and those waiting for buffers.
+    pub cmds: Commands,
     pub q: Option<QueueState>,
     pub sq_head: u16,
     sq_size: u16,
     pub counters: Arc<QueueCounters>,
-    kato_timer: Option<TimerId>,
-    /// Since when responses have waited for a host that reads none of them (the
-    /// socket is full); cleared by every byte sent.
-    tx_stalled_since: Option<Instant>,
-    /// The timer watching the stall (see `Conn::watch_stall`).
-    stall_timer: Option<TimerId>,
-    /// The timer that closes a connection not connected in time.
-    pub(super) connect_timer: Option<TimerId>,
+    pub(super) timers: Timers,
     pub aers: Vec<u16>,
     pub io: super::io::IoCache,
 }
@@ -244,18 +220,12 @@ impl Conn {
                 c2h_align: 4,
                 stream: Stream::new(sock, RX_CAP, depth * 3),
                 rx_state: RxState::Header,
-                slots: (0..depth).map(|_| Slot::empty()).collect(),
-                free: (0..depth as u16).rev().collect(),
-                wait_buf: VecDeque::with_capacity(depth),
-                r2t_out: 0,
+                cmds: Commands::new(depth),
                 q: None,
                 sq_head: 0,
                 sq_size: depth as u16,
                 counters: Arc::new(QueueCounters::default()),
-                kato_timer: None,
-                tx_stalled_since: None,
-                stall_timer: None,
-                connect_timer: None,
+                timers: Timers::default(),
                 aers: Vec::new(),
                 io: Default::default(),
             }),
@@ -270,7 +240,7 @@ impl Conn {
         let t = r.add_timer(limit, move |_r| {
             let Some(c) = weak.upgrade() else { return };
             let mut st = c.st.borrow_mut();
-            st.connect_timer = None;
+            st.timers.connect = None;
             if st.q.is_none() {
                 c.close_locked(
                     &mut st,
@@ -278,7 +248,7 @@ impl Conn {
                 );
             }
         });
-        conn.st.borrow_mut().connect_timer = Some(t);
+        conn.st.borrow_mut().timers.connect = Some(t);
         tracing::debug!(conn = id, %peer, reactor = r.id(), "connection accepted");
     }
 
@@ -322,24 +292,10 @@ impl Conn {
         tracing::info!(conn = self.id, peer = %self.peer, reason, "connection closed");
         let _ = Transport::shutdown(st.stream.transport());
         st.stream.clear_tx();
-        st.wait_buf.clear();
-        for t in [
-            st.kato_timer.take(),
-            st.stall_timer.take(),
-            st.connect_timer.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            Reactor::with(|r| r.cancel_timer(t));
-        }
+        st.timers.cancel_all();
         // Commands that wait for nothing but the host are dropped now (this is what
         // keeps a stale command from completing after the controller is gone).
-        for i in 0..st.slots.len() {
-            if st.slots[i].in_use && st.slots[i].ops_left == 0 {
-                Self::release(st, i as u16);
-            }
-        }
+        st.cmds.drop_idle();
         st.aers.clear();
         if let Some(q) = &st.q {
             if q.qid == 0 {
@@ -348,21 +304,6 @@ impl Conn {
                 q.ctrl.remove_io_queue(q.qid, self.id, &st.counters);
             }
         }
-    }
-
-    pub(super) fn release(st: &mut State, slot: u16) {
-        let s = &mut st.slots[slot as usize];
-        if !s.in_use {
-            return;
-        }
-        s.in_use = false;
-        s.buf = None;
-        if s.awaiting_h2c {
-            st.r2t_out -= 1;
-        }
-        s.awaiting_h2c = false;
-        s.ops_left = 0;
-        st.free.push(slot);
     }
 
     pub(super) fn is_closed(st: &State) -> bool {
@@ -394,7 +335,7 @@ impl Poller for Conn {
     fn poll(&self, r: &Reactor) -> PollStatus {
         let mut st = self.st.borrow_mut();
         if st.phase == Phase::Closed {
-            if Self::in_flight_ops(&st) {
+            if st.cmds.in_flight_ops() {
                 return PollStatus::Idle;
             }
             drop(st);
@@ -417,7 +358,7 @@ impl Poller for Conn {
         busy |= self.send(&mut st);
         // Waiting for pool buffers: another reactor may free them without waking this
         // one, so keep polling (never park) until the waiters are served.
-        busy |= !st.wait_buf.is_empty() || matches!(st.rx_state, RxState::WaitBuf { .. });
+        busy |= !st.cmds.wait_buf.is_empty() || matches!(st.rx_state, RxState::WaitBuf { .. });
         if st.phase == Phase::Terminating && st.stream.tx_is_empty() {
             self.close_locked(&mut st, "protocol error");
             busy = true;

@@ -34,7 +34,7 @@ fn invalid_data(off: u16) -> (Status, u64) {
 
 impl Conn {
     pub(super) fn fabrics(&self, st: &mut State, slot: u16) -> (Status, u64) {
-        let cmd = st.slots[slot as usize].cmd;
+        let cmd = st.cmds.slots[slot as usize].cmd;
         match cmd.fctype() {
             FabricsCommandType::CONNECT => self.connect(st, slot),
             t @ (FabricsCommandType::PROPERTY_GET | FabricsCommandType::PROPERTY_SET) => {
@@ -68,7 +68,7 @@ impl Conn {
         if st.q.is_some() {
             return (Status::COMMAND_SEQUENCE_ERROR, 0);
         }
-        let s = &st.slots[slot as usize];
+        let s = &st.cmds.slots[slot as usize];
         let cc = ConnectCommand::from_command(&s.cmd);
         if cc.recfmt != 0 {
             return (Status::CONNECT_INCOMPATIBLE_FORMAT, 0);
@@ -192,7 +192,7 @@ impl Conn {
             ctrl
         };
         let cntlid = ctrl.cntlid;
-        if let Some(t) = st.connect_timer.take() {
+        if let Some(t) = st.timers.connect.take() {
             Reactor::with(|r| r.cancel_timer(t));
         }
         st.q = Some(QueueState {

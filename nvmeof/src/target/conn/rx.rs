@@ -26,8 +26,9 @@ impl Conn {
         // buffer instead of through the staging buffer. (Otherwise read all there is:
         // several small PDUs in one call.)
         let hdr = H2C_HEADER + if st.digests.header { DIGEST_LEN } else { 0 };
-        let upto = (st.r2t_out > 0 && st.rx_state == RxState::Header && st.stream.staged() < hdr)
-            .then_some(hdr);
+        let upto =
+            (st.cmds.r2t_out > 0 && st.rx_state == RxState::Header && st.stream.staged() < hdr)
+                .then_some(hdr);
         match st.stream.fill(upto) {
             Ok(got) => got,
             Err(e) => {
@@ -71,10 +72,10 @@ impl Conn {
             RxState::Header => self.step_header(st),
             RxState::Data { slot, h2c } => self.step_data(st, slot, h2c),
             RxState::WaitBuf { slot } => {
-                let len = st.slots[slot as usize].xfer;
+                let len = st.cmds.slots[slot as usize].xfer;
                 match Reactor::with(|r| r.pool().alloc(len)) {
                     Some(buf) => {
-                        st.slots[slot as usize].buf = Some(buf);
+                        st.cmds.slots[slot as usize].buf = Some(buf);
                         self.begin_data(st, Some(slot), false);
                         Step::Progress
                     }
@@ -151,7 +152,7 @@ impl Conn {
     /// Sets up receiving the current PDU's data into `slot` (or discarding it).
     pub(in crate::target) fn begin_data(&self, st: &mut State, slot: Option<u16>, h2c: bool) {
         let off = match (slot, h2c) {
-            (Some(s), true) => st.slots[s as usize].got,
+            (Some(s), true) => st.cmds.slots[s as usize].got,
             _ => 0,
         };
         // Small in-capsule data is cheaper staged with the PDUs behind it; H2CData,
@@ -166,7 +167,7 @@ impl Conn {
         slot: Option<u16>,
         h2c: bool,
     ) -> Step {
-        let dst = slot.and_then(|s| st.slots[usize::from(s)].buf.as_mut());
+        let dst = slot.and_then(|s| st.cmds.slots[usize::from(s)].buf.as_mut());
         let r = st.stream.recv_data(dst.map(|b| b.as_mut_slice()));
         if r.copied > 0 {
             QueueCounters::add(&st.counters.copied_bytes, r.copied as u64);
@@ -186,7 +187,7 @@ impl Conn {
         };
         st.rx_state = RxState::Header;
         if let Some(s) = slot {
-            let sl = &mut st.slots[s as usize];
+            let sl = &mut st.cmds.slots[s as usize];
             if !digest_ok {
                 // Non-fatal: the command fails with a transient transport error.
                 sl.data_digest_error = true;
@@ -197,7 +198,7 @@ impl Conn {
                     return Step::Progress;
                 }
                 sl.awaiting_h2c = false;
-                st.r2t_out -= 1;
+                st.cmds.r2t_out -= 1;
             }
             self.data_complete(st, s);
         }
@@ -205,7 +206,7 @@ impl Conn {
     }
 
     pub(in crate::target) fn data_complete(&self, st: &mut State, slot: u16) {
-        if st.slots[slot as usize].data_digest_error {
+        if st.cmds.slots[slot as usize].data_digest_error {
             tracing::warn!(conn = self.id, "data digest mismatch");
             self.complete(st, slot, Status::TRANSIENT_TRANSPORT_ERROR, 0);
             return;
@@ -220,14 +221,14 @@ impl Conn {
         };
         st.sq_head = (st.sq_head + 1) % st.sq_size.max(1);
         let l = st.stream.layout();
-        let Some(slot) = st.free.pop() else {
+        let Some(slot) = st.cmds.take() else {
             // The host exceeded the queue size it connected with.
             self.respond_now(st, &cmd, Status::COMMAND_SEQUENCE_ERROR.with_dnr());
             self.begin_data(st, None, false);
             return;
         };
         let (dir, xfer, status) = Self::plan(&cmd, l.data_len, st.q.is_some());
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         *s = Slot {
             cmd,
             in_use: true,
@@ -245,7 +246,7 @@ impl Conn {
         let in_capsule = dir == Dir::H2C && l.data_len > 0;
         if dir == Dir::H2C && !in_capsule && xfer > 0 {
             // Its buffer is taken when its R2T can go out (see `retry_waiting`).
-            st.wait_buf.push_back(slot);
+            st.cmds.wait_buf.push_back(slot);
             if l.data_len > 0 {
                 self.begin_data(st, None, false);
             }
@@ -253,12 +254,12 @@ impl Conn {
         }
         if xfer > 0 {
             if let Some(buf) = Reactor::with(|r| r.pool().alloc(xfer)) {
-                st.slots[slot as usize].buf = Some(buf);
+                st.cmds.slots[slot as usize].buf = Some(buf);
             } else if in_capsule {
                 st.rx_state = RxState::WaitBuf { slot };
                 return;
             } else {
-                st.wait_buf.push_back(slot);
+                st.cmds.wait_buf.push_back(slot);
                 return;
             }
         }
@@ -336,10 +337,10 @@ impl Conn {
 
     /// The slot has its buffer: ask the host for data (R2T) or execute.
     pub(in crate::target) fn proceed(&self, st: &mut State, slot: u16) {
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         if s.dir == Dir::H2C && s.xfer > 0 && s.got < s.xfer {
             s.awaiting_h2c = true;
-            st.r2t_out += 1;
+            st.cmds.r2t_out += 1;
             let dh = DataHeader {
                 cccid: s.cmd.cid(),
                 ttag: slot,
@@ -357,6 +358,7 @@ impl Conn {
         let dh = DataHeader::parse(st.stream.header());
         let l = st.stream.layout();
         let ok_slot = st
+            .cmds
             .slots
             .get(usize::from(dh.ttag))
             .is_some_and(|s| s.in_use && s.awaiting_h2c);
@@ -367,7 +369,7 @@ impl Conn {
             );
             return;
         }
-        let s = &st.slots[usize::from(dh.ttag)];
+        let s = &st.cmds.slots[usize::from(dh.ttag)];
         if s.cmd.cid() != dh.cccid {
             self.fatal(
                 st,
@@ -394,7 +396,7 @@ impl Conn {
 
     /// Runs a command whose data (if any) is in its buffer.
     pub(in crate::target) fn execute(&self, st: &mut State, slot: u16) {
-        let cmd = st.slots[slot as usize].cmd;
+        let cmd = st.cmds.slots[slot as usize].cmd;
         if cmd.is_fabrics() {
             let (status, dw0) = self.fabrics(st, slot);
             self.complete(st, slot, status, dw0);

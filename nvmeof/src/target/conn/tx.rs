@@ -34,17 +34,17 @@ impl Conn {
         result: u64,
     ) {
         if st.phase == Phase::Closed {
-            Self::release(st, slot);
+            st.cmds.release(slot);
             return;
         }
         let qid = st.q.as_ref().map_or(0, |q| q.qid);
         let sqflow_off = st.q.as_ref().is_some_and(|q| q.sqflow_disabled);
-        let s = &st.slots[slot as usize];
+        let s = &st.cmds.slots[slot as usize];
         if qid != 0 && !s.cmd.is_fabrics() {
             let ns = s.started.elapsed().as_nanos() as u64;
             st.counters.record_latency(ns);
         }
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         let cid = s.cmd.cid();
         let mut need_resp = true;
         if status.is_success() && s.dir == Dir::C2H && s.xfer > 0 {
@@ -84,7 +84,7 @@ impl Conn {
             st.stream
                 .push(TxItem::Hdr(HeaderBuf::capsule_resp(&b, st.digests.header)));
         }
-        Self::release(st, slot);
+        st.cmds.release(slot);
     }
 
     /// Completes held AERs with pending events.
@@ -105,11 +105,11 @@ impl Conn {
         match st.stream.send(&mut Owned) {
             Ok(sent) => {
                 if sent.progress {
-                    st.tx_stalled_since = None;
+                    st.timers.tx_stalled_since = None;
                 }
-                if sent.blocked && st.tx_stalled_since.is_none() {
-                    st.tx_stalled_since = Some(Instant::now());
-                    if st.stall_timer.is_none() {
+                if sent.blocked && st.timers.tx_stalled_since.is_none() {
+                    st.timers.tx_stalled_since = Some(Instant::now());
+                    if st.timers.stall.is_none() {
                         self.watch_stall(st, self.target.stall_timeout());
                     }
                 }
@@ -133,12 +133,12 @@ impl Conn {
     /// what is left of the new one.
     fn watch_stall(&self, st: &mut State, after: Duration) {
         let weak = self.me.clone();
-        st.stall_timer = Some(Reactor::with(|r| {
+        st.timers.stall = Some(Reactor::with(|r| {
             r.add_timer(after, move |_r| {
                 let Some(c) = weak.upgrade() else { return };
                 let mut st = c.st.borrow_mut();
-                st.stall_timer = None;
-                let Some(t0) = st.tx_stalled_since else {
+                st.timers.stall = None;
+                let Some(t0) = st.timers.tx_stalled_since else {
                     return;
                 };
                 let limit = c.target.stall_timeout();
@@ -155,28 +155,24 @@ impl Conn {
 
     pub(in crate::target) fn retry_waiting(&self, st: &mut State) -> bool {
         let mut progress = false;
-        while let Some(&slot) = st.wait_buf.front() {
-            let s = &st.slots[slot as usize];
-            if s.dir == Dir::H2C && st.r2t_out >= MAX_R2T_OUT {
+        while let Some(&slot) = st.cmds.wait_buf.front() {
+            let s = &st.cmds.slots[slot as usize];
+            if s.dir == Dir::H2C && st.cmds.r2t_out >= MAX_R2T_OUT {
                 break;
             }
             let len = s.xfer;
             let Some(buf) = Reactor::with(|r| r.pool().alloc(len)) else {
                 break;
             };
-            st.wait_buf.pop_front();
-            st.slots[slot as usize].buf = Some(buf);
+            st.cmds.wait_buf.pop_front();
+            st.cmds.slots[slot as usize].buf = Some(buf);
             self.proceed(st, slot);
             progress = true;
         }
         progress
     }
 
-    pub(in crate::target) fn in_flight_ops(st: &State) -> bool {
-        st.slots.iter().any(|s| s.in_use && s.ops_left > 0)
-    }
-
     pub(in crate::target) fn set_kato_timer(&self, st: &mut State, t: TimerId) {
-        st.kato_timer = Some(t);
+        st.timers.kato = Some(t);
     }
 }
