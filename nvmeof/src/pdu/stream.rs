@@ -138,12 +138,9 @@ impl<T: Transport, I> Stream<T, I> {
         &self.io
     }
 
-    /// Swaps in a new transport (a reconnection), with nothing staged or queued.
-    pub fn replace_transport(&mut self, io: T) -> T {
-        self.reset_rx();
-        self.tx.clear();
-        self.tx_off = 0;
-        std::mem::replace(&mut self.io, io)
+    /// Ends the transport both ways (what is queued is not sent).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.io.shutdown()
     }
 
     // ---------------------------------------------------------------- receive
@@ -156,13 +153,6 @@ impl<T: Transport, I> Stream<T, I> {
     /// The next bytes are a PDU header (no data of an earlier PDU is pending).
     pub fn at_header(&self) -> bool {
         self.data.is_none()
-    }
-
-    /// Forgets everything received.
-    pub fn reset_rx(&mut self) {
-        self.start = 0;
-        self.end = 0;
-        self.data = None;
     }
 
     /// Reads what the transport has into the staging buffer, with one read: at most
@@ -265,7 +255,8 @@ impl<T: Transport, I> Stream<T, I> {
     pub fn begin_data(&mut self, off: usize, always_direct: bool) {
         let l = self.layout;
         self.data = Some(Data {
-            pad: l.pad(),
+            // PDO, when there is one, places the data (even none of it).
+            pad: l.pdo.saturating_sub(l.header_bytes()),
             off,
             remaining: l.data_len,
             crc: 0,
@@ -390,14 +381,6 @@ impl<T: Transport, I> Stream<T, I> {
     pub fn clear_tx(&mut self) {
         self.tx.clear();
         self.tx_off = 0;
-    }
-
-    /// Drops everything queued, handing each item back to `src`.
-    pub fn drain_tx<S: TxSource<I> + ?Sized>(&mut self, src: &mut S) {
-        self.tx_off = 0;
-        while let Some(item) = self.tx.pop_front() {
-            src.sent(item);
-        }
     }
 
     /// Sends queued items, up to [`IOV_MAX`] per vectored write, until the queue is

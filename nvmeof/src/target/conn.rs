@@ -290,7 +290,7 @@ impl Conn {
         }
         st.phase = Phase::Closed;
         tracing::info!(conn = self.id, peer = %self.peer, reason, "connection closed");
-        let _ = Transport::shutdown(st.stream.transport());
+        let _ = st.stream.shutdown();
         st.stream.clear_tx();
         st.timers.cancel_all();
         // Commands that wait for nothing but the host are dropped now (this is what
