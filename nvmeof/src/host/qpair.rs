@@ -2,8 +2,8 @@
 //!
 //! Commands live in a pre-sized slot table; a CID is the slot index (low 7 bits) plus
 //! a generation (high 9 bits), so a late response for a recycled slot is recognised.
-//! Read data is received straight into the request's pool buffer when it is not
-//! already staged; write data leaves from the request's buffer (in the capsule when it
+//! The bytes go through a [`Stream`], as on the target. Read data is received
+//! straight into the request's pool buffer when it is not already staged; write data leaves from the request's buffer (in the capsule when it
 //! fits, else after the target's R2T, in MAXH2CDATA-sized H2CData PDUs).
 //!
 //! Completions are collected while the queue's state is borrowed and delivered after,

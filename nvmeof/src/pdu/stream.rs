@@ -156,8 +156,8 @@ impl<T: Transport, I> Stream<T, I> {
     }
 
     /// Reads what the transport has into the staging buffer, with one read: at most
-    /// until `upto` bytes are staged when given (so the data behind a header can go
-    /// straight to its buffer). `Ok(false)`: nothing came (or no room);
+    /// until `upto` bytes are staged when given and fewer are (so the data behind a
+    /// header can go straight to its buffer). `Ok(false)`: nothing came (or no room);
     /// `UnexpectedEof`: the peer closed the stream.
     pub fn fill(&mut self, upto: Option<usize>) -> io::Result<bool> {
         let cap = self.rx.len();
@@ -172,7 +172,10 @@ impl<T: Transport, I> Stream<T, I> {
         if self.end == cap {
             return Ok(false);
         }
-        let limit = upto.map_or(cap, |n| (self.start + n).clamp(self.end, cap));
+        let limit = match upto {
+            Some(n) if self.start + n > self.end => (self.start + n).min(cap),
+            _ => cap,
+        };
         let end = self.end;
         match self.io.read(&mut self.rx[end..limit]) {
             Ok(0) if limit > end => Err(io::ErrorKind::UnexpectedEof.into()),

@@ -1,11 +1,13 @@
 //! One NVMe/TCP connection: one queue pair, owned by one reactor, polled.
 //!
-//! Receive: bytes land in a staging buffer, from which PDU headers are parsed and
-//! checked ([`crate::pdu::validate_h2c`]); data bigger than what is already staged is
-//! read straight from the socket into the command's pool buffer (zero copy), small
-//! in-capsule data is copied out of the staging buffer. Transmit: PDUs queue as
-//! header bytes plus the pool buffer that holds their data, and leave in one
-//! `writev` per loop turn.
+//! The bytes go through a [`Stream`]. Receive: PDU headers are framed out of its
+//! staging buffer and checked ([`crate::pdu::validate_h2c`]); data bigger than what is
+//! already staged is read straight from the socket into the command's pool buffer
+//! (zero copy), small in-capsule data is copied out of the staging buffer. Transmit:
+//! PDUs queue as header bytes plus the pool buffer that holds their data, and leave
+//! in one `writev` per loop turn.
+//!
+//! Controllers reach this connection only through its [`QueueHandle`].
 //!
 //! Commands live in a pre-sized slot table; a slot's index is the R2T transfer tag.
 //! A protocol violation sends a C2HTermReq and closes this connection only.

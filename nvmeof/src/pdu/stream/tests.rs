@@ -307,3 +307,15 @@ fn transmit_batches_and_resumes_partial_writes() {
     assert!(sent.blocked && !sent.progress);
     assert_eq!(s.tx_len(), 1);
 }
+
+#[test]
+fn fill_stops_at_upto_only_while_short_of_it() {
+    let wire: Vec<u8> = (0..100u8).collect();
+    let mut s = S::new(Mem::new(&wire, 1 << 20), 4096, 4);
+    assert!(s.fill(Some(10)).expect("no error"));
+    assert_eq!(s.staged(), 10);
+    // Already 10 staged: a limit of 8 no longer holds the read back.
+    assert!(s.fill(Some(8)).expect("no error"));
+    assert_eq!(s.staged(), 100);
+    assert_eq!(s.staged_bytes(), &wire[..]);
+}
