@@ -56,3 +56,6 @@ impl QueueHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
