@@ -6,7 +6,8 @@
 //! reactors like any other backend.
 //!
 //! [`pdu`] is the codec: pure functions that parse and check headers and encode
-//! PDUs; it does no I/O. [`target`] serves subsystems over TCP: a listener poller
+//! PDUs, and [`pdu::stream::Stream`], the framing both the host and the target
+//! receive and transmit with, over a [`pdu::transport::Transport`]. [`target`] serves subsystems over TCP: a listener poller
 //! accepts connections and spreads them over the reactors; each connection is one
 //! queue pair, polled by its reactor, that turns capsules into admin, fabrics or I/O
 //! commands. I/O commands go to the namespace's bdev channel on the same reactor and

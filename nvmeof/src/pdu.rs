@@ -1,5 +1,7 @@
 //! The NVMe/TCP PDU codec: common header, per-type headers, digests, and the checks a
-//! receiver applies before it trusts any length or offset. No I/O, no unsafe.
+//! receiver applies before it trusts any length or offset; and [`stream::Stream`],
+//! the framing both the host and the target receive and transmit with, over a
+//! [`transport::Transport`]. No unsafe.
 //!
 //! Layout of every PDU (NVMe/TCP transport specification 1.0, section 3.6):
 //!
@@ -24,6 +26,9 @@
 //! ```
 
 use std::fmt;
+
+pub mod stream;
+pub mod transport;
 
 /// Bytes of the common header.
 pub const CH_LEN: usize = 8;

@@ -2,8 +2,8 @@
 //!
 //! Commands live in a pre-sized slot table; a CID is the slot index (low 7 bits) plus
 //! a generation (high 9 bits), so a late response for a recycled slot is recognised.
-//! Read data is received straight into the request's pool buffer when it is not
-//! already staged; write data leaves from the request's buffer (in the capsule when it
+//! The bytes go through a [`Stream`], as on the target. Read data is received
+//! straight into the request's pool buffer when it is not already staged; write data leaves from the request's buffer (in the capsule when it
 //! fits, else after the target's R2T, in MAXH2CDATA-sized H2CData PDUs).
 //!
 //! Completions are collected while the queue's state is borrowed and delivered after,
@@ -11,9 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::Read;
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,9 +24,9 @@ use zerocopy::{FromBytes, IntoBytes};
 use self::tx::TxItem;
 use super::bdev::Session;
 use super::{check_header, HostError};
+use crate::pdu::stream::{DataStep, HeaderError, Stream, Transport};
 use crate::pdu::{
-    crc32c, crc32c_append, le32, CommonHeader, DataHeader, HeaderBuf, PduFlags, PduType, CH_LEN,
-    DIGEST_LEN, MAX_HLEN,
+    crc32c, CommonHeader, DataHeader, Digests, HeaderBuf, Layout, PduFlags, PduType, DIGEST_LEN,
 };
 use ferrox_nvme_spec::Completion as Cqe;
 
@@ -36,9 +34,10 @@ mod reconnect;
 mod tx;
 
 const RX_CAP: usize = 64 << 10;
+/// Transmit items one command may queue at once (header, data, digest, and more).
+const TX_PER_SLOT: usize = 4;
 const SLOT_BITS: u16 = 7;
 const SLOT_MASK: u16 = (1 << SLOT_BITS) - 1;
-const DIRECT_MIN: usize = 2048;
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,19 +63,28 @@ struct Slot {
     queued: u16,
 }
 
+/// What the stream receives next (the data's progress is the stream's).
 #[derive(Clone, Copy)]
 enum Rx {
     Header,
+    /// C2HData for `slot`; `success`: it completes the command.
     Data {
         slot: u16,
-        pad: usize,
-        off: usize,
-        remaining: usize,
-        crc: u32,
-        ddgst: bool,
         success: bool,
     },
 }
+
+/// What one receive step did.
+enum Step {
+    Progress,
+    /// Nothing staged to go on with: read more.
+    NeedBytes,
+    /// The socket has nothing: wait for it.
+    Blocked,
+}
+
+/// The queue's byte stream.
+type QStream = Stream<TcpStream, TxItem>;
 
 type Ready = (Completion, Result<(), BdevError>, Option<DmaBuf>);
 
@@ -89,15 +97,10 @@ struct Queued {
 }
 
 struct State {
-    sock: Option<TcpStream>,
+    /// The connection (none while it is lost).
+    stream: Option<QStream>,
     maxh2cdata: usize,
-    rx: Box<[u8]>,
-    rx_start: usize,
-    rx_end: usize,
     rx_state: Rx,
-    hdr: [u8; MAX_HLEN + DIGEST_LEN],
-    tx: VecDeque<TxItem>,
-    tx_off: usize,
     slots: Vec<Slot>,
     free: Vec<u16>,
     pending: VecDeque<Queued>,
@@ -121,6 +124,46 @@ pub(super) struct QPair {
     /// Checks deadlines even while the reactor sleeps (a silent target sends nothing
     /// that would wake it).
     timer: Cell<Option<TimerId>>,
+}
+
+/// The message a failed receive closes the queue with.
+fn receive_error(e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        "the target closed the connection".into()
+    } else {
+        format!("receive failed: {e}")
+    }
+}
+
+/// Checks a PDU from the target ([`check_header`]) and says where its parts are.
+/// A termination request is taken as its fixed header only: the queue ends on it.
+fn c2h_layout(ch: &CommonHeader, d: Digests) -> Result<Layout, String> {
+    // Type, HLEN and the digest flags as negotiated (so digests come from the
+    // negotiation, never from what a PDU claims).
+    check_header(ch, Some(d))?;
+    let hlen = usize::from(ch.hlen);
+    let hdgst = d.header && ch.pdu_type.digestible();
+    let mut l = Layout {
+        hlen,
+        hdgst,
+        pdo: 0,
+        data_len: 0,
+        ddgst: false,
+    };
+    if ch.pdu_type == PduType::C2H_DATA {
+        let pdo = usize::from(ch.pdo);
+        let dd = if d.data { DIGEST_LEN } else { 0 };
+        let data_len = (ch.plen as usize).checked_sub(pdo + dd);
+        match data_len {
+            Some(n) if pdo >= l.header_bytes() => {
+                l.pdo = pdo;
+                l.data_len = n;
+                l.ddgst = d.data;
+            }
+            _ => return Err("C2HData outside its command's buffer".into()),
+        }
+    }
+    Ok(l)
 }
 
 fn status_error(s: Status) -> BdevError {
@@ -153,15 +196,9 @@ impl QPair {
             session,
             qid,
             st: RefCell::new(State {
-                sock: Some(sock),
+                stream: Some(Stream::new(sock, RX_CAP, depth * TX_PER_SLOT)),
                 maxh2cdata: maxh2cdata as usize,
-                rx: vec![0; RX_CAP].into_boxed_slice(),
-                rx_start: 0,
-                rx_end: 0,
                 rx_state: Rx::Header,
-                hdr: [0; MAX_HLEN + DIGEST_LEN],
-                tx: VecDeque::with_capacity(depth * 4),
-                tx_off: 0,
                 slots: (0..depth)
                     .map(|_| Slot {
                         in_use: false,
@@ -194,7 +231,7 @@ impl QPair {
         let t = r.add_periodic(period, move |r| {
             if let Some(q) = weak.upgrade() {
                 let mut st = q.st.borrow_mut();
-                if st.sock.is_none() && st.reconnect.is_some() {
+                if st.stream.is_none() && st.reconnect.is_some() {
                     q.try_reconnect(&mut st);
                 }
                 q.check_timeouts(&mut st, r.now());
@@ -213,17 +250,14 @@ impl QPair {
     /// Drops the connection and fails every command with `errno`: those in flight and
     /// those queued for a slot (nothing else would ever start them).
     fn fail_connection(&self, st: &mut State, why: &str, errno: i32) {
-        if let Some(s) = st.sock.take() {
-            let _ = s.shutdown(Shutdown::Both);
+        if let Some(s) = st.stream.take() {
+            let _ = s.shutdown();
             tracing::warn!(qid = self.qid, target_addr = %self.session.url.addr, why, "I/O queue lost; failing its commands");
         }
-        st.tx.clear();
-        st.tx_off = 0;
+        // Its transmit queue went with the stream.
         for s in &mut st.slots {
             s.queued = 0;
         }
-        st.rx_start = 0;
-        st.rx_end = 0;
         st.rx_state = Rx::Header;
         for i in 0..st.slots.len() {
             if st.slots[i].in_use {
@@ -332,20 +366,22 @@ impl QPair {
         let mut sqe = [0u8; 64];
         sqe.copy_from_slice(cmd.as_bytes());
         let cap_data = if in_capsule { data_len } else { 0 };
-        st.tx
-            .push_back(TxItem::Hdr(HeaderBuf::capsule_cmd(&sqe, cap_data, d)));
+        let Some(stream) = st.stream.as_mut() else {
+            unreachable!("commands start on a connected queue only");
+        };
+        stream.push(TxItem::Hdr(HeaderBuf::capsule_cmd(&sqe, cap_data, d)));
         if in_capsule {
             let crc;
             if kind == Kind::Dsm {
                 crc = crc32c(&range);
-                st.tx.push_back(TxItem::Small {
+                stream.push(TxItem::Small {
                     bytes: range,
                     len: range.len() as u8,
                 });
             } else {
                 let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
                 crc = if d.data { crc32c(b.as_slice()) } else { 0 };
-                st.tx.push_back(TxItem::SlotData {
+                stream.push(TxItem::SlotData {
                     slot,
                     off: 0,
                     len: data_len,
@@ -353,7 +389,7 @@ impl QPair {
                 st.slots[slot as usize].queued += 1;
             }
             if d.data {
-                st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
+                stream.push(TxItem::Digest(crc.to_le_bytes()));
             }
         }
     }
@@ -417,279 +453,182 @@ impl QPair {
     // ------------------------------------------------------------ receive
 
     fn fill(&self, st: &mut State) -> Result<bool, String> {
-        if st.rx_start == st.rx_end {
-            st.rx_start = 0;
-            st.rx_end = 0;
-        } else if st.rx_start > RX_CAP / 2 {
-            st.rx.copy_within(st.rx_start..st.rx_end, 0);
-            st.rx_end -= st.rx_start;
-            st.rx_start = 0;
-        }
-        let Some(sock) = st.sock.as_ref() else {
+        let Some(stream) = st.stream.as_mut() else {
             return Ok(false);
         };
-        let end = st.rx_end;
-        match (&*sock).read(&mut st.rx[end..]) {
-            Ok(0) => Err("the target closed the connection".into()),
-            Ok(n) => {
-                st.rx_end += n;
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(true),
-            Err(e) => Err(format!("receive failed: {e}")),
+        stream.fill(None).map_err(receive_error)
+    }
+
+    /// One step of PDU processing.
+    fn step(&self, st: &mut State) -> Result<Step, String> {
+        match st.rx_state {
+            Rx::Header => self.step_header(st),
+            Rx::Data { slot, success } => self.step_data(st, slot, success),
         }
     }
 
-    /// One step of PDU processing; Ok(true) = progress, Ok(false) = need bytes.
-    fn step(&self, st: &mut State) -> Result<bool, String> {
-        let staged = st.rx_end - st.rx_start;
-        match st.rx_state {
-            Rx::Header => {
-                if staged < CH_LEN {
-                    return Ok(false);
+    fn step_header(&self, st: &mut State) -> Result<Step, String> {
+        let d = self.digests();
+        let stream = st.stream.as_mut().expect("connected");
+        let ch = match stream.recv_header(|ch| c2h_layout(ch, d)) {
+            Ok(Some(ch)) => ch,
+            Ok(None) => return Ok(Step::NeedBytes),
+            Err(HeaderError::Invalid(why)) => return Err(why),
+            Err(HeaderError::Digest(_)) => return Err("header digest mismatch".into()),
+        };
+        // What the types below need of the header (parsed, so the stream is free).
+        let (hdr, layout) = (stream.header(), stream.layout());
+        let cqe = (ch.pdu_type == PduType::CAPSULE_RESP)
+            .then(|| Cqe::read_from_bytes(&hdr[8..24]).expect("16 bytes"));
+        let dh = DataHeader::parse(hdr);
+        match ch.pdu_type {
+            PduType::CAPSULE_RESP => {
+                let cqe = cqe.expect("parsed above");
+                let Some(slot) = Self::slot_of(st, cqe.cid) else {
+                    return Err(format!("response for unknown command {}", cqe.cid));
+                };
+                if st.slots[slot as usize].queued > 0 {
+                    // Its buffer would go back while the data is still to send.
+                    return Err(format!(
+                        "response for command {} before its data was sent",
+                        cqe.cid
+                    ));
                 }
-                let s0 = st.rx_start;
-                let ch = CommonHeader::parse(&st.rx[s0..s0 + CH_LEN]);
-                let d = self.digests();
-                // Type, HLEN and the digest flags as negotiated (so digests come from
-                // the negotiation, never from what a PDU claims).
-                check_header(&ch, Some(d))?;
-                let hlen = usize::from(ch.hlen);
-                let hd = if d.header && ch.pdu_type.digestible() {
-                    DIGEST_LEN
+                let res = if cqe.status().is_success() {
+                    self.all_data_received(st, slot)
+                } else {
+                    tracing::debug!(qid = self.qid, status = %cqe.status(), "command failed");
+                    Err(status_error(cqe.status()))
+                };
+                self.finish(st, slot, res);
+            }
+            PduType::C2H_DATA => {
+                let Some(slot) = Self::slot_of(st, dh.cccid) else {
+                    return Err(format!("data for unknown command {}", dh.cccid));
+                };
+                let s = &st.slots[slot as usize];
+                let cap = s.buf.as_ref().map_or(0, |b| b.len());
+                if s.kind != Kind::Read
+                    || layout.data_len != dh.length as usize
+                    || dh.offset as usize != s.received
+                    || s.received + layout.data_len > cap
+                {
+                    return Err("C2HData outside its command's buffer".into());
+                }
+                let success = ch.flags.contains(PduFlags::SUCCESS);
+                if success && !ch.flags.contains(PduFlags::LAST_PDU) {
+                    return Err("C2HData SUCCESS without LAST_PDU".into());
+                }
+                let stream = st.stream.as_mut().expect("connected");
+                stream.begin_data(dh.offset as usize, false);
+                st.rx_state = Rx::Data { slot, success };
+            }
+            PduType::R2T => self.on_r2t(st, dh)?,
+            PduType::C2H_TERM_REQ => {
+                // FES is where a data header's CCCID is.
+                let fes = dh.cccid;
+                return Err(format!(
+                    "the target terminated the connection (FES {fes:#x})"
+                ));
+            }
+            t => return Err(format!("unexpected PDU {t:?} from the target")),
+        }
+        Ok(Step::Progress)
+    }
+
+    /// Answers an R2T: H2CData PDUs of at most MAXH2CDATA for the range it asks.
+    fn on_r2t(&self, st: &mut State, r: DataHeader) -> Result<(), String> {
+        let d = self.digests();
+        let Some(slot) = Self::slot_of(st, r.cccid) else {
+            return Err(format!("R2T for unknown command {}", r.cccid));
+        };
+        let s = &st.slots[slot as usize];
+        let (kind, range) = (s.kind, s.range);
+        let len = match kind {
+            Kind::Write => s.buf.as_ref().map_or(0, |b| b.len()),
+            Kind::Dsm => range.len(),
+            Kind::Read | Kind::Other => 0,
+        };
+        let (o, l) = (r.offset as usize, r.length as usize);
+        if l == 0 || o + l > len {
+            return Err("R2T outside its command's data".into());
+        }
+        let chunk = st.maxh2cdata.max(4096);
+        let stream = st.stream.as_mut().expect("connected");
+        let mut off = o;
+        while off < o + l {
+            let n = chunk.min(o + l - off);
+            let dh = DataHeader {
+                cccid: r.cccid,
+                ttag: r.ttag,
+                offset: off as u32,
+                length: n as u32,
+            };
+            stream.push(TxItem::Hdr(HeaderBuf::h2c_data(dh, off + n == o + l, d)));
+            let crc = if kind == Kind::Dsm {
+                let mut bytes = [0u8; 16];
+                bytes[..n].copy_from_slice(&range[off..off + n]);
+                stream.push(TxItem::Small {
+                    bytes,
+                    len: n as u8,
+                });
+                crc32c(&bytes[..n])
+            } else {
+                stream.push(TxItem::SlotData { slot, off, len: n });
+                st.slots[slot as usize].queued += 1;
+                let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
+                if d.data {
+                    crc32c(&b.as_slice()[off..off + n])
                 } else {
                     0
-                };
-                let term = ch.pdu_type == PduType::C2H_TERM_REQ;
-                let hb = if term { ch.plen as usize } else { hlen + hd };
-                if hb > MAX_HLEN + DIGEST_LEN + MAX_HLEN {
-                    return Err("oversized PDU header".into());
                 }
-                if staged < hb {
-                    return Ok(false);
-                }
-                let n = hb.min(st.hdr.len());
-                st.hdr[..n].copy_from_slice(&st.rx[s0..s0 + n]);
-                st.rx_start += hb;
-                if hd > 0 && le32(&st.hdr, hlen) != crc32c(&st.hdr[..hlen]) {
-                    return Err("header digest mismatch".into());
-                }
-                match ch.pdu_type {
-                    PduType::CAPSULE_RESP => {
-                        let cqe = Cqe::read_from_bytes(&st.hdr[8..24]).expect("16 bytes");
-                        let Some(slot) = Self::slot_of(st, cqe.cid) else {
-                            return Err(format!("response for unknown command {}", cqe.cid));
-                        };
-                        if st.slots[slot as usize].queued > 0 {
-                            // Its buffer would go back while the data is still to send.
-                            return Err(format!(
-                                "response for command {} before its data was sent",
-                                cqe.cid
-                            ));
-                        }
-                        let res = if cqe.status().is_success() {
-                            self.all_data_received(st, slot)
-                        } else {
-                            tracing::debug!(qid = self.qid, status = %cqe.status(), "command failed");
-                            Err(status_error(cqe.status()))
-                        };
-                        self.finish(st, slot, res);
-                    }
-                    PduType::C2H_DATA => {
-                        let dh = DataHeader::parse(&st.hdr);
-                        let Some(slot) = Self::slot_of(st, dh.cccid) else {
-                            return Err(format!("data for unknown command {}", dh.cccid));
-                        };
-                        let pdo = usize::from(ch.pdo);
-                        let dd = if d.data { DIGEST_LEN } else { 0 };
-                        let data_len = (ch.plen as usize)
-                            .checked_sub(pdo + dd)
-                            .unwrap_or(usize::MAX);
-                        let s = &st.slots[slot as usize];
-                        let cap = s.buf.as_ref().map_or(0, |b| b.len());
-                        if s.kind != Kind::Read
-                            || pdo < hlen + hd
-                            || data_len != dh.length as usize
-                            || dh.offset as usize != s.received
-                            || s.received + data_len > cap
-                        {
-                            return Err("C2HData outside its command's buffer".into());
-                        }
-                        let success = ch.flags.contains(PduFlags::SUCCESS);
-                        if success && !ch.flags.contains(PduFlags::LAST_PDU) {
-                            return Err("C2HData SUCCESS without LAST_PDU".into());
-                        }
-                        st.rx_state = Rx::Data {
-                            slot,
-                            pad: pdo - (hlen + hd),
-                            off: dh.offset as usize,
-                            remaining: data_len,
-                            crc: 0,
-                            ddgst: dd > 0,
-                            success,
-                        };
-                    }
-                    PduType::R2T => {
-                        let r = DataHeader::parse(&st.hdr);
-                        let Some(slot) = Self::slot_of(st, r.cccid) else {
-                            return Err(format!("R2T for unknown command {}", r.cccid));
-                        };
-                        let s = &st.slots[slot as usize];
-                        let (kind, range) = (s.kind, s.range);
-                        let len = match kind {
-                            Kind::Write => s.buf.as_ref().map_or(0, |b| b.len()),
-                            Kind::Dsm => range.len(),
-                            Kind::Read | Kind::Other => 0,
-                        };
-                        let (o, l) = (r.offset as usize, r.length as usize);
-                        if l == 0 || o + l > len {
-                            return Err("R2T outside its command's data".into());
-                        }
-                        let chunk = st.maxh2cdata.max(4096);
-                        let mut off = o;
-                        while off < o + l {
-                            let n = chunk.min(o + l - off);
-                            let dh = DataHeader {
-                                cccid: r.cccid,
-                                ttag: r.ttag,
-                                offset: off as u32,
-                                length: n as u32,
-                            };
-                            st.tx.push_back(TxItem::Hdr(HeaderBuf::h2c_data(
-                                dh,
-                                off + n == o + l,
-                                d,
-                            )));
-                            let crc = if kind == Kind::Dsm {
-                                let mut bytes = [0u8; 16];
-                                bytes[..n].copy_from_slice(&range[off..off + n]);
-                                st.tx.push_back(TxItem::Small {
-                                    bytes,
-                                    len: n as u8,
-                                });
-                                crc32c(&bytes[..n])
-                            } else {
-                                st.tx.push_back(TxItem::SlotData { slot, off, len: n });
-                                st.slots[slot as usize].queued += 1;
-                                let b = st.slots[slot as usize].buf.as_ref().expect("write buffer");
-                                if d.data {
-                                    crc32c(&b.as_slice()[off..off + n])
-                                } else {
-                                    0
-                                }
-                            };
-                            if d.data {
-                                st.tx.push_back(TxItem::Digest(crc.to_le_bytes()));
-                            }
-                            off += n;
-                        }
-                    }
-                    PduType::C2H_TERM_REQ => {
-                        let fes = u16::from_le_bytes([st.hdr[8], st.hdr[9]]);
-                        return Err(format!(
-                            "the target terminated the connection (FES {fes:#x})"
-                        ));
-                    }
-                    t => return Err(format!("unexpected PDU {t:?} from the target")),
-                }
-                Ok(true)
+            };
+            if d.data {
+                stream.push(TxItem::Digest(crc.to_le_bytes()));
             }
-            Rx::Data {
-                slot,
-                mut pad,
-                mut off,
-                mut remaining,
-                mut crc,
-                ddgst,
-                success,
-            } => {
-                if pad > 0 {
-                    let n = pad.min(staged);
-                    if n == 0 {
-                        return Ok(false);
-                    }
-                    st.rx_start += n;
-                    pad -= n;
-                }
-                let staged = st.rx_end - st.rx_start;
-                if pad == 0 && remaining > 0 {
-                    if staged > 0 {
-                        let n = remaining.min(staged);
-                        let src = st.rx_start..st.rx_start + n;
-                        if ddgst {
-                            crc = crc32c_append(crc, &st.rx[src.clone()]);
-                        }
-                        let (rx, slots) = (&st.rx, &mut st.slots);
-                        let b = slots[slot as usize].buf.as_mut().expect("read buffer");
-                        b.as_mut_slice()[off..off + n].copy_from_slice(&rx[src]);
-                        st.rx_start += n;
-                        off += n;
-                        remaining -= n;
-                    } else if remaining >= DIRECT_MIN {
-                        let sock = st.sock.as_ref().expect("connected");
-                        let b = st.slots[slot as usize].buf.as_mut().expect("read buffer");
-                        match (&*sock).read(&mut b.as_mut_slice()[off..off + remaining]) {
-                            Ok(0) => return Err("the target closed the connection".into()),
-                            Ok(n) => {
-                                if ddgst {
-                                    crc = crc32c_append(crc, &b.as_slice()[off..off + n]);
-                                }
-                                off += n;
-                                remaining -= n;
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Err(format!("receive failed: {e}")),
-                        }
-                    }
-                }
-                let staged = st.rx_end - st.rx_start;
-                let need_digest = remaining == 0 && ddgst;
-                if pad > 0 || remaining > 0 || (need_digest && staged < DIGEST_LEN) {
-                    let progressed = !matches!(st.rx_state, Rx::Data { off: o, pad: p, .. } if o == off && p == pad);
-                    st.rx_state = Rx::Data {
-                        slot,
-                        pad,
-                        off,
-                        remaining,
-                        crc,
-                        ddgst,
-                        success,
-                    };
-                    return Ok(progressed);
-                }
-                if ddgst {
-                    let want = le32(&st.rx, st.rx_start);
-                    st.rx_start += DIGEST_LEN;
-                    if want != crc {
-                        return Err("data digest mismatch on read data".into());
-                    }
-                }
-                st.rx_state = Rx::Header;
-                st.slots[slot as usize].received = off;
-                if success {
-                    let res = self.all_data_received(st, slot);
-                    self.finish(st, slot, res);
-                }
-                Ok(true)
-            }
+            off += n;
         }
+        Ok(())
+    }
+
+    fn step_data(&self, st: &mut State, slot: u16, success: bool) -> Result<Step, String> {
+        let stream = st.stream.as_mut().expect("connected");
+        let dst = st.slots[slot as usize].buf.as_mut().expect("read buffer");
+        let (digest_ok, end) = match stream.recv_data(Some(dst.as_mut_slice())).step {
+            DataStep::Progress => return Ok(Step::Progress),
+            DataStep::NeedBytes => return Ok(Step::NeedBytes),
+            DataStep::Blocked => return Ok(Step::Blocked),
+            DataStep::Failed(e) => return Err(receive_error(e)),
+            DataStep::Done { digest_ok, end } => (digest_ok, end),
+        };
+        if !digest_ok {
+            return Err("data digest mismatch on read data".into());
+        }
+        st.rx_state = Rx::Header;
+        st.slots[slot as usize].received = end;
+        if success {
+            let res = self.all_data_received(st, slot);
+            self.finish(st, slot, res);
+        }
+        Ok(Step::Progress)
     }
 
     fn receive(&self, st: &mut State) -> Result<bool, String> {
         let mut progress = false;
         for _ in 0..256 {
-            if st.sock.is_none() {
+            if st.stream.is_none() {
                 break;
             }
-            if self.step(st)? {
-                progress = true;
-                continue;
+            match self.step(st)? {
+                Step::Progress => progress = true,
+                Step::NeedBytes => {
+                    if !self.fill(st)? {
+                        break;
+                    }
+                    progress = true;
+                }
+                Step::Blocked => break,
             }
-            if !self.fill(st)? {
-                break;
-            }
-            progress = true;
         }
         Ok(progress)
     }
@@ -745,11 +684,11 @@ impl Poller for QPair {
                 return PollStatus::Done;
             }
             let mut busy = false;
-            if st.sock.is_none() && st.reconnect.is_some() {
+            if st.stream.is_none() && st.reconnect.is_some() {
                 // A reconnection that finished is taken now, not at the next command.
                 busy |= self.try_reconnect(&mut st);
             }
-            if st.sock.is_some() {
+            if st.stream.is_some() {
                 let res = self
                     .send(&mut st)
                     .and_then(|a| Ok(a | self.receive(&mut st)?))
@@ -775,14 +714,14 @@ impl Poller for QPair {
 
     fn wake_source(&self) -> Option<WakeSource> {
         let st = self.st.borrow();
-        let sock = st.sock.as_ref()?;
+        let stream = st.stream.as_ref()?;
         let mut events = libc::POLLIN as u32;
-        if !st.tx.is_empty() {
+        if !stream.tx_is_empty() {
             events |= libc::POLLOUT as u32;
         }
         // Deadlines are checked by the queue's periodic timer while the reactor sleeps.
         Some(WakeSource {
-            fd: sock.as_raw_fd(),
+            fd: stream.transport().raw_fd(),
             events,
         })
     }
@@ -845,8 +784,8 @@ impl ChannelImpl for QPair {
     fn close(&self) {
         let mut st = self.st.borrow_mut();
         st.closed = true;
-        if let Some(s) = st.sock.take() {
-            let _ = s.shutdown(Shutdown::Both);
+        if let Some(s) = st.stream.take() {
+            let _ = s.shutdown();
         }
         let pending: Vec<_> = st.pending.drain(..).collect();
         drop(st);

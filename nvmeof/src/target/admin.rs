@@ -30,7 +30,7 @@ impl Conn {
         // Any admin command shows the host is alive (the Linux host sends Keep Alive
         // every KATO/2 as well).
         ctrl.keep_alive();
-        let cmd = st.slots[slot as usize].cmd;
+        let cmd = st.cmds.slots[slot as usize].cmd;
         let op = cmd.admin_opcode();
         if !ctrl.is_ready() {
             self.complete(st, slot, Status::COMMAND_SEQUENCE_ERROR, 0);
@@ -59,8 +59,13 @@ impl Conn {
             }
             return;
         }
+        let local = if op == AdminOpcode::GET_LOG_PAGE {
+            Self::local_addr(st)
+        } else {
+            None
+        };
         let mut scratch = [0u8; 4096];
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         let out: &mut [u8] = match s.buf.as_mut() {
             Some(b) => {
                 b.as_mut_slice().fill(0);
@@ -76,13 +81,7 @@ impl Conn {
                 0,
             ),
             AdminOpcode::GET_LOG_PAGE => (
-                get_log_page(
-                    &self.target,
-                    &ctrl,
-                    &GetLogPage::parse(&cmd),
-                    out,
-                    self.local_addr(),
-                ),
+                get_log_page(&self.target, &ctrl, &GetLogPage::parse(&cmd), out, local),
                 0,
             ),
             AdminOpcode::GET_FEATURES => get_features(&ctrl, &GetFeatures::parse(&cmd)),

@@ -1,36 +1,40 @@
 //! One NVMe/TCP connection: one queue pair, owned by one reactor, polled.
 //!
-//! Receive: bytes land in a staging buffer, from which PDU headers are parsed and
-//! checked ([`crate::pdu::validate_h2c`]); data bigger than what is already staged is
-//! read straight from the socket into the command's pool buffer (zero copy), small
-//! in-capsule data is copied out of the staging buffer. Transmit: PDUs queue as
-//! header bytes plus the pool buffer that holds their data, and leave in one
-//! `writev` per loop turn.
+//! The bytes go through a [`Stream`]. Receive: PDU headers are framed out of its
+//! staging buffer and checked ([`crate::pdu::validate_h2c`]); data bigger than what is
+//! already staged is read straight from the socket into the command's pool buffer
+//! (zero copy), small in-capsule data is copied out of the staging buffer. Transmit:
+//! PDUs queue as header bytes plus the pool buffer that holds their data, and leave
+//! in one `writev` per loop turn.
+//!
+//! Controllers reach this connection only through its [`QueueHandle`].
 //!
 //! Commands live in a pre-sized slot table; a slot's index is the R2T transfer tag.
 //! A protocol violation sends a C2HTermReq and closes this connection only.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrox_nvme_spec::{Command, Status};
 use ferrox_reactor::{
     DmaBuf, PollStatus, Poller, PollerId, Reactor, ReactorHandle, TimerId, WakeSource,
 };
 
 mod rx;
+mod slots;
 mod tx;
 
+pub use self::slots::Dir;
+pub(super) use self::slots::{Commands, Slot};
+
 use super::ctrl::{Controller, QueueCounters};
+use super::queue::{QueueHandle, QueueOps};
 use super::TargetShared;
-use crate::pdu::{
-    Digests, HeaderBuf, Layout, Limits, PduType, TermError, CH_LEN, DIGEST_LEN, MAX_HLEN,
-};
+use crate::pdu::stream::{Stream, Transport, TxSource};
+use crate::pdu::{Digests, HeaderBuf, Limits, PduType, TermError};
 
 /// Largest data transfer of one command (MDTS): 128 KiB.
 pub const MAX_TRANSFER: usize = 128 << 10;
@@ -50,8 +54,6 @@ const RX_CAP: usize = 64 << 10;
 const TX_HIGH: usize = 128;
 /// R2Ts (write buffers waiting for the host's data) one connection may have out.
 pub const MAX_R2T_OUT: usize = 32;
-/// Data at least this long that is not staged yet is read straight into its buffer.
-const DIRECT_MIN: usize = 2048;
 
 thread_local! {
     static CONNS: RefCell<HashMap<u64, Weak<Conn>>> = RefCell::new(HashMap::new());
@@ -61,36 +63,20 @@ fn lookup(id: u64) -> Option<Rc<Conn>> {
     CONNS.with(|c| c.borrow().get(&id).and_then(Weak::upgrade))
 }
 
-/// Asks reactor `h` to close connection `conn` (a no-op when it is gone).
-pub fn close_remote(h: &ReactorHandle, conn: u64, reason: &str) {
-    let reason = reason.to_string();
-    if h.send(move |_| {
+/// What a controller's [`QueueHandle`] runs on this module's reactor.
+static QUEUE_OPS: QueueOps = QueueOps {
+    close: |conn, reason| {
         if let Some(c) = lookup(conn) {
-            c.close(&reason);
+            c.close(reason);
         }
-    })
-    .is_err()
-    {
-        tracing::error!(conn, "reactor mailbox full: cannot close connection");
-    }
-}
-
-/// Asks reactor `h` to complete pending asynchronous events on admin connection `conn`.
-pub fn deliver_events_remote(h: &ReactorHandle, conn: u64) {
-    if h.send(move |_| {
+    },
+    deliver_events: |conn| {
         if let Some(c) = lookup(conn) {
             let mut st = c.st.borrow_mut();
             c.deliver_events(&mut st);
         }
-    })
-    .is_err()
-    {
-        tracing::error!(
-            conn,
-            "reactor mailbox full: cannot deliver an asynchronous event"
-        );
-    }
-}
+    },
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -102,23 +88,11 @@ enum Phase {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    None,
-    H2C,
-    C2H,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RxState {
     Header,
-    /// Data of the current PDU: `slot` None discards it.
+    /// Data of the current PDU (its progress is the stream's): `slot` None discards it.
     Data {
         slot: Option<u16>,
-        pad: usize,
-        off: usize,
-        remaining: usize,
-        crc: u32,
-        ddgst: bool,
         /// H2CData (else in-capsule data).
         h2c: bool,
     },
@@ -128,56 +102,28 @@ enum RxState {
     },
 }
 
-pub(super) struct Slot {
-    pub cmd: Command,
-    pub buf: Option<DmaBuf>,
-    pub dir: Dir,
-    pub xfer: usize,
-    pub got: usize,
-    pub in_use: bool,
-    pub ops_left: u32,
-    pub status: Status,
-    /// The host is sending data for this slot after an R2T.
-    pub awaiting_h2c: bool,
-    pub data_digest_error: bool,
-    /// When the capsule arrived (for the latency histogram).
-    pub started: std::time::Instant,
-}
-
-impl Slot {
-    fn empty() -> Self {
-        Self {
-            cmd: Command::new(0, 0),
-            buf: None,
-            dir: Dir::None,
-            xfer: 0,
-            got: 0,
-            in_use: false,
-            ops_left: 0,
-            status: Status::SUCCESS,
-            awaiting_h2c: false,
-            data_digest_error: false,
-            // A fresh slot is taken when its capsule arrives: now is its start.
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
 enum TxItem {
     Hdr(HeaderBuf),
     Data(DmaBuf),
     Digest([u8; 4]),
 }
 
-impl TxItem {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Hdr(h) => h.as_slice(),
-            Self::Data(b) => b.as_slice(),
-            Self::Digest(d) => d,
+/// Transmit items own their bytes: sent, they are dropped (a data buffer goes back
+/// to its pool).
+struct Owned;
+
+impl TxSource<TxItem> for Owned {
+    fn bytes<'a>(&'a self, item: &'a TxItem) -> &'a [u8] {
+        match item {
+            TxItem::Hdr(h) => h.as_slice(),
+            TxItem::Data(b) => b.as_slice(),
+            TxItem::Digest(d) => d,
         }
     }
 }
+
+/// The connection's byte stream.
+type ConnStream = Stream<TcpStream, TxItem>;
 
 pub(super) struct QueueState {
     pub qid: u16,
@@ -185,35 +131,44 @@ pub(super) struct QueueState {
     pub sqflow_disabled: bool,
 }
 
+/// The connection's timers, all cancelled when it closes.
+#[derive(Default)]
+pub(super) struct Timers {
+    /// The admin queue's keep-alive check.
+    pub kato: Option<TimerId>,
+    /// Since when responses have waited for a host that reads none of them (the
+    /// socket is full); cleared by every byte sent.
+    pub tx_stalled_since: Option<Instant>,
+    /// The timer watching the stall (see `Conn::watch_stall`).
+    pub stall: Option<TimerId>,
+    /// The timer that closes a connection not connected in time.
+    pub connect: Option<TimerId>,
+}
+
+impl Timers {
+    fn cancel_all(&mut self) {
+        for t in [self.kato.take(), self.stall.take(), self.connect.take()]
+            .into_iter()
+            .flatten()
+        {
+            Reactor::with(|r| r.cancel_timer(t));
+        }
+    }
+}
+
 pub(super) struct State {
     phase: Phase,
     digests: Digests,
     c2h_align: usize,
-    rx: Box<[u8]>,
-    rx_start: usize,
-    rx_end: usize,
+    stream: ConnStream,
     rx_state: RxState,
-    hdr: [u8; MAX_HLEN + DIGEST_LEN],
-    layout: Layout,
-    tx: VecDeque<TxItem>,
-    tx_off: usize,
-    pub slots: Vec<Slot>,
-    free: Vec<u16>,
-    wait_buf: VecDeque<u16>,
-    /// Slots with an R2T out (holding a buffer until the host's data arrives).
-    r2t_out: usize,
+    /// The commands: slots, the free list, and those waiting for buffers.
+    pub cmds: Commands,
     pub q: Option<QueueState>,
     pub sq_head: u16,
     sq_size: u16,
     pub counters: Arc<QueueCounters>,
-    kato_timer: Option<TimerId>,
-    /// Since when responses have waited for a host that reads none of them (the
-    /// socket is full); cleared by every byte sent.
-    tx_stalled_since: Option<Instant>,
-    /// The timer watching the stall (see `Conn::watch_stall`).
-    stall_timer: Option<TimerId>,
-    /// The timer that closes a connection not connected in time.
-    pub(super) connect_timer: Option<TimerId>,
+    pub(super) timers: Timers,
     pub aers: Vec<u16>,
     pub io: super::io::IoCache,
 }
@@ -221,7 +176,6 @@ pub(super) struct State {
 /// A connection's poller and I/O sink.
 pub struct Conn {
     pub id: u64,
-    sock: TcpStream,
     pub peer: SocketAddr,
     /// The listener (as bound) that accepted it: subsystems may be reachable through
     /// some listeners only.
@@ -258,7 +212,6 @@ impl Conn {
         let depth = super::ctrl::MAX_QUEUE_ENTRIES as usize;
         let conn = Rc::new_cyclic(|me| Conn {
             id,
-            sock,
             peer,
             listener,
             target,
@@ -267,32 +220,14 @@ impl Conn {
                 phase: Phase::AwaitIc,
                 digests: Digests::default(),
                 c2h_align: 4,
-                rx: vec![0u8; RX_CAP].into_boxed_slice(),
-                rx_start: 0,
-                rx_end: 0,
+                stream: Stream::new(sock, RX_CAP, depth * 3),
                 rx_state: RxState::Header,
-                hdr: [0; MAX_HLEN + DIGEST_LEN],
-                layout: Layout {
-                    hlen: 0,
-                    hdgst: false,
-                    pdo: 0,
-                    data_len: 0,
-                    ddgst: false,
-                },
-                tx: VecDeque::with_capacity(depth * 3),
-                tx_off: 0,
-                slots: (0..depth).map(|_| Slot::empty()).collect(),
-                free: (0..depth as u16).rev().collect(),
-                wait_buf: VecDeque::with_capacity(depth),
-                r2t_out: 0,
+                cmds: Commands::new(depth),
                 q: None,
                 sq_head: 0,
                 sq_size: depth as u16,
                 counters: Arc::new(QueueCounters::default()),
-                kato_timer: None,
-                tx_stalled_since: None,
-                stall_timer: None,
-                connect_timer: None,
+                timers: Timers::default(),
                 aers: Vec::new(),
                 io: Default::default(),
             }),
@@ -307,7 +242,7 @@ impl Conn {
         let t = r.add_timer(limit, move |_r| {
             let Some(c) = weak.upgrade() else { return };
             let mut st = c.st.borrow_mut();
-            st.connect_timer = None;
+            st.timers.connect = None;
             if st.q.is_none() {
                 c.close_locked(
                     &mut st,
@@ -315,12 +250,18 @@ impl Conn {
                 );
             }
         });
-        conn.st.borrow_mut().connect_timer = Some(t);
+        conn.st.borrow_mut().timers.connect = Some(t);
         tracing::debug!(conn = id, %peer, reactor = r.id(), "connection accepted");
     }
 
-    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
-        self.sock.local_addr().ok()
+    pub(super) fn local_addr(st: &State) -> Option<SocketAddr> {
+        st.stream.transport().local_addr().ok()
+    }
+
+    /// This connection's queue, as its controller sees it (`r`: the reactor it
+    /// runs on).
+    pub(super) fn queue_handle(&self, r: &ReactorHandle) -> QueueHandle {
+        QueueHandle::new(r.clone(), self.id, &QUEUE_OPS)
     }
 
     pub(super) fn sink(&self) -> Rc<Conn> {
@@ -351,27 +292,12 @@ impl Conn {
         }
         st.phase = Phase::Closed;
         tracing::info!(conn = self.id, peer = %self.peer, reason, "connection closed");
-        let _ = self.sock.shutdown(Shutdown::Both);
-        st.tx.clear();
-        st.tx_off = 0;
-        st.wait_buf.clear();
-        for t in [
-            st.kato_timer.take(),
-            st.stall_timer.take(),
-            st.connect_timer.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            Reactor::with(|r| r.cancel_timer(t));
-        }
+        let _ = st.stream.shutdown();
+        st.stream.clear_tx();
+        st.timers.cancel_all();
         // Commands that wait for nothing but the host are dropped now (this is what
         // keeps a stale command from completing after the controller is gone).
-        for i in 0..st.slots.len() {
-            if st.slots[i].in_use && st.slots[i].ops_left == 0 {
-                Self::release(st, i as u16);
-            }
-        }
+        st.cmds.drop_idle();
         st.aers.clear();
         if let Some(q) = &st.q {
             if q.qid == 0 {
@@ -382,34 +308,14 @@ impl Conn {
         }
     }
 
-    pub(super) fn release(st: &mut State, slot: u16) {
-        let s = &mut st.slots[slot as usize];
-        if !s.in_use {
-            return;
-        }
-        s.in_use = false;
-        s.buf = None;
-        if s.awaiting_h2c {
-            st.r2t_out -= 1;
-        }
-        s.awaiting_h2c = false;
-        s.ops_left = 0;
-        st.free.push(slot);
-    }
-
     pub(super) fn is_closed(st: &State) -> bool {
         st.phase == Phase::Closed
     }
 
     fn fatal(&self, st: &mut State, e: TermError) {
         tracing::warn!(conn = self.id, peer = %self.peer, fes = e.fes.0, fei = e.fei, why = e.why, "NVMe/TCP protocol error; terminating the connection");
-        let quoted_len = st.layout.hlen.clamp(CH_LEN, MAX_HLEN);
-        let quoted = st.hdr[..quoted_len].to_vec();
-        st.tx.push_back(TxItem::Hdr(HeaderBuf::term_req(
-            PduType::C2H_TERM_REQ,
-            &e,
-            &quoted,
-        )));
+        let h = HeaderBuf::term_req(PduType::C2H_TERM_REQ, &e, st.stream.quoted());
+        st.stream.push(TxItem::Hdr(h));
         st.phase = Phase::Terminating;
     }
 }
@@ -431,7 +337,7 @@ impl Poller for Conn {
     fn poll(&self, r: &Reactor) -> PollStatus {
         let mut st = self.st.borrow_mut();
         if st.phase == Phase::Closed {
-            if Self::in_flight_ops(&st) {
+            if st.cmds.in_flight_ops() {
                 return PollStatus::Idle;
             }
             drop(st);
@@ -443,19 +349,19 @@ impl Poller for Conn {
         let mut busy = self.retry_waiting(&mut st);
         // Responses queued since the last turn (backend completions) go out first, so
         // a full batch of them does not hold back reading the next commands.
-        if !st.tx.is_empty() {
+        if !st.stream.tx_is_empty() {
             busy |= self.send(&mut st);
         }
         // A host that does not read its responses stops being read from: the
         // transmit backlog (and the pool buffers it holds) stays bounded.
-        if st.tx.len() < TX_HIGH {
+        if st.stream.tx_len() < TX_HIGH {
             busy |= self.receive(&mut st);
         }
         busy |= self.send(&mut st);
         // Waiting for pool buffers: another reactor may free them without waking this
         // one, so keep polling (never park) until the waiters are served.
-        busy |= !st.wait_buf.is_empty() || matches!(st.rx_state, RxState::WaitBuf { .. });
-        if st.phase == Phase::Terminating && st.tx.is_empty() {
+        busy |= !st.cmds.wait_buf.is_empty() || matches!(st.rx_state, RxState::WaitBuf { .. });
+        if st.phase == Phase::Terminating && st.stream.tx_is_empty() {
             self.close_locked(&mut st, "protocol error");
             busy = true;
         }
@@ -472,11 +378,11 @@ impl Poller for Conn {
             return None;
         }
         let mut events = libc::POLLIN as u32 | libc::POLLRDHUP as u32;
-        if !st.tx.is_empty() {
+        if !st.stream.tx_is_empty() {
             events |= libc::POLLOUT as u32;
         }
         Some(WakeSource {
-            fd: self.sock.as_raw_fd(),
+            fd: st.stream.transport().raw_fd(),
             events,
         })
     }

@@ -5,10 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferrox_nvme_spec::Status;
-use ferrox_reactor::ReactorHandle;
-
+use super::queue::QueueHandle;
 use super::subsystem::Subsystem;
+use ferrox_nvme_spec::Status;
 
 /// Queue entries an I/O or admin queue may have (CAP.MQES + 1).
 pub const MAX_QUEUE_ENTRIES: u32 = 128;
@@ -156,12 +155,11 @@ impl Default for Features {
     }
 }
 
-/// Where an I/O queue of this controller lives.
-#[derive(Debug, Clone, Copy)]
+/// An I/O queue of this controller.
+#[derive(Debug, Clone)]
 pub struct QueueRef {
     pub qid: u16,
-    pub reactor: usize,
-    pub conn: u64,
+    pub queue: QueueHandle,
 }
 
 #[derive(Default)]
@@ -180,8 +178,8 @@ pub struct Controller {
     pub subsys: Arc<Subsystem>,
     pub hostnqn: String,
     pub hostid: [u8; 16],
-    pub admin_reactor: usize,
-    pub admin_conn: u64,
+    /// The admin queue.
+    pub admin: QueueHandle,
     pub kato_ms: AtomicU32,
     /// The Volatile Write Cache feature, readable by I/O queues without a lock.
     pub write_cache: AtomicBool,
@@ -194,29 +192,24 @@ pub struct Controller {
     pub counters: Mutex<Vec<Arc<QueueCounters>>>,
     /// What closed I/O queues counted.
     retired: QueueCounters,
-    reactors: Arc<[ReactorHandle]>,
     pub created: Instant,
 }
 
 impl Controller {
-    #[expect(clippy::too_many_arguments)]
     pub fn new(
         cntlid: u16,
         subsys: Arc<Subsystem>,
         hostnqn: &str,
         hostid: [u8; 16],
         kato_ms: u32,
-        admin_reactor: usize,
-        admin_conn: u64,
-        reactors: Arc<[ReactorHandle]>,
+        admin: QueueHandle,
     ) -> Self {
         Self {
             cntlid,
             subsys,
             hostnqn: hostnqn.to_string(),
             hostid,
-            admin_reactor,
-            admin_conn,
+            admin,
             kato_ms: AtomicU32::new(kato_ms),
             write_cache: AtomicBool::new(true),
             regs: Mutex::new((0, 0)),
@@ -227,7 +220,6 @@ impl Controller {
             events: Mutex::new(Events::default()),
             counters: Mutex::new(Vec::new()),
             retired: QueueCounters::default(),
-            reactors,
             created: Instant::now(),
         }
     }
@@ -334,7 +326,7 @@ impl Controller {
         self.io_queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|q| !(q.qid == qid && q.conn == conn));
+            .retain(|q| !(q.qid == qid && q.queue.conn_id() == conn));
         // Keep what the queue counted (for SMART) but not the queue's entry.
         let mut cs = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = cs.iter().position(|c| Arc::ptr_eq(c, counters)) {
@@ -369,11 +361,7 @@ impl Controller {
         let qs: Vec<QueueRef> =
             std::mem::take(&mut *self.io_queues.lock().unwrap_or_else(|e| e.into_inner()));
         for q in qs {
-            super::conn::close_remote(
-                &self.reactors[q.reactor],
-                q.conn,
-                "controller reset or torn down",
-            );
+            q.queue.close("controller reset or torn down");
         }
     }
 
@@ -385,7 +373,7 @@ impl Controller {
         tracing::info!(cntlid = self.cntlid, subsystem = %self.subsys.nqn, host = %self.hostnqn, reason, "controller torn down");
         self.subsys.unregister_controller(self.cntlid);
         self.close_io_queues();
-        super::conn::close_remote(&self.reactors[self.admin_reactor], self.admin_conn, reason);
+        self.admin.close(reason);
     }
 
     /// A namespace was added, removed or resized: log it, and raise a notice for an
@@ -412,7 +400,7 @@ impl Controller {
             }
             ev.pending_notice = true;
         }
-        super::conn::deliver_events_remote(&self.reactors[self.admin_reactor], self.admin_conn);
+        self.admin.deliver_events();
     }
 
     /// Takes a pending event for an AER completion: the completion's DW0.

@@ -34,7 +34,7 @@ fn invalid_data(off: u16) -> (Status, u64) {
 
 impl Conn {
     pub(super) fn fabrics(&self, st: &mut State, slot: u16) -> (Status, u64) {
-        let cmd = st.slots[slot as usize].cmd;
+        let cmd = st.cmds.slots[slot as usize].cmd;
         match cmd.fctype() {
             FabricsCommandType::CONNECT => self.connect(st, slot),
             t @ (FabricsCommandType::PROPERTY_GET | FabricsCommandType::PROPERTY_SET) => {
@@ -68,7 +68,7 @@ impl Conn {
         if st.q.is_some() {
             return (Status::COMMAND_SEQUENCE_ERROR, 0);
         }
-        let s = &st.slots[slot as usize];
+        let s = &st.cmds.slots[slot as usize];
         let cc = ConnectCommand::from_command(&s.cmd);
         if cc.recfmt != 0 {
             return (Status::CONNECT_INCOMPATIBLE_FORMAT, 0);
@@ -108,8 +108,8 @@ impl Conn {
             if data.cntlid != CNTLID_DYNAMIC {
                 return invalid_data(16);
             }
-            let reactors = self.target.reactors.clone();
-            let (id, kato) = (self.id, cc.kato);
+            let admin = self.queue_handle(&self.target.reactors[r_id]);
+            let kato = cc.kato;
             let created = subsys.register_controller(|cntlid| {
                 Arc::new(Controller::new(
                     cntlid,
@@ -117,9 +117,7 @@ impl Conn {
                     &hostnqn,
                     data.hostid,
                     kato,
-                    r_id,
-                    id,
-                    reactors,
+                    admin.clone(),
                 ))
             });
             let Some(ctrl) = created else {
@@ -170,8 +168,7 @@ impl Conn {
             }
             let qr = QueueRef {
                 qid: cc.qid,
-                reactor: r_id,
-                conn: self.id,
+                queue: self.queue_handle(&self.target.reactors[r_id]),
             };
             if let Err(s) = ctrl.add_io_queue(qr) {
                 return (
@@ -195,7 +192,7 @@ impl Conn {
             ctrl
         };
         let cntlid = ctrl.cntlid;
-        if let Some(t) = st.connect_timer.take() {
+        if let Some(t) = st.timers.connect.take() {
             Reactor::with(|r| r.cancel_timer(t));
         }
         st.q = Some(QueueState {

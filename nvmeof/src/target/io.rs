@@ -95,7 +95,7 @@ impl Conn {
         if !st.io.retiring.is_empty() {
             st.io.reap();
         }
-        let cmd = st.slots[slot as usize].cmd;
+        let cmd = st.cmds.slots[slot as usize].cmd;
         let op = cmd.io_opcode();
         let nsid = cmd.nsid() as usize;
         let Some((ns, _)) = st.io.channels.get(nsid).and_then(|c| c.as_ref()) else {
@@ -107,7 +107,7 @@ impl Conn {
         let lba = cmd.slba();
         let blocks = u64::from(cmd.block_count());
         let vwc = (st.q.as_ref().expect("connected").ctrl.write_cache).load(Ordering::Relaxed);
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         let data_ok = s.xfer as u64 == blocks * bs;
         let ops: Plan = match op {
             IoOpcode::READ | IoOpcode::WRITE | IoOpcode::COMPARE if !data_ok => {
@@ -189,7 +189,7 @@ impl Conn {
                 0
             };
         let sink: std::rc::Rc<dyn IoSink> = self.sink();
-        st.slots[slot as usize].ops_left = ops.len() as u32;
+        st.cmds.slots[slot as usize].ops_left = ops.len() as u32;
         let chan = &st.io.channels[nsid].as_ref().expect("looked up above").1;
         let mut failed = None;
         let mut submitted = 0;
@@ -206,7 +206,7 @@ impl Conn {
             }
             submitted += 1;
         }
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         s.ops_left = submitted;
         if let Some(status) = failed {
             s.status = status.with_dnr();
@@ -247,7 +247,7 @@ impl IoSink for Conn {
     fn io_done(&self, tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
         let mut st = self.st.borrow_mut();
         let slot = (tag & 0xffff) as u16;
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         if !s.in_use || s.ops_left == 0 {
             tracing::error!(conn = self.id, slot, "completion for an idle command slot");
             return;
@@ -279,7 +279,7 @@ impl IoSink for Conn {
         }
         let status = s.status;
         if Conn::is_closed(&st) {
-            Conn::release(&mut st, slot);
+            st.cmds.release(slot);
             return;
         }
         self.complete(&mut st, slot, status, 0);

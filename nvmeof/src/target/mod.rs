@@ -6,6 +6,7 @@ pub mod ctrl;
 mod fabrics;
 mod io;
 pub mod limits;
+pub mod queue;
 pub mod subsystem;
 
 use std::cell::RefCell;

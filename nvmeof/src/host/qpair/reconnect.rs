@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use ferrox_bdev::BdevError;
 
-use super::{QPair, State, RECONNECT_EVERY};
+use super::{QPair, State, RECONNECT_EVERY, RX_CAP, TX_PER_SLOT};
+use crate::pdu::stream::Stream;
 
 impl QPair {
     /// Whether the queue has a connection; if not, takes the result of a reconnection
@@ -15,7 +16,7 @@ impl QPair {
     /// connect timeout each — so it runs on a thread of its own, never on the reactor;
     /// commands fail with `ENOTCONN` meanwhile.
     pub(super) fn try_reconnect(&self, st: &mut State) -> bool {
-        if st.sock.is_some() {
+        if st.stream.is_some() {
             return true;
         }
         if st.closed {
@@ -30,7 +31,7 @@ impl QPair {
                 Some(Ok((sock, maxh2cdata))) => {
                     st.reconnect = None;
                     st.maxh2cdata = maxh2cdata;
-                    st.sock = Some(sock);
+                    st.stream = Some(Stream::new(sock, RX_CAP, st.slots.len() * TX_PER_SLOT));
                     tracing::info!(qid = self.qid, "I/O queue reconnected");
                     // Commands that waited for the connection start now.
                     self.start_queued(st);

@@ -1,17 +1,15 @@
 //! Receiving: the staging buffer, PDU headers, data into command buffers, and the
 //! commands they start.
 
-use std::io::Read;
-
 use ferrox_nvme_spec::{Command, FabricsCommandType, Status};
 use ferrox_reactor::Reactor;
 use zerocopy::FromBytes;
 
-use super::{Conn, Dir, Phase, RxState, Slot, State, Step, TxItem, DIRECT_MIN, RX_CAP};
+use super::{Conn, Dir, Phase, RxState, Slot, State, Step, TxItem};
 use super::{MAX_H2C_DATA, MAX_TRANSFER};
+use crate::pdu::stream::{DataStep, HeaderError};
 use crate::pdu::{
-    crc32c, crc32c_append, le16, le32, validate_h2c, CommonHeader, DataHeader, Fes, HeaderBuf,
-    IcReq, IcResp, PduType, TermError, CH_LEN, DIGEST_LEN, MAX_HLEN,
+    le16, validate_h2c, DataHeader, Fes, HeaderBuf, IcReq, IcResp, PduType, TermError, DIGEST_LEN,
 };
 use crate::target::ctrl::QueueCounters;
 
@@ -23,48 +21,29 @@ impl Conn {
 
     /// Reads more bytes into the staging buffer; false when nothing came.
     pub(in crate::target) fn fill(&self, st: &mut State) -> bool {
-        if st.rx_start == st.rx_end {
-            st.rx_start = 0;
-            st.rx_end = 0;
-        } else if st.rx_start > RX_CAP / 2 {
-            st.rx.copy_within(st.rx_start..st.rx_end, 0);
-            st.rx_end -= st.rx_start;
-            st.rx_start = 0;
-        }
-        if st.rx_end == RX_CAP {
-            return false;
-        }
-        let end = st.rx_end;
         // With R2Ts out the next PDU is most likely an H2CData: read no further than
         // its header, so its data goes straight from the socket into the command's
         // buffer instead of through the staging buffer. (Otherwise read all there is:
         // several small PDUs in one call.)
         let hdr = H2C_HEADER + if st.digests.header { DIGEST_LEN } else { 0 };
-        let limit = if st.r2t_out > 0 && st.rx_state == RxState::Header && Self::staged(st) < hdr {
-            (st.rx_start + hdr).min(RX_CAP)
-        } else {
-            RX_CAP
-        };
-        match (&self.sock).read(&mut st.rx[end..limit]) {
-            Ok(0) => {
-                self.close_locked(st, "the host closed the connection");
-                false
-            }
-            Ok(n) => {
-                st.rx_end += n;
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+        let upto =
+            (st.cmds.r2t_out > 0 && st.rx_state == RxState::Header && st.stream.staged() < hdr)
+                .then_some(hdr);
+        match st.stream.fill(upto) {
+            Ok(got) => got,
             Err(e) => {
-                self.close_locked(st, &format!("receive failed: {e}"));
+                self.receive_failed(st, &e);
                 false
             }
         }
     }
 
-    pub(in crate::target) fn staged(st: &State) -> usize {
-        st.rx_end - st.rx_start
+    fn receive_failed(&self, st: &mut State, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            self.close_locked(st, "the host closed the connection");
+        } else {
+            self.close_locked(st, &format!("receive failed: {e}"));
+        }
     }
 
     /// Processes received bytes; returns whether anything happened.
@@ -91,12 +70,12 @@ impl Conn {
     pub(in crate::target) fn step(&self, st: &mut State) -> Step {
         match st.rx_state {
             RxState::Header => self.step_header(st),
-            RxState::Data { .. } => self.step_data(st),
+            RxState::Data { slot, h2c } => self.step_data(st, slot, h2c),
             RxState::WaitBuf { slot } => {
-                let len = st.slots[slot as usize].xfer;
+                let len = st.cmds.slots[slot as usize].xfer;
                 match Reactor::with(|r| r.pool().alloc(len)) {
                     Some(buf) => {
-                        st.slots[slot as usize].buf = Some(buf);
+                        st.cmds.slots[slot as usize].buf = Some(buf);
                         self.begin_data(st, Some(slot), false);
                         Step::Progress
                     }
@@ -107,39 +86,30 @@ impl Conn {
     }
 
     pub(in crate::target) fn step_header(&self, st: &mut State) -> Step {
-        if Self::staged(st) < CH_LEN {
+        let Some(ch) = st.stream.peek_common() else {
             return Step::NeedBytes;
-        }
-        let s = st.rx_start;
-        let ch = CommonHeader::parse(&st.rx[s..s + CH_LEN]);
+        };
         if ch.pdu_type == PduType::H2C_TERM_REQ {
             // The host ends the connection: nothing is answered, even when its
             // termination request is itself malformed.
-            let fes = (Self::staged(st) >= 10).then(|| le16(&st.rx, s + 8));
+            let b = st.stream.staged_bytes();
+            let fes = (b.len() >= 10).then(|| le16(b, 8));
             self.close_locked(st, &format!("the host sent H2CTermReq (FES {fes:#x?})"));
             return Step::Progress;
         }
         let digests = (st.phase == Phase::Active).then_some(st.digests);
-        let layout = match validate_h2c(&ch, digests, &Self::limits(st)) {
-            Ok(l) => l,
-            Err(e) => {
-                let n = Self::staged(st).min(MAX_HLEN);
-                st.hdr[..n].copy_from_slice(&st.rx[s..s + n]);
-                st.layout.hlen = n;
+        let limits = Self::limits(st);
+        match st
+            .stream
+            .recv_header(|ch| validate_h2c(ch, digests, &limits))
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => return Step::NeedBytes,
+            Err(HeaderError::Invalid(e)) => {
                 self.fatal(st, e);
                 return Step::Progress;
             }
-        };
-        let hb = layout.header_bytes();
-        if Self::staged(st) < hb {
-            return Step::NeedBytes;
-        }
-        st.hdr[..hb].copy_from_slice(&st.rx[s..s + hb]);
-        st.rx_start += hb;
-        st.layout = layout;
-        if layout.hdgst {
-            let want = le32(&st.hdr, layout.hlen);
-            if crc32c(&st.hdr[..layout.hlen]) != want {
+            Err(HeaderError::Digest(want)) => {
                 // For a header digest error the FEI carries the digest received.
                 self.fatal(
                     st,
@@ -158,8 +128,9 @@ impl Conn {
     }
 
     pub(in crate::target) fn on_icreq(&self, st: &mut State) {
-        let req = IcReq::parse(&st.hdr);
-        if let Err(e) = req.check(st.hdr[11]) {
+        let h = st.stream.header();
+        let req = IcReq::parse(h);
+        if let Err(e) = req.check(h[11]) {
             self.fatal(st, e);
             return;
         }
@@ -174,146 +145,60 @@ impl Conn {
         let mut h = HeaderBuf::capsule_resp(&[0; 16], false);
         h.bytes[..128].copy_from_slice(&resp.encode());
         h.len = 128;
-        st.tx.push_back(TxItem::Hdr(h));
+        st.stream.push(TxItem::Hdr(h));
         st.phase = Phase::Active;
     }
 
     /// Sets up receiving the current PDU's data into `slot` (or discarding it).
     pub(in crate::target) fn begin_data(&self, st: &mut State, slot: Option<u16>, h2c: bool) {
-        let l = st.layout;
         let off = match (slot, h2c) {
-            (Some(s), true) => st.slots[s as usize].got,
+            (Some(s), true) => st.cmds.slots[s as usize].got,
             _ => 0,
         };
-        st.rx_state = RxState::Data {
-            slot,
-            pad: l.pad(),
-            off,
-            remaining: l.data_len,
-            crc: 0,
-            ddgst: l.ddgst,
-            h2c,
-        };
+        // Small in-capsule data is cheaper staged with the PDUs behind it; H2CData,
+        // which follows an R2T alone, always goes straight to its buffer.
+        st.stream.begin_data(off, h2c);
+        st.rx_state = RxState::Data { slot, h2c };
     }
 
-    pub(in crate::target) fn step_data(&self, st: &mut State) -> Step {
-        let RxState::Data {
-            slot,
-            mut pad,
-            mut off,
-            mut remaining,
-            mut crc,
-            ddgst,
-            h2c,
-        } = st.rx_state
-        else {
-            unreachable!()
+    pub(in crate::target) fn step_data(
+        &self,
+        st: &mut State,
+        slot: Option<u16>,
+        h2c: bool,
+    ) -> Step {
+        let dst = slot.and_then(|s| st.cmds.slots[usize::from(s)].buf.as_mut());
+        let r = st.stream.recv_data(dst.map(|b| b.as_mut_slice()));
+        if r.copied > 0 {
+            QueueCounters::add(&st.counters.copied_bytes, r.copied as u64);
+        }
+        if r.direct > 0 {
+            QueueCounters::add(&st.counters.direct_bytes, r.direct as u64);
+        }
+        let (digest_ok, end) = match r.step {
+            DataStep::Progress => return Step::Progress,
+            DataStep::NeedBytes => return Step::NeedBytes,
+            DataStep::Blocked => return Step::Blocked,
+            DataStep::Failed(e) => {
+                self.receive_failed(st, &e);
+                return Step::Blocked;
+            }
+            DataStep::Done { digest_ok, end } => (digest_ok, end),
         };
-        // Writes the progress back when this step has to wait for more bytes.
-        let save = |st: &mut State, pad, off, remaining, crc| {
-            st.rx_state = RxState::Data {
-                slot,
-                pad,
-                off,
-                remaining,
-                crc,
-                ddgst,
-                h2c,
-            };
-        };
-        // Padding between header and data.
-        if pad > 0 {
-            let n = pad.min(Self::staged(st));
-            if n == 0 {
-                return Step::NeedBytes;
-            }
-            st.rx_start += n;
-            pad -= n;
-        }
-        if pad == 0 && remaining > 0 {
-            let staged = Self::staged(st);
-            if staged > 0 {
-                let n = remaining.min(staged);
-                let src = st.rx_start..st.rx_start + n;
-                if ddgst {
-                    crc = crc32c_append(crc, &st.rx[src.clone()]);
-                }
-                if let Some(s) = slot {
-                    let (rx, slots) = (&st.rx, &mut st.slots);
-                    if let Some(buf) = slots[s as usize].buf.as_mut() {
-                        buf.as_mut_slice()[off..off + n].copy_from_slice(&rx[src]);
-                    }
-                    QueueCounters::add(&st.counters.copied_bytes, n as u64);
-                }
-                st.rx_start += n;
-                off += n;
-                remaining -= n;
-            } else if let Some(s) = slot
-                .map(usize::from)
-                .filter(|&s| st.slots[s].buf.is_some() && (remaining >= DIRECT_MIN || h2c))
-            {
-                // Zero copy: straight from the socket into the command's buffer (small
-                // in-capsule data is cheaper staged with the PDUs behind it; H2CData,
-                // which follows an R2T alone, always goes straight). Data with no
-                // buffer to land in goes through staging and is dropped there, so a
-                // receive never waits on a buffer nobody will provide.
-                let buf = st.slots[s].buf.as_mut().expect("checked");
-                let dst = &mut buf.as_mut_slice()[off..off + remaining];
-                match (&self.sock).read(dst) {
-                    Ok(0) => {
-                        self.close_locked(st, "the host closed the connection");
-                        return Step::Blocked;
-                    }
-                    Ok(n) => {
-                        if ddgst {
-                            let b = st.slots[s].buf.as_ref().expect("present");
-                            crc = crc32c_append(crc, &b.as_slice()[off..off + n]);
-                        }
-                        QueueCounters::add(&st.counters.direct_bytes, n as u64);
-                        off += n;
-                        remaining -= n;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        save(st, pad, off, remaining, crc);
-                        return Step::Blocked;
-                    }
-                    Err(e) => {
-                        self.close_locked(st, &format!("receive failed: {e}"));
-                        return Step::Blocked;
-                    }
-                }
-            } else {
-                save(st, pad, off, remaining, crc);
-                return Step::NeedBytes;
-            }
-        }
-        if pad > 0 || remaining > 0 {
-            save(st, pad, off, remaining, crc);
-            return Step::Progress;
-        }
-        let mut digest_ok = true;
-        if ddgst {
-            if Self::staged(st) < DIGEST_LEN {
-                save(st, pad, off, remaining, crc);
-                return Step::NeedBytes;
-            }
-            digest_ok = le32(&st.rx, st.rx_start) == crc;
-            st.rx_start += DIGEST_LEN;
-        }
         st.rx_state = RxState::Header;
         if let Some(s) = slot {
-            let sl = &mut st.slots[s as usize];
+            let sl = &mut st.cmds.slots[s as usize];
             if !digest_ok {
                 // Non-fatal: the command fails with a transient transport error.
                 sl.data_digest_error = true;
             }
             if h2c {
-                sl.got = off;
+                sl.got = end;
                 if sl.got < sl.xfer {
                     return Step::Progress;
                 }
                 sl.awaiting_h2c = false;
-                st.r2t_out -= 1;
+                st.cmds.r2t_out -= 1;
             }
             self.data_complete(st, s);
         }
@@ -321,7 +206,7 @@ impl Conn {
     }
 
     pub(in crate::target) fn data_complete(&self, st: &mut State, slot: u16) {
-        if st.slots[slot as usize].data_digest_error {
+        if st.cmds.slots[slot as usize].data_digest_error {
             tracing::warn!(conn = self.id, "data digest mismatch");
             self.complete(st, slot, Status::TRANSIENT_TRANSPORT_ERROR, 0);
             return;
@@ -330,20 +215,20 @@ impl Conn {
     }
 
     pub(in crate::target) fn on_capsule(&self, st: &mut State) {
-        let cmd = match Command::read_from_bytes(&st.hdr[8..72]) {
+        let cmd = match Command::read_from_bytes(&st.stream.header()[8..72]) {
             Ok(c) => c,
             Err(_) => unreachable!("64 bytes"),
         };
         st.sq_head = (st.sq_head + 1) % st.sq_size.max(1);
-        let l = st.layout;
-        let Some(slot) = st.free.pop() else {
+        let l = st.stream.layout();
+        let Some(slot) = st.cmds.take() else {
             // The host exceeded the queue size it connected with.
             self.respond_now(st, &cmd, Status::COMMAND_SEQUENCE_ERROR.with_dnr());
             self.begin_data(st, None, false);
             return;
         };
         let (dir, xfer, status) = Self::plan(&cmd, l.data_len, st.q.is_some());
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         *s = Slot {
             cmd,
             in_use: true,
@@ -361,7 +246,7 @@ impl Conn {
         let in_capsule = dir == Dir::H2C && l.data_len > 0;
         if dir == Dir::H2C && !in_capsule && xfer > 0 {
             // Its buffer is taken when its R2T can go out (see `retry_waiting`).
-            st.wait_buf.push_back(slot);
+            st.cmds.wait_buf.push_back(slot);
             if l.data_len > 0 {
                 self.begin_data(st, None, false);
             }
@@ -369,12 +254,12 @@ impl Conn {
         }
         if xfer > 0 {
             if let Some(buf) = Reactor::with(|r| r.pool().alloc(xfer)) {
-                st.slots[slot as usize].buf = Some(buf);
+                st.cmds.slots[slot as usize].buf = Some(buf);
             } else if in_capsule {
                 st.rx_state = RxState::WaitBuf { slot };
                 return;
             } else {
-                st.wait_buf.push_back(slot);
+                st.cmds.wait_buf.push_back(slot);
                 return;
             }
         }
@@ -452,10 +337,10 @@ impl Conn {
 
     /// The slot has its buffer: ask the host for data (R2T) or execute.
     pub(in crate::target) fn proceed(&self, st: &mut State, slot: u16) {
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         if s.dir == Dir::H2C && s.xfer > 0 && s.got < s.xfer {
             s.awaiting_h2c = true;
-            st.r2t_out += 1;
+            st.cmds.r2t_out += 1;
             let dh = DataHeader {
                 cccid: s.cmd.cid(),
                 ttag: slot,
@@ -463,16 +348,17 @@ impl Conn {
                 length: s.xfer as u32,
             };
             let h = HeaderBuf::r2t(dh, st.digests.header);
-            st.tx.push_back(TxItem::Hdr(h));
+            st.stream.push(TxItem::Hdr(h));
             return;
         }
         self.execute(st, slot);
     }
 
     pub(in crate::target) fn on_h2c_data(&self, st: &mut State) {
-        let dh = DataHeader::parse(&st.hdr);
-        let l = st.layout;
+        let dh = DataHeader::parse(st.stream.header());
+        let l = st.stream.layout();
         let ok_slot = st
+            .cmds
             .slots
             .get(usize::from(dh.ttag))
             .is_some_and(|s| s.in_use && s.awaiting_h2c);
@@ -483,7 +369,7 @@ impl Conn {
             );
             return;
         }
-        let s = &st.slots[usize::from(dh.ttag)];
+        let s = &st.cmds.slots[usize::from(dh.ttag)];
         if s.cmd.cid() != dh.cccid {
             self.fatal(
                 st,
@@ -510,7 +396,7 @@ impl Conn {
 
     /// Runs a command whose data (if any) is in its buffer.
     pub(in crate::target) fn execute(&self, st: &mut State, slot: u16) {
-        let cmd = st.slots[slot as usize].cmd;
+        let cmd = st.cmds.slots[slot as usize].cmd;
         if cmd.is_fabrics() {
             let (status, dw0) = self.fabrics(st, slot);
             self.complete(st, slot, status, dw0);

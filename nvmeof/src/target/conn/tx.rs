@@ -1,7 +1,6 @@
 //! Transmitting: responses, C2H data, held asynchronous events, and the one `writev`
 //! per turn that sends them.
 
-use std::io::{IoSlice, Write};
 use std::time::{Duration, Instant};
 
 use ferrox_nvme_spec::{Command, Completion, Status};
@@ -9,7 +8,7 @@ use zerocopy::IntoBytes;
 
 use ferrox_reactor::{Reactor, TimerId};
 
-use super::{Conn, Dir, Phase, State, TxItem, MAX_R2T_OUT};
+use super::{Conn, Dir, Owned, Phase, State, TxItem, MAX_R2T_OUT};
 use crate::pdu::{crc32c, DataHeader, HeaderBuf, PduFlags};
 
 impl Conn {
@@ -21,8 +20,8 @@ impl Conn {
         let cqe = Completion::new(cmd.cid(), status).with_sq(qid, st.sq_head);
         let mut b = [0u8; 16];
         b.copy_from_slice(cqe.as_bytes());
-        st.tx
-            .push_back(TxItem::Hdr(HeaderBuf::capsule_resp(&b, st.digests.header)));
+        st.stream
+            .push(TxItem::Hdr(HeaderBuf::capsule_resp(&b, st.digests.header)));
     }
 
     /// Completes a command: data (for a successful controller-to-host transfer), then
@@ -35,17 +34,17 @@ impl Conn {
         result: u64,
     ) {
         if st.phase == Phase::Closed {
-            Self::release(st, slot);
+            st.cmds.release(slot);
             return;
         }
         let qid = st.q.as_ref().map_or(0, |q| q.qid);
         let sqflow_off = st.q.as_ref().is_some_and(|q| q.sqflow_disabled);
-        let s = &st.slots[slot as usize];
+        let s = &st.cmds.slots[slot as usize];
         if qid != 0 && !s.cmd.is_fabrics() {
             let ns = s.started.elapsed().as_nanos() as u64;
             st.counters.record_latency(ns);
         }
-        let s = &mut st.slots[slot as usize];
+        let s = &mut st.cmds.slots[slot as usize];
         let cid = s.cmd.cid();
         let mut need_resp = true;
         if status.is_success() && s.dir == Dir::C2H && s.xfer > 0 {
@@ -64,15 +63,15 @@ impl Conn {
                     length: buf.len() as u32,
                 };
                 let digest = st.digests.data.then(|| crc32c(buf.as_slice()));
-                st.tx.push_back(TxItem::Hdr(HeaderBuf::c2h_data(
+                st.stream.push(TxItem::Hdr(HeaderBuf::c2h_data(
                     dh,
                     flags,
                     st.digests,
                     st.c2h_align,
                 )));
-                st.tx.push_back(TxItem::Data(buf));
+                st.stream.push(TxItem::Data(buf));
                 if let Some(d) = digest {
-                    st.tx.push_back(TxItem::Digest(d.to_le_bytes()));
+                    st.stream.push(TxItem::Digest(d.to_le_bytes()));
                 }
             }
         }
@@ -82,10 +81,10 @@ impl Conn {
                 .with_sq(qid, st.sq_head);
             let mut b = [0u8; 16];
             b.copy_from_slice(cqe.as_bytes());
-            st.tx
-                .push_back(TxItem::Hdr(HeaderBuf::capsule_resp(&b, st.digests.header)));
+            st.stream
+                .push(TxItem::Hdr(HeaderBuf::capsule_resp(&b, st.digests.header)));
         }
-        Self::release(st, slot);
+        st.cmds.release(slot);
     }
 
     /// Completes held AERs with pending events.
@@ -103,58 +102,28 @@ impl Conn {
     // ---------------------------------------------------------------- transmit
 
     pub(in crate::target) fn send(&self, st: &mut State) -> bool {
-        let mut progress = false;
-        while !st.tx.is_empty() {
-            let mut iov: [IoSlice<'_>; 64] = [IoSlice::new(&[]); 64];
-            let mut n = 0;
-            for (i, item) in st.tx.iter().take(64).enumerate() {
-                let b = item.bytes();
-                iov[n] = IoSlice::new(if i == 0 { &b[st.tx_off..] } else { b });
-                n += 1;
+        match st.stream.send(&mut Owned) {
+            Ok(sent) => {
+                if sent.progress {
+                    st.timers.tx_stalled_since = None;
+                }
+                if sent.blocked && st.timers.tx_stalled_since.is_none() {
+                    st.timers.tx_stalled_since = Some(Instant::now());
+                    if st.timers.stall.is_none() {
+                        self.watch_stall(st, self.target.stall_timeout());
+                    }
+                }
+                sent.progress
             }
-            match (&self.sock).write_vectored(&iov[..n]) {
-                Ok(0) => {
-                    self.close_locked(st, "send returned 0");
-                    return progress;
-                }
-                Ok(mut sent) => {
-                    progress = true;
-                    st.tx_stalled_since = None;
-                    while sent > 0 {
-                        let left = st
-                            .tx
-                            .front()
-                            .expect("sent bytes belong to items")
-                            .bytes()
-                            .len()
-                            - st.tx_off;
-                        if sent >= left {
-                            sent -= left;
-                            st.tx.pop_front();
-                            st.tx_off = 0;
-                        } else {
-                            st.tx_off += sent;
-                            sent = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if st.tx_stalled_since.is_none() {
-                        st.tx_stalled_since = Some(Instant::now());
-                        if st.stall_timer.is_none() {
-                            self.watch_stall(st, self.target.stall_timeout());
-                        }
-                    }
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.close_locked(st, &format!("send failed: {e}"));
-                    return progress;
-                }
+            Err(e) if e.kind() == std::io::ErrorKind::WriteZero => {
+                self.close_locked(st, "send returned 0");
+                true
+            }
+            Err(e) => {
+                self.close_locked(st, &format!("send failed: {e}"));
+                true
             }
         }
-        progress
     }
 
     /// Arms a timer that closes the connection if its responses are still stuck
@@ -164,12 +133,12 @@ impl Conn {
     /// what is left of the new one.
     fn watch_stall(&self, st: &mut State, after: Duration) {
         let weak = self.me.clone();
-        st.stall_timer = Some(Reactor::with(|r| {
+        st.timers.stall = Some(Reactor::with(|r| {
             r.add_timer(after, move |_r| {
                 let Some(c) = weak.upgrade() else { return };
                 let mut st = c.st.borrow_mut();
-                st.stall_timer = None;
-                let Some(t0) = st.tx_stalled_since else {
+                st.timers.stall = None;
+                let Some(t0) = st.timers.tx_stalled_since else {
                     return;
                 };
                 let limit = c.target.stall_timeout();
@@ -186,28 +155,24 @@ impl Conn {
 
     pub(in crate::target) fn retry_waiting(&self, st: &mut State) -> bool {
         let mut progress = false;
-        while let Some(&slot) = st.wait_buf.front() {
-            let s = &st.slots[slot as usize];
-            if s.dir == Dir::H2C && st.r2t_out >= MAX_R2T_OUT {
+        while let Some(&slot) = st.cmds.wait_buf.front() {
+            let s = &st.cmds.slots[slot as usize];
+            if s.dir == Dir::H2C && st.cmds.r2t_out >= MAX_R2T_OUT {
                 break;
             }
             let len = s.xfer;
             let Some(buf) = Reactor::with(|r| r.pool().alloc(len)) else {
                 break;
             };
-            st.wait_buf.pop_front();
-            st.slots[slot as usize].buf = Some(buf);
+            st.cmds.wait_buf.pop_front();
+            st.cmds.slots[slot as usize].buf = Some(buf);
             self.proceed(st, slot);
             progress = true;
         }
         progress
     }
 
-    pub(in crate::target) fn in_flight_ops(st: &State) -> bool {
-        st.slots.iter().any(|s| s.in_use && s.ops_left > 0)
-    }
-
     pub(in crate::target) fn set_kato_timer(&self, st: &mut State, t: TimerId) {
-        st.kato_timer = Some(t);
+        st.timers.kato = Some(t);
     }
 }
