@@ -51,7 +51,7 @@ pub enum NqnError {
     ContainsNul,
     /// The string holds a control character (ESC, BEL, a line break …), which would
     /// rewrite the terminal or forge lines in the log of whoever prints it.
-    #[error("NQN contains a control character at byte {offset}")]
+    #[error("NQN contains a control or invisible formatting character at byte {offset}")]
     ControlCharacter {
         /// Byte offset of the first one.
         offset: usize,
@@ -91,7 +91,10 @@ pub fn validate_nqn(nqn: &str) -> Result<(), NqnError> {
     if nqn.as_bytes().contains(&0) {
         return Err(NqnError::ContainsNul);
     }
-    if let Some((offset, _)) = nqn.char_indices().find(|(_, c)| c.is_control()) {
+    if let Some((offset, _)) = nqn
+        .char_indices()
+        .find(|&(_, c)| c.is_control() || is_invisible_format(c))
+    {
         return Err(NqnError::ControlCharacter { offset });
     }
     if let Some(uuid) = nqn.strip_prefix(UUID_NQN_PREFIX) {
@@ -136,6 +139,16 @@ pub fn validate_nqn(nqn: &str) -> Result<(), NqnError> {
         return Err(NqnError::EmptyUserString);
     }
     Ok(())
+}
+
+/// Characters that reorder or hide text when printed (bidirectional overrides and
+/// isolates, zero-width characters, line and paragraph separators, the BOM): a name
+/// holding one can show as another name in a table or a log.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
 }
 
 /// Whether `nqn` is the well-known discovery NQN.

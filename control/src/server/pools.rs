@@ -596,8 +596,7 @@ pub fn provisioned(lvs: &LvolStore) -> Result<u64, LvolError> {
         .list()?
         .iter()
         .filter(|v| !v.snapshot)
-        .map(|v| v.size)
-        .sum())
+        .fold(0u64, |sum, v| sum.saturating_add(v.size)))
 }
 
 /// Refuses to promise `more` bytes when the pool's volumes would then promise more

@@ -71,6 +71,18 @@ fn rejects_invalid_nqns() {
             "nqn.2014-08.org.example:x\u{9b}",
             NqnError::ControlCharacter { offset: 25 },
         ),
+        (
+            "nqn.2014-08.org.example:x\u{202e}gnp.exe",
+            NqnError::ControlCharacter { offset: 25 },
+        ),
+        (
+            "nqn.2014-08.org.example:x\u{2028}y",
+            NqnError::ControlCharacter { offset: 25 },
+        ),
+        (
+            "nqn.2014-08.org.example:x\u{200b}",
+            NqnError::ControlCharacter { offset: 25 },
+        ),
     ];
     for (nqn, err) in cases {
         assert_eq!(validate_nqn(nqn), Err(*err), "{nqn:?}");

@@ -9,14 +9,14 @@ pub mod limits;
 pub mod queue;
 pub mod subsystem;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrox_bdev::BlockDevice;
 use ferrox_nvme_spec::{validate_nqn, NqnError, DISCOVERY_NQN};
@@ -533,7 +533,15 @@ struct Listener {
     /// lets the listener accept, and at once close, the connections in its backlog,
     /// instead of seeing a readable socket it cannot accept from forever.
     spare: RefCell<Option<std::fs::File>>,
+    /// Until when the listener neither accepts nor asks to be woken by its socket:
+    /// set when accepting fails in a way that would fail again at once (out of
+    /// descriptors with no spare to shed through, ENOMEM, …), so a readable listener
+    /// it cannot accept from never spins the reactor. A timer wakes it.
+    backoff_until: Cell<Option<Instant>>,
 }
+
+/// How long a listener rests after an accept failure it cannot get past.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Listener {
     fn new(
@@ -548,23 +556,38 @@ impl Listener {
             target,
             closed,
             spare: RefCell::new(open_spare()),
+            backoff_until: Cell::new(None),
         }
+    }
+
+    /// Stops accepting for [`ACCEPT_BACKOFF`]; a timer wakes the reactor after it.
+    fn back_off(&self, r: &Reactor, why: &std::io::Error) {
+        tracing::warn!(listener = %self.addr, error = %why, "accepting failed; pausing the listener for {ACCEPT_BACKOFF:?}");
+        self.backoff_until.set(Some(r.now() + ACCEPT_BACKOFF));
+        r.add_timer(ACCEPT_BACKOFF, |_| {});
     }
 
     /// Out of descriptors: accepts one connection through the spare descriptor and
     /// closes it. Returns whether one was taken off the backlog.
     fn shed_one(&self) -> bool {
         let mut spare = self.spare.borrow_mut();
-        if spare.take().is_none() {
+        // A spare lost to a race (another thread took the freed descriptor) is
+        // taken again as soon as a descriptor is free.
+        if spare.take().or_else(open_spare).is_none() {
             return false;
         }
-        let shed = self.sock.accept().is_ok();
+        let shed = match self.sock.accept() {
+            Ok((sock, peer)) => {
+                // Counted before the host can see the close.
+                self.target
+                    .limits
+                    .refuse(Some(peer.ip()), limits::Refusal::NoDescriptors);
+                drop(sock);
+                true
+            }
+            Err(_) => false,
+        };
         *spare = open_spare();
-        if shed {
-            self.target
-                .limits
-                .refuse(None, limits::Refusal::NoDescriptors);
-        }
         shed
     }
 }
@@ -581,6 +604,12 @@ impl Poller for Listener {
         if self.closed.load(Ordering::Acquire) {
             tracing::info!("stopped listening on {}", self.addr);
             return PollStatus::Done;
+        }
+        if let Some(until) = self.backoff_until.get() {
+            if r.now() < until {
+                return PollStatus::Idle;
+            }
+            self.backoff_until.set(None);
         }
         let mut busy = false;
         for _ in 0..16 {
@@ -606,13 +635,17 @@ impl Poller for Listener {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     if !self.shed_one() {
+                        self.back_off(r, &e);
                         break;
                     }
                     busy = true;
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EINTR)) => {
+                    // That connection is gone (or a signal came): the next may work.
+                }
                 Err(e) => {
-                    // Errors of one connection (ECONNABORTED, …): the next may work.
-                    tracing::debug!(error = %e, "accept failed");
+                    self.back_off(r, &e);
+                    break;
                 }
             }
         }
@@ -624,6 +657,10 @@ impl Poller for Listener {
     }
 
     fn wake_source(&self) -> Option<WakeSource> {
+        // Resting after a failure: the timer, not the readable socket, wakes it.
+        if self.backoff_until.get().is_some() {
+            return None;
+        }
         Some(WakeSource {
             fd: self.sock.as_raw_fd(),
             events: libc::POLLIN as u32,

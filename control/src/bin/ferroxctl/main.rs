@@ -128,7 +128,7 @@ enum PoolCmd {
         /// How many times the pool's capacity its volumes may promise in all (thin
         /// volumes, clones, growth): default 10, at most 1000. A create, clone or
         /// resize past it is refused, naming it.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
         max_overcommit: Option<u32>,
     },
     /// Open a pool that exists on a bdev or file (its name comes from its label).
