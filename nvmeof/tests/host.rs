@@ -509,3 +509,42 @@ fn keep_alive_goes_out_every_kato_half_from_a_reactor_task() {
     assert!(run(h, &dev, vec![Req::Read(0, 8)])[0].is_ok());
     drop(dev);
 }
+
+/// A controller connected off the reactors and told where its keep-alive runs sends
+/// Keep Alives before any channel is open (the target would otherwise drop it after
+/// KATO), and its first I/O, opened only afterwards, finds it alive.
+#[test]
+fn keep_alive_runs_before_the_first_channel_when_placed() {
+    let f = fixture();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let proxy = Proxy::start(f.addr, move |conn, dir, pdu| {
+        if conn == 0
+            && dir == Dir::ToTarget
+            && pdu_type(pdu) == PduType::CAPSULE_CMD
+            && opcode(pdu) == 0x18
+        {
+            let _ = tx.lock().unwrap().send(());
+        }
+        Verdict::Forward
+    });
+    let o = host_opts(false, 8);
+    let dev = NvmfBdev::connect_typed(&format!("nvme+tcp://{}/{NQN}", proxy.addr), &o).unwrap();
+    let g = host_group();
+    let h = &g.handles()[0];
+    dev.keep_alive_on(h);
+    // No channel is open: these come from the placed task alone. Three of them span
+    // more than the 2 s KATO.
+    for i in 0..3 {
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("Keep Alive {i} never came"));
+    }
+    let dev: Arc<dyn BlockDevice> = dev;
+    assert_eq!(proxy.connections(), 1, "only the admin queue so far");
+    assert!(run(h, &dev, vec![Req::Read(0, 8)])[0].is_ok());
+    assert_eq!(
+        proxy.connections(),
+        2,
+        "the controller was kept: no new admin queue"
+    );
+}

@@ -97,7 +97,7 @@ pub fn open(s: &Session, spec: &TargetSpec, name: &str, o: &OpenOptions) -> Resu
         }
         TargetSpec::Path(p) => UringBdev::open(name, p, None, o.block_size, o.queue_depth as usize)
             .map_err(|e| fail(e.to_string()))?,
-        TargetSpec::Nvmf(url) => connect(url, o)?,
+        TargetSpec::Nvmf(url) => connect(s, url, o)?,
         TargetSpec::Pcie { .. } => unreachable!("opened above"),
     };
     Ok(Opened {
@@ -153,7 +153,7 @@ fn open_pcie(s: &Session, bdf: &str, nsid: Option<u32>, o: &OpenOptions) -> Resu
 
 /// Connects through the nvmeof host library. The URL handed over is rebuilt from the
 /// parsed one, so a host name has been resolved to the address the library expects.
-fn connect(url: &NvmfUrl, o: &OpenOptions) -> Result<Arc<dyn BlockDevice>, Error> {
+fn connect(s: &Session, url: &NvmfUrl, o: &OpenOptions) -> Result<Arc<dyn BlockDevice>, Error> {
     use ferrox_nvmeof::host::{HostOptions, NvmfBdev};
     let mut h = HostOptions::default();
     if !o.host.hostnqn.is_empty() {
@@ -175,10 +175,16 @@ fn connect(url: &NvmfUrl, o: &OpenOptions) -> Result<Arc<dyn BlockDevice>, Error
         Some(n) => format!("nvme+tcp://{}/{}?nsid={n}", url.addr, url.nqn),
         None => format!("nvme+tcp://{}/{}", url.addr, url.nqn),
     };
-    NvmfBdev::connect(&canonical, &h).map_err(|e| Error::Target {
+    let dev = NvmfBdev::connect_typed(&canonical, &h).map_err(|e| Error::Target {
         target: url.url.clone(),
         why: e.to_string(),
-    })
+    })?;
+    // Keep-alive from now on, not from the first job: `compare` connects both
+    // targets first and the second one's first job may come after its KATO.
+    if let Some(r) = s.handles().first() {
+        dev.keep_alive_on(r);
+    }
+    Ok(dev)
 }
 
 /// `--spawn-target`: serves a malloc bdev of `size` bytes from an in-process Ferrox
@@ -231,7 +237,7 @@ pub fn spawn(s: &Session, size: u64, o: &OpenOptions) -> Result<Opened, Error> {
         .first()
         .ok_or_else(|| fail("the target bound no listener".to_string()))?;
     let url = crate::parse::parse_nvmf_url(&format!("nvme+tcp://{addr}/{SPAWN_NQN}?nsid=1"))?;
-    let dev = connect(&url, o)?;
+    let dev = connect(s, &url, o)?;
     Ok(Opened {
         dev,
         label: format!("{} via {}", label, url.url),

@@ -307,7 +307,22 @@ impl NvmfBdev {
             ka_running: AtomicBool::new(false),
             ka: Mutex::new(None),
         });
+        // Connected on a reactor: keep-alive starts here and now. Otherwise it starts
+        // with the first channel, or where [`NvmfBdev::keep_alive_on`] says.
+        if let Some(r) = Reactor::try_current() {
+            session.start_keep_alive(&r);
+        }
         Ok(Arc::new(Self { info, session }))
+    }
+
+    /// Runs this controller's keep-alive on `reactor` from now on (unless it runs
+    /// already): for a caller that connects off the reactors and may open its first
+    /// channel later than the target's keep-alive timeout allows.
+    pub fn keep_alive_on(&self, reactor: &ferrox_reactor::ReactorHandle) {
+        let s = self.session.clone();
+        if reactor.send(move |r| s.start_keep_alive(r)).is_err() {
+            tracing::warn!(target_addr = %self.session.url.addr, "reactor mailbox full: keep-alive starts with the first channel");
+        }
     }
 }
 
