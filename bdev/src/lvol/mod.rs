@@ -193,6 +193,7 @@ mod io;
 mod setup;
 
 pub use channel::LvolBdev;
+pub use engine::DeallocStats;
 pub use format::{FORMAT_VERSION, MAX_NAME, MAX_VOLUMES};
 
 use engine::{with_engine, Engine};
@@ -346,17 +347,32 @@ impl VolView {
 const VIEW_CHUNK: usize = 4096;
 
 /// A volume's cluster view in shared chunks, so that publishing an allocation copies
-/// the chunks it changes, not a view as large as the volume.
+/// the chunks it changes, not a view as large as the volume. Each chunk carries how
+/// many of its entries are not `NONE` and how many are [`OWNED`], so that walks over
+/// what a range holds skip empty chunks: a thin volume's unmap costs what it holds.
 #[derive(Debug, Clone)]
 pub(crate) struct ViewMap {
     chunks: Vec<Arc<[u32]>>,
+    /// Per chunk: (entries not `NONE`, entries [`OWNED`]).
+    counts: Vec<(u32, u32)>,
     len: usize,
+}
+
+fn chunk_counts(c: &[u32]) -> (u32, u32) {
+    let mapped = c.iter().filter(|&&e| e != format::NONE).count() as u32;
+    let owned = c
+        .iter()
+        .filter(|&&e| e != format::NONE && e & OWNED != 0)
+        .count() as u32;
+    (mapped, owned)
 }
 
 impl ViewMap {
     pub fn from_vec(v: Vec<u32>) -> Self {
+        let chunks: Vec<Arc<[u32]>> = v.chunks(VIEW_CHUNK).map(Arc::from).collect();
         Self {
-            chunks: v.chunks(VIEW_CHUNK).map(Arc::from).collect(),
+            counts: chunks.iter().map(|c| chunk_counts(c)).collect(),
+            chunks,
             len: v.len(),
         }
     }
@@ -372,9 +388,38 @@ impl ViewMap {
         self.chunks[i / VIEW_CHUNK][i % VIEW_CHUNK]
     }
 
+    /// The first entry in `from..end` (clamped to the map) that is not `NONE` (or,
+    /// with `owned`, that is [`OWNED`]), skipping chunks with none. `visited` counts
+    /// the entries and chunk summaries looked at.
+    pub fn next_in(&self, from: usize, end: usize, owned: bool, visited: &mut u64) -> Option<usize> {
+        let end = end.min(self.len);
+        let mut i = from;
+        while i < end {
+            let c = i / VIEW_CHUNK;
+            let (m, o) = self.counts[c];
+            *visited += 1;
+            let chunk_end = ((c + 1) * VIEW_CHUNK).min(end);
+            if (if owned { o } else { m }) == 0 {
+                i = chunk_end;
+                continue;
+            }
+            let chunk = &self.chunks[c];
+            while i < chunk_end {
+                let e = chunk[i % VIEW_CHUNK];
+                *visited += 1;
+                if e != format::NONE && (!owned || e & OWNED != 0) {
+                    return Some(i);
+                }
+                i += 1;
+            }
+        }
+        None
+    }
+
     /// This view with entries `(index, value)` changed; untouched chunks are shared.
     pub fn patched(&self, changes: &[(usize, u32)]) -> Self {
         let mut chunks = self.chunks.clone();
+        let mut counts = self.counts.clone();
         let mut copied = std::collections::HashSet::new();
         for &(i, v) in changes {
             let c = i / VIEW_CHUNK;
@@ -384,8 +429,12 @@ impl ViewMap {
             Arc::get_mut(&mut chunks[c]).expect("a chunk copied for this patch")[i % VIEW_CHUNK] =
                 v;
         }
+        for &c in &copied {
+            counts[c] = chunk_counts(&chunks[c]);
+        }
         Self {
             chunks,
+            counts,
             len: self.len,
         }
     }
@@ -635,6 +684,11 @@ impl LvolStore {
 
     pub fn stats(&self) -> Result<PoolStats, LvolError> {
         self.run(|e| Box::pin(async move { Ok(e.stats()) }))
+    }
+
+    /// What unmaps' deallocations have cost so far in this pool (since it was opened).
+    pub fn dealloc_stats(&self) -> Result<DeallocStats, LvolError> {
+        self.run(|e| Box::pin(async move { Ok(e.dealloc_stats()) }))
     }
 }
 
