@@ -182,7 +182,7 @@ enum Ask {
 /// Unmaps a channel runs at once; more wait in `unmap_queue` and start in order as
 /// earlier ones complete, so a flood of deallocations holds a bounded amount of
 /// state (a DSM command's ranges arrive here as one unmap each).
-pub(crate) const MAX_UNMAPS: usize = 8;
+pub const MAX_UNMAPS: usize = 8;
 
 /// Tags of unmap completions routed through the channel (to count them), apart
 /// from slot tags.
@@ -370,12 +370,6 @@ impl ChanState {
         if let Some((op, done)) = next {
             self.submit_unmap(op, done);
         }
-    }
-
-    /// Unmaps this channel has started and not completed, and those queued.
-    #[cfg(test)]
-    pub(crate) fn unmaps(&self) -> (usize, usize) {
-        (self.unmaps.get(), self.unmap_queue.borrow().len())
     }
 
     fn ask(&self, op: IoOp, done: Completion, ask: Ask, then_retry: bool) {

@@ -24,7 +24,7 @@ mod commit;
 mod dealloc;
 mod views;
 
-pub use dealloc::DeallocStats;
+pub use dealloc::{DeallocStats, STEP_VISITS};
 
 use views::{parent_source, parent_sources};
 

@@ -192,8 +192,8 @@ mod format;
 mod io;
 mod setup;
 
-pub use channel::LvolBdev;
-pub use engine::DeallocStats;
+pub use channel::{LvolBdev, MAX_UNMAPS};
+pub use engine::{DeallocStats, STEP_VISITS as DEALLOC_STEP_VISITS};
 pub use format::{FORMAT_VERSION, MAX_NAME, MAX_VOLUMES};
 
 use engine::{with_engine, Engine};
@@ -358,6 +358,15 @@ pub(crate) struct ViewMap {
     len: usize,
 }
 
+/// Where a bounded [`ViewMap::scan`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scan {
+    Found(usize),
+    /// The visit limit was reached; go on from here.
+    Paused(usize),
+    End,
+}
+
 fn chunk_counts(c: &[u32]) -> (u32, u32) {
     let mapped = c.iter().filter(|&&e| e != format::NONE).count() as u32;
     let owned = c
@@ -391,10 +400,35 @@ impl ViewMap {
     /// The first entry in `from..end` (clamped to the map) that is not `NONE` (or,
     /// with `owned`, that is [`OWNED`]), skipping chunks with none. `visited` counts
     /// the entries and chunk summaries looked at.
-    pub fn next_in(&self, from: usize, end: usize, owned: bool, visited: &mut u64) -> Option<usize> {
+    pub fn next_in(
+        &self,
+        from: usize,
+        end: usize,
+        owned: bool,
+        visited: &mut u64,
+    ) -> Option<usize> {
+        match self.scan(from, end, owned, visited, u64::MAX) {
+            Scan::Found(i) => Some(i),
+            Scan::End | Scan::Paused(_) => None,
+        }
+    }
+
+    /// Like [`ViewMap::next_in`], but stops once `visited` reaches `limit`, saying
+    /// where to go on from.
+    pub fn scan(
+        &self,
+        from: usize,
+        end: usize,
+        owned: bool,
+        visited: &mut u64,
+        limit: u64,
+    ) -> Scan {
         let end = end.min(self.len);
         let mut i = from;
         while i < end {
+            if *visited >= limit {
+                return Scan::Paused(i);
+            }
             let c = i / VIEW_CHUNK;
             let (m, o) = self.counts[c];
             *visited += 1;
@@ -408,12 +442,12 @@ impl ViewMap {
                 let e = chunk[i % VIEW_CHUNK];
                 *visited += 1;
                 if e != format::NONE && (!owned || e & OWNED != 0) {
-                    return Some(i);
+                    return Scan::Found(i);
                 }
                 i += 1;
             }
         }
-        None
+        Scan::End
     }
 
     /// This view with entries `(index, value)` changed; untouched chunks are shared.
@@ -689,6 +723,12 @@ impl LvolStore {
     /// What unmaps' deallocations have cost so far in this pool (since it was opened).
     pub fn dealloc_stats(&self) -> Result<DeallocStats, LvolError> {
         self.run(|e| Box::pin(async move { Ok(e.dealloc_stats()) }))
+    }
+
+    /// [`LvolStore::dealloc_stats`] without blocking, on the metadata reactor's
+    /// thread (`None` on any other thread).
+    pub fn dealloc_stats_here(&self) -> Option<DeallocStats> {
+        with_engine(self.sh.id, |e| e.map(|e| e.dealloc_stats()))
     }
 }
 

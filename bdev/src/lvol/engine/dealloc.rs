@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use ferrox_reactor::task::yield_now;
 
 use super::super::format::{encode_meta, LogPos, VolMeta, NONE};
-use super::super::{LvolError, OWNED};
+use super::super::{LvolError, Scan, OWNED};
 use super::views::parent_source;
 use super::{io_err, ChanReq, Engine, Request};
 use crate::BdevError;
 
 /// View entries (or chunk summaries) one step looks at before the engine lets the
 /// reactor run a turn.
-pub(crate) const STEP_VISITS: u64 = 1 << 14;
+pub const STEP_VISITS: u64 = 1 << 14;
 
 /// What deallocations have cost so far (counts for tests and diagnostics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,8 +29,12 @@ pub struct DeallocStats {
     pub requests: u64,
     /// View entries and chunk summaries looked at.
     pub visited: u64,
-    /// Steps taken (a reactor turn between two).
+    /// Steps taken (a reactor turn between two), counted as each starts.
     pub steps: u64,
+    /// The most view entries and chunk summaries one step looked at.
+    pub max_step_visits: u64,
+    /// The most requests one batch served.
+    pub max_batch: u64,
     /// Clusters freed.
     pub freed: u64,
     /// The largest scratch a batch held: merged ranges and freed clusters, in bytes.
@@ -66,6 +70,7 @@ impl Engine {
             let mut s = self.dealloc_stats.get();
             s.batches += 1;
             s.requests += reqs.len() as u64;
+            s.max_batch = s.max_batch.max(reqs.len() as u64);
             self.dealloc_stats.set(s);
         }
         let mut results: HashMap<u64, Result<(), BdevError>> = HashMap::new();
@@ -99,41 +104,42 @@ impl Engine {
         // job while this one yields, so the published view matches the metadata.
         let view = vs.view();
         let mut freed: Vec<(usize, u32)> = Vec::new();
-        let mut budget = STEP_VISITS;
-        let mut steps = 1;
+        let mut step_visits = 0;
+        self.step_started();
         for &(first, end) in ranges {
             let mut at = first as usize;
             loop {
                 let mut seen = 0;
-                let next = view.entries.next_in(at, end as usize, true, &mut seen);
+                let left = STEP_VISITS.saturating_sub(step_visits);
+                let next = view.entries.scan(at, end as usize, true, &mut seen, left);
                 self.count_visits(seen);
-                budget = budget.saturating_sub(seen);
-                let Some(vc) = next else { break };
-                at = vc + 1;
-                let st = self.st.borrow();
-                let vols: HashMap<u64, &VolMeta> = match st.meta.vols.iter().find(|v| v.id == vol) {
-                    Some(v) if v.parent.is_some() => st.meta.vols.iter().map(|v| (v.id, v)).collect(),
-                    _ => HashMap::new(),
+                step_visits += seen;
+                let vc = match next {
+                    Scan::End => break,
+                    Scan::Paused(i) => {
+                        at = i;
+                        self.next_step(step_visits).await;
+                        step_visits = 0;
+                        continue;
+                    }
+                    Scan::Found(vc) => vc,
                 };
-                let v = st.meta.vols.iter().find(|v| v.id == vol).expect("frozen, not deleted");
-                debug_assert_eq!(view.entries.get(vc), v.map[vc] | OWNED);
-                if v.map[vc] != NONE && parent_source(&vols, v, vc) == NONE {
-                    freed.push((vc, v.map[vc]));
+                at = vc + 1;
+                debug_assert!(view.entries.get(vc) & OWNED != 0);
+                if let Some(p) = self.frees(vol, vc) {
+                    freed.push((vc, p));
                 }
-                drop(st);
-                if budget == 0 {
-                    // A bounded step done: let the reactor serve others.
-                    yield_now().await;
-                    budget = STEP_VISITS;
-                    steps += 1;
+                if step_visits >= STEP_VISITS {
+                    self.next_step(step_visits).await;
+                    step_visits = 0;
                 }
             }
         }
         {
+            self.step_done(step_visits);
             let mut s = self.dealloc_stats.get();
-            s.steps += steps;
             s.freed += freed.len() as u64;
-            let scratch = (ranges.len() * std::mem::size_of::<(u64, u64)>()
+            let scratch = (std::mem::size_of_val(ranges)
                 + freed.capacity() * std::mem::size_of::<(usize, u32)>())
                 as u64;
             s.peak_scratch_bytes = s.peak_scratch_bytes.max(scratch);
@@ -156,6 +162,43 @@ impl Engine {
         res.map_err(|e| e.to_bdev())
     }
 
+    /// The pool cluster that freeing volume `vol`'s cluster `vc` releases: `None` when
+    /// it has none, or when ancestor data lies beneath (the zeroed cluster must stay to
+    /// hide it).
+    fn frees(&self, vol: u64, vc: usize) -> Option<u32> {
+        let st = self.st.borrow();
+        let v = st.meta.vols.iter().find(|v| v.id == vol)?;
+        let p = *v.map.get(vc)?;
+        if p == NONE {
+            return None;
+        }
+        let vols: HashMap<u64, &VolMeta> = if v.parent.is_some() {
+            st.meta.vols.iter().map(|v| (v.id, v)).collect()
+        } else {
+            HashMap::new()
+        };
+        (parent_source(&vols, v, vc) == NONE).then_some(p)
+    }
+
+    /// Ends a bounded step: lets the reactor serve others for a turn.
+    async fn next_step(&self, visits: u64) {
+        self.step_done(visits);
+        yield_now().await;
+        self.step_started();
+    }
+
+    fn step_started(&self) {
+        let mut s = self.dealloc_stats.get();
+        s.steps += 1;
+        self.dealloc_stats.set(s);
+    }
+
+    fn step_done(&self, visits: u64) {
+        let mut s = self.dealloc_stats.get();
+        s.max_step_visits = s.max_step_visits.max(visits);
+        self.dealloc_stats.set(s);
+    }
+
     fn count_visits(&self, n: u64) {
         let mut s = self.dealloc_stats.get();
         s.visited += n;
@@ -168,7 +211,12 @@ impl Engine {
     async fn commit_freed(&self, vol: u64, freed: &[(usize, u32)]) -> Result<(), LvolError> {
         let (img, slot) = {
             let mut st = self.st.borrow_mut();
-            let vi = st.meta.vols.iter().position(|v| v.id == vol).expect("frozen");
+            let vi = st
+                .meta
+                .vols
+                .iter()
+                .position(|v| v.id == vol)
+                .expect("frozen");
             for &(vc, _) in freed {
                 st.meta.vols[vi].map[vc] = NONE;
             }
@@ -188,7 +236,12 @@ impl Engine {
             Err(e) => Err((e, false)),
         };
         let mut st = self.st.borrow_mut();
-        let vi = st.meta.vols.iter().position(|v| v.id == vol).expect("frozen");
+        let vi = st
+            .meta
+            .vols
+            .iter()
+            .position(|v| v.id == vol)
+            .expect("frozen");
         if let Err((e, tried)) = written {
             // Undo the patch. A write that failed may have landed anyway: the next
             // commit must then be a full image (see `commit`).
