@@ -125,7 +125,9 @@ fn a_dsm_of_64_whole_volume_ranges_costs_what_is_allocated() {
     let ds = s.store.dealloc_stats().unwrap();
     eprintln!("{ds:?}");
     assert_eq!(ds.freed, held.len() as u64);
-    assert_eq!(ds.requests, 64);
+    // The first MAX_UNMAPS start at once; of those queued, the first whole-volume
+    // one covers every later range, which complete with it.
+    assert_eq!(ds.requests, MAX_UNMAPS as u64 + 1, "{ds:?}");
     // Every batch walks its merged ranges once: chunk summaries over the volume, plus
     // the chunks that hold clusters — never a visit per virtual cluster per range.
     let chunks = VIRT / CS / CHUNK;
@@ -140,6 +142,7 @@ fn a_dsm_of_64_whole_volume_ranges_costs_what_is_allocated() {
         "{ds:?}"
     );
     assert!(ds.max_batch <= MAX_UNMAPS as u64, "{ds:?}");
+    assert!(ds.max_held <= MAX_UNMAPS as u64, "{ds:?}");
     // The data: freed clusters read as zeroes, the other volume is untouched.
     assert_eq!(owned(&s.store, "big"), 0);
     assert_eq!(
@@ -334,4 +337,31 @@ fn a_read_during_a_huge_deallocation_completes_before_it() {
     assert_eq!(ds.freed, held.len() as u64);
     assert!(ds.steps >= 3, "{ds:?}");
     assert_eq!(owned(&s.store, "big"), 0);
+}
+
+#[test]
+fn disjoint_ranges_wait_their_turn_and_all_free() {
+    let s = setup(64 << 20);
+    // 64 disjoint one-cluster ranges, 16 of them over held clusters.
+    let ranges: Vec<u64> = (0..64).map(|k| k * 1000 + 7).collect();
+    let held: Vec<u64> = ranges.iter().copied().step_by(4).collect();
+    fill(&s.h, s.big.clone(), &held);
+    let reqs = ranges.iter().map(|&c| Req::Unmap(c * CB, CB)).collect();
+    for o in run(&s.h, s.big.clone(), reqs) {
+        o.unwrap();
+    }
+    let ds = s.store.dealloc_stats().unwrap();
+    assert_eq!(ds.requests, 64, "{ds:?}");
+    assert_eq!(ds.freed, held.len() as u64);
+    // No more than a channel's bound reached the engine at once.
+    assert!(ds.max_held <= MAX_UNMAPS as u64, "{ds:?}");
+    assert_eq!(owned(&s.store, "big"), 0);
+    for &c in &held {
+        assert_eq!(
+            head_tail(&s.h, s.big.clone(), c),
+            (false, false),
+            "cluster {c}"
+        );
+    }
+    check_accounting(&s.store).unwrap();
 }

@@ -20,12 +20,17 @@ use std::sync::Arc;
 use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor};
 
 use super::engine::{with_engine, ChanReq, Request};
+
+mod unmaps;
+
 use super::format::NONE;
 use super::{Shared, VolShared, VolView, VolumeInfo, OWNED};
 use crate::{
     defer_completion, BdevError, BdevInfo, BlockDevice, ChannelImpl, Completion, IoChannel, IoOp,
     IoSink, Ops,
 };
+pub use unmaps::MAX_UNMAPS;
+use unmaps::{Queued, Started, UNMAP_TAG};
 
 /// A logical volume, usable wherever a [`BlockDevice`] is.
 pub struct LvolBdev {
@@ -179,15 +184,6 @@ enum Ask {
     Dealloc(u64, u64),
 }
 
-/// Unmaps a channel runs at once; more wait in `unmap_queue` and start in order as
-/// earlier ones complete, so a flood of deallocations holds a bounded amount of
-/// state (a DSM command's ranges arrive here as one unmap each).
-pub const MAX_UNMAPS: usize = 8;
-
-/// Tags of unmap completions routed through the channel (to count them), apart
-/// from slot tags.
-const UNMAP_TAG: u64 = 1 << 63;
-
 struct Waiting {
     op: IoOp,
     done: Completion,
@@ -234,9 +230,10 @@ struct ChanState {
     /// Unmaps started and not yet completed (at most [`MAX_UNMAPS`]).
     unmaps: Cell<usize>,
     /// Unmaps waiting for one of those to complete, in submission order.
-    unmap_queue: RefCell<VecDeque<(IoOp, Completion)>>,
-    /// The callers' completions of started unmaps, by `UNMAP_TAG` index.
-    unmap_done: RefCell<Vec<Option<Completion>>>,
+    unmap_queue: RefCell<VecDeque<Queued>>,
+    /// The callers' completions of started unmaps (and of those riding on them), by
+    /// `UNMAP_TAG` index.
+    unmap_done: RefCell<Vec<Option<Started>>>,
 }
 
 fn owned(e: u32) -> bool {
@@ -329,47 +326,6 @@ impl ChanState {
 
     fn park(&self, op: IoOp, done: Completion, why: Wait) {
         self.waiting.borrow_mut().push(Waiting { op, done, why });
-    }
-
-    /// Starts an unmap, or queues it behind [`MAX_UNMAPS`] running ones. Its
-    /// completion comes back through this channel (tag `UNMAP_TAG | i`) to count it.
-    fn submit_unmap(&self, op: IoOp, done: Completion) {
-        if self.unmaps.get() >= MAX_UNMAPS {
-            self.unmap_queue.borrow_mut().push_back((op, done));
-            return;
-        }
-        self.unmaps.set(self.unmaps.get() + 1);
-        let i = {
-            let mut d = self.unmap_done.borrow_mut();
-            match d.iter().position(Option::is_none) {
-                Some(i) => {
-                    d[i] = Some(done);
-                    i
-                }
-                None => {
-                    d.push(Some(done));
-                    d.len() - 1
-                }
-            }
-        };
-        let c = Completion {
-            sink: self.sink(),
-            tag: UNMAP_TAG | i as u64,
-        };
-        self.start(op, c);
-    }
-
-    /// An unmap completed: answer its caller, then start the next queued one.
-    fn unmap_finished(&self, i: usize, res: Result<(), BdevError>, buf: Option<DmaBuf>) {
-        let done = self.unmap_done.borrow_mut()[i]
-            .take()
-            .expect("a started unmap");
-        self.unmaps.set(self.unmaps.get() - 1);
-        done.complete(res, buf);
-        let next = self.unmap_queue.borrow_mut().pop_front();
-        if let Some((op, done)) = next {
-            self.submit_unmap(op, done);
-        }
     }
 
     fn ask(&self, op: IoOp, done: Completion, ask: Ask, then_retry: bool) {
@@ -721,8 +677,11 @@ impl ChanState {
             self.fail(w.done, BdevError::Closed, w.op.into_buf());
         }
         let queued = std::mem::take(&mut *self.unmap_queue.borrow_mut());
-        for (op, done) in queued {
-            self.fail(done, BdevError::Closed, op.into_buf());
+        for q in queued {
+            for r in q.riders {
+                self.fail(r, BdevError::Closed, None);
+            }
+            self.fail(q.done, BdevError::Closed, q.op.into_buf());
         }
         if let (Some(p), Some(r)) = (self.poller.take(), Reactor::try_current()) {
             r.remove_poller(p);

@@ -89,6 +89,8 @@ pub(crate) struct Engine {
     /// Deallocations waiting: the next batch takes them all.
     deallocs: RefCell<Vec<Request>>,
     dealloc_stats: Cell<DeallocStats>,
+    /// Deallocation requests waiting or being served.
+    dealloc_held: Cell<usize>,
     /// The engine's task, waiting for work.
     idle: RefCell<Option<Waker>>,
     task: RefCell<Option<JoinHandle<()>>>,
@@ -152,6 +154,7 @@ impl Engine {
             allocs: RefCell::new(Vec::new()),
             deallocs: RefCell::new(Vec::new()),
             dealloc_stats: Cell::new(DeallocStats::default()),
+            dealloc_held: Cell::new(0),
             idle: RefCell::new(None),
             task: RefCell::new(None),
         });
@@ -228,10 +231,7 @@ impl Engine {
                 self.allocs.borrow_mut().push(req);
                 self.wake();
             }
-            ChanReq::Dealloc { .. } => {
-                self.deallocs.borrow_mut().push(req);
-                self.wake();
-            }
+            ChanReq::Dealloc { .. } => self.dealloc_request(req),
         }
     }
 

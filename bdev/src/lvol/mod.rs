@@ -155,12 +155,26 @@
 //! `force`. Unmap and write-zeroes make the range read as zeroes; unmap also frees
 //! whole clusters that no ancestor has data beneath.
 //!
+//! Unmaps (a DSM deallocate is one per range) cost what the volume holds in their
+//! ranges, not the range's size: view chunks carry counts of mapped and owned
+//! entries, so a walk skips empty chunks with one look. A channel runs at most
+//! [`MAX_UNMAPS`] at once (more wait, in order); each first zeroes the clusters it
+//! holds, then asks the engine to free a cluster *range*. The engine takes every
+//! deallocation waiting as one batch, merges the ranges per volume, freezes the
+//! volume, walks what it owns there in steps of at most [`DEALLOC_STEP_VISITS`]
+//! looks with a reactor turn between them, then commits once (a whole image,
+//! patched into the metadata in place) and patches the view. [`DeallocStats`]
+//! counts the work.
+//!
 //! # What it doesn't implement
 //!
 //! * Allocations are log records and patch only the view chunks they change, but
 //!   every other change (create, snapshot, clone, delete, resize, inflate, unmap that
-//!   frees clusters) commits a whole image and republishes whole views (also freeze
-//!   and unfreeze): fine for thousands of clusters, slow for a full multi-TiB pool.
+//!   frees clusters) commits a whole image (encoding it scans every volume map) and,
+//!   except deallocation and freezing, republishes whole views (also unfreeze): fine
+//!   for thousands of clusters, slow for a full multi-TiB pool.
+//! * A volume is frozen while its deallocation batch is walked and committed: its own
+//!   I/O waits for the batch (other volumes' I/O goes on between the steps).
 //! * New thin clusters are zeroed (unless clean: never written since a format that
 //!   zeroed the data area) or copied before the data write, even when the write covers
 //!   the whole cluster.

@@ -35,6 +35,9 @@ pub struct DeallocStats {
     pub max_step_visits: u64,
     /// The most requests one batch served.
     pub max_batch: u64,
+    /// The most deallocation requests the engine held at once (waiting or being
+    /// served): bounded by the channels' [`MAX_UNMAPS`](super::super::MAX_UNMAPS).
+    pub max_held: u64,
     /// Clusters freed.
     pub freed: u64,
     /// The largest scratch a batch held: merged ranges and freed clusters, in bytes.
@@ -87,7 +90,19 @@ impl Engine {
                 ChanReq::Alloc { .. } => Ok(()),
             };
             let _ = r.reply.send((r.req, res));
+            self.dealloc_held.set(self.dealloc_held.get() - 1);
         }
+    }
+
+    /// A deallocation request arrived: it waits for the next batch.
+    pub(super) fn dealloc_request(&self, req: Request) {
+        self.deallocs.borrow_mut().push(req);
+        let held = self.dealloc_held.get() + 1;
+        self.dealloc_held.set(held);
+        let mut s = self.dealloc_stats.get();
+        s.max_held = s.max_held.max(held as u64);
+        self.dealloc_stats.set(s);
+        self.wake();
     }
 
     /// Frees the clusters volume `vol` owns in the merged `ranges` with no ancestor
