@@ -40,7 +40,8 @@ pub struct DeallocStats {
     pub max_held: u64,
     /// Clusters freed.
     pub freed: u64,
-    /// The largest scratch a batch held: merged ranges and freed clusters, in bytes.
+    /// The largest scratch a volume's walk held, in bytes: its merged ranges, the
+    /// owned clusters found in one step, and the clusters to free.
     pub peak_scratch_bytes: u64,
 }
 
@@ -119,6 +120,8 @@ impl Engine {
         // job while this one yields, so the published view matches the metadata.
         let view = vs.view();
         let mut freed: Vec<(usize, u32)> = Vec::new();
+        // Owned clusters found in this step, resolved together at its end.
+        let mut found: Vec<usize> = Vec::new();
         let mut step_visits = 0;
         self.step_started();
         for &(first, end) in ranges {
@@ -133,6 +136,7 @@ impl Engine {
                     Scan::End => break,
                     Scan::Paused(i) => {
                         at = i;
+                        self.frees(vol, &mut found, &mut freed);
                         self.next_step(step_visits).await;
                         step_visits = 0;
                         continue;
@@ -141,22 +145,22 @@ impl Engine {
                 };
                 at = vc + 1;
                 debug_assert!(view.entries.get(vc) & OWNED != 0);
-                if let Some(p) = self.frees(vol, vc) {
-                    freed.push((vc, p));
-                }
+                found.push(vc);
                 if step_visits >= STEP_VISITS {
+                    self.frees(vol, &mut found, &mut freed);
                     self.next_step(step_visits).await;
                     step_visits = 0;
                 }
             }
         }
+        self.frees(vol, &mut found, &mut freed);
         {
             self.step_done(step_visits);
             let mut s = self.dealloc_stats.get();
             s.freed += freed.len() as u64;
             let scratch = (std::mem::size_of_val(ranges)
-                + freed.capacity() * std::mem::size_of::<(usize, u32)>())
-                as u64;
+                + freed.capacity() * std::mem::size_of::<(usize, u32)>()
+                + found.capacity() * std::mem::size_of::<usize>()) as u64;
             s.peak_scratch_bytes = s.peak_scratch_bytes.max(scratch);
             self.dealloc_stats.set(s);
         }
@@ -177,22 +181,26 @@ impl Engine {
         res.map_err(|e| e.to_bdev())
     }
 
-    /// The pool cluster that freeing volume `vol`'s cluster `vc` releases: `None` when
-    /// it has none, or when ancestor data lies beneath (the zeroed cluster must stay to
-    /// hide it).
-    fn frees(&self, vol: u64, vc: usize) -> Option<u32> {
+    /// Moves the volume clusters of `found` that free a pool cluster into `freed`
+    /// (with it): those owned with no ancestor data beneath (there, the zeroed
+    /// cluster must stay to hide it).
+    fn frees(&self, vol: u64, found: &mut Vec<usize>, freed: &mut Vec<(usize, u32)>) {
         let st = self.st.borrow();
-        let v = st.meta.vols.iter().find(|v| v.id == vol)?;
-        let p = *v.map.get(vc)?;
-        if p == NONE {
-            return None;
-        }
+        let Some(v) = st.meta.vols.iter().find(|v| v.id == vol) else {
+            found.clear();
+            return;
+        };
         let vols: HashMap<u64, &VolMeta> = if v.parent.is_some() {
             st.meta.vols.iter().map(|v| (v.id, v)).collect()
         } else {
             HashMap::new()
         };
-        (parent_source(&vols, v, vc) == NONE).then_some(p)
+        for vc in found.drain(..) {
+            let p = v.map.get(vc).copied().unwrap_or(NONE);
+            if p != NONE && parent_source(&vols, v, vc) == NONE {
+                freed.push((vc, p));
+            }
+        }
     }
 
     /// Ends a bounded step: lets the reactor serve others for a turn.
