@@ -14,6 +14,10 @@
 //! * **after snapshot**: a snapshot of the volume, then one write per cluster again:
 //!   every write copies its 1 MiB cluster from the snapshot first (copy-on-write).
 //!
+//! * **big DSM** (after the table): 64 unmaps, each over the whole of a 16 TiB thin
+//!   volume holding 64 clusters, submitted at once (one DSM deallocate): the time it
+//!   takes and what the pool's deallocation counters say it looked at.
+//!
 //! `--quick` runs one round on a 256 MiB volume; `--cluster-kib N` picks another
 //! cluster size; `--file PATH` puts the pool on a file (io_uring, O_DIRECT where the
 //! file system allows; created and removed per round) instead of malloc. The base device is written through once before anything is timed,
@@ -262,6 +266,68 @@ fn round(
     [raw, first, over, cow]
 }
 
+/// 64 whole-volume unmaps on a 16 TiB thin volume that holds 64 clusters.
+fn big_dsm(io: &ReactorHandle, meta: &ReactorHandle) {
+    const VIRT: u64 = 16 << 40;
+    let cluster = 1 << 20;
+    let base = MallocBdev::new("dsm-base", (256 << 20) / BLOCK, BLOCK as u32).expect("malloc");
+    let lvs = LvolStore::create(base, "dsm", cluster, meta.clone()).expect("pool");
+    lvs.create_volume("huge", VIRT, true).expect("thin volume");
+    let vol: Arc<dyn BlockDevice> = lvs.volume("huge").expect("open the volume");
+    let held = (0..64).map(|i| i * (VIRT / 64) / BLOCK).collect();
+    let _ = write_pass(io, vol.clone(), held, IO);
+    let (tx, rx) = oneshot();
+    let t = Instant::now();
+    io.send(move |r| {
+        /// Unmaps left, the channel (closed once they are done), the reply.
+        struct Done(
+            Cell<usize>,
+            RefCell<Option<IoChannel>>,
+            RefCell<Option<Replier<()>>>,
+        );
+        impl IoSink for Done {
+            fn io_done(&self, _tag: u64, res: Result<(), BdevError>, _buf: Option<DmaBuf>) {
+                res.expect("an unmap");
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        impl Poller for Done {
+            fn poll(&self, _r: &Reactor) -> PollStatus {
+                if self.0.get() > 0 {
+                    return PollStatus::Idle;
+                }
+                self.1.borrow_mut().take();
+                if let Some(tx) = self.2.borrow_mut().take() {
+                    tx.send(());
+                }
+                PollStatus::Done
+            }
+        }
+        let chan = IoChannel::open(vol, r).expect("channel");
+        let blocks = VIRT / BLOCK;
+        let done = Rc::new(Done(
+            Cell::new(64),
+            RefCell::new(None),
+            RefCell::new(Some(tx)),
+        ));
+        for i in 0..64 {
+            let c = Completion {
+                sink: done.clone(),
+                tag: i,
+            };
+            let op = IoOp::Unmap { lba: 0, blocks };
+            chan.submit(op, c).map_err(|(e, _)| e).expect("an unmap");
+        }
+        *done.1.borrow_mut() = Some(chan);
+        r.add_poller(done);
+    })
+    .expect("send to the I/O reactor");
+    rx.wait().expect("the unmaps complete");
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let ds = lvs.dealloc_stats().expect("stats");
+    println!("big DSM (64 x 16 TiB ranges, 64 clusters held): {ms:.1} ms, {ds:?}");
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -335,5 +401,6 @@ fn main() {
         );
     }
     println!("({:.1} s)", t.elapsed().as_secs_f64());
+    big_dsm(io, meta);
     g.shutdown();
 }

@@ -53,6 +53,13 @@ fn round(r: u64) -> Vec<Step> {
             lba: 0,
             blocks: 24,
         },
+        w("a", 48, 8, 11),
+        // Overlapping ranges at once, over the whole volume: clusters with the
+        // snapshot's data beneath stay (zeroed), the others are freed.
+        Step::Dsm {
+            vol: s("a"),
+            ranges: vec![(0, 64), (8, 16), (0, 64), (40, 20), (3, 2), (47, 9)],
+        },
         Step::Resize {
             vol: s("b"),
             size: 6 * CS,

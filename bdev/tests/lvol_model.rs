@@ -20,6 +20,8 @@ enum Spec {
     Read(usize, u64, u64),
     Zero(usize, u64, u64),
     Unmap(usize, u64, u64),
+    /// Several (possibly overlapping) unmaps at once, as one DSM deallocate.
+    Dsm(usize, Vec<(u64, u64)>),
     Snapshot(usize),
     Clone(usize),
     Resize(usize, u64),
@@ -38,6 +40,8 @@ fn spec() -> impl Strategy<Value = Spec> {
         4 => (vi, off.clone(), len.clone()).prop_map(|(v, o, l)| Spec::Read(v, o, l)),
         1 => (vi, off.clone(), len.clone()).prop_map(|(v, o, l)| Spec::Zero(v, o, l)),
         2 => (vi, off.clone(), len.clone()).prop_map(|(v, o, l)| Spec::Unmap(v, o, l)),
+        1 => (vi, proptest::collection::vec((off.clone(), 1..12 * CB), 1..12))
+            .prop_map(|(v, r)| Spec::Dsm(v, r)),
         2 => vi.prop_map(Spec::Snapshot),
         2 => vi.prop_map(Spec::Clone),
         1 => (vi, 1..10u64).prop_map(|(v, c)| Spec::Resize(v, c * CS)),
@@ -86,6 +90,11 @@ fn resolve(s: &Spec, m: &Model, counter: &mut u32) -> Option<Step> {
             let vol = pick(v)?;
             let (lba, blocks) = clip(&vol, o, l);
             Step::Zero { vol, lba, blocks }
+        }
+        Spec::Dsm(v, ranges) => {
+            let vol = pick(v)?;
+            let ranges = ranges.iter().map(|&(o, l)| clip(&vol, o, l)).collect();
+            Step::Dsm { vol, ranges }
         }
         Spec::Unmap(v, o, l) => {
             let vol = pick(v)?;

@@ -11,6 +11,7 @@
 //! frozen view wait for the next generation. The channel's poller retries them.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -19,12 +20,17 @@ use std::sync::Arc;
 use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor};
 
 use super::engine::{with_engine, ChanReq, Request};
+
+mod unmaps;
+
 use super::format::NONE;
 use super::{Shared, VolShared, VolView, VolumeInfo, OWNED};
 use crate::{
     defer_completion, BdevError, BdevInfo, BlockDevice, ChannelImpl, Completion, IoChannel, IoOp,
     IoSink, Ops,
 };
+pub use unmaps::MAX_UNMAPS;
+use unmaps::{Queued, Started, UNMAP_TAG};
 
 /// A logical volume, usable wherever a [`BlockDevice`] is.
 pub struct LvolBdev {
@@ -121,6 +127,9 @@ impl BlockDevice for LvolBdev {
             in_flight: Cell::new(0),
             poller: Cell::new(None),
             closed: Cell::new(false),
+            unmaps: Cell::new(0),
+            unmap_queue: RefCell::new(VecDeque::new()),
+            unmap_done: RefCell::new(Vec::new()),
         });
         st.poller.set(Some(r.add_poller(st.clone())));
         Ok(Rc::new(LvolChannel(st)))
@@ -133,6 +142,9 @@ impl ChannelImpl for LvolChannel {
     fn submit(&self, op: IoOp, done: Completion) {
         let st = &self.0;
         st.in_flight.set(st.in_flight.get() + 1);
+        if let IoOp::Unmap { .. } = op {
+            return st.submit_unmap(op, done);
+        }
         st.start(op, done);
     }
 
@@ -156,11 +168,20 @@ enum Wait {
     Reply {
         req: u64,
         sent: bool,
-        dealloc: bool,
-        clusters: Vec<u64>,
+        ask: Ask,
         result: Option<Result<(), BdevError>>,
         then_retry: bool,
     },
+}
+
+/// What a parked request asked the engine for.
+#[derive(Clone)]
+enum Ask {
+    /// Own clusters for these volume clusters (at most a request's worth).
+    Alloc(Vec<u64>),
+    /// Free the volume clusters `first..end` (whole clusters of one unmap): a range,
+    /// never a list as long as the range.
+    Dealloc(u64, u64),
 }
 
 struct Waiting {
@@ -206,6 +227,13 @@ struct ChanState {
     in_flight: Cell<usize>,
     poller: Cell<Option<PollerId>>,
     closed: Cell<bool>,
+    /// Unmaps started and not yet completed (at most [`MAX_UNMAPS`]).
+    unmaps: Cell<usize>,
+    /// Unmaps waiting for one of those to complete, in submission order.
+    unmap_queue: RefCell<VecDeque<Queued>>,
+    /// The callers' completions of started unmaps (and of those riding on them), by
+    /// `UNMAP_TAG` index.
+    unmap_done: RefCell<Vec<Option<Started>>>,
 }
 
 fn owned(e: u32) -> bool {
@@ -300,27 +328,28 @@ impl ChanState {
         self.waiting.borrow_mut().push(Waiting { op, done, why });
     }
 
-    fn ask(&self, op: IoOp, done: Completion, dealloc: bool, clusters: Vec<u64>, then_retry: bool) {
+    fn ask(&self, op: IoOp, done: Completion, ask: Ask, then_retry: bool) {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
-        let sent = self.send_req(req, dealloc, &clusters);
+        let sent = self.send_req(req, &ask);
         let why = Wait::Reply {
             req,
             sent,
-            dealloc,
-            clusters,
+            ask,
             result: None,
             then_retry,
         };
         self.park(op, done, why);
     }
 
-    fn send_req(&self, req: u64, dealloc: bool, clusters: &[u64]) -> bool {
-        let (vol, clusters) = (self.vol.id, clusters.to_vec());
-        let kind = if dealloc {
-            ChanReq::Dealloc { vol, clusters }
-        } else {
-            ChanReq::Alloc { vol, clusters }
+    fn send_req(&self, req: u64, ask: &Ask) -> bool {
+        let vol = self.vol.id;
+        let kind = match *ask {
+            Ask::Dealloc(first, end) => ChanReq::Dealloc { vol, first, end },
+            Ask::Alloc(ref clusters) => ChanReq::Alloc {
+                vol,
+                clusters: clusters.clone(),
+            },
         };
         let request = Request {
             req,
@@ -388,17 +417,28 @@ impl ChanState {
                     op.into_buf(),
                 );
             }
-            let is_write = matches!(op, IoOp::Write { .. });
-            // Writes need every cluster; zeroing only those with ancestor data.
-            let missing: Vec<u64> = clusters
-                .filter(|&c| {
-                    let e = v.entries.get(c as usize);
-                    !owned(e) && (is_write || e != NONE)
-                })
-                .collect();
+            let missing: Vec<u64> = if matches!(op, IoOp::Write { .. }) {
+                // Writes need every cluster (a write is at most a transfer long).
+                clusters
+                    .filter(|&c| !owned(v.entries.get(c as usize)))
+                    .collect()
+            } else {
+                // Zeroing needs only those with ancestor data: walk what the range
+                // holds, skipping empty chunks, not every cluster of the range.
+                let (mut at, end) = (*clusters.start() as usize, *clusters.end() as usize + 1);
+                let mut out = Vec::new();
+                let mut seen = 0;
+                while let Some(c) = v.entries.next_in(at, end, false, &mut seen) {
+                    if !owned(v.entries.get(c)) {
+                        out.push(c as u64);
+                    }
+                    at = c + 1;
+                }
+                out
+            };
             if !missing.is_empty() {
                 self.active_done();
-                return self.ask(op, done, false, missing, true);
+                return self.ask(op, done, Ask::Alloc(missing), true);
             }
         }
         match op {
@@ -435,6 +475,37 @@ impl ChanState {
                 _ => runs.push(Run { at, blocks: n, pba }),
             }
             at += n;
+        }
+        runs
+    }
+
+    /// The runs of `lba..lba+blocks` that map to pool clusters (what zeroing writes),
+    /// found by walking what the range holds: empty chunks of the view are skipped,
+    /// so a huge range over a thin volume costs what it holds.
+    fn data_runs(&self, v: &VolView, lba: u64, blocks: u64) -> Vec<Run> {
+        let cb = self.cluster_blocks;
+        let (first, end) = (lba / cb, (lba + blocks).div_ceil(cb));
+        let mut runs: Vec<Run> = Vec::new();
+        let mut at = first as usize;
+        let mut seen = 0;
+        while let Some(c) = v.entries.next_in(at, end as usize, false, &mut seen) {
+            at = c + 1;
+            let c = c as u64;
+            let from = (c * cb).max(lba);
+            let to = ((c + 1) * cb).min(lba + blocks);
+            let e = v.entries.get(c as usize);
+            let pba = self.data_lba + u64::from(e & !OWNED) * cb + (from - c * cb);
+            let (off, n) = (from - lba, to - from);
+            match runs.last_mut() {
+                Some(r) if r.pba.is_some_and(|p| p + r.blocks == pba) && r.at + r.blocks == off => {
+                    r.blocks += n;
+                }
+                _ => runs.push(Run {
+                    at: off,
+                    blocks: n,
+                    pba: Some(pba),
+                }),
+            }
         }
         runs
     }
@@ -561,11 +632,7 @@ impl ChanState {
         unmap: Option<(u64, u64)>,
         done: Completion,
     ) {
-        let runs: Vec<Run> = self
-            .runs(v, lba, blocks)
-            .into_iter()
-            .filter(|r| r.pba.is_some())
-            .collect();
+        let runs = self.data_runs(v, lba, blocks);
         let mut s = self.slot(done, true);
         s.unmap = unmap;
         s.left = runs.len().max(1) as u32;
@@ -589,10 +656,10 @@ impl ChanState {
         }
         if let (Some((lba, blocks)), None) = (s.unmap, &s.err) {
             let cb = self.cluster_blocks;
-            let whole: Vec<u64> = (lba.div_ceil(cb)..(lba + blocks) / cb).collect();
-            if !whole.is_empty() && !self.closed.get() {
+            let (first, end) = (lba.div_ceil(cb), (lba + blocks) / cb);
+            if first < end && !self.closed.get() {
                 let op = IoOp::Unmap { lba, blocks };
-                return self.ask(op, s.done, true, whole, false);
+                return self.ask(op, s.done, Ask::Dealloc(first, end), false);
             }
         }
         self.in_flight.set(self.in_flight.get() - 1);
@@ -609,6 +676,13 @@ impl ChanState {
         for w in parked {
             self.fail(w.done, BdevError::Closed, w.op.into_buf());
         }
+        let queued = std::mem::take(&mut *self.unmap_queue.borrow_mut());
+        for q in queued {
+            for r in q.riders {
+                self.fail(r, BdevError::Closed, None);
+            }
+            self.fail(q.done, BdevError::Closed, q.op.into_buf());
+        }
         if let (Some(p), Some(r)) = (self.poller.take(), Reactor::try_current()) {
             r.remove_poller(p);
         }
@@ -617,6 +691,9 @@ impl ChanState {
 
 impl IoSink for ChanState {
     fn io_done(&self, tag: u64, result: Result<(), BdevError>, buf: Option<DmaBuf>) {
+        if tag & UNMAP_TAG != 0 {
+            return self.unmap_finished((tag & !UNMAP_TAG) as usize, result, buf);
+        }
         let (si, piece) = (
             (tag >> PIECE_BITS) as usize,
             (tag & ((1 << PIECE_BITS) - 1)) as usize,
@@ -702,11 +779,10 @@ impl Poller for ChanState {
                 Wait::Reply {
                     req,
                     sent: false,
-                    dealloc,
-                    ref clusters,
+                    ref ask,
                     ..
                 } => {
-                    if self.send_req(req, dealloc, clusters) {
+                    if self.send_req(req, ask) {
                         if let Wait::Reply { sent, .. } = &mut w.why {
                             *sent = true;
                         }

@@ -5,7 +5,7 @@
 //! publishes per-volume cluster views for the channels. The engine is one task of
 //! that reactor, woken when a job or a channel's request arrives.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -21,7 +21,10 @@ use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED}
 use crate::BdevError;
 
 mod commit;
+mod dealloc;
 mod views;
+
+pub use dealloc::{DeallocStats, STEP_VISITS};
 
 use views::{parent_source, parent_sources};
 
@@ -46,8 +49,8 @@ type Need = (usize, u32);
 pub(crate) enum ChanReq {
     /// Give the volume its own cluster for each of these volume clusters.
     Alloc { vol: u64, clusters: Vec<u64> },
-    /// Free these wholly unmapped volume clusters.
-    Dealloc { vol: u64, clusters: Vec<u64> },
+    /// Free the wholly unmapped volume clusters `first..end`.
+    Dealloc { vol: u64, first: u64, end: u64 },
 }
 
 /// A channel's request and where its answer goes.
@@ -83,6 +86,11 @@ pub(crate) struct Engine {
     st: RefCell<State>,
     jobs: RefCell<VecDeque<LocalFuture>>,
     allocs: RefCell<Vec<Request>>,
+    /// Deallocations waiting: the next batch takes them all.
+    deallocs: RefCell<Vec<Request>>,
+    dealloc_stats: Cell<DeallocStats>,
+    /// Deallocation requests waiting or being served.
+    dealloc_held: Cell<usize>,
     /// The engine's task, waiting for work.
     idle: RefCell<Option<Waker>>,
     task: RefCell<Option<JoinHandle<()>>>,
@@ -144,6 +152,9 @@ impl Engine {
             }),
             jobs: RefCell::new(VecDeque::new()),
             allocs: RefCell::new(Vec::new()),
+            deallocs: RefCell::new(Vec::new()),
+            dealloc_stats: Cell::new(DeallocStats::default()),
+            dealloc_held: Cell::new(0),
             idle: RefCell::new(None),
             task: RefCell::new(None),
         });
@@ -174,6 +185,11 @@ impl Engine {
             let e = self.clone();
             return Poll::Ready(Box::pin(async move { e.alloc_batch(reqs).await }));
         }
+        if !self.deallocs.borrow().is_empty() {
+            let reqs = std::mem::take(&mut *self.deallocs.borrow_mut());
+            let e = self.clone();
+            return Poll::Ready(Box::pin(async move { e.dealloc_batch(reqs).await }));
+        }
         *self.idle.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
     }
@@ -196,7 +212,8 @@ impl Engine {
         let jobs = std::mem::take(&mut *eng.jobs.borrow_mut());
         drop(jobs);
         let allocs = std::mem::take(&mut *eng.allocs.borrow_mut());
-        for req in allocs {
+        let deallocs = std::mem::take(&mut *eng.deallocs.borrow_mut());
+        for req in allocs.into_iter().chain(deallocs) {
             let _ = req.reply.send((req.req, Err(BdevError::Closed)));
         }
     }
@@ -214,13 +231,7 @@ impl Engine {
                 self.allocs.borrow_mut().push(req);
                 self.wake();
             }
-            ChanReq::Dealloc { vol, ref clusters } => {
-                let (e, clusters) = (self.clone(), clusters.clone());
-                self.push_job(Box::pin(async move {
-                    let res = e.dealloc(vol, clusters).await;
-                    let _ = req.reply.send((req.req, res));
-                }));
-            }
+            ChanReq::Dealloc { .. } => self.dealloc_request(req),
         }
     }
 
@@ -397,35 +408,6 @@ impl Engine {
         for (r, res) in reqs.iter().zip(results) {
             let _ = r.reply.send((r.req, res));
         }
-    }
-
-    async fn dealloc(&self, vol: u64, clusters: Vec<u64>) -> Result<(), BdevError> {
-        if !self.st.borrow().meta.vols.iter().any(|v| v.id == vol) {
-            return Ok(());
-        }
-        self.freeze(vol).await;
-        let mut meta = self.meta();
-        let vi = meta.vols.iter().position(|v| v.id == vol).expect("checked");
-        let ps = parent_sources(&meta, &meta.vols[vi]);
-        let mut freed = Vec::new();
-        let v = &mut meta.vols[vi];
-        for vc in clusters.into_iter().map(|c| c as usize) {
-            // With ancestor data beneath, the zeroed cluster must stay to hide it.
-            if vc < v.map.len() && v.map[vc] != NONE && ps[vc] == NONE {
-                freed.push(v.map[vc]);
-                v.map[vc] = NONE;
-            }
-        }
-        let res = if freed.is_empty() {
-            Ok(())
-        } else {
-            self.commit(meta).await
-        };
-        if res.is_ok() {
-            self.release(&freed);
-        }
-        self.unfreeze(vol);
-        res.map_err(|e| e.to_bdev())
     }
 
     pub async fn create_volume(
@@ -764,6 +746,10 @@ impl Engine {
     pub fn list(&self) -> Vec<VolumeInfo> {
         let ids: Vec<u64> = self.st.borrow().meta.vols.iter().map(|v| v.id).collect();
         ids.into_iter().map(|id| self.info_of(id)).collect()
+    }
+
+    pub fn dealloc_stats(&self) -> DeallocStats {
+        self.dealloc_stats.get()
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -155,12 +155,26 @@
 //! `force`. Unmap and write-zeroes make the range read as zeroes; unmap also frees
 //! whole clusters that no ancestor has data beneath.
 //!
+//! Unmaps (a DSM deallocate is one per range) cost what the volume holds in their
+//! ranges, not the range's size: view chunks carry counts of mapped and owned
+//! entries, so a walk skips empty chunks with one look. A channel runs at most
+//! [`MAX_UNMAPS`] at once (more wait, in order); each first zeroes the clusters it
+//! holds, then asks the engine to free a cluster *range*. The engine takes every
+//! deallocation waiting as one batch, merges the ranges per volume, freezes the
+//! volume, walks what it owns there in steps of at most [`DEALLOC_STEP_VISITS`]
+//! looks with a reactor turn between them, then commits once (a whole image,
+//! patched into the metadata in place) and patches the view. [`DeallocStats`]
+//! counts the work.
+//!
 //! # What it doesn't implement
 //!
 //! * Allocations are log records and patch only the view chunks they change, but
 //!   every other change (create, snapshot, clone, delete, resize, inflate, unmap that
-//!   frees clusters) commits a whole image and republishes whole views (also freeze
-//!   and unfreeze): fine for thousands of clusters, slow for a full multi-TiB pool.
+//!   frees clusters) commits a whole image (encoding it scans every volume map) and,
+//!   except deallocation and freezing, republishes whole views (also unfreeze): fine
+//!   for thousands of clusters, slow for a full multi-TiB pool.
+//! * A volume is frozen while its deallocation batch is walked and committed: its own
+//!   I/O waits for the batch (other volumes' I/O goes on between the steps).
 //! * New thin clusters are zeroed (unless clean: never written since a format that
 //!   zeroed the data area) or copied before the data write, even when the write covers
 //!   the whole cluster.
@@ -192,7 +206,8 @@ mod format;
 mod io;
 mod setup;
 
-pub use channel::LvolBdev;
+pub use channel::{LvolBdev, MAX_UNMAPS};
+pub use engine::{DeallocStats, STEP_VISITS as DEALLOC_STEP_VISITS};
 pub use format::{FORMAT_VERSION, MAX_NAME, MAX_VOLUMES};
 
 use engine::{with_engine, Engine};
@@ -346,17 +361,41 @@ impl VolView {
 const VIEW_CHUNK: usize = 4096;
 
 /// A volume's cluster view in shared chunks, so that publishing an allocation copies
-/// the chunks it changes, not a view as large as the volume.
+/// the chunks it changes, not a view as large as the volume. Each chunk carries how
+/// many of its entries are not `NONE` and how many are [`OWNED`], so that walks over
+/// what a range holds skip empty chunks: a thin volume's unmap costs what it holds.
 #[derive(Debug, Clone)]
 pub(crate) struct ViewMap {
     chunks: Vec<Arc<[u32]>>,
+    /// Per chunk: (entries not `NONE`, entries [`OWNED`]).
+    counts: Vec<(u32, u32)>,
     len: usize,
+}
+
+/// Where a bounded [`ViewMap::scan`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scan {
+    Found(usize),
+    /// The visit limit was reached; go on from here.
+    Paused(usize),
+    End,
+}
+
+fn chunk_counts(c: &[u32]) -> (u32, u32) {
+    let mapped = c.iter().filter(|&&e| e != format::NONE).count() as u32;
+    let owned = c
+        .iter()
+        .filter(|&&e| e != format::NONE && e & OWNED != 0)
+        .count() as u32;
+    (mapped, owned)
 }
 
 impl ViewMap {
     pub fn from_vec(v: Vec<u32>) -> Self {
+        let chunks: Vec<Arc<[u32]>> = v.chunks(VIEW_CHUNK).map(Arc::from).collect();
         Self {
-            chunks: v.chunks(VIEW_CHUNK).map(Arc::from).collect(),
+            counts: chunks.iter().map(|c| chunk_counts(c)).collect(),
+            chunks,
             len: v.len(),
         }
     }
@@ -372,9 +411,63 @@ impl ViewMap {
         self.chunks[i / VIEW_CHUNK][i % VIEW_CHUNK]
     }
 
+    /// The first entry in `from..end` (clamped to the map) that is not `NONE` (or,
+    /// with `owned`, that is [`OWNED`]), skipping chunks with none. `visited` counts
+    /// the entries and chunk summaries looked at.
+    pub fn next_in(
+        &self,
+        from: usize,
+        end: usize,
+        owned: bool,
+        visited: &mut u64,
+    ) -> Option<usize> {
+        match self.scan(from, end, owned, visited, u64::MAX) {
+            Scan::Found(i) => Some(i),
+            Scan::End | Scan::Paused(_) => None,
+        }
+    }
+
+    /// Like [`ViewMap::next_in`], but stops once `visited` reaches `limit`, saying
+    /// where to go on from.
+    pub fn scan(
+        &self,
+        from: usize,
+        end: usize,
+        owned: bool,
+        visited: &mut u64,
+        limit: u64,
+    ) -> Scan {
+        let end = end.min(self.len);
+        let mut i = from;
+        while i < end {
+            if *visited >= limit {
+                return Scan::Paused(i);
+            }
+            let c = i / VIEW_CHUNK;
+            let (m, o) = self.counts[c];
+            *visited += 1;
+            let chunk_end = ((c + 1) * VIEW_CHUNK).min(end);
+            if (if owned { o } else { m }) == 0 {
+                i = chunk_end;
+                continue;
+            }
+            let chunk = &self.chunks[c];
+            while i < chunk_end {
+                let e = chunk[i % VIEW_CHUNK];
+                *visited += 1;
+                if e != format::NONE && (!owned || e & OWNED != 0) {
+                    return Scan::Found(i);
+                }
+                i += 1;
+            }
+        }
+        Scan::End
+    }
+
     /// This view with entries `(index, value)` changed; untouched chunks are shared.
     pub fn patched(&self, changes: &[(usize, u32)]) -> Self {
         let mut chunks = self.chunks.clone();
+        let mut counts = self.counts.clone();
         let mut copied = std::collections::HashSet::new();
         for &(i, v) in changes {
             let c = i / VIEW_CHUNK;
@@ -384,8 +477,12 @@ impl ViewMap {
             Arc::get_mut(&mut chunks[c]).expect("a chunk copied for this patch")[i % VIEW_CHUNK] =
                 v;
         }
+        for &c in &copied {
+            counts[c] = chunk_counts(&chunks[c]);
+        }
         Self {
             chunks,
+            counts,
             len: self.len,
         }
     }
@@ -635,6 +732,17 @@ impl LvolStore {
 
     pub fn stats(&self) -> Result<PoolStats, LvolError> {
         self.run(|e| Box::pin(async move { Ok(e.stats()) }))
+    }
+
+    /// What unmaps' deallocations have cost so far in this pool (since it was opened).
+    pub fn dealloc_stats(&self) -> Result<DeallocStats, LvolError> {
+        self.run(|e| Box::pin(async move { Ok(e.dealloc_stats()) }))
+    }
+
+    /// [`LvolStore::dealloc_stats`] without blocking, on the metadata reactor's
+    /// thread (`None` on any other thread).
+    pub fn dealloc_stats_here(&self) -> Option<DeallocStats> {
+        with_engine(self.sh.id, |e| e.map(|e| e.dealloc_stats()))
     }
 }
 

@@ -466,6 +466,12 @@ pub enum Step {
         lba: u64,
         blocks: u64,
     },
+    /// Unmaps of several ranges submitted at once (a DSM deallocate): overlapping
+    /// ranges, deallocated in batches.
+    Dsm {
+        vol: String,
+        ranges: Vec<(u64, u64)>,
+    },
     Snapshot {
         vol: String,
         snap: String,
@@ -564,6 +570,29 @@ pub fn apply(
                 Err(BdevError::Unsupported(_)) if snap => {}
                 Err(BdevError::NoSpace) => {}
                 other => return Err(format!("{step:?}: {other:?}")),
+            }
+        }
+        Step::Dsm { vol, ranges } => {
+            if !m.vols.contains_key(vol) {
+                return Ok(());
+            }
+            let dev = store.volume(vol).map_err(|e| e.to_string())?;
+            let spans: Vec<(usize, usize)> = ranges
+                .iter()
+                .filter_map(|&(lba, blocks)| io_range(vol, lba, blocks))
+                .collect();
+            let reqs = spans
+                .iter()
+                .map(|&(a, b)| Req::Unmap(a as u64 / 512, (b - a) as u64 / 512))
+                .collect();
+            let snap = m.vols[vol].snapshot;
+            for ((a, b), r) in spans.into_iter().zip(run(h, dev, reqs)) {
+                match r {
+                    Ok(_) if !snap => m.vols.get_mut(vol).unwrap().data[a..b].fill(0),
+                    Err(BdevError::Unsupported(_)) if snap => {}
+                    Err(BdevError::NoSpace) => {}
+                    other => return Err(format!("{step:?}: {other:?}")),
+                }
             }
         }
         Step::Read { vol, lba, blocks } => {

@@ -121,7 +121,8 @@ impl Engine {
     /// Stops new I/O to volume `id` and waits until none is in flight.
     pub(super) async fn freeze(&self, id: u64) {
         self.st.borrow_mut().frozen.insert(id);
-        self.publish(id);
+        // The view is current: only its flag changes (its chunks are shared).
+        self.publish_allocs(id, &[]);
         let Some(vs) = self.st.borrow().shared.get(&id).cloned() else {
             return;
         };
