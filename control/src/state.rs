@@ -9,6 +9,7 @@
 //! a finished one.
 
 mod embedded;
+pub mod etcd;
 pub mod kv;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use self::embedded::{RedbStore, HISTORY};
+pub use self::etcd::EtcdStore;
 pub use self::kv::{
     Compare, Event, EventKind, KeyValue, LeaseId, Op, Revision, StateStore, StoreError, Txn,
     TxnResponse, Watcher,
@@ -259,5 +261,7 @@ impl Records<'_, RedbStore> {
     }
 }
 
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod tests;
