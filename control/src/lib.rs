@@ -69,7 +69,7 @@ pub use server::{ControlContext, ControlServer, METRICS_PATH};
 pub use tls::{connect_tls, ClientTls, ServerTls};
 
 /// An error and its sources, each once: "cannot connect: transport error: refused".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

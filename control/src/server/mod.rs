@@ -24,7 +24,7 @@ use ferrox_nvmeof::TargetShared;
 use ferrox_reactor::{Reactor, ReactorHandle};
 
 use crate::error::ControlError;
-use crate::state::{PoolRec, RedbStore, StateStore};
+use crate::state::{EtcdStore, PoolRec, RedbStore, StateStore};
 use crate::tls::ServerTls;
 
 /// Largest request the server decodes.
@@ -244,11 +244,36 @@ impl ControlServer {
         Self::start_with_store(ctx, socket, Arc::new(store))
     }
 
+    /// Starts on the etcd cluster at `endpoints` (`http://HOST:PORT`) instead of the
+    /// data directory's redb: a node of a cluster. An etcd that does not answer is an
+    /// error ([`StoreError::Unavailable`](crate::state::StoreError::Unavailable), with
+    /// etcd's reason) before anything is served; there is no fallback to redb.
+    pub fn start_cluster(
+        ctx: ControlContext,
+        socket: &Path,
+        endpoints: &[String],
+    ) -> Result<Self, ControlError> {
+        let rt = runtime()?;
+        // On the control runtime: the client's connections live on it.
+        let store = rt.block_on(EtcdStore::connect(endpoints))?;
+        tracing::info!(?endpoints, "control-plane state in etcd");
+        Self::start_on(rt, ctx, socket, Arc::new(store))
+    }
+
     /// Binds `socket` (mode 0600), starts serving, and reconciles the state in
     /// `store` with the data plane (re-importing pools and re-publishing volumes).
     /// Returns once reconciliation is done. Several servers may share one store:
     /// their changes never interleave (see `server/lock.rs`).
     pub fn start_with_store(
+        ctx: ControlContext,
+        socket: &Path,
+        store: Arc<dyn StateStore>,
+    ) -> Result<Self, ControlError> {
+        Self::start_on(runtime()?, ctx, socket, store)
+    }
+
+    fn start_on(
+        rt: tokio::runtime::Runtime,
         ctx: ControlContext,
         socket: &Path,
         store: Arc<dyn StateStore>,
@@ -266,16 +291,6 @@ impl ControlServer {
             started: Instant::now(),
             next_meta: std::sync::atomic::AtomicUsize::new(0),
         });
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(16)
-            .thread_name("ferrox-ctl")
-            .enable_all()
-            .build()
-            .map_err(|source| ControlError::Io {
-                during: "starting the control runtime".into(),
-                source,
-            })?;
         let rt_handle = rt.handle().clone();
         let core2 = core.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -435,6 +450,20 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+/// The control plane's runtime: two workers, its own blocking pool.
+fn runtime() -> Result<tokio::runtime::Runtime, ControlError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .thread_name("ferrox-ctl")
+        .enable_all()
+        .build()
+        .map_err(|source| ControlError::Io {
+            during: "starting the control runtime".into(),
+            source,
+        })
 }
 
 /// Binds `path` with mode 0600 and no window in which another user could connect:
