@@ -431,7 +431,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             data_dir: data_dir.clone(),
         };
         let started = match &cluster {
-            Some(eps) => ferrox_control::ControlServer::start_cluster(ctx, &socket, eps),
+            Some(opts) => ferrox_control::ControlServer::start_cluster(ctx, &socket, opts.clone()),
             None => ferrox_control::ControlServer::start(ctx, &socket),
         };
         match started {
@@ -440,11 +440,14 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 drop(target);
                 group.shutdown();
                 return Err(match (&cluster, e.kind()) {
-                    (Some(eps), ferrox_control::Kind::Unavailable) => cfg_err(format!(
+                    (Some(opts), ferrox_control::Kind::Unavailable) => cfg_err(format!(
                         "cannot reach the cluster store (etcd at {}): {}",
-                        eps.join(","),
+                        opts.endpoints.join(","),
                         ferrox_control::error_chain(&e)
                     )),
+                    (Some(_), ferrox_control::Kind::AlreadyExists) => {
+                        cfg_err(format!("cannot join the cluster: {e}"))
+                    }
                     _ => Failure::Runtime(format!(
                         "cannot start the control API on {}: {}",
                         socket.display(),
@@ -562,15 +565,28 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The etcd endpoints of `--cluster` (or `[cluster] endpoints`), each checked; `None`
-/// without either (the embedded redb store).
-fn cluster_endpoints(cli: &Cli, cfg: &Config) -> Result<Option<Vec<String>>, Failure> {
+/// The cluster of `--cluster` (or `[cluster] endpoints`) and `--labels`, each
+/// checked; `None` without either (the embedded redb store).
+fn cluster_endpoints(
+    cli: &Cli,
+    cfg: &Config,
+) -> Result<Option<ferrox_control::ClusterOptions>, Failure> {
+    let labels = match &cli.labels {
+        Some(l) => ferrox_control::validate::labels(l)
+            .map_err(|why| cfg_err(format!("--labels {l:?}: {why}")))?,
+        None => Default::default(),
+    };
     let (key, eps): (&str, Vec<String>) = match (&cli.cluster, &cfg.cluster) {
         (Some(s), _) => (
             "--cluster",
             s.split(',').map(|e| e.trim().to_string()).collect(),
         ),
         (None, Some(c)) => ("cluster.endpoints", c.endpoints.clone()),
+        (None, None) if cli.labels.is_some() => {
+            return Err(cfg_err(
+                "--labels: labels are a cluster's (give --cluster or [cluster] endpoints)",
+            ))
+        }
         (None, None) => return Ok(None),
     };
     if eps.iter().all(String::is_empty) {
@@ -587,7 +603,9 @@ fn cluster_endpoints(cli: &Cli, cfg: &Config) -> Result<Option<Vec<String>>, Fai
             "{key}: the cluster store is the control plane's; it needs the control API (drop --no-control)"
         )));
     }
-    Ok(Some(eps))
+    let mut opts = ferrox_control::ClusterOptions::new(eps);
+    opts.labels = labels;
+    Ok(Some(opts))
 }
 
 /// Descriptors kept for everything but connections: files, eventfds, io_uring, the

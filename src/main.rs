@@ -68,6 +68,11 @@ pub struct Cli {
     /// the TOML.
     #[arg(long, value_name = "URL[,URL...]", conflicts_with = "no_control")]
     pub cluster: Option<String>,
+    /// This node's labels in the cluster, KEY=VALUE[,KEY=VALUE...] (zone=z1,rack=r1):
+    /// placement spreads replicas over their values. Keys are lowercase letters,
+    /// digits, '.', '_', '-'; `node` is reserved. Needs --cluster.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub labels: Option<String>,
     /// Serve Prometheus metrics over HTTP on ADDR:PORT at /metrics (off by default;
     /// served by the control API's runtime, so not with --no-control).
     #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_control")]

@@ -65,7 +65,7 @@ pub mod tls;
 pub mod validate;
 
 pub use error::{ControlError, Kind};
-pub use server::{ControlContext, ControlServer, METRICS_PATH};
+pub use server::{ClusterOptions, ControlContext, ControlServer, METRICS_PATH};
 pub use tls::{connect_tls, ClientTls, ServerTls};
 
 /// An error and its sources, each once: "cannot connect: transport error: refused".

@@ -65,5 +65,55 @@ pub fn nqn(field: &'static str, s: &str) -> Result<(), ControlError> {
         .map_err(|e| ControlError::invalid(field, format!("{s:?} is not a valid NQN: {e}")))
 }
 
+/// A label key or value: 1 to 63 bytes of ASCII letters, digits, '.', '_' and '-',
+/// starting and ending with a letter or digit (Kubernetes' rule for values).
+fn label_part(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!("{what} {s:?} must be 1 to 63 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} {s:?} contains {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(s.chars().next()) || !alnum(s.chars().last()) {
+        return Err(format!(
+            "{what} {s:?} must start and end with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Node labels, `zone=z1,rack=r1`: keys are lowercase, unique, and not `node`
+/// (placement's name for the node itself).
+pub fn labels(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    if s.trim().is_empty() {
+        return Ok(out);
+    }
+    for item in s.split(',') {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?}: expected KEY=VALUE"))?;
+        let (k, v) = (k.trim(), v.trim());
+        label_part("key", k)?;
+        if k.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!("key {k:?} must be lowercase"));
+        }
+        if k == "node" {
+            return Err("key \"node\" is reserved (it names the node itself)".into());
+        }
+        label_part("value", v).map_err(|e| format!("{k}: {e}"))?;
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("key {k:?} is given twice"));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,10 @@
 mod grpc;
 mod lock;
 mod metrics;
+mod nodes;
 
 pub use metrics::METRICS_PATH;
+pub use nodes::{ClusterOptions, NodePoolRec, NodeRec, NODE_TTL};
 mod pools;
 mod publish;
 mod reconcile;
@@ -65,6 +67,10 @@ pub(crate) struct Core {
     session: tokio::sync::Mutex<crate::state::LeaseId>,
     pub ready: AtomicBool,
     pub started: Instant,
+    /// This node's place in a cluster (`--cluster`), or `None`.
+    membership: Option<nodes::Membership>,
+    /// Where the control API is served ("unix:/path", "https://ip:port").
+    control_addrs: Mutex<Vec<String>>,
     next_meta: std::sync::atomic::AtomicUsize,
 }
 
@@ -248,16 +254,45 @@ impl ControlServer {
     /// data directory's redb: a node of a cluster. An etcd that does not answer is an
     /// error ([`StoreError::Unavailable`](crate::state::StoreError::Unavailable), with
     /// etcd's reason) before anything is served; there is no fallback to redb.
+    ///
+    /// The node registers itself ([`NodeRec`] under `/ferrox/v1/node/<id>`, up while
+    /// its lease lives); a name another node holds is
+    /// [`ControlError::AlreadyExists`] naming that node.
     pub fn start_cluster(
         ctx: ControlContext,
         socket: &Path,
-        endpoints: &[String],
+        opts: ClusterOptions,
     ) -> Result<Self, ControlError> {
         let rt = runtime()?;
         // On the control runtime: the client's connections live on it.
-        let store = rt.block_on(EtcdStore::connect(endpoints))?;
-        tracing::info!(?endpoints, "control-plane state in etcd");
-        Self::start_on(rt, ctx, socket, Arc::new(store))
+        let store = rt.block_on(EtcdStore::connect(&opts.endpoints))?;
+        tracing::info!(endpoints = ?opts.endpoints, "control-plane state in etcd");
+        let rec = NodeRec {
+            id: pools::hex(&ctx.node_id),
+            name: ctx.node_name.clone(),
+            labels: opts.labels.clone(),
+            listeners: ctx
+                .target
+                .listeners()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            control: vec![format!("unix:{}", socket.display())],
+            pools: Vec::new(),
+        };
+        let lease = rt.block_on(nodes::register(&store, &rec, opts.lease_ttl))?;
+        tracing::info!(
+            node = rec.name,
+            id = rec.id,
+            lease,
+            "registered in the cluster"
+        );
+        let m = nodes::Membership {
+            opts,
+            rec: tokio::sync::Mutex::new(rec),
+            lease: tokio::sync::Mutex::new(lease),
+        };
+        Self::start_on(rt, ctx, socket, Arc::new(store), Some(m))
     }
 
     /// Binds `socket` (mode 0600), starts serving, and reconciles the state in
@@ -269,7 +304,7 @@ impl ControlServer {
         socket: &Path,
         store: Arc<dyn StateStore>,
     ) -> Result<Self, ControlError> {
-        Self::start_on(runtime()?, ctx, socket, store)
+        Self::start_on(runtime()?, ctx, socket, store, None)
     }
 
     fn start_on(
@@ -277,6 +312,7 @@ impl ControlServer {
         ctx: ControlContext,
         socket: &Path,
         store: Arc<dyn StateStore>,
+        membership: Option<nodes::Membership>,
     ) -> Result<Self, ControlError> {
         if ctx.reactors.is_empty() {
             return Err(ControlError::Internal("no reactors".into()));
@@ -289,6 +325,8 @@ impl ControlServer {
             session: tokio::sync::Mutex::new(0),
             ready: AtomicBool::new(false),
             started: Instant::now(),
+            membership,
+            control_addrs: Mutex::new(vec![format!("unix:{}", socket.display())]),
             next_meta: std::sync::atomic::AtomicUsize::new(0),
         });
         let rt_handle = rt.handle().clone();
@@ -314,6 +352,7 @@ impl ControlServer {
                         let _ = stop_rx.await;
                     };
                     tokio::spawn(core.clone().keep_session());
+                    tokio::spawn(core.clone().keep_membership());
                     let server = tokio::spawn(grpc::serve(core.clone(), incoming, None, stop));
                     let res = reconcile::run(&core).await;
                     core.ready.store(true, Ordering::Release);
@@ -326,6 +365,8 @@ impl ControlServer {
                     // Close the pools (their engines stop on their reactors) while
                     // the reactors still run.
                     core.pools().clear();
+                    // Others see this node down now, not after its lease's TTL.
+                    core.leave().await;
                 });
                 rt.shutdown_timeout(Duration::from_secs(10));
             })
@@ -417,6 +458,11 @@ impl ControlServer {
             }
         }));
         tracing::info!(%local, "control API on TCP (mutual TLS)");
+        self.core
+            .control_addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("https://{local}"));
         Ok(local)
     }
 

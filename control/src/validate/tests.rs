@@ -27,3 +27,31 @@ fn nqns() {
     let e = nqn("nqn", "not-an-nqn").unwrap_err();
     assert!(e.to_string().contains("not-an-nqn"), "{e}");
 }
+
+#[test]
+fn labels_are_checked() {
+    let l = labels("zone=z1, rack=r-1.a").unwrap();
+    assert_eq!(
+        l.into_iter().collect::<Vec<_>>(),
+        [
+            ("rack".to_string(), "r-1.a".to_string()),
+            ("zone".to_string(), "z1".to_string())
+        ]
+    );
+    assert!(labels("").unwrap().is_empty());
+    for (bad, why) in [
+        ("zone", "expected KEY=VALUE"),
+        ("zone=", "zone: value \"\" must be 1 to 63"),
+        ("=z1", "key \"\" must be 1 to 63"),
+        ("Zone=z1", "must be lowercase"),
+        ("zo ne=z1", "contains ' '"),
+        ("zone=z1,zone=z2", "given twice"),
+        ("node=a", "reserved"),
+        ("zone=-z1", "start and end with a letter or digit"),
+        ("zone=z/1", "contains '/'"),
+    ] {
+        let e = labels(bad).unwrap_err();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+    assert!(labels(&format!("k={}", "v".repeat(64))).is_err());
+}
