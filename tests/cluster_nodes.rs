@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrox_control::api::node_service_client::NodeServiceClient;
+use ferrox_control::api::pool_service_client::PoolServiceClient;
 use ferrox_control::api::*;
 use ferrox_control::state::etcd::testing::EtcdCluster;
 use ferrox_control::BlockingClient;
@@ -147,12 +148,68 @@ fn three_nodes_see_each_other_and_a_killed_one_goes_down() {
     let c_rec = list(&dirs[0]).pop().unwrap();
     assert_eq!(c_rec.labels.get("rack").map(String::as_str), Some("r2"));
 
+    // A pool on a: in its record (refreshed with its lease), and never b's to
+    // restore when b restarts on the same store.
+    let img = dirs[0].join("pa.img").display().to_string();
+    let ca = BlockingClient::connect(&dirs[0].join("ferrox.sock")).unwrap();
+    ca.call(|ch| async move {
+        PoolServiceClient::new(ch)
+            .create(CreatePoolRequest {
+                name: "pa".into(),
+                base: Some(PoolBase {
+                    base: Some(pool_base::Base::Path(img)),
+                    size_bytes: 64 << 20,
+                }),
+                cluster_size: 0,
+            })
+            .await
+    })
+    .unwrap();
+    // A client left connected would hold up a's clean stop (it drains connections).
+    drop(ca);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let a_now = list(&dirs[1]).into_iter().next().unwrap();
+        if let Some(p) = a_now.pools.first() {
+            assert_eq!(p.name, "pa");
+            assert!(
+                p.free_bytes > 0 && p.free_bytes <= p.capacity_bytes,
+                "{p:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a's pool never showed: {a_now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // A clean stop revokes the lease: down at once for the others.
     stop(&mut b);
     wait_states(&dirs[0], &[("a", "up"), ("b", "down"), ("c", "down")]);
     // Back with the same name and data directory (same id): up again.
     let mut b = start(&dirs[1], "b", "127.0.0.3", "zone=z2,rack=r1", &url);
     wait_states(&dirs[0], &[("a", "up"), ("b", "up"), ("c", "down")]);
+    let pools_of = |dir: &Path| {
+        let c = BlockingClient::connect(&dir.join("ferrox.sock")).unwrap();
+        c.call(|ch| async move {
+            PoolServiceClient::new(ch)
+                .list(ListPoolsRequest::default())
+                .await
+        })
+        .unwrap()
+        .into_inner()
+        .pools
+        .into_iter()
+        .map(|p| (p.name, p.state))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(pools_of(&dirs[1]), [], "b restored a's pool");
+    assert_eq!(
+        pools_of(&dirs[0]),
+        [("pa".to_string(), "online".to_string())]
+    );
     stop(&mut b);
     stop(&mut a);
 }

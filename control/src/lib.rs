@@ -47,8 +47,10 @@
 //! # What it doesn't implement
 //!
 //! * Authorisation beyond "holds a certificate the client CA signed" (no per-client
-//!   roles, no certificate revocation lists). Replicas, topology and cluster state
-//!   (etcd) — the API accepts `replicas` 0/1 and an empty `topology` only.
+//!   roles, no certificate revocation lists). Replicas, topology and placement —
+//!   the API accepts `replicas` 0/1 and an empty `topology` only. In a cluster
+//!   (`--cluster`: state in etcd, [`state::EtcdStore`]; nodes registered,
+//!   `NodeService.List`) each node's API acts on its own pools only.
 //! * Shrinking a published volume (it grows online).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.

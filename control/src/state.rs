@@ -64,6 +64,10 @@ pub struct PoolRec {
     pub base: PoolBaseRec,
     pub cluster_size: u64,
     pub phase: Phase,
+    /// In a cluster, the id (32 hex digits) of the node whose data plane holds the
+    /// pool: only that node restores it. Empty (and not written) on one node.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -221,6 +221,23 @@ impl Core {
         }
     }
 
+    /// What this node writes in [`crate::state::PoolRec::node`]: its id in a
+    /// cluster, empty on its own.
+    pub(crate) fn node_tag(&self) -> String {
+        match self.membership {
+            Some(_) => super::pools::hex(&self.ctx.node_id),
+            None => String::new(),
+        }
+    }
+
+    /// Whether volume (or clone) `name` is on a pool this node holds.
+    pub(crate) async fn holds_volume(&self, name: &str) -> Result<bool, ControlError> {
+        let Some(v) = self.records().get::<state::VolumeRec>(name).await? else {
+            return Ok(false);
+        };
+        Ok(self.pools().contains_key(&v.pool))
+    }
+
     /// Where this node's control API is.
     pub(crate) fn control_addrs(&self) -> Vec<String> {
         self.control_addrs

@@ -194,6 +194,7 @@ impl Core {
             base,
             cluster_size,
             phase: Phase::Creating,
+            node: self.node_tag(),
         };
         let existing = {
             let pools = self.pools();
@@ -353,6 +354,7 @@ impl Core {
                         base: base.clone(),
                         cluster_size: 0,
                         phase: Phase::Ready,
+                        node: core.node_tag(),
                     },
                 )
             };
@@ -392,6 +394,7 @@ impl Core {
                 base,
                 cluster_size: stats.cluster_size,
                 phase: Phase::Ready,
+                node: core.node_tag(),
             };
             Ok((rec, lvs, bdev))
         }))
