@@ -225,3 +225,69 @@ fn the_control_state_lives_in_etcd() {
     drop(c);
     stop(daemon);
 }
+
+/// etcd lost while the daemon runs: the data path keeps serving, a change answers
+/// `Unavailable` with etcd's reason, and changes work again once etcd is back.
+#[test]
+fn losing_etcd_while_running_and_getting_it_back() {
+    let Some(mut etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let daemon = start(d.path(), &etcd.endpoints_arg());
+    let c = BlockingClient::connect(&d.path().join("ferrox.sock")).unwrap();
+    let listeners = c
+        .call(|ch| async move {
+            ferrox_control::api::node_service_client::NodeServiceClient::new(ch)
+                .get_info(GetNodeInfoRequest {})
+                .await
+        })
+        .unwrap()
+        .into_inner()
+        .listeners;
+    let nvme: std::net::SocketAddr = listeners[0].parse().unwrap();
+    let create = |name: &str| {
+        let img = d.path().join(format!("{name}.img")).display().to_string();
+        let name = name.to_string();
+        c.call(|ch| async move {
+            PoolServiceClient::new(ch)
+                .create(CreatePoolRequest {
+                    name,
+                    base: Some(PoolBase {
+                        base: Some(pool_base::Base::Path(img)),
+                        size_bytes: 64 * MIB,
+                    }),
+                    cluster_size: 0,
+                })
+                .await
+        })
+    };
+
+    etcd.kill(0);
+    let e = create("p1").unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("etcd"), "the reason: {}", e.message());
+    // The data path does not need etcd.
+    assert!(std::net::TcpStream::connect(nvme).is_ok());
+
+    etcd.restart(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match create("p1") {
+            Ok(p) => {
+                assert_eq!(p.into_inner().state, "online");
+                break;
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "etcd is back but changes still fail: {e:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    drop(c);
+    stop(daemon);
+}

@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ const START_ATTEMPTS: usize = 3;
 
 /// One member: its process (None once stopped) and its client URL.
 struct Member {
+    bin: PathBuf,
+    initial_cluster: String,
     name: String,
     child: Option<Child>,
     client_url: String,
@@ -86,9 +88,12 @@ fn sigterm(pid: u32) {
 }
 
 impl Member {
-    fn spawn(&mut self, bin: &PathBuf, initial_cluster: &str, state: &str) -> std::io::Result<()> {
-        let log = std::fs::File::create(self.data_dir.with_extension("log"))?;
-        let child = Command::new(bin)
+    fn spawn(&mut self, state: &str) -> std::io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))?;
+        let child = Command::new(&self.bin)
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -97,7 +102,7 @@ impl Member {
             .args(["--advertise-client-urls", &self.client_url])
             .args(["--listen-peer-urls", &self.peer_url])
             .args(["--initial-advertise-peer-urls", &self.peer_url])
-            .args(["--initial-cluster", initial_cluster])
+            .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", "ferrox-test"])
             // Short raft timers: quick elections, and leases down to 1 s.
@@ -166,10 +171,12 @@ impl EtcdCluster {
         );
     }
 
-    fn try_start(bin: &PathBuf, n: usize) -> Result<Self, String> {
+    fn try_start(bin: &Path, n: usize) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
+                bin: bin.to_path_buf(),
+                initial_cluster: String::new(),
                 name: format!("m{i}"),
                 child: None,
                 client_url: format!("http://127.0.0.1:{}", free_port()),
@@ -184,8 +191,8 @@ impl EtcdCluster {
         let initial = initial.join(",");
         let mut me = Self { members, _dir: dir };
         for m in &mut me.members {
-            m.spawn(bin, &initial, "new")
-                .map_err(|e| format!("spawn: {e}"))?;
+            m.initial_cluster = initial.clone();
+            m.spawn("new").map_err(|e| format!("spawn: {e}"))?;
         }
         me.wait_healthy()?;
         Ok(me)
@@ -234,6 +241,17 @@ impl EtcdCluster {
     /// Stops member `i` (SIGTERM, then SIGKILL).
     pub fn stop(&mut self, i: usize) {
         self.members[i].stop();
+    }
+
+    /// Starts stopped member `i` again on its data directory and ports, and waits
+    /// until every running member is healthy.
+    pub fn restart(&mut self, i: usize) {
+        self.members[i]
+            .spawn("existing")
+            .expect("restart an etcd member");
+        if let Err(e) = self.wait_healthy() {
+            panic!("etcd member m{i} after a restart: {e}");
+        }
     }
 }
 
