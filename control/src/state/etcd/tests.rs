@@ -125,8 +125,8 @@ fn endpoints_are_checked() {
     }
 }
 
-/// Three members: losing one loses nothing; losing a second (no quorum) makes
-/// every write `Unavailable`, and none of them half-happens.
+/// Three members: losing the leader loses and doubles no change; losing a second
+/// member (no quorum) makes every write `Unavailable`.
 #[tokio::test]
 async fn three_members_survive_one_loss_and_refuse_without_quorum() {
     let Some(mut c) = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
@@ -156,9 +156,19 @@ async fn three_members_survive_one_loss_and_refuse_without_quorum() {
     for _ in 0..5 {
         done = step(&s).await.unwrap();
     }
-    c.kill(0);
-    // The others elect a leader if m0 led; a write may fail while they do (one that
-    // timed out may still have happened: the next step reads it back).
+    // Kill the leader: the others elect another; a write may fail while they do
+    // (one that timed out may still have happened: the next step reads it back).
+    let mut admin = s.client.clone();
+    let leader = admin.status().await.unwrap().leader();
+    let members = admin.member_list().await.unwrap();
+    let name = members
+        .members()
+        .iter()
+        .find(|m| m.id() == leader)
+        .map(|m| m.name().to_string())
+        .expect("the leader is a member");
+    let led: usize = name.trim_start_matches('m').parse().unwrap();
+    c.kill(led);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut ok = 0;
     while ok < 5 {
@@ -180,7 +190,7 @@ async fn three_members_survive_one_loss_and_refuse_without_quorum() {
     let v = s.get("/counter").await.unwrap().unwrap().value;
     assert_eq!(String::from_utf8(v).unwrap(), done.to_string());
     assert!(done >= 10, "{done}");
-    c.kill(1);
+    c.kill((led + 1) % 3);
     let r = s.put_if("/counter", b"x".to_vec(), 0).await;
     assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
 }
