@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# install-test-deps.sh — install (from Debian packages) everything Ferrox's kernel-interop
-# tests need: the VM runner (scripts/interop/run-in-vm), the suite, the benchmark.
+# install-test-deps.sh — install (from Debian packages) everything Ferrox's tests need: a real
+# etcd for the cluster store's tests, and for the kernel-interop tests the VM runner
+# (scripts/interop/run-in-vm), the suite, the benchmark.
 # Idempotent and quiet: does nothing, and needs no network, when all is installed.
 #
 #   qemu-system-x86    the emulator the interop VM runs in (TCG; KVM optional)
@@ -17,6 +18,9 @@
 #   xz-utils zstd      decompress kernel modules when the kernel ships them compressed
 #   protobuf-compiler libprotobuf-dev  protoc and the well-known .proto files, for the
 #                      control crate's gRPC code generation (build time)
+#   etcd-server        the etcd binary: the cluster store's tests start their own members
+#                      on loopback ports (apt starts no service in a container; the
+#                      tests never use one)
 #
 # Usage: sudo scripts/install-test-deps.sh      (or as root; uses sudo when not root)
 # INSTALL_VERBOSE=1 shows apt's output.
@@ -24,7 +28,7 @@ set -euo pipefail
 
 pkgs=(qemu-system-x86 linux-image-amd64 busybox-static kmod nvme-cli fio
       e2fsprogs xfsprogs nftables iproute2 util-linux coreutils procps
-      python3 xz-utils zstd protobuf-compiler libprotobuf-dev)
+      python3 xz-utils zstd protobuf-compiler libprotobuf-dev etcd-server)
 
 missing=()
 status=" $(dpkg-query -W -f='${Package}=${db:Status-Status} ' "${pkgs[@]}" 2>/dev/null || true) "
@@ -53,6 +57,8 @@ if (( ${#missing[@]} > 0 )); then
         { echo "install-test-deps: apt-get install failed (INSTALL_VERBOSE=1 shows why)" >&2; exit 1; }
 fi
 
+command -v etcd >/dev/null ||
+    { echo "install-test-deps: no etcd on the PATH after installing etcd-server" >&2; exit 1; }
 ls /boot/vmlinuz-* >/dev/null 2>&1 ||
     { echo "install-test-deps: no kernel in /boot after installing linux-image-amd64" >&2; exit 1; }
 # Debian installs /boot/vmlinuz-* mode 0600; QEMU runs as the calling user.

@@ -21,6 +21,16 @@ pub struct Config {
     /// reachable through those only).
     #[serde(default)]
     pub listener: Vec<ListenerSection>,
+    /// The cluster store (`--cluster` overrides it).
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: the etcd cluster that holds the control plane's state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Client URLs of etcd members: `["http://10.0.0.1:2379", ...]`.
+    pub endpoints: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,6 +23,8 @@ use crate::Cli;
 pub const DEFAULT_NQN: &str = "nqn.2026-11.io.ferrox:default";
 
 pub enum Failure {
+    /// Something the operator fixes (exit code 2): the configuration, or a
+    /// `--cluster` etcd that does not answer at start.
     Config(ConfigError),
     Runtime(String),
 }
@@ -248,6 +250,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     if let Some(n) = &cli.node_name {
         crate::node::check_name(n).map_err(|why| cfg_err(format!("--node-name {n:?}: {why}")))?;
     }
+    let cluster = cluster_endpoints(cli, &cfg)?;
 
     // Everything is checked before anything starts.
     let cores = match (&cli.cores, &cfg.reactor.cores) {
@@ -427,15 +430,30 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             node_name: node.name.clone(),
             data_dir: data_dir.clone(),
         };
-        match ferrox_control::ControlServer::start(ctx, &socket) {
+        let started = match &cluster {
+            Some(opts) => ferrox_control::ControlServer::start_cluster(ctx, &socket, opts.clone()),
+            None => ferrox_control::ControlServer::start(ctx, &socket),
+        };
+        match started {
             Ok(c) => Some(c),
             Err(e) => {
                 drop(target);
                 group.shutdown();
-                return Err(Failure::Runtime(format!(
-                    "cannot start the control API on {}: {e}",
-                    socket.display()
-                )));
+                return Err(match (&cluster, e.kind()) {
+                    (Some(opts), ferrox_control::Kind::Unavailable) => cfg_err(format!(
+                        "cannot reach the cluster store (etcd at {}): {}",
+                        opts.endpoints.join(","),
+                        ferrox_control::error_chain(&e)
+                    )),
+                    (Some(_), ferrox_control::Kind::AlreadyExists) => {
+                        cfg_err(format!("cannot join the cluster: {e}"))
+                    }
+                    _ => Failure::Runtime(format!(
+                        "cannot start the control API on {}: {}",
+                        socket.display(),
+                        ferrox_control::error_chain(&e)
+                    )),
+                });
             }
         }
     };
@@ -545,6 +563,49 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// The cluster of `--cluster` (or `[cluster] endpoints`) and `--labels`, each
+/// checked; `None` without either (the embedded redb store).
+fn cluster_endpoints(
+    cli: &Cli,
+    cfg: &Config,
+) -> Result<Option<ferrox_control::ClusterOptions>, Failure> {
+    let labels = match &cli.labels {
+        Some(l) => ferrox_control::validate::labels(l)
+            .map_err(|why| cfg_err(format!("--labels {l:?}: {why}")))?,
+        None => Default::default(),
+    };
+    let (key, eps): (&str, Vec<String>) = match (&cli.cluster, &cfg.cluster) {
+        (Some(s), _) => (
+            "--cluster",
+            s.split(',').map(|e| e.trim().to_string()).collect(),
+        ),
+        (None, Some(c)) => ("cluster.endpoints", c.endpoints.clone()),
+        (None, None) if cli.labels.is_some() => {
+            return Err(cfg_err(
+                "--labels: labels are a cluster's (give --cluster or [cluster] endpoints)",
+            ))
+        }
+        (None, None) => return Ok(None),
+    };
+    if eps.iter().all(String::is_empty) {
+        return Err(cfg_err(format!(
+            "{key}: name at least one etcd endpoint (http://HOST:PORT)"
+        )));
+    }
+    for e in &eps {
+        ferrox_control::state::etcd::check_endpoint(e)
+            .map_err(|why| cfg_err(format!("{key}: endpoint {e:?}: {why}")))?;
+    }
+    if cli.no_control {
+        return Err(cfg_err(format!(
+            "{key}: the cluster store is the control plane's; it needs the control API (drop --no-control)"
+        )));
+    }
+    let mut opts = ferrox_control::ClusterOptions::new(eps);
+    opts.labels = labels;
+    Ok(Some(opts))
 }
 
 /// Descriptors kept for everything but connections: files, eventfds, io_uring, the

@@ -61,6 +61,18 @@ pub struct Cli {
     /// Do not start the control API.
     #[arg(long, conflicts_with = "control_socket")]
     pub no_control: bool,
+    /// Keep the control plane's state in the etcd cluster at these endpoints
+    /// (http://HOST:PORT, comma-separated) instead of <data-dir>/control.redb: this
+    /// node joins a cluster. etcd must answer at start, else ferrox exits with code 2
+    /// (it never falls back to the local store). Overrides `[cluster] endpoints` in
+    /// the TOML.
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with = "no_control")]
+    pub cluster: Option<String>,
+    /// This node's labels in the cluster, KEY=VALUE[,KEY=VALUE...] (zone=z1,rack=r1):
+    /// placement spreads replicas over their values. Keys are lowercase letters,
+    /// digits, '.', '_', '-'; `node` is reserved. Needs --cluster.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub labels: Option<String>,
     /// Serve Prometheus metrics over HTTP on ADDR:PORT at /metrics (off by default;
     /// served by the control API's runtime, so not with --no-control).
     #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_control")]

@@ -51,8 +51,10 @@
 //! # What it doesn't implement
 //!
 //! * Authorisation beyond "holds a certificate the client CA signed" (no per-client
-//!   roles, no certificate revocation lists). Replicas, topology and cluster state
-//!   (etcd) — the API accepts `replicas` 0/1 and an empty `topology` only.
+//!   roles, no certificate revocation lists). Replicas, topology and placement —
+//!   the API accepts `replicas` 0/1 and an empty `topology` only. In a cluster
+//!   (`--cluster`: state in etcd, [`state::EtcdStore`]; nodes registered,
+//!   `NodeService.List`) each node's API acts on its own pools only.
 //! * Shrinking a published volume (it grows online).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.
@@ -70,11 +72,11 @@ pub mod tls;
 pub mod validate;
 
 pub use error::{ControlError, Kind};
-pub use server::{ControlContext, ControlServer, METRICS_PATH};
+pub use server::{ClusterOptions, ControlContext, ControlServer, METRICS_PATH};
 pub use tls::{connect_tls, ClientTls, ServerTls};
 
 /// An error and its sources, each once: "cannot connect: transport error: refused".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -9,6 +9,7 @@
 //! a finished one.
 
 mod embedded;
+pub mod etcd;
 pub mod kv;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use self::embedded::{RedbStore, HISTORY};
+pub use self::etcd::EtcdStore;
 pub use self::kv::{
     Compare, Event, EventKind, KeyValue, LeaseId, Op, Revision, StateStore, StoreError, Txn,
     TxnResponse, Watcher,
@@ -66,6 +68,10 @@ pub struct PoolRec {
     /// written before the cap existed, imported pools) is the default.
     #[serde(default)]
     pub max_overcommit: u32,
+    /// In a cluster, the id (32 hex digits) of the node whose data plane holds the
+    /// pool: only that node restores it. Empty (and not written) on one node.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,5 +269,7 @@ impl Records<'_, RedbStore> {
     }
 }
 
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod tests;

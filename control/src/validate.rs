@@ -244,5 +244,12 @@ pub fn spread<'a>(field: &'static str, key: &'a str) -> Result<&'a str, ControlE
     Ok(key)
 }
 
+/// A node's `--labels` (`zone=z1, rack=r1`: spaces around items ignored), checked as
+/// [`parse_labels`] checks them; the message leads with what was wrong.
+pub fn labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let text = s.split(',').map(str::trim).collect::<Vec<_>>().join(",");
+    parse_labels("labels", text.trim_matches(',')).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests;

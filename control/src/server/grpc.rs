@@ -93,6 +93,14 @@ impl NodeService for Svc {
             ready: c.ready.load(std::sync::atomic::Ordering::Acquire),
         }))
     }
+
+    async fn list(&self, _r: Request<ListNodesRequest>) -> Res<ListNodesResponse> {
+        ok(self
+            .0
+            .node_list()
+            .await
+            .map(|nodes| ListNodesResponse { nodes }))
+    }
 }
 
 #[tonic::async_trait]

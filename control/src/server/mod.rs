@@ -4,8 +4,10 @@
 mod grpc;
 mod lock;
 mod metrics;
+mod nodes;
 
 pub use metrics::METRICS_PATH;
+pub use nodes::{ClusterOptions, NodePoolRec, NodeRec, NODE_TTL};
 mod pools;
 mod publish;
 mod reconcile;
@@ -24,7 +26,7 @@ use ferrox_nvmeof::TargetShared;
 use ferrox_reactor::{Reactor, ReactorHandle};
 
 use crate::error::ControlError;
-use crate::state::{PoolRec, RedbStore, StateStore};
+use crate::state::{EtcdStore, PoolRec, RedbStore, StateStore};
 use crate::tls::ServerTls;
 
 /// Largest request the server decodes.
@@ -65,6 +67,10 @@ pub(crate) struct Core {
     session: tokio::sync::Mutex<crate::state::LeaseId>,
     pub ready: AtomicBool,
     pub started: Instant,
+    /// This node's place in a cluster (`--cluster`), or `None`.
+    membership: Option<nodes::Membership>,
+    /// Where the control API is served ("unix:/path", "https://ip:port").
+    control_addrs: Mutex<Vec<String>>,
     next_meta: std::sync::atomic::AtomicUsize,
 }
 
@@ -244,6 +250,51 @@ impl ControlServer {
         Self::start_with_store(ctx, socket, Arc::new(store))
     }
 
+    /// Starts on the etcd cluster at `endpoints` (`http://HOST:PORT`) instead of the
+    /// data directory's redb: a node of a cluster. An etcd that does not answer is an
+    /// error ([`StoreError::Unavailable`](crate::state::StoreError::Unavailable), with
+    /// etcd's reason) before anything is served; there is no fallback to redb.
+    ///
+    /// The node registers itself ([`NodeRec`] under `/ferrox/v1/node/<id>`, up while
+    /// its lease lives); a name another node holds is
+    /// [`ControlError::AlreadyExists`] naming that node.
+    pub fn start_cluster(
+        ctx: ControlContext,
+        socket: &Path,
+        opts: ClusterOptions,
+    ) -> Result<Self, ControlError> {
+        let rt = runtime()?;
+        // On the control runtime: the client's connections live on it.
+        let store = rt.block_on(EtcdStore::connect(&opts.endpoints))?;
+        tracing::info!(endpoints = ?opts.endpoints, "control-plane state in etcd");
+        let rec = NodeRec {
+            id: pools::hex(&ctx.node_id),
+            name: ctx.node_name.clone(),
+            labels: opts.labels.clone(),
+            listeners: ctx
+                .target
+                .listeners()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            control: vec![format!("unix:{}", socket.display())],
+            pools: Vec::new(),
+        };
+        let lease = rt.block_on(nodes::register(&store, &rec, opts.lease_ttl))?;
+        tracing::info!(
+            node = rec.name,
+            id = rec.id,
+            lease,
+            "registered in the cluster"
+        );
+        let m = nodes::Membership {
+            opts,
+            rec: tokio::sync::Mutex::new(rec),
+            lease: tokio::sync::Mutex::new(lease),
+        };
+        Self::start_on(rt, ctx, socket, Arc::new(store), Some(m))
+    }
+
     /// Binds `socket` (mode 0600), starts serving, and reconciles the state in
     /// `store` with the data plane (re-importing pools and re-publishing volumes).
     /// Returns once reconciliation is done. Several servers may share one store:
@@ -252,6 +303,16 @@ impl ControlServer {
         ctx: ControlContext,
         socket: &Path,
         store: Arc<dyn StateStore>,
+    ) -> Result<Self, ControlError> {
+        Self::start_on(runtime()?, ctx, socket, store, None)
+    }
+
+    fn start_on(
+        rt: tokio::runtime::Runtime,
+        ctx: ControlContext,
+        socket: &Path,
+        store: Arc<dyn StateStore>,
+        membership: Option<nodes::Membership>,
     ) -> Result<Self, ControlError> {
         if ctx.reactors.is_empty() {
             return Err(ControlError::Internal("no reactors".into()));
@@ -264,18 +325,10 @@ impl ControlServer {
             session: tokio::sync::Mutex::new(0),
             ready: AtomicBool::new(false),
             started: Instant::now(),
+            membership,
+            control_addrs: Mutex::new(vec![format!("unix:{}", socket.display())]),
             next_meta: std::sync::atomic::AtomicUsize::new(0),
         });
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(16)
-            .thread_name("ferrox-ctl")
-            .enable_all()
-            .build()
-            .map_err(|source| ControlError::Io {
-                during: "starting the control runtime".into(),
-                source,
-            })?;
         let rt_handle = rt.handle().clone();
         let core2 = core.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -299,6 +352,7 @@ impl ControlServer {
                         let _ = stop_rx.await;
                     };
                     tokio::spawn(core.clone().keep_session());
+                    tokio::spawn(core.clone().keep_membership());
                     let server = tokio::spawn(grpc::serve(core.clone(), incoming, None, stop));
                     let res = reconcile::run(&core).await;
                     core.ready.store(true, Ordering::Release);
@@ -311,6 +365,8 @@ impl ControlServer {
                     // Close the pools (their engines stop on their reactors) while
                     // the reactors still run.
                     core.pools().clear();
+                    // Others see this node down now, not after its lease's TTL.
+                    core.leave().await;
                 });
                 rt.shutdown_timeout(Duration::from_secs(10));
             })
@@ -402,6 +458,11 @@ impl ControlServer {
             }
         }));
         tracing::info!(%local, "control API on TCP (mutual TLS)");
+        self.core
+            .control_addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("https://{local}"));
         Ok(local)
     }
 
@@ -435,6 +496,20 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+/// The control plane's runtime: two workers, its own blocking pool.
+fn runtime() -> Result<tokio::runtime::Runtime, ControlError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .thread_name("ferrox-ctl")
+        .enable_all()
+        .build()
+        .map_err(|source| ControlError::Io {
+            during: "starting the control runtime".into(),
+            source,
+        })
 }
 
 /// Binds `path` with mode 0600 and no window in which another user could connect:

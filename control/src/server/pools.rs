@@ -208,6 +208,7 @@ impl Core {
             cluster_size,
             phase: Phase::Creating,
             max_overcommit: req.max_overcommit,
+            node: self.node_tag(),
         };
         let existing = {
             let pools = self.pools();
@@ -375,6 +376,7 @@ impl Core {
                         cluster_size: 0,
                         phase: Phase::Ready,
                         max_overcommit: 0,
+                        node: core.node_tag(),
                     },
                 )
             };
@@ -415,6 +417,7 @@ impl Core {
                 cluster_size: stats.cluster_size,
                 phase: Phase::Ready,
                 max_overcommit: 0,
+                node: core.node_tag(),
             };
             Ok((rec, lvs, bdev))
         }))

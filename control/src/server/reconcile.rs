@@ -19,7 +19,10 @@ use crate::state::{
 /// to that instance.
 pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ControlError> {
     for (rec, rev) in core.records().list_rev::<PoolRec>().await? {
-        core.restore_pool(rec, rev).await?;
+        // In a cluster, other nodes' pools are theirs to restore.
+        if rec.node == core.node_tag() {
+            core.restore_pool(rec, rev).await?;
+        }
     }
     let loaded: Vec<(String, Arc<LvolStore>)> = core
         .pools()
@@ -34,6 +37,9 @@ pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ControlError> {
     // that a filter naming only one of them may match.
     publishes.sort_by_key(|(p, _)| p.address.is_empty() || p.port == 0);
     for (rec, rev) in publishes {
+        if core.membership.is_some() && !core.holds_volume(&rec.volume).await? {
+            continue; // another node's
+        }
         restore_publish(core, rec, rev).await?;
     }
     Ok(())

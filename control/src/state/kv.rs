@@ -160,6 +160,17 @@ impl WatchSender {
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
+
+    /// Ends the watch as lagged: its watcher gets [`StoreError::Compacted`] once it
+    /// has read what was sent (the store dropped history it had not delivered).
+    pub fn set_lagged(&self) {
+        self.lagged.store(true, Ordering::Release);
+    }
+
+    /// Resolves when the watcher is dropped.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
 }
 
 impl Watcher {

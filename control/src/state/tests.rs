@@ -62,3 +62,45 @@ async fn typed_records_round_trip_with_revisions() {
     r.put(&ready).await.unwrap();
     assert_eq!(Records(&s).get::<VolumeRec>("v1").unwrap(), Some(ready));
 }
+
+/// The store conformance bodies (`conformance.rs`), each on a fresh redb store.
+mod redb_conformance {
+    use super::super::conformance;
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, RedbStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&d.path().join("state.redb")).unwrap();
+        (d, s)
+    }
+
+    #[tokio::test]
+    async fn revisions_and_conflicts() {
+        let (_d, s) = fresh();
+        conformance::revisions_and_conflicts(&s).await;
+    }
+
+    #[tokio::test]
+    async fn txn_all_or_nothing() {
+        let (_d, s) = fresh();
+        conformance::txn_all_or_nothing(&s).await;
+    }
+
+    #[tokio::test]
+    async fn watch_from_a_revision() {
+        let (_d, s) = fresh();
+        conformance::watch_from_a_revision(&s).await;
+    }
+
+    #[tokio::test]
+    async fn lease_keep_alive_and_expiry() {
+        let (_d, s) = fresh();
+        conformance::lease_keep_alive_and_expiry(&s).await;
+    }
+
+    #[tokio::test]
+    async fn lease_revoke() {
+        let (_d, s) = fresh();
+        conformance::lease_revoke(&s).await;
+    }
+}

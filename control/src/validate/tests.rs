@@ -147,3 +147,23 @@ fn spreads() {
         "{e}"
     );
 }
+
+#[test]
+fn daemon_labels_flag() {
+    let l = labels("zone=z1, rack=r-1.a").unwrap();
+    assert_eq!(l.get("zone").map(String::as_str), Some("z1"));
+    assert_eq!(l.get("rack").map(String::as_str), Some("r-1.a"));
+    assert!(labels("").unwrap().is_empty());
+    for bad in [
+        "zone",
+        "zone=",
+        "=z1",
+        "zo ne=z1",
+        "zone=z1,zone=z2",
+        "node=a",
+        "zone=-z1",
+    ] {
+        let e = labels(bad).unwrap_err();
+        assert!(e.contains("labels"), "{bad}: {e}");
+    }
+}

@@ -94,6 +94,10 @@ enum NodeCmd {
     /// Version, features, reactors, bdevs, uptime and node id.
     #[command(after_help = "Example:\n  ferroxctl node info -o json")]
     Info,
+    /// Every node of the cluster: name, labels, up or down, listeners, pools and free
+    /// space (without a cluster, this node).
+    #[command(after_help = "Example:\n  ferroxctl node list")]
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +340,10 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                 .get_info(GetNodeInfoRequest {})
                 .await?;
             out.node(&r.into_inner());
+        }
+        Cmd::Node(NodeCmd::List) => {
+            let r = NodeServiceClient::new(ch).list(ListNodesRequest {}).await?;
+            out.nodes(&r.into_inner());
         }
         Cmd::Pool(c) => {
             let mut p = PoolServiceClient::new(ch);

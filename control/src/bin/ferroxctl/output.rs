@@ -44,6 +44,44 @@ fn or_dash(s: &str) -> String {
 }
 
 impl Out {
+    pub fn nodes(&self, r: &ListNodesResponse) {
+        if self.0 {
+            return json(r);
+        }
+        let rows: Vec<Vec<String>> = r
+            .nodes
+            .iter()
+            .map(|n| {
+                let labels: Vec<String> =
+                    n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let pools: Vec<String> = n
+                    .pools
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} ({} free of {})",
+                            p.name,
+                            human(p.free_bytes),
+                            human(p.capacity_bytes)
+                        )
+                    })
+                    .collect();
+                vec![
+                    n.name.clone(),
+                    n.state.clone(),
+                    labels.join(","),
+                    n.listeners.join(","),
+                    pools.join(", "),
+                    n.id.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &["NAME", "STATE", "LABELS", "LISTENERS", "POOLS", "ID"],
+            &rows,
+        );
+    }
+
     pub fn node(&self, n: &NodeInfo) {
         if self.0 {
             return json(n);
