@@ -143,13 +143,20 @@ pub(super) struct Timers {
     pub stall: Option<TimerId>,
     /// The timer that closes a connection not connected in time.
     pub connect: Option<TimerId>,
+    /// The timer watching the oldest R2T (see `Conn::watch_r2t`).
+    pub r2t: Option<TimerId>,
 }
 
 impl Timers {
     fn cancel_all(&mut self) {
-        for t in [self.kato.take(), self.stall.take(), self.connect.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.kato.take(),
+            self.stall.take(),
+            self.connect.take(),
+            self.r2t.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             Reactor::with(|r| r.cancel_timer(t));
         }

@@ -76,6 +76,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`TargetShared::stall_timeout`]: far beyond any pause of a live host.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`TargetShared::r2t_timeout`]: the host answers an R2T at once; this
+/// leaves room for 32 R2Ts of 128 KiB on a link of about 1 Mbit/s.
+pub const DEFAULT_R2T_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A duration other threads may change, kept in whole milliseconds (at least 1).
 struct AtomicDuration(AtomicU64);
 
@@ -125,6 +129,11 @@ pub struct TargetShared {
     /// Milliseconds a connection's responses may wait for a host that reads none of
     /// them before the connection is closed.
     stall_timeout: AtomicDuration,
+    /// Milliseconds an R2T may wait for all of its data before the connection is
+    /// closed.
+    r2t_timeout: AtomicDuration,
+    /// Connections closed because an R2T went unanswered ([`Self::r2t_timeout`]).
+    pub r2t_timeouts: AtomicU64,
     /// Caps on open connections, in all and per peer address.
     pub limits: Arc<limits::ConnLimits>,
 }
@@ -334,6 +343,17 @@ impl TargetShared {
         self.stall_timeout.set(d);
     }
 
+    /// How long an R2T may wait for the host's data (all of it); then the
+    /// connection is closed and the buffers its R2Ts held go back to the pool.
+    pub fn r2t_timeout(&self) -> Duration {
+        self.r2t_timeout.get()
+    }
+
+    /// Sets [`Self::r2t_timeout`] (checked against R2Ts out, from the next check).
+    pub fn set_r2t_timeout(&self, d: Duration) {
+        self.r2t_timeout.set(d);
+    }
+
     /// The listeners through which hosts reach `sub`.
     pub fn listeners_of(&self, sub: &Subsystem) -> Vec<SocketAddr> {
         if sub.discovery {
@@ -493,6 +513,8 @@ impl Target {
             node_id,
             connect_timeout: AtomicDuration::new(DEFAULT_CONNECT_TIMEOUT),
             stall_timeout: AtomicDuration::new(DEFAULT_STALL_TIMEOUT),
+            r2t_timeout: AtomicDuration::new(DEFAULT_R2T_TIMEOUT),
+            r2t_timeouts: AtomicU64::new(0),
             limits: Arc::default(),
         });
         for (_, addr, l) in bound {

@@ -27,10 +27,13 @@ pub(in crate::target) struct Slot {
     pub data_digest_error: bool,
     /// When the capsule arrived (for the latency histogram).
     pub started: std::time::Instant,
+    /// When its R2T went out (meaningful while `awaiting_h2c`).
+    pub r2t_at: std::time::Instant,
 }
 
 impl Slot {
     pub fn empty() -> Self {
+        let now = std::time::Instant::now();
         Self {
             cmd: Command::new(0, 0),
             buf: None,
@@ -43,7 +46,8 @@ impl Slot {
             awaiting_h2c: false,
             data_digest_error: false,
             // A fresh slot is taken when its capsule arrives: now is its start.
-            started: std::time::Instant::now(),
+            started: now,
+            r2t_at: now,
         }
     }
 }
@@ -99,6 +103,18 @@ impl Commands {
                 self.release(i as u16);
             }
         }
+    }
+
+    /// When the oldest R2T still waiting for the host's data went out.
+    pub fn oldest_r2t(&self) -> Option<std::time::Instant> {
+        if self.r2t_out == 0 {
+            return None;
+        }
+        self.slots
+            .iter()
+            .filter(|s| s.in_use && s.awaiting_h2c)
+            .map(|s| s.r2t_at)
+            .min()
     }
 
     /// Whether some command still has backend I/O in flight.

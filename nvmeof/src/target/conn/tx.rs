@@ -153,6 +153,37 @@ impl Conn {
         }));
     }
 
+    /// Arms a timer that closes the connection if an R2T is still unanswered
+    /// `after` from now (the buffer it holds would otherwise be the host's to keep:
+    /// a host that never sends the data must not pin pool buffers). One timer per
+    /// connection, re-armed for the oldest R2T still out.
+    pub(in crate::target) fn watch_r2t(&self, st: &mut State, after: Duration) {
+        let weak = self.me.clone();
+        st.timers.r2t = Some(Reactor::with(|r| {
+            r.add_timer(after, move |_r| {
+                let Some(c) = weak.upgrade() else { return };
+                let mut st = c.st.borrow_mut();
+                st.timers.r2t = None;
+                let Some(t0) = st.cmds.oldest_r2t() else {
+                    return;
+                };
+                let limit = c.target.r2t_timeout();
+                match limit.checked_sub(t0.elapsed()) {
+                    Some(left) if !left.is_zero() => c.watch_r2t(&mut st, left),
+                    _ => {
+                        c.target
+                            .r2t_timeouts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        c.close_locked(
+                            &mut st,
+                            &format!("the host sent no data for an R2T within {limit:?}"),
+                        );
+                    }
+                }
+            })
+        }));
+    }
+
     pub(in crate::target) fn retry_waiting(&self, st: &mut State) -> bool {
         let mut progress = false;
         while let Some(&slot) = st.cmds.wait_buf.front() {

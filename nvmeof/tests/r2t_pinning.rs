@@ -1,0 +1,141 @@
+//! A host that asks for R2Ts and never sends the data cannot pin the pool buffers
+//! that every other host needs: commands are checked before any R2T, and an R2T
+//! left unanswered closes its connection.
+// An integration-test crate is all tests; the lint is meant for library code.
+#![allow(clippy::tests_outside_test_module)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferrox_nvme_spec::{Command, Completion, SglDescriptor, Status};
+use ferrox_nvmeof::pdu::{DataHeader, Digests, PduType};
+use zerocopy::FromBytes;
+
+const LEN: usize = 128 << 10;
+
+/// Sends `opcode` with a transport SGL of `len` bytes as `cid`.
+fn send_transport(h: &mut Host, opcode: u8, cid: u16, len: usize) {
+    let mut cmd = Command::new(opcode, 0);
+    cmd.cid = cid;
+    cmd.flags = 0x40;
+    cmd.dptr = SglDescriptor::transport(len as u32).to_dptr();
+    h.send_cmd(&cmd, &[]);
+}
+
+/// The next PDU must be a response (no R2T) with `status`.
+fn expect_refused(h: &mut Host, status: Status) {
+    let p = h.recv();
+    assert_eq!(
+        p.ch.pdu_type,
+        PduType::CAPSULE_RESP,
+        "an R2T went out: {p:?}"
+    );
+    let c = Completion::read_from_bytes(&p.header[8..24]).unwrap();
+    assert_eq!(c.status(), status.with_dnr(), "cid {}", c.cid);
+}
+
+fn healthy_io_works(io: &mut Host, seed: u8) {
+    let d = pattern(seed, LEN);
+    assert_eq!(io.write(64, &d), Status::SUCCESS);
+    assert_eq!(io.read(64, 256).1, d);
+}
+
+#[test]
+fn commands_are_checked_before_any_r2t() {
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+
+    // The attack of issue 14: a discovery controller, 32 Set Features (0x09) with a
+    // 128 KiB transport SGL each. None gets an R2T: the length is beyond what the
+    // opcode takes.
+    let mut disc = Host::discovery(f.addr);
+    for cid in 0..32u16 {
+        send_transport(&mut disc, 0x09, 100 + cid, LEN);
+    }
+    for _ in 0..32 {
+        expect_refused(&mut disc, Status::DATA_SGL_LENGTH_INVALID);
+    }
+    // Host-to-controller opcodes the queue does not implement: refused, no R2T.
+    for (cid, op) in [(200u16, 0x0du8), (201, 0x11), (202, 0x1d)] {
+        send_transport(&mut disc, op, cid, 4096);
+        expect_refused(&mut disc, Status::INVALID_OPCODE);
+    }
+    // The same on an NVM admin queue and on an I/O queue (Write Uncorrectable has
+    // no data; 0x0d is not an I/O command here).
+    let (mut admin2, cntlid2) = Host::admin(f.addr, Digests::default(), 0);
+    send_transport(&mut admin2, 0x0d, 300, 4096);
+    expect_refused(&mut admin2, Status::INVALID_OPCODE);
+    let mut io2 = Host::io_queue(f.addr, Digests::default(), cntlid2, 1);
+    send_transport(&mut io2, 0x0d, 301, LEN);
+    expect_refused(&mut io2, Status::INVALID_OPCODE);
+    // Dataset Management takes at most 256 ranges of 16 bytes.
+    send_transport(&mut io2, 0x09, 302, 8192);
+    expect_refused(&mut io2, Status::DATA_SGL_LENGTH_INVALID);
+
+    // The legitimate host is served throughout, and the attackers still are too.
+    healthy_io_works(&mut io, 1);
+    healthy_io_works(&mut io2, 2);
+}
+
+#[test]
+fn an_unanswered_r2t_closes_its_connection_and_frees_the_pool() {
+    // One reactor: 32 buffers of 128 KiB for everyone.
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let t = f.target.shared();
+    t.set_r2t_timeout(Duration::from_millis(300));
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut good = Host::io_queue(f.addr, Digests::default(), cntlid, 2);
+    // The attacker: 32 writes of 128 KiB, all their R2Ts taken, no data sent; that
+    // pins every 128 KiB buffer of the pool.
+    let mut bad = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    for cid in 0..32u16 {
+        let mut cmd = Command::write(0, 1, u64::from(cid) * 256, 255);
+        cmd.cid = cid;
+        cmd.flags = 0x40;
+        cmd.dptr = SglDescriptor::transport(LEN as u32).to_dptr();
+        bad.send_cmd(&cmd, &[]);
+    }
+    for _ in 0..32 {
+        let p = bad.recv();
+        assert_eq!(p.ch.pdu_type, PduType::R2T);
+        let r = DataHeader::parse(&p.header);
+        assert_eq!(r.length as usize, LEN);
+    }
+    // The legitimate host's 128 KiB write waits for a buffer until the attacker's
+    // connection is closed for its overdue R2Ts; then it completes.
+    let d = pattern(7, LEN);
+    assert_eq!(good.write(1024, &d), Status::SUCCESS);
+    assert_eq!(good.read(1024, 256).1, d);
+    bad.expect_closed("a host that never answers its R2Ts");
+    let t0 = Instant::now();
+    while t.r2t_timeouts.load(Ordering::Relaxed) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no R2T timeout counted"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_host_that_answers_its_r2ts_is_not_closed() {
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let t = f.target.shared();
+    t.set_r2t_timeout(Duration::from_millis(200));
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    // Writes spread over more than the timeout, each answered at once.
+    let t0 = Instant::now();
+    let mut seed = 0u8;
+    while t0.elapsed() < Duration::from_millis(600) {
+        seed = seed.wrapping_add(1);
+        let d = pattern(seed, LEN);
+        assert_eq!(io.write(0, &d), Status::SUCCESS);
+    }
+    assert_eq!(t.r2t_timeouts.load(Ordering::Relaxed), 0);
+    assert_eq!(io.read(0, 256).1, pattern(seed, LEN));
+}
