@@ -136,9 +136,13 @@ pub(super) struct QueueState {
 pub(super) struct Timers {
     /// The admin queue's keep-alive check.
     pub kato: Option<TimerId>,
-    /// Since when responses have waited for a host that reads none of them (the
-    /// socket is full); cleared by every byte sent.
+    /// Since when responses have waited for a host that reads too few of them (the
+    /// socket is full): the start of the current drain window. Cleared when the
+    /// transmit queue empties; moved to now when the host has read
+    /// [`TargetShared::stall_min_bytes`] since it (see `Conn::send`).
     pub tx_stalled_since: Option<Instant>,
+    /// Bytes sent since `tx_stalled_since`.
+    pub tx_drained: u64,
     /// The timer watching the stall (see `Conn::watch_stall`).
     pub stall: Option<TimerId>,
     /// The timer that closes a connection not connected in time.

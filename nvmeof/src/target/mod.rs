@@ -76,6 +76,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`TargetShared::stall_timeout`]: far beyond any pause of a live host.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`TargetShared::stall_min_bytes`]: 1 MiB per stall window (about
+/// 280 kbit/s over the default 30 s).
+pub const DEFAULT_STALL_MIN_BYTES: u64 = 1 << 20;
+
 /// Default of [`TargetShared::r2t_timeout`]: the host answers an R2T at once; this
 /// leaves room for 32 R2Ts of 128 KiB on a link of about 1 Mbit/s.
 pub const DEFAULT_R2T_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,9 +130,11 @@ pub struct TargetShared {
     /// Milliseconds an accepted connection may take to become a connected queue
     /// (ICReq and Fabrics Connect) before it is closed.
     connect_timeout: AtomicDuration,
-    /// Milliseconds a connection's responses may wait for a host that reads none of
-    /// them before the connection is closed.
+    /// Milliseconds a connection's responses may wait for a host that reads less
+    /// than `stall_min_bytes` of them before the connection is closed.
     stall_timeout: AtomicDuration,
+    /// Bytes a host with responses waiting must read per stall window.
+    stall_min_bytes: AtomicU64,
     /// Milliseconds an R2T may wait for all of its data before the connection is
     /// closed.
     r2t_timeout: AtomicDuration,
@@ -331,9 +337,10 @@ impl TargetShared {
         self.connect_timeout.set(d);
     }
 
-    /// How long a connection's responses may wait for a host that reads none of
-    /// them (its socket stays full); then the connection is closed and the buffers
-    /// its responses held go back to the pool for everyone else.
+    /// How long a connection's responses may wait for a host that reads less than
+    /// [`Self::stall_min_bytes`] of them (its socket stays full); then the
+    /// connection is closed and the buffers its responses held go back to the pool
+    /// for everyone else.
     pub fn stall_timeout(&self) -> Duration {
         self.stall_timeout.get()
     }
@@ -341,6 +348,18 @@ impl TargetShared {
     /// Sets [`Self::stall_timeout`] (stalls that start from now on).
     pub fn set_stall_timeout(&self, d: Duration) {
         self.stall_timeout.set(d);
+    }
+
+    /// What a host whose responses wait (its socket is full) must read of them in
+    /// each [`Self::stall_timeout`]: a window in which it reads less, without
+    /// catching up, closes the connection.
+    pub fn stall_min_bytes(&self) -> u64 {
+        self.stall_min_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Self::stall_min_bytes`] (at least 1).
+    pub fn set_stall_min_bytes(&self, bytes: u64) {
+        self.stall_min_bytes.store(bytes.max(1), Ordering::Relaxed);
     }
 
     /// How long an R2T may wait for the host's data (all of it); then the
@@ -513,6 +532,7 @@ impl Target {
             node_id,
             connect_timeout: AtomicDuration::new(DEFAULT_CONNECT_TIMEOUT),
             stall_timeout: AtomicDuration::new(DEFAULT_STALL_TIMEOUT),
+            stall_min_bytes: AtomicU64::new(DEFAULT_STALL_MIN_BYTES),
             r2t_timeout: AtomicDuration::new(DEFAULT_R2T_TIMEOUT),
             r2t_timeouts: AtomicU64::new(0),
             limits: Arc::default(),

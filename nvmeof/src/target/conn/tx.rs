@@ -104,11 +104,24 @@ impl Conn {
     pub(in crate::target) fn send(&self, st: &mut State) -> bool {
         match st.stream.send(&mut Owned) {
             Ok(sent) => {
-                if sent.progress {
-                    st.timers.tx_stalled_since = None;
+                // A stall ends when the host has caught up (nothing left queued), not
+                // at any byte it reads: a window ends early, and a new one starts,
+                // once it has read the minimum of one; a window that ends without it
+                // closes the connection (`watch_stall`). So a trickle cannot keep the
+                // buffers of its responses.
+                let t = &mut st.timers;
+                if st.stream.tx_is_empty() {
+                    t.tx_stalled_since = None;
+                } else if t.tx_stalled_since.is_some() && sent.bytes > 0 {
+                    t.tx_drained += sent.bytes as u64;
+                    if t.tx_drained >= self.target.stall_min_bytes() {
+                        t.tx_stalled_since = Some(Instant::now());
+                        t.tx_drained = 0;
+                    }
                 }
                 if sent.blocked && st.timers.tx_stalled_since.is_none() {
                     st.timers.tx_stalled_since = Some(Instant::now());
+                    st.timers.tx_drained = 0;
                     if st.timers.stall.is_none() {
                         self.watch_stall(st, self.target.stall_timeout());
                     }
@@ -127,8 +140,9 @@ impl Conn {
     }
 
     /// Arms a timer that closes the connection if its responses are still stuck
-    /// after `after` (a host that stops reading would otherwise keep the pool
-    /// buffers of its responses, and other connections wait for them, forever).
+    /// after `after` (a host that stops reading, or reads a trickle, would otherwise
+    /// keep the pool buffers of its responses, and other connections wait for them,
+    /// forever).
     /// One timer per connection: a stall that ended and began again re-arms it for
     /// what is left of the new one.
     fn watch_stall(&self, st: &mut State, after: Duration) {
@@ -144,10 +158,15 @@ impl Conn {
                 let limit = c.target.stall_timeout();
                 match limit.checked_sub(t0.elapsed()) {
                     Some(left) if !left.is_zero() => c.watch_stall(&mut st, left),
-                    _ => c.close_locked(
-                        &mut st,
-                        &format!("the host has read none of its responses for {limit:?}"),
-                    ),
+                    _ => {
+                        let min = c.target.stall_min_bytes();
+                        c.close_locked(
+                            &mut st,
+                            &format!(
+                                "the host has read less than {min} bytes of its responses in {limit:?}"
+                            ),
+                        );
+                    }
                 }
             })
         }));
