@@ -182,6 +182,8 @@ pub(super) struct State {
     pub(super) timers: Timers,
     pub aers: Vec<u16>,
     pub io: super::io::IoCache,
+    /// The place of this admin queue's discovery controller under the per-peer cap.
+    pub discovery_permit: Option<super::limits::DiscoveryPermit>,
 }
 
 /// A connection's poller and I/O sink.
@@ -241,6 +243,7 @@ impl Conn {
                 timers: Timers::default(),
                 aers: Vec::new(),
                 io: Default::default(),
+                discovery_permit: None,
             }),
             poller: Cell::new(None),
             _permit: permit,
@@ -310,6 +313,7 @@ impl Conn {
         // keeps a stale command from completing after the controller is gone).
         st.cmds.drop_idle();
         st.aers.clear();
+        st.discovery_permit = None;
         if let Some(q) = &st.q {
             if q.qid == 0 {
                 q.ctrl.teardown(reason);

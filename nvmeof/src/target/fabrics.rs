@@ -109,7 +109,20 @@ impl Conn {
                 return invalid_data(16);
             }
             let admin = self.queue_handle(&self.target.reactors[r_id]);
-            let kato = cc.kato;
+            // Every host may reach discovery: its controllers are capped per peer
+            // address, and none lives without a keep-alive.
+            let mut kato = cc.kato;
+            if subsys.discovery {
+                let Some(permit) = self.target.discovery_limits.admit(self.peer.ip()) else {
+                    tracing::info!(conn = self.id, peer = %self.peer, cap = self.target.discovery_limits.cap(), "discovery controllers of this peer address at their cap");
+                    return (Status::CONNECT_CONTROLLER_BUSY, 0);
+                };
+                st.discovery_permit = Some(permit);
+                if kato == 0 {
+                    kato =
+                        u32::try_from(self.target.discovery_kato().as_millis()).unwrap_or(u32::MAX);
+                }
+            }
             let created = subsys.register_controller(|cntlid| {
                 Arc::new(Controller::new(
                     cntlid,
@@ -121,6 +134,7 @@ impl Conn {
                 ))
             });
             let Some(ctrl) = created else {
+                st.discovery_permit = None;
                 return (Status::CONNECT_CONTROLLER_BUSY, 0);
             };
             {

@@ -80,6 +80,11 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// 280 kbit/s over the default 30 s).
 pub const DEFAULT_STALL_MIN_BYTES: u64 = 1 << 20;
 
+/// Default of [`TargetShared::discovery_kato`]: the keep-alive timeout a discovery
+/// controller connected with KATO 0 gets (Linux's nvmet does the same, with this
+/// value).
+pub const DEFAULT_DISCOVERY_KATO: Duration = Duration::from_secs(120);
+
 /// Default of [`TargetShared::r2t_timeout`]: the host answers an R2T at once; this
 /// leaves room for 32 R2Ts of 128 KiB on a link of about 1 Mbit/s.
 pub const DEFAULT_R2T_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,6 +147,10 @@ pub struct TargetShared {
     pub r2t_timeouts: AtomicU64,
     /// Caps on open connections, in all and per peer address.
     pub limits: Arc<limits::ConnLimits>,
+    /// The cap on discovery controllers per peer address.
+    pub discovery_limits: Arc<limits::DiscoveryLimits>,
+    /// Milliseconds of keep-alive a discovery controller connected with KATO 0 gets.
+    discovery_kato: AtomicDuration,
 }
 
 impl TargetShared {
@@ -362,6 +371,19 @@ impl TargetShared {
         self.stall_min_bytes.store(bytes.max(1), Ordering::Relaxed);
     }
 
+    /// The keep-alive timeout given to a discovery controller whose host connected
+    /// with KATO 0 (the kernel's one-shot `nvme discover` does, and is done within
+    /// it): such a controller, idle that long, is torn down like any whose
+    /// keep-alive expired, so it cannot be held forever.
+    pub fn discovery_kato(&self) -> Duration {
+        self.discovery_kato.get()
+    }
+
+    /// Sets [`Self::discovery_kato`] for discovery controllers created from now on.
+    pub fn set_discovery_kato(&self, d: Duration) {
+        self.discovery_kato.set(d);
+    }
+
     /// How long an R2T may wait for the host's data (all of it); then the
     /// connection is closed and the buffers its R2Ts held go back to the pool.
     pub fn r2t_timeout(&self) -> Duration {
@@ -536,6 +558,8 @@ impl Target {
             r2t_timeout: AtomicDuration::new(DEFAULT_R2T_TIMEOUT),
             r2t_timeouts: AtomicU64::new(0),
             limits: Arc::default(),
+            discovery_limits: Arc::default(),
+            discovery_kato: AtomicDuration::new(DEFAULT_DISCOVERY_KATO),
         });
         for (_, addr, l) in bound {
             let t = shared.clone();
