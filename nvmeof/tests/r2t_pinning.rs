@@ -50,14 +50,14 @@ fn commands_are_checked_before_any_r2t() {
     let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
 
     // The attack of issue 14: a discovery controller, 32 Set Features (0x09) with a
-    // 128 KiB transport SGL each. None gets an R2T: the length is beyond what the
-    // opcode takes.
+    // 128 KiB transport SGL each. None gets an R2T: no feature of a discovery
+    // controller takes data.
     let mut disc = Host::discovery(f.addr);
     for cid in 0..32u16 {
         send_transport(&mut disc, 0x09, 100 + cid, LEN);
     }
     for _ in 0..32 {
-        expect_refused(&mut disc, Status::DATA_SGL_LENGTH_INVALID);
+        expect_refused(&mut disc, Status::INVALID_FIELD);
     }
     // Host-to-controller opcodes the queue does not implement: refused, no R2T.
     for (cid, op) in [(200u16, 0x0du8), (201, 0x11), (202, 0x1d)] {
@@ -69,6 +69,9 @@ fn commands_are_checked_before_any_r2t() {
     let (mut admin2, cntlid2) = Host::admin(f.addr, Digests::default(), 0);
     send_transport(&mut admin2, 0x0d, 300, 4096);
     expect_refused(&mut admin2, Status::INVALID_OPCODE);
+    // Set Features takes at most 4 KiB.
+    send_transport(&mut admin2, 0x09, 303, LEN);
+    expect_refused(&mut admin2, Status::DATA_SGL_LENGTH_INVALID);
     let mut io2 = Host::io_queue(f.addr, Digests::default(), cntlid2, 1);
     send_transport(&mut io2, 0x0d, 301, LEN);
     expect_refused(&mut io2, Status::INVALID_OPCODE);
@@ -87,6 +90,8 @@ fn an_unanswered_r2t_closes_its_connection_and_frees_the_pool() {
     let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
     let t = f.target.shared();
     t.set_r2t_timeout(Duration::from_millis(300));
+    // No quotas in this test: the deadline alone.
+    t.set_r2t_shares(100, 100);
     let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
     let mut good = Host::io_queue(f.addr, Digests::default(), cntlid, 2);
     // The attacker: 32 writes of 128 KiB, all their R2Ts taken, no data sent; that
@@ -138,4 +143,94 @@ fn a_host_that_answers_its_r2ts_is_not_closed() {
     }
     assert_eq!(t.r2t_timeouts.load(Ordering::Relaxed), 0);
     assert_eq!(io.read(0, 256).1, pattern(seed, LEN));
+}
+
+#[test]
+fn r2t_buffers_are_shared_under_quotas() {
+    // One reactor: 32 buffers of 128 KiB. One controller's R2Ts may hold 25% of
+    // them (8), all R2Ts together 75% (24).
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let t = f.target.shared();
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut good = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    let (per_ctrl, total) = (8 * LEN, 24 * LEN);
+    // Four controllers of an attacker (any allowed host NQN can be claimed), one
+    // queue each, 32 writes of 128 KiB whose data never comes.
+    let mut bad = Vec::new();
+    for _ in 0..4 {
+        let (a, c) = Host::admin(f.addr, Digests::default(), 0);
+        let mut q = Host::io_queue(f.addr, Digests::default(), c, 1);
+        for cid in 0..32u16 {
+            let mut cmd = Command::write(0, 1, u64::from(cid) * 256, 255);
+            cmd.cid = cid;
+            cmd.flags = 0x40;
+            cmd.dptr = SglDescriptor::transport(LEN as u32).to_dptr();
+            q.send_cmd(&cmd, &[]);
+        }
+        bad.push((a, c, q));
+    }
+    // Bounded wait until the R2Ts the quotas allow are out.
+    let t0 = Instant::now();
+    while t.r2t_held.load(Ordering::Relaxed) < total {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the R2Ts never went out"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(t.r2t_held.load(Ordering::Relaxed), total);
+    let sub = t.subsystem(NQN).unwrap();
+    for (_, c, _) in &bad {
+        let held = sub.controller(*c).unwrap().r2t_held.load(Ordering::Relaxed);
+        assert!(
+            held <= per_ctrl,
+            "controller {c} holds {held} bytes of R2Ts"
+        );
+    }
+    // The reserve: the legitimate host's 128 KiB reads and its in-capsule writes
+    // are served. (Its writes through R2T wait for the target-wide cap: until the
+    // attackers send their data, or their R2Ts expire.)
+    let d = pattern(3, 4096);
+    assert_eq!(good.write(8, &d), Status::SUCCESS);
+    for _ in 0..4 {
+        let (st, data) = good.read(0, 256);
+        assert_eq!(st, Status::SUCCESS);
+        assert_eq!(&data[4096..8192], &d[..]);
+    }
+    // The attackers' R2Ts are answered (each host on its own thread, as real hosts
+    // are): all their writes complete.
+    let threads: Vec<_> = bad
+        .into_iter()
+        .map(|(a, _, mut q)| {
+            std::thread::spawn(move || {
+                answer_all(&mut q);
+                (a, q)
+            })
+        })
+        .collect();
+    let _keep: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(t.r2t_held.load(Ordering::Relaxed), 0);
+    healthy_io_works(&mut good, 4);
+}
+
+/// Answers every R2T of 32 pipelined writes until all completed.
+fn answer_all(q: &mut Host) {
+    {
+        let mut done = 0;
+        while done < 32 {
+            let p = q.recv();
+            match p.ch.pdu_type {
+                PduType::R2T => {
+                    let r = DataHeader::parse(&p.header);
+                    q.send_h2c(r.cccid, r.ttag, 0, &pattern(1, LEN), true);
+                }
+                PduType::CAPSULE_RESP => {
+                    let c = Completion::read_from_bytes(&p.header[8..24]).unwrap();
+                    assert_eq!(c.status(), Status::SUCCESS);
+                    done += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
 }

@@ -28,7 +28,7 @@ mod slots;
 mod tx;
 
 pub use self::slots::Dir;
-pub(super) use self::slots::{Commands, Slot};
+pub(super) use self::slots::{Commands, R2tQuota, Slot};
 
 use super::ctrl::{Controller, QueueCounters};
 use super::queue::{QueueHandle, QueueOps};
@@ -223,6 +223,10 @@ impl Conn {
         }
         let id = target.next_conn_id();
         let depth = super::ctrl::MAX_QUEUE_ENTRIES as usize;
+        let quota = R2tQuota {
+            total: (target.r2t_held.clone(), target.r2t_caps().1),
+            ctrl: None,
+        };
         let conn = Rc::new_cyclic(|me| Conn {
             id,
             peer,
@@ -235,7 +239,7 @@ impl Conn {
                 c2h_align: 4,
                 stream: Stream::new(sock, RX_CAP, depth * 3),
                 rx_state: RxState::Header,
-                cmds: Commands::new(depth),
+                cmds: Commands::new(depth, quota),
                 q: None,
                 sq_head: 0,
                 sq_size: depth as u16,

@@ -65,7 +65,9 @@ impl Conn {
     }
 
     fn connect(&self, st: &mut State, slot: u16) -> (Status, u64) {
-        if st.q.is_some() {
+        // Not while another Connect waits for its data either: its R2T is counted
+        // against the target only, not against the controller this one would join.
+        if st.q.is_some() || st.cmds.r2t_out > 0 || !st.cmds.wait_buf.is_empty() {
             return (Status::COMMAND_SEQUENCE_ERROR, 0);
         }
         let s = &st.cmds.slots[slot as usize];
@@ -206,6 +208,7 @@ impl Conn {
             ctrl
         };
         let cntlid = ctrl.cntlid;
+        st.cmds.quota.ctrl = Some((ctrl.r2t_held.clone(), self.target.r2t_caps().0));
         if let Some(t) = st.timers.connect.take() {
             Reactor::with(|r| r.cancel_timer(t));
         }

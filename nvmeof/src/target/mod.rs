@@ -85,6 +85,14 @@ pub const DEFAULT_STALL_MIN_BYTES: u64 = 1 << 20;
 /// value).
 pub const DEFAULT_DISCOVERY_KATO: Duration = Duration::from_secs(120);
 
+/// Default share of the bytes of the buffer pool's largest class the R2Ts of one
+/// controller may hold
+/// (see [`TargetShared::r2t_caps`]).
+pub const DEFAULT_R2T_CTRL_PCT: usize = 25;
+/// Default share of the same that all R2Ts together may hold; the rest
+/// is a reserve for reads, in-capsule writes and Connects.
+pub const DEFAULT_R2T_TOTAL_PCT: usize = 75;
+
 /// Default of [`TargetShared::r2t_timeout`]: the host answers an R2T at once; this
 /// leaves room for 32 R2Ts of 128 KiB on a link of about 1 Mbit/s.
 pub const DEFAULT_R2T_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,6 +148,14 @@ pub struct TargetShared {
     stall_timeout: AtomicDuration,
     /// Bytes a host with responses waiting must read per stall window.
     stall_min_bytes: AtomicU64,
+    /// Bytes of pool buffers all R2Ts hold (see [`Self::r2t_caps`]).
+    pub r2t_held: Arc<AtomicUsize>,
+    /// Percent of the largest pool class's bytes one controller's R2Ts may hold.
+    r2t_ctrl_pct: AtomicUsize,
+    /// Percent of the same all R2Ts together may hold.
+    r2t_total_pct: AtomicUsize,
+    /// The bytes of the pool's largest class, read once.
+    pool_bytes: std::sync::OnceLock<usize>,
     /// Milliseconds an R2T may wait for all of its data before the connection is
     /// closed.
     r2t_timeout: AtomicDuration,
@@ -384,6 +400,35 @@ impl TargetShared {
         self.discovery_kato.set(d);
     }
 
+    /// What R2Ts may hold of the buffer pool, in bytes: (one controller, all
+    /// together), as shares of the bytes of the pool's largest class. A write whose R2T would pass a cap waits (queued in its
+    /// connection, like one waiting for a free buffer) until others' data is in.
+    /// Read on the reactors, at accept and at Connect.
+    pub fn r2t_caps(&self) -> (usize, usize) {
+        // The largest class: what the largest transfers come from, and the scarce
+        // one (smaller buffers fall back to it when their class runs out).
+        let pool = *self.pool_bytes.get_or_init(|| {
+            Reactor::with(|r| r.pool().class_stats())
+                .iter()
+                .map(|c| c.size * c.count)
+                .next_back()
+                .unwrap_or(0)
+        });
+        let pct = |a: &AtomicUsize| {
+            (pool.saturating_mul(a.load(Ordering::Relaxed)) / 100).max(conn::MAX_TRANSFER)
+        };
+        (pct(&self.r2t_ctrl_pct), pct(&self.r2t_total_pct))
+    }
+
+    /// Sets the shares of [`Self::r2t_caps`] in percent (1 to 100) for queues
+    /// connected from now on.
+    pub fn set_r2t_shares(&self, ctrl_pct: usize, total_pct: usize) {
+        self.r2t_ctrl_pct
+            .store(ctrl_pct.clamp(1, 100), Ordering::Relaxed);
+        self.r2t_total_pct
+            .store(total_pct.clamp(1, 100), Ordering::Relaxed);
+    }
+
     /// How long an R2T may wait for the host's data (all of it); then the
     /// connection is closed and the buffers its R2Ts held go back to the pool.
     pub fn r2t_timeout(&self) -> Duration {
@@ -556,6 +601,10 @@ impl Target {
             stall_timeout: AtomicDuration::new(DEFAULT_STALL_TIMEOUT),
             stall_min_bytes: AtomicU64::new(DEFAULT_STALL_MIN_BYTES),
             r2t_timeout: AtomicDuration::new(DEFAULT_R2T_TIMEOUT),
+            r2t_held: Arc::default(),
+            r2t_ctrl_pct: AtomicUsize::new(DEFAULT_R2T_CTRL_PCT),
+            r2t_total_pct: AtomicUsize::new(DEFAULT_R2T_TOTAL_PCT),
+            pool_bytes: std::sync::OnceLock::new(),
             r2t_timeouts: AtomicU64::new(0),
             limits: Arc::default(),
             discovery_limits: Arc::default(),

@@ -197,8 +197,7 @@ impl Conn {
                 if sl.got < sl.xfer {
                     return Step::Progress;
                 }
-                sl.awaiting_h2c = false;
-                st.cmds.r2t_out -= 1;
+                st.cmds.r2t_done(s);
             }
             self.data_complete(st, s);
         }
@@ -350,11 +349,14 @@ impl Conn {
         /// The largest data a Set Features or a Dataset Management takes.
         const SMALL: usize = 4096;
         let Some(q) = &st.q else {
-            // Only a Connect passes `plan` before the queue is connected.
-            return if xfer == ferrox_nvme_spec::CONNECT_DATA_LEN {
-                Ok(())
-            } else {
+            // Only a Connect passes `plan` before the queue is connected, and one at
+            // a time is all a host needs.
+            return if xfer != ferrox_nvme_spec::CONNECT_DATA_LEN {
                 Err(Status::DATA_SGL_LENGTH_INVALID)
+            } else if st.cmds.r2t_out > 0 || !st.cmds.wait_buf.is_empty() {
+                Err(Status::COMMAND_SEQUENCE_ERROR)
+            } else {
+                Ok(())
             };
         };
         if cmd.is_fabrics() {
@@ -369,6 +371,11 @@ impl Conn {
                 return Err(Status::COMMAND_SEQUENCE_ERROR);
             }
             match cmd.admin_opcode() {
+                // No feature a discovery controller has takes data: every host may
+                // reach one, so none gets a buffer to hold.
+                AdminOpcode::SET_FEATURES if q.ctrl.subsys.discovery => {
+                    return Err(Status::INVALID_FIELD)
+                }
                 AdminOpcode::SET_FEATURES => SMALL,
                 _ => return Err(Status::INVALID_OPCODE),
             }

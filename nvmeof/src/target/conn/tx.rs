@@ -207,11 +207,17 @@ impl Conn {
         let mut progress = false;
         while let Some(&slot) = st.cmds.wait_buf.front() {
             let s = &st.cmds.slots[slot as usize];
-            if s.dir == Dir::H2C && st.cmds.r2t_out >= MAX_R2T_OUT {
+            let len = s.xfer;
+            let r2t = s.dir == Dir::H2C;
+            // An R2T's buffer counts against this connection's, its controller's
+            // and the target's quotas until the host's data is in.
+            if r2t && (st.cmds.r2t_out >= MAX_R2T_OUT || !st.cmds.quota.charge(len)) {
                 break;
             }
-            let len = s.xfer;
             let Some(buf) = Reactor::with(|r| r.pool().alloc(len)) else {
+                if r2t {
+                    st.cmds.quota.uncharge(len);
+                }
                 break;
             };
             st.cmds.wait_buf.pop_front();
