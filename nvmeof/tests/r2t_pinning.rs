@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferrox_nvme_spec::{Command, Completion, SglDescriptor, Status};
+use ferrox_nvme_spec::{
+    Command, Completion, ConnectCommand, SglDescriptor, Status, CONNECT_DATA_LEN,
+};
 use ferrox_nvmeof::pdu::{DataHeader, Digests, PduType};
 use zerocopy::FromBytes;
 
@@ -82,6 +84,40 @@ fn commands_are_checked_before_any_r2t() {
     // The legitimate host is served throughout, and the attackers still are too.
     healthy_io_works(&mut io, 1);
     healthy_io_works(&mut io2, 2);
+}
+
+#[test]
+fn an_unconnected_queue_gets_one_connect_r2t_at_a_time() {
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let t = f.target.shared();
+    let (_admin, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut io = Host::io_queue(f.addr, Digests::default(), cntlid, 1);
+    // Before Connect, only Connect runs: 32 of them with a transport SGL would
+    // each hold a buffer. The first gets its R2T, the others are refused.
+    let mut h = Host::ic(f.addr, Digests::default());
+    for cid in 0..32u16 {
+        let mut cmd: Command = ConnectCommand::new(cid, 0, 31, 0).into();
+        cmd.cid = cid;
+        cmd.flags = 0x40;
+        cmd.dptr = SglDescriptor::transport(CONNECT_DATA_LEN as u32).to_dptr();
+        h.send_cmd(&cmd, &[]);
+    }
+    let (mut r2ts, mut refused) = (0, 0);
+    for _ in 0..32 {
+        let p = h.recv();
+        match p.ch.pdu_type {
+            PduType::R2T => r2ts += 1,
+            PduType::CAPSULE_RESP => {
+                let c = Completion::read_from_bytes(&p.header[8..24]).unwrap();
+                assert_eq!(c.status(), Status::COMMAND_SEQUENCE_ERROR.with_dnr());
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((r2ts, refused), (1, 31));
+    assert_eq!(t.r2t_held.load(Ordering::Relaxed), CONNECT_DATA_LEN);
+    healthy_io_works(&mut io, 5);
 }
 
 #[test]
