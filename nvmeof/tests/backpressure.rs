@@ -180,7 +180,7 @@ fn a_host_that_reads_a_trickle_cannot_keep_the_pool() {
     let mut buf = [0u8; 4 << 10];
     let t0 = std::time::Instant::now();
     let mut total = 0usize;
-    loop {
+    while ctrl.io_queue_count() > 1 {
         match bad.sock.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => total += n,
@@ -194,10 +194,22 @@ fn a_host_that_reads_a_trickle_cannot_keep_the_pool() {
         // The attacker's pace, not a synchronisation.
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // Its queue is gone (bounded wait, in case the loop ended on EOF first), and
+    // what the sockets still held ends in EOF.
     let t1 = std::time::Instant::now();
     while ctrl.io_queue_count() > 1 {
         assert!(t1.elapsed() < std::time::Duration::from_secs(10));
         std::thread::yield_now();
+    }
+    let mut sink = vec![0u8; 256 << 10];
+    loop {
+        match bad.sock.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if is_reset(&e) => break,
+            Err(e) => panic!("the trickling host's connection stayed open ({e})"),
+        }
+        assert!(total < 64 << 20, "the target keeps sending");
     }
     // The buffers are back: the other queue's 128 KiB reads complete.
     for lba in [0u64, 256, 512] {
