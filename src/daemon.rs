@@ -236,6 +236,7 @@ fn create_bdevs(
 
 pub fn run(cli: &Cli) -> Result<(), Failure> {
     let (max_conns, per_host) = connection_limits(cli)?;
+    check_hardening(cli)?;
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         Failure::Runtime(format!(
@@ -411,6 +412,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         }
     };
     target.shared().limits.set(max_conns, per_host);
+    apply_hardening(cli, target.shared());
     let started = Instant::now();
 
     // The control plane: after the target is up (it re-publishes volumes), before
@@ -643,4 +645,30 @@ fn connection_limits(cli: &Cli) -> Result<(usize, usize), Failure> {
         );
     }
     Ok((wanted.min(room), cli.max_connections_per_host))
+}
+
+/// The flags that bound what one host can hold, checked before anything starts.
+fn check_hardening(cli: &Cli) -> Result<(), Failure> {
+    if cli.max_discovery_per_host == 0 || cli.discovery_kato == 0 || cli.r2t_timeout == 0 {
+        return Err(cfg_err(
+            "--max-discovery-per-host, --discovery-kato and --r2t-timeout must be at least 1",
+        ));
+    }
+    if !(1..=100).contains(&cli.r2t_share) || !(1..=100).contains(&cli.r2t_share_total) {
+        return Err(cfg_err(
+            "--r2t-share and --r2t-share-total must be 1 to 100",
+        ));
+    }
+    if cli.stall_min_bytes == 0 {
+        return Err(cfg_err("--stall-min-bytes must be at least 1"));
+    }
+    Ok(())
+}
+
+fn apply_hardening(cli: &Cli, t: &ferrox_nvmeof::target::TargetShared) {
+    t.discovery_limits.set(cli.max_discovery_per_host);
+    t.set_discovery_kato(Duration::from_secs(cli.discovery_kato));
+    t.set_r2t_timeout(Duration::from_secs(cli.r2t_timeout));
+    t.set_r2t_shares(cli.r2t_share, cli.r2t_share_total);
+    t.set_stall_min_bytes(cli.stall_min_bytes);
 }

@@ -106,6 +106,29 @@ pub struct Cli {
     /// queue: an admin queue and up to one I/O queue per CPU, per controller).
     #[arg(long, value_name = "N", default_value_t = ferrox_nvmeof::target::limits::DEFAULT_MAX_CONNECTIONS_PER_HOST)]
     pub max_connections_per_host: usize,
+    /// The most discovery controllers one peer address may hold at once (every host
+    /// may reach the discovery subsystem); more Connects get Controller Busy.
+    #[arg(long, value_name = "N", default_value_t = ferrox_nvmeof::target::limits::DEFAULT_MAX_DISCOVERY_PER_HOST)]
+    pub max_discovery_per_host: usize,
+    /// Seconds of keep-alive given to a discovery controller connected with KATO 0
+    /// (the kernel's one-shot `nvme discover`); idle that long, it is torn down.
+    #[arg(long, value_name = "SECS", default_value_t = ferrox_nvmeof::target::DEFAULT_DISCOVERY_KATO.as_secs())]
+    pub discovery_kato: u64,
+    /// Seconds an R2T may wait for all of its data; then the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = ferrox_nvmeof::target::DEFAULT_R2T_TIMEOUT.as_secs())]
+    pub r2t_timeout: u64,
+    /// Percent of the buffer pool's largest class that the R2Ts of one controller
+    /// may hold (buffers waiting for a host's data).
+    #[arg(long, value_name = "PCT", default_value_t = ferrox_nvmeof::target::DEFAULT_R2T_CTRL_PCT)]
+    pub r2t_share: usize,
+    /// Percent of the same that all R2Ts together may hold; the rest is kept for
+    /// reads, in-capsule writes and Connects.
+    #[arg(long, value_name = "PCT", default_value_t = ferrox_nvmeof::target::DEFAULT_R2T_TOTAL_PCT)]
+    pub r2t_share_total: usize,
+    /// Bytes a host whose responses wait (its socket full) must read of them in each
+    /// stall window (30 s); a window with less closes the connection.
+    #[arg(long, value_name = "BYTES", default_value_t = ferrox_nvmeof::target::DEFAULT_STALL_MIN_BYTES)]
+    pub stall_min_bytes: u64,
     /// Log filter: error, warn, info, debug, trace, or per-module directives.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,

@@ -106,6 +106,24 @@ fn a_zero_connection_cap_is_refused() {
 }
 
 #[test]
+fn out_of_range_host_limits_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().display().to_string();
+    for (flag, v, says) in [
+        ("--max-discovery-per-host", "0", "at least 1"),
+        ("--discovery-kato", "0", "at least 1"),
+        ("--r2t-timeout", "0", "at least 1"),
+        ("--stall-min-bytes", "0", "at least 1"),
+        ("--r2t-share", "0", "1 to 100"),
+        ("--r2t-share-total", "101", "1 to 100"),
+    ] {
+        let (code, err) = ferrox(&[flag, v, "--data-dir", &data, "--no-control"]);
+        assert_eq!(code, 2, "{flag} {v}: {err}");
+        assert!(err.contains(says), "{flag} {v}: {err}");
+    }
+}
+
+#[test]
 fn invalid_nqn_is_refused() {
     expect_config_error(
         "[[subsystem]]\nnqn = \"not-an-nqn\"\nallow_any_host = true\n",

@@ -137,3 +137,105 @@ fn a_host_that_reads_nothing_cannot_starve_the_others() {
         assert!(total < 64 << 20, "the target keeps sending");
     }
 }
+
+/// A queue whose host has a small receive window, with 127 reads of 128 KiB queued
+/// (more than the pool and the socket buffers hold together).
+fn flooded_queue(f: &Fixture, cntlid: u16, qid: u16) -> Host {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 << 10).unwrap();
+    sock.connect(&f.addr.into()).unwrap();
+    let mut bad = Host::from_stream(sock.into());
+    bad.ic_on(Digests::default());
+    let cmd: Command = ferrox_nvme_spec::ConnectCommand::new(0, qid, 127, 0).into();
+    let data = ferrox_nvme_spec::ConnectData::new([1; 16], cntlid, NQN, HOSTNQN).unwrap();
+    let c = bad.exec(cmd, zerocopy::IntoBytes::as_bytes(&data), 0).0;
+    assert!(c.status().is_success(), "{}", c.status());
+    for i in 0..127u16 {
+        let mut cmd = Command::read(0, 1, u64::from(i) * 256, 255);
+        cmd.cid = i;
+        cmd.flags = 0x40;
+        cmd.dptr = SglDescriptor::transport(LEN as u32).to_dptr();
+        bad.send_cmd(&cmd, &[]);
+    }
+    bad
+}
+
+#[test]
+fn a_host_that_reads_a_trickle_cannot_keep_the_pool() {
+    use std::io::Read;
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let t = f.target.shared();
+    // Windows of 300 ms in which a host with responses waiting must read 4 MiB.
+    t.set_stall_timeout(std::time::Duration::from_millis(300));
+    t.set_stall_min_bytes(4 << 20);
+    let (_a, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut good = Host::io_queue(f.addr, Digests::default(), cntlid, 2);
+    let mut bad = flooded_queue(&f, cntlid, 1);
+    let ctrl = t.subsystem(NQN).unwrap().controller(cntlid).unwrap();
+    assert_eq!(ctrl.io_queue_count(), 2);
+    // The trickle: 4 KiB at a time, paced, far below the minimum; each read lets
+    // the target send a little more, which used to reset the stall clock. The
+    // queue is closed all the same (bounded: at this pace the target would send its
+    // ~16 MiB of responses for some 40 s).
+    let mut buf = [0u8; 4 << 10];
+    let t0 = std::time::Instant::now();
+    let mut total = 0usize;
+    while ctrl.io_queue_count() > 1 {
+        match bad.sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if is_reset(&e) => break,
+            Err(e) => panic!("the trickling host's connection stayed open ({e})"),
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "a host that reads a trickle keeps its queue ({total} bytes read)"
+        );
+        // The attacker's pace, not a synchronisation.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Its queue is gone (bounded wait, in case the loop ended on EOF first), and
+    // what the sockets still held ends in EOF.
+    let t1 = std::time::Instant::now();
+    while ctrl.io_queue_count() > 1 {
+        assert!(t1.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::yield_now();
+    }
+    let mut sink = vec![0u8; 256 << 10];
+    loop {
+        match bad.sock.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if is_reset(&e) => break,
+            Err(e) => panic!("the trickling host's connection stayed open ({e})"),
+        }
+        assert!(total < 64 << 20, "the target keeps sending");
+    }
+    // The buffers are back: the other queue's 128 KiB reads complete.
+    for lba in [0u64, 256, 512] {
+        let (st, _) = good.read(lba, 256);
+        assert_eq!(st, Status::SUCCESS);
+    }
+}
+
+#[test]
+fn a_slow_host_that_reads_enough_is_served() {
+    use std::io::Read;
+    let f = fixture_on(1, &["127.0.0.1:0"], Vec::new(), |_| Vec::new());
+    let t = f.target.shared();
+    t.set_stall_timeout(std::time::Duration::from_millis(500));
+    t.set_stall_min_bytes(64 << 10);
+    let (_a, cntlid) = Host::admin(f.addr, Digests::default(), 0);
+    let mut slow = flooded_queue(&f, cntlid, 1);
+    // It reads all its data, 64 KiB at a time with pauses: well above the minimum.
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0usize;
+    while total < 127 * LEN {
+        let n = slow.sock.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "the slow host was closed after {total} bytes");
+        total += n;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let ctrl = t.subsystem(NQN).unwrap().controller(cntlid).unwrap();
+    assert_eq!(ctrl.io_queue_count(), 1, "the slow host's queue was closed");
+}

@@ -83,6 +83,8 @@ pub struct Sent {
     pub progress: bool,
     /// The transport would block with items still queued.
     pub blocked: bool,
+    /// Bytes that left.
+    pub bytes: usize,
 }
 
 /// Resolves queued transmit items to their bytes, and takes them back once sent
@@ -392,6 +394,7 @@ impl<T: Transport, I> Stream<T, I> {
         let mut out = Sent {
             progress: false,
             blocked: false,
+            bytes: 0,
         };
         while !self.tx.is_empty() {
             let mut iov: [IoSlice<'_>; IOV_MAX] = [IoSlice::new(&[]); IOV_MAX];
@@ -405,6 +408,7 @@ impl<T: Transport, I> Stream<T, I> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut sent) => {
                     out.progress = true;
+                    out.bytes += sent;
                     while sent > 0 {
                         let front = self.tx.front().expect("sent bytes belong to items");
                         let left = src.bytes(front).len() - self.tx_off;

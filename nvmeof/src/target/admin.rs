@@ -513,6 +513,11 @@ fn set_features(ctrl: &Controller, s: &SetFeatures) -> (Status, u32) {
             // Only the notices this controller can raise are kept.
             f.async_event_config = v & (1 << 8);
         }
+        // A discovery controller always has a keep-alive (see
+        // `TargetShared::discovery_kato`): it cannot be turned off.
+        FeatureId::KEEP_ALIVE_TIMER if v == 0 && ctrl.subsys.discovery => {
+            return (Status::INVALID_FIELD, 0)
+        }
         FeatureId::KEEP_ALIVE_TIMER => ctrl.kato_ms.store(v, Ordering::Relaxed),
         _ => return (Status::INVALID_FIELD, 0),
     }

@@ -28,7 +28,7 @@ mod slots;
 mod tx;
 
 pub use self::slots::Dir;
-pub(super) use self::slots::{Commands, Slot};
+pub(super) use self::slots::{Commands, R2tQuota, Slot};
 
 use super::ctrl::{Controller, QueueCounters};
 use super::queue::{QueueHandle, QueueOps};
@@ -136,20 +136,31 @@ pub(super) struct QueueState {
 pub(super) struct Timers {
     /// The admin queue's keep-alive check.
     pub kato: Option<TimerId>,
-    /// Since when responses have waited for a host that reads none of them (the
-    /// socket is full); cleared by every byte sent.
+    /// Since when responses have waited for a host that reads too few of them (the
+    /// socket is full): the start of the current drain window. Cleared when the
+    /// transmit queue empties; moved to now when the host has read
+    /// [`TargetShared::stall_min_bytes`] since it (see `Conn::send`).
     pub tx_stalled_since: Option<Instant>,
+    /// Bytes sent since `tx_stalled_since`.
+    pub tx_drained: u64,
     /// The timer watching the stall (see `Conn::watch_stall`).
     pub stall: Option<TimerId>,
     /// The timer that closes a connection not connected in time.
     pub connect: Option<TimerId>,
+    /// The timer watching the oldest R2T (see `Conn::watch_r2t`).
+    pub r2t: Option<TimerId>,
 }
 
 impl Timers {
     fn cancel_all(&mut self) {
-        for t in [self.kato.take(), self.stall.take(), self.connect.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.kato.take(),
+            self.stall.take(),
+            self.connect.take(),
+            self.r2t.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             Reactor::with(|r| r.cancel_timer(t));
         }
@@ -171,6 +182,8 @@ pub(super) struct State {
     pub(super) timers: Timers,
     pub aers: Vec<u16>,
     pub io: super::io::IoCache,
+    /// The place of this admin queue's discovery controller under the per-peer cap.
+    pub discovery_permit: Option<super::limits::DiscoveryPermit>,
 }
 
 /// A connection's poller and I/O sink.
@@ -210,6 +223,10 @@ impl Conn {
         }
         let id = target.next_conn_id();
         let depth = super::ctrl::MAX_QUEUE_ENTRIES as usize;
+        let quota = R2tQuota {
+            total: (target.r2t_held.clone(), target.r2t_caps().1),
+            ctrl: None,
+        };
         let conn = Rc::new_cyclic(|me| Conn {
             id,
             peer,
@@ -222,7 +239,7 @@ impl Conn {
                 c2h_align: 4,
                 stream: Stream::new(sock, RX_CAP, depth * 3),
                 rx_state: RxState::Header,
-                cmds: Commands::new(depth),
+                cmds: Commands::new(depth, quota),
                 q: None,
                 sq_head: 0,
                 sq_size: depth as u16,
@@ -230,6 +247,7 @@ impl Conn {
                 timers: Timers::default(),
                 aers: Vec::new(),
                 io: Default::default(),
+                discovery_permit: None,
             }),
             poller: Cell::new(None),
             _permit: permit,
@@ -299,6 +317,7 @@ impl Conn {
         // keeps a stale command from completing after the controller is gone).
         st.cmds.drop_idle();
         st.aers.clear();
+        st.discovery_permit = None;
         if let Some(q) = &st.q {
             if q.qid == 0 {
                 q.ctrl.teardown(reason);

@@ -1,7 +1,7 @@
 //! Controller state shared by a controller's admin and I/O queues: properties and the
 //! CC/CSTS state machine, features, keep-alive, asynchronous events, teardown.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -193,6 +193,8 @@ pub struct Controller {
     /// What closed I/O queues counted.
     retired: QueueCounters,
     pub created: Instant,
+    /// Bytes of pool buffers its queues' R2Ts hold (see `TargetShared::r2t_caps`).
+    pub r2t_held: Arc<AtomicUsize>,
 }
 
 impl Controller {
@@ -221,6 +223,7 @@ impl Controller {
             counters: Mutex::new(Vec::new()),
             retired: QueueCounters::default(),
             created: Instant::now(),
+            r2t_held: Arc::default(),
         }
     }
 

@@ -65,7 +65,9 @@ impl Conn {
     }
 
     fn connect(&self, st: &mut State, slot: u16) -> (Status, u64) {
-        if st.q.is_some() {
+        // Not while another Connect waits for its data either: its R2T is counted
+        // against the target only, not against the controller this one would join.
+        if st.q.is_some() || st.cmds.r2t_out > 0 || !st.cmds.wait_buf.is_empty() {
             return (Status::COMMAND_SEQUENCE_ERROR, 0);
         }
         let s = &st.cmds.slots[slot as usize];
@@ -109,7 +111,20 @@ impl Conn {
                 return invalid_data(16);
             }
             let admin = self.queue_handle(&self.target.reactors[r_id]);
-            let kato = cc.kato;
+            // Every host may reach discovery: its controllers are capped per peer
+            // address, and none lives without a keep-alive.
+            let mut kato = cc.kato;
+            if subsys.discovery {
+                let Some(permit) = self.target.discovery_limits.admit(self.peer.ip()) else {
+                    tracing::info!(conn = self.id, peer = %self.peer, cap = self.target.discovery_limits.cap(), "discovery controllers of this peer address at their cap");
+                    return (Status::CONNECT_CONTROLLER_BUSY, 0);
+                };
+                st.discovery_permit = Some(permit);
+                if kato == 0 {
+                    kato =
+                        u32::try_from(self.target.discovery_kato().as_millis()).unwrap_or(u32::MAX);
+                }
+            }
             let created = subsys.register_controller(|cntlid| {
                 Arc::new(Controller::new(
                     cntlid,
@@ -121,6 +136,7 @@ impl Conn {
                 ))
             });
             let Some(ctrl) = created else {
+                st.discovery_permit = None;
                 return (Status::CONNECT_CONTROLLER_BUSY, 0);
             };
             {
@@ -192,6 +208,7 @@ impl Conn {
             ctrl
         };
         let cntlid = ctrl.cntlid;
+        st.cmds.quota.ctrl = Some((ctrl.r2t_held.clone(), self.target.r2t_caps().0));
         if let Some(t) = st.timers.connect.take() {
             Reactor::with(|r| r.cancel_timer(t));
         }

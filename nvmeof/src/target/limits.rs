@@ -191,5 +191,95 @@ impl Drop for ConnPermit {
     }
 }
 
+/// Default cap on the discovery controllers held from one peer address. A kernel
+/// host holds one per persistent discovery connection, and one-shot `nvme
+/// discover` runs one at a time.
+pub const DEFAULT_MAX_DISCOVERY_PER_HOST: usize = 16;
+
+/// Discovery controllers held by each peer address, under a cap: every host may
+/// reach the discovery subsystem, so it is counted apart from the controllers of
+/// subsystems that allow the host.
+#[derive(Debug)]
+pub struct DiscoveryLimits {
+    max_per_peer: AtomicUsize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    refused: AtomicU64,
+}
+
+impl Default for DiscoveryLimits {
+    fn default() -> Self {
+        Self {
+            max_per_peer: AtomicUsize::new(DEFAULT_MAX_DISCOVERY_PER_HOST),
+            open: Mutex::default(),
+            refused: AtomicU64::new(0),
+        }
+    }
+}
+
+impl DiscoveryLimits {
+    /// Sets the cap for discovery controllers created from now on.
+    pub fn set(&self, max_per_peer: usize) {
+        self.max_per_peer.store(max_per_peer, Ordering::Relaxed);
+    }
+
+    pub fn cap(&self) -> usize {
+        self.max_per_peer.load(Ordering::Relaxed)
+    }
+
+    /// Discovery Connects refused for the cap since the start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Discovery controllers held now by `peer`.
+    pub fn held(&self, peer: IpAddr) -> usize {
+        self.lock().get(&peer).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more discovery controller of `peer`, unless it holds the cap.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<DiscoveryPermit> {
+        let max = self.cap();
+        let mut open = self.lock();
+        let n = open.entry(peer).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                open.remove(&peer);
+            }
+            drop(open);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(DiscoveryPermit {
+            limits: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// One discovery controller's place under [`DiscoveryLimits`], given back when
+/// dropped (its admin connection closed).
+#[derive(Debug)]
+pub struct DiscoveryPermit {
+    limits: Arc<DiscoveryLimits>,
+    peer: IpAddr,
+}
+
+impl Drop for DiscoveryPermit {
+    fn drop(&mut self) {
+        let mut open = self.limits.lock();
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

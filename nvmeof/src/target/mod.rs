@@ -76,6 +76,27 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`TargetShared::stall_timeout`]: far beyond any pause of a live host.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`TargetShared::stall_min_bytes`]: 1 MiB per stall window (about
+/// 280 kbit/s over the default 30 s).
+pub const DEFAULT_STALL_MIN_BYTES: u64 = 1 << 20;
+
+/// Default of [`TargetShared::discovery_kato`]: the keep-alive timeout a discovery
+/// controller connected with KATO 0 gets (Linux's nvmet does the same, with this
+/// value).
+pub const DEFAULT_DISCOVERY_KATO: Duration = Duration::from_secs(120);
+
+/// Default share of the bytes of the buffer pool's largest class the R2Ts of one
+/// controller may hold
+/// (see [`TargetShared::r2t_caps`]).
+pub const DEFAULT_R2T_CTRL_PCT: usize = 25;
+/// Default share of the same that all R2Ts together may hold; the rest
+/// is a reserve for reads, in-capsule writes and Connects.
+pub const DEFAULT_R2T_TOTAL_PCT: usize = 75;
+
+/// Default of [`TargetShared::r2t_timeout`]: the host answers an R2T at once; this
+/// leaves room for 32 R2Ts of 128 KiB on a link of about 1 Mbit/s.
+pub const DEFAULT_R2T_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A duration other threads may change, kept in whole milliseconds (at least 1).
 struct AtomicDuration(AtomicU64);
 
@@ -122,11 +143,30 @@ pub struct TargetShared {
     /// Milliseconds an accepted connection may take to become a connected queue
     /// (ICReq and Fabrics Connect) before it is closed.
     connect_timeout: AtomicDuration,
-    /// Milliseconds a connection's responses may wait for a host that reads none of
-    /// them before the connection is closed.
+    /// Milliseconds a connection's responses may wait for a host that reads less
+    /// than `stall_min_bytes` of them before the connection is closed.
     stall_timeout: AtomicDuration,
+    /// Bytes a host with responses waiting must read per stall window.
+    stall_min_bytes: AtomicU64,
+    /// Bytes of pool buffers all R2Ts hold (see [`Self::r2t_caps`]).
+    pub r2t_held: Arc<AtomicUsize>,
+    /// Percent of the largest pool class's bytes one controller's R2Ts may hold.
+    r2t_ctrl_pct: AtomicUsize,
+    /// Percent of the same all R2Ts together may hold.
+    r2t_total_pct: AtomicUsize,
+    /// The bytes of the pool's largest class, read once.
+    pool_bytes: std::sync::OnceLock<usize>,
+    /// Milliseconds an R2T may wait for all of its data before the connection is
+    /// closed.
+    r2t_timeout: AtomicDuration,
+    /// Connections closed because an R2T went unanswered ([`Self::r2t_timeout`]).
+    pub r2t_timeouts: AtomicU64,
     /// Caps on open connections, in all and per peer address.
     pub limits: Arc<limits::ConnLimits>,
+    /// The cap on discovery controllers per peer address.
+    pub discovery_limits: Arc<limits::DiscoveryLimits>,
+    /// Milliseconds of keep-alive a discovery controller connected with KATO 0 gets.
+    discovery_kato: AtomicDuration,
 }
 
 impl TargetShared {
@@ -322,9 +362,10 @@ impl TargetShared {
         self.connect_timeout.set(d);
     }
 
-    /// How long a connection's responses may wait for a host that reads none of
-    /// them (its socket stays full); then the connection is closed and the buffers
-    /// its responses held go back to the pool for everyone else.
+    /// How long a connection's responses may wait for a host that reads less than
+    /// [`Self::stall_min_bytes`] of them (its socket stays full); then the
+    /// connection is closed and the buffers its responses held go back to the pool
+    /// for everyone else.
     pub fn stall_timeout(&self) -> Duration {
         self.stall_timeout.get()
     }
@@ -332,6 +373,71 @@ impl TargetShared {
     /// Sets [`Self::stall_timeout`] (stalls that start from now on).
     pub fn set_stall_timeout(&self, d: Duration) {
         self.stall_timeout.set(d);
+    }
+
+    /// What a host whose responses wait (its socket is full) must read of them in
+    /// each [`Self::stall_timeout`]: a window in which it reads less, without
+    /// catching up, closes the connection.
+    pub fn stall_min_bytes(&self) -> u64 {
+        self.stall_min_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Self::stall_min_bytes`] (at least 1).
+    pub fn set_stall_min_bytes(&self, bytes: u64) {
+        self.stall_min_bytes.store(bytes.max(1), Ordering::Relaxed);
+    }
+
+    /// The keep-alive timeout given to a discovery controller whose host connected
+    /// with KATO 0 (the kernel's one-shot `nvme discover` does, and is done within
+    /// it): such a controller, idle that long, is torn down like any whose
+    /// keep-alive expired, so it cannot be held forever.
+    pub fn discovery_kato(&self) -> Duration {
+        self.discovery_kato.get()
+    }
+
+    /// Sets [`Self::discovery_kato`] for discovery controllers created from now on.
+    pub fn set_discovery_kato(&self, d: Duration) {
+        self.discovery_kato.set(d);
+    }
+
+    /// What R2Ts may hold of the buffer pool, in bytes: (one controller, all
+    /// together), as shares of the bytes of the pool's largest class. A write whose R2T would pass a cap waits (queued in its
+    /// connection, like one waiting for a free buffer) until others' data is in.
+    /// Read on the reactors, at accept and at Connect.
+    pub fn r2t_caps(&self) -> (usize, usize) {
+        // The largest class: what the largest transfers come from, and the scarce
+        // one (smaller buffers fall back to it when their class runs out).
+        let pool = *self.pool_bytes.get_or_init(|| {
+            Reactor::with(|r| r.pool().class_stats())
+                .iter()
+                .map(|c| c.size * c.count)
+                .next_back()
+                .unwrap_or(0)
+        });
+        let pct = |a: &AtomicUsize| {
+            (pool.saturating_mul(a.load(Ordering::Relaxed)) / 100).max(conn::MAX_TRANSFER)
+        };
+        (pct(&self.r2t_ctrl_pct), pct(&self.r2t_total_pct))
+    }
+
+    /// Sets the shares of [`Self::r2t_caps`] in percent (1 to 100) for queues
+    /// connected from now on.
+    pub fn set_r2t_shares(&self, ctrl_pct: usize, total_pct: usize) {
+        self.r2t_ctrl_pct
+            .store(ctrl_pct.clamp(1, 100), Ordering::Relaxed);
+        self.r2t_total_pct
+            .store(total_pct.clamp(1, 100), Ordering::Relaxed);
+    }
+
+    /// How long an R2T may wait for the host's data (all of it); then the
+    /// connection is closed and the buffers its R2Ts held go back to the pool.
+    pub fn r2t_timeout(&self) -> Duration {
+        self.r2t_timeout.get()
+    }
+
+    /// Sets [`Self::r2t_timeout`] (checked against R2Ts out, from the next check).
+    pub fn set_r2t_timeout(&self, d: Duration) {
+        self.r2t_timeout.set(d);
     }
 
     /// The listeners through which hosts reach `sub`.
@@ -493,7 +599,16 @@ impl Target {
             node_id,
             connect_timeout: AtomicDuration::new(DEFAULT_CONNECT_TIMEOUT),
             stall_timeout: AtomicDuration::new(DEFAULT_STALL_TIMEOUT),
+            stall_min_bytes: AtomicU64::new(DEFAULT_STALL_MIN_BYTES),
+            r2t_timeout: AtomicDuration::new(DEFAULT_R2T_TIMEOUT),
+            r2t_held: Arc::default(),
+            r2t_ctrl_pct: AtomicUsize::new(DEFAULT_R2T_CTRL_PCT),
+            r2t_total_pct: AtomicUsize::new(DEFAULT_R2T_TOTAL_PCT),
+            pool_bytes: std::sync::OnceLock::new(),
+            r2t_timeouts: AtomicU64::new(0),
             limits: Arc::default(),
+            discovery_limits: Arc::default(),
+            discovery_kato: AtomicDuration::new(DEFAULT_DISCOVERY_KATO),
         });
         for (_, addr, l) in bound {
             let t = shared.clone();

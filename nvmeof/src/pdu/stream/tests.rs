@@ -281,7 +281,8 @@ fn transmit_batches_and_resumes_partial_writes() {
         sent,
         Sent {
             progress: true,
-            blocked: false
+            blocked: false,
+            bytes: 300
         }
     );
     // 100 items: one write of 64, one of 36.

@@ -1,7 +1,7 @@
 //! Receiving: the staging buffer, PDU headers, data into command buffers, and the
 //! commands they start.
 
-use ferrox_nvme_spec::{Command, FabricsCommandType, Status};
+use ferrox_nvme_spec::{AdminOpcode, Command, FabricsCommandType, IoOpcode, Status};
 use ferrox_reactor::Reactor;
 use zerocopy::FromBytes;
 
@@ -197,8 +197,7 @@ impl Conn {
                 if sl.got < sl.xfer {
                     return Step::Progress;
                 }
-                sl.awaiting_h2c = false;
-                st.cmds.r2t_out -= 1;
+                st.cmds.r2t_done(s);
             }
             self.data_complete(st, s);
         }
@@ -245,6 +244,13 @@ impl Conn {
         }
         let in_capsule = dir == Dir::H2C && l.data_len > 0;
         if dir == Dir::H2C && !in_capsule && xfer > 0 {
+            // Checked before any buffer is taken or R2T sent: a command this queue
+            // would refuse anyway must not hold a pool buffer while the host sits
+            // on its data.
+            if let Err(status) = Self::admit_transfer(st, &cmd, xfer) {
+                self.complete(st, slot, status.with_dnr(), 0);
+                return;
+            }
             // Its buffer is taken when its R2T can go out (see `retry_waiting`).
             st.cmds.wait_buf.push_back(slot);
             if l.data_len > 0 {
@@ -335,11 +341,66 @@ impl Conn {
         (dir, len, Ok(()))
     }
 
+    /// Whether a host-to-controller transfer of `xfer` bytes that needs an R2T is
+    /// one this queue's controller would use: the opcode is valid for the queue (and
+    /// the controller is enabled, for the admin queue), and the length within what
+    /// that opcode takes. Checked before a buffer is taken or an R2T sent.
+    fn admit_transfer(st: &State, cmd: &Command, xfer: usize) -> Result<(), Status> {
+        /// The largest data a Set Features or a Dataset Management takes.
+        const SMALL: usize = 4096;
+        let Some(q) = &st.q else {
+            // Only a Connect passes `plan` before the queue is connected, and one at
+            // a time is all a host needs.
+            return if xfer != ferrox_nvme_spec::CONNECT_DATA_LEN {
+                Err(Status::DATA_SGL_LENGTH_INVALID)
+            } else if st.cmds.r2t_out > 0 || !st.cmds.wait_buf.is_empty() {
+                Err(Status::COMMAND_SEQUENCE_ERROR)
+            } else {
+                Ok(())
+            };
+        };
+        if cmd.is_fabrics() {
+            return Err(if cmd.fctype() == FabricsCommandType::CONNECT {
+                Status::COMMAND_SEQUENCE_ERROR
+            } else {
+                Status::INVALID_OPCODE
+            });
+        }
+        let max = if q.qid == 0 {
+            if !q.ctrl.is_ready() {
+                return Err(Status::COMMAND_SEQUENCE_ERROR);
+            }
+            match cmd.admin_opcode() {
+                // No feature a discovery controller has takes data: every host may
+                // reach one, so none gets a buffer to hold.
+                AdminOpcode::SET_FEATURES if q.ctrl.subsys.discovery => {
+                    return Err(Status::INVALID_FIELD)
+                }
+                AdminOpcode::SET_FEATURES => SMALL,
+                _ => return Err(Status::INVALID_OPCODE),
+            }
+        } else {
+            if q.ctrl.subsys.discovery {
+                return Err(Status::INVALID_OPCODE);
+            }
+            match cmd.io_opcode() {
+                IoOpcode::WRITE | IoOpcode::COMPARE => MAX_TRANSFER,
+                IoOpcode::DATASET_MANAGEMENT => SMALL,
+                _ => return Err(Status::INVALID_OPCODE),
+            }
+        };
+        if xfer > max {
+            return Err(Status::DATA_SGL_LENGTH_INVALID);
+        }
+        Ok(())
+    }
+
     /// The slot has its buffer: ask the host for data (R2T) or execute.
     pub(in crate::target) fn proceed(&self, st: &mut State, slot: u16) {
         let s = &mut st.cmds.slots[slot as usize];
         if s.dir == Dir::H2C && s.xfer > 0 && s.got < s.xfer {
             s.awaiting_h2c = true;
+            s.r2t_at = std::time::Instant::now();
             st.cmds.r2t_out += 1;
             let dh = DataHeader {
                 cccid: s.cmd.cid(),
@@ -349,6 +410,9 @@ impl Conn {
             };
             let h = HeaderBuf::r2t(dh, st.digests.header);
             st.stream.push(TxItem::Hdr(h));
+            if st.timers.r2t.is_none() {
+                self.watch_r2t(st, self.target.r2t_timeout());
+            }
             return;
         }
         self.execute(st, slot);

@@ -104,11 +104,24 @@ impl Conn {
     pub(in crate::target) fn send(&self, st: &mut State) -> bool {
         match st.stream.send(&mut Owned) {
             Ok(sent) => {
-                if sent.progress {
-                    st.timers.tx_stalled_since = None;
+                // A stall ends when the host has caught up (nothing left queued), not
+                // at any byte it reads: a window ends early, and a new one starts,
+                // once it has read the minimum of one; a window that ends without it
+                // closes the connection (`watch_stall`). So a trickle cannot keep the
+                // buffers of its responses.
+                let t = &mut st.timers;
+                if st.stream.tx_is_empty() {
+                    t.tx_stalled_since = None;
+                } else if t.tx_stalled_since.is_some() && sent.bytes > 0 {
+                    t.tx_drained += sent.bytes as u64;
+                    if t.tx_drained >= self.target.stall_min_bytes() {
+                        t.tx_stalled_since = Some(Instant::now());
+                        t.tx_drained = 0;
+                    }
                 }
                 if sent.blocked && st.timers.tx_stalled_since.is_none() {
                     st.timers.tx_stalled_since = Some(Instant::now());
+                    st.timers.tx_drained = 0;
                     if st.timers.stall.is_none() {
                         self.watch_stall(st, self.target.stall_timeout());
                     }
@@ -127,8 +140,9 @@ impl Conn {
     }
 
     /// Arms a timer that closes the connection if its responses are still stuck
-    /// after `after` (a host that stops reading would otherwise keep the pool
-    /// buffers of its responses, and other connections wait for them, forever).
+    /// after `after` (a host that stops reading, or reads a trickle, would otherwise
+    /// keep the pool buffers of its responses, and other connections wait for them,
+    /// forever).
     /// One timer per connection: a stall that ended and began again re-arms it for
     /// what is left of the new one.
     fn watch_stall(&self, st: &mut State, after: Duration) {
@@ -144,10 +158,46 @@ impl Conn {
                 let limit = c.target.stall_timeout();
                 match limit.checked_sub(t0.elapsed()) {
                     Some(left) if !left.is_zero() => c.watch_stall(&mut st, left),
-                    _ => c.close_locked(
-                        &mut st,
-                        &format!("the host has read none of its responses for {limit:?}"),
-                    ),
+                    _ => {
+                        let min = c.target.stall_min_bytes();
+                        c.close_locked(
+                            &mut st,
+                            &format!(
+                                "the host has read less than {min} bytes of its responses in {limit:?}"
+                            ),
+                        );
+                    }
+                }
+            })
+        }));
+    }
+
+    /// Arms a timer that closes the connection if an R2T is still unanswered
+    /// `after` from now (the buffer it holds would otherwise be the host's to keep:
+    /// a host that never sends the data must not pin pool buffers). One timer per
+    /// connection, re-armed for the oldest R2T still out.
+    pub(in crate::target) fn watch_r2t(&self, st: &mut State, after: Duration) {
+        let weak = self.me.clone();
+        st.timers.r2t = Some(Reactor::with(|r| {
+            r.add_timer(after, move |_r| {
+                let Some(c) = weak.upgrade() else { return };
+                let mut st = c.st.borrow_mut();
+                st.timers.r2t = None;
+                let Some(t0) = st.cmds.oldest_r2t() else {
+                    return;
+                };
+                let limit = c.target.r2t_timeout();
+                match limit.checked_sub(t0.elapsed()) {
+                    Some(left) if !left.is_zero() => c.watch_r2t(&mut st, left),
+                    _ => {
+                        c.target
+                            .r2t_timeouts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        c.close_locked(
+                            &mut st,
+                            &format!("the host sent no data for an R2T within {limit:?}"),
+                        );
+                    }
                 }
             })
         }));
@@ -157,11 +207,17 @@ impl Conn {
         let mut progress = false;
         while let Some(&slot) = st.cmds.wait_buf.front() {
             let s = &st.cmds.slots[slot as usize];
-            if s.dir == Dir::H2C && st.cmds.r2t_out >= MAX_R2T_OUT {
+            let len = s.xfer;
+            let r2t = s.dir == Dir::H2C;
+            // An R2T's buffer counts against this connection's, its controller's
+            // and the target's quotas until the host's data is in.
+            if r2t && (st.cmds.r2t_out >= MAX_R2T_OUT || !st.cmds.quota.charge(len)) {
                 break;
             }
-            let len = s.xfer;
             let Some(buf) = Reactor::with(|r| r.pool().alloc(len)) else {
+                if r2t {
+                    st.cmds.quota.uncharge(len);
+                }
                 break;
             };
             st.cmds.wait_buf.pop_front();
