@@ -32,6 +32,14 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// What a pool's listing says of volume `name`: its information and state.
+fn live_in(list: Vec<VolumeInfo>, name: &str) -> (Option<VolumeInfo>, &'static str) {
+    match list.into_iter().find(|v| v.name == name) {
+        Some(v) => (Some(v), "online"),
+        None => (None, "missing"),
+    }
+}
+
 impl Core {
     /// Live information of `name` in `pool`, or the state that explains its absence.
     /// Blocking.
@@ -47,10 +55,25 @@ impl Core {
         let list = lvs
             .list()
             .map_err(|e| ControlError::lvol(format!("listing pool {pool:?}"), e))?;
-        Ok(match list.into_iter().find(|v| v.name == name) {
-            Some(v) => (Some(v), "online"),
-            None => (None, "missing"),
-        })
+        Ok(live_in(list, name))
+    }
+
+    /// [`Core::live`] without blocking: the listing comes from the metadata reactor.
+    async fn live_async(
+        &self,
+        pool: &str,
+        name: &str,
+    ) -> Result<(Option<VolumeInfo>, &'static str), ControlError> {
+        let lvs = match self.lvs(pool) {
+            Ok(l) => l,
+            Err(_) => return Ok((None, "pool-unavailable")),
+        };
+        let list = rpc_submit(Job::lvol(
+            format!("listing pool {pool:?}"),
+            lvs.list_async(),
+        ))
+        .await?;
+        Ok(live_in(list, name))
     }
 
     /// The API view of `rec` and its publication. Blocking.
@@ -59,7 +82,26 @@ impl Core {
         rec: &VolumeRec,
         published: Option<&PublishRec>,
     ) -> Result<api::Volume, ControlError> {
-        let (info, state) = self.live(&rec.pool, &rec.name)?;
+        let live = self.live(&rec.pool, &rec.name)?;
+        Ok(self.volume_api(rec, published, live))
+    }
+
+    /// [`Core::volume_msg`] without blocking.
+    pub(super) async fn volume_msg_async(
+        &self,
+        rec: &VolumeRec,
+        published: Option<&PublishRec>,
+    ) -> Result<api::Volume, ControlError> {
+        let live = self.live_async(&rec.pool, &rec.name).await?;
+        Ok(self.volume_api(rec, published, live))
+    }
+
+    fn volume_api(
+        &self,
+        rec: &VolumeRec,
+        published: Option<&PublishRec>,
+        (info, state): (Option<VolumeInfo>, &'static str),
+    ) -> api::Volume {
         let cluster = self
             .pools()
             .get(&rec.pool)
@@ -82,7 +124,7 @@ impl Core {
             m.parent = v.parent.unwrap_or_default();
             m.created_unix = v.created;
         }
-        Ok(m)
+        m
     }
 
     /// The API view of `rec`, its publication read from the store.
@@ -91,8 +133,7 @@ impl Core {
         rec: VolumeRec,
     ) -> Result<api::Volume, ControlError> {
         let published = self.records().get::<PublishRec>(&rec.name).await?;
-        self.blocking(move |c| c.volume_msg(&rec, published.as_ref()))
-            .await
+        self.volume_msg_async(&rec, published.as_ref()).await
     }
 
     /// Blocking.
