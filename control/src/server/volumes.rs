@@ -680,13 +680,15 @@ impl Core {
         let rev = r
             .txn(state::put_record(guard, &rec.in_phase(Phase::Deleting))?)
             .await?;
-        let n = name.clone();
-        let deleted = self
-            .blocking(move |_| match lvs.delete(&n) {
-                Ok(()) | Err(LvolError::NotFound(_)) => Ok(()),
-                Err(e) => Err(ControlError::lvol(format!("deleting {what} {n:?}"), e)),
-            })
-            .await;
+        let during = format!("deleting {what} {name:?}");
+        let deleted = match rpc_submit(Job::lvol(during, lvs.delete_async(&name))).await {
+            Ok(())
+            | Err(ControlError::Lvol {
+                source: LvolError::NotFound(_),
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = deleted {
             r.put_if(&rec, rev).await?;
             return Err(e);
