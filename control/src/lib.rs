@@ -13,8 +13,9 @@
 //!   `rpc_submit`, which awaits an lvol engine operation on its pool's metadata
 //!   reactor (an [`LvolStore`] `*_async` call), sends a closure to the reactor that
 //!   owns the resource and awaits its reply, or (what is not moved yet: pool
-//!   create/import/load, volume create/resize/delete, snapshots, clones) runs a
-//!   blocking [`LvolStore`] call on tokio's blocking pool. Mutating calls are idempotent: the same name with the same
+//!   create/import/load, volume create and resize, snapshot and clone creation,
+//!   the metrics' gathering) runs a blocking [`LvolStore`] call on tokio's blocking
+//!   pool. Mutating calls are idempotent: the same name with the same
 //!   parameters answers the existing object, different parameters answer
 //!   `AlreadyExists` naming the difference. They exclude each other through the
 //!   state store, not a process-local lock, so several servers may share one store:

@@ -41,25 +41,9 @@ fn live_in(list: Vec<VolumeInfo>, name: &str) -> (Option<VolumeInfo>, &'static s
 }
 
 impl Core {
-    /// Live information of `name` in `pool`, or the state that explains its absence.
-    /// Blocking.
-    fn live(
-        &self,
-        pool: &str,
-        name: &str,
-    ) -> Result<(Option<VolumeInfo>, &'static str), ControlError> {
-        let lvs = match self.lvs(pool) {
-            Ok(l) => l,
-            Err(_) => return Ok((None, "pool-unavailable")),
-        };
-        let list = lvs
-            .list()
-            .map_err(|e| ControlError::lvol(format!("listing pool {pool:?}"), e))?;
-        Ok(live_in(list, name))
-    }
-
-    /// [`Core::live`] without blocking: the listing comes from the metadata reactor.
-    async fn live_async(
+    /// Live information of `name` in `pool`, or the state that explains its absence:
+    /// the pool's listing, from its metadata reactor.
+    async fn live(
         &self,
         pool: &str,
         name: &str,
@@ -76,23 +60,13 @@ impl Core {
         Ok(live_in(list, name))
     }
 
-    /// The API view of `rec` and its publication. Blocking.
-    pub(super) fn volume_msg(
+    /// The API view of `rec` and its publication.
+    pub(super) async fn volume_msg(
         &self,
         rec: &VolumeRec,
         published: Option<&PublishRec>,
     ) -> Result<api::Volume, ControlError> {
-        let live = self.live(&rec.pool, &rec.name)?;
-        Ok(self.volume_api(rec, published, live))
-    }
-
-    /// [`Core::volume_msg`] without blocking.
-    pub(super) async fn volume_msg_async(
-        &self,
-        rec: &VolumeRec,
-        published: Option<&PublishRec>,
-    ) -> Result<api::Volume, ControlError> {
-        let live = self.live_async(&rec.pool, &rec.name).await?;
+        let live = self.live(&rec.pool, &rec.name).await?;
         Ok(self.volume_api(rec, published, live))
     }
 
@@ -133,12 +107,11 @@ impl Core {
         rec: VolumeRec,
     ) -> Result<api::Volume, ControlError> {
         let published = self.records().get::<PublishRec>(&rec.name).await?;
-        self.volume_msg_async(&rec, published.as_ref()).await
+        self.volume_msg(&rec, published.as_ref()).await
     }
 
-    /// Blocking.
-    fn snapshot_msg(&self, rec: &SnapshotRec) -> Result<api::Snapshot, ControlError> {
-        let (info, state) = self.live(&rec.pool, &rec.name)?;
+    async fn snapshot_msg(&self, rec: &SnapshotRec) -> Result<api::Snapshot, ControlError> {
+        let (info, state) = self.live(&rec.pool, &rec.name).await?;
         let cluster = self
             .pools()
             .get(&rec.pool)
@@ -189,13 +162,11 @@ impl Core {
             .into_iter()
             .map(|p| (p.volume.clone(), p))
             .collect();
-        self.blocking(move |c| {
-            vols.iter()
-                .filter(|v| pool.is_empty() || v.pool == pool)
-                .map(|v| c.volume_msg(v, published.get(&v.name)))
-                .collect()
-        })
-        .await
+        let mut out = Vec::new();
+        for v in vols.iter().filter(|v| pool.is_empty() || v.pool == pool) {
+            out.push(self.volume_msg(v, published.get(&v.name)).await?);
+        }
+        Ok(out)
     }
 
     /// The pool a new volume goes to: the one named, or the only one.
@@ -414,9 +385,7 @@ impl Core {
         };
         self.records().put_if(&rec, rev).await?;
         let name = rec.name.clone();
-        let msg = self
-            .blocking(move |c| c.volume_msg(&rec, published.as_ref()))
-            .await?;
+        let msg = self.volume_msg(&rec, published.as_ref()).await?;
         if let Some((nqn, dev)) = grown {
             let target = self.ctx.target.clone();
             rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
@@ -538,7 +507,7 @@ impl Core {
                         difference: diff.join("; "),
                     });
                 }
-                return self.blocking(move |c| c.snapshot_msg(&old)).await;
+                return self.snapshot_msg(&old).await;
             }
             if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
                 return Err(ControlError::AlreadyExists {
@@ -582,7 +551,7 @@ impl Core {
                 })
                 .await?;
             tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
-            return self.blocking(move |c| c.snapshot_msg(&rec)).await;
+            return self.snapshot_msg(&rec).await;
         }
         Err(lock::raced("snapshot", &req.name))
     }
@@ -593,14 +562,14 @@ impl Core {
     ) -> Result<Vec<api::Snapshot>, ControlError> {
         self.check_ready()?;
         let snaps = self.records().list::<SnapshotRec>().await?;
-        self.blocking(move |c| {
-            snaps
-                .iter()
-                .filter(|s| volume.is_empty() || s.volume == volume)
-                .map(|s| c.snapshot_msg(s))
-                .collect()
-        })
-        .await
+        let mut out = Vec::new();
+        for s in snaps
+            .iter()
+            .filter(|s| volume.is_empty() || s.volume == volume)
+        {
+            out.push(self.snapshot_msg(s).await?);
+        }
+        Ok(out)
     }
 
     pub async fn snapshot_destroy(self: &Arc<Self>, name: String) -> Result<bool, ControlError> {
