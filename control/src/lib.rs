@@ -10,9 +10,12 @@
 //! * **Server** ([`server`]): tonic on its own tokio runtime thread(s), never on a
 //!   reactor, listening on `<data-dir>/ferrox.sock` (mode 0600: the socket's file
 //!   mode is the access control). Every data-plane action goes through one helper,
-//!   `rpc_submit`, which either runs a blocking [`LvolStore`] call on tokio's
-//!   blocking pool or sends a closure to the reactor that owns the resource and
-//!   awaits its reply. Mutating calls are idempotent: the same name with the same
+//!   `rpc_submit`, which awaits an lvol engine operation on its pool's metadata
+//!   reactor (an [`LvolStore`] `*_async` call), sends a closure to the reactor that
+//!   owns the resource and awaits its reply, or (what is not moved yet: pool
+//!   create/import/load, volume create and resize, snapshot and clone creation,
+//!   the metrics' gathering) runs a blocking [`LvolStore`] call on tokio's blocking
+//!   pool. Mutating calls are idempotent: the same name with the same
 //!   parameters answers the existing object, different parameters answer
 //!   `AlreadyExists` naming the difference. They exclude each other through the
 //!   state store, not a process-local lock, so several servers may share one store:

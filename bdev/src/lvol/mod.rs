@@ -18,6 +18,8 @@
 //! * **Control plane.** The [`LvolStore`] methods send a job to the metadata reactor and
 //!   **block the calling thread** until it answers; calling them on a reactor thread
 //!   is refused with [`LvolError::OnReactor`] (it would deadlock the metadata reactor).
+//!   Their `*_async` twins return an [`LvolCall`], a future of the same answer that an
+//!   async caller (the gRPC server's tokio runtime, a task) awaits without a thread.
 //! * **Volumes are block devices.** [`LvolStore::volume`] returns an [`LvolBdev`]; its
 //!   channels translate LBAs through a per-channel copy of the volume's cluster view
 //!   (an `Arc`, refreshed only when the volume's generation counter moves, so the
@@ -196,7 +198,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrox_reactor::mailbox::oneshot;
-use ferrox_reactor::{MailboxFull, Reactor, ReactorHandle, ReplyError};
+use ferrox_reactor::{MailboxFull, Reactor, ReactorHandle, Reply, ReplyError};
 
 use crate::{BdevError, BlockDevice, IoChannel};
 
@@ -529,9 +531,8 @@ const MAILBOX_PATIENCE: Duration = Duration::from_secs(5);
 
 fn send_patiently(
     h: &ReactorHandle,
-    f: impl FnOnce(&Reactor) + Send + 'static,
+    mut msg: ferrox_reactor::mailbox::Message,
 ) -> Result<(), LvolError> {
-    let mut msg: ferrox_reactor::mailbox::Message = Box::new(f);
     let deadline = Instant::now() + MAILBOX_PATIENCE;
     loop {
         match h.send_boxed(msg) {
@@ -560,7 +561,8 @@ fn next_store_id() -> u64 {
 type JobFuture<T> = Pin<Box<dyn Future<Output = Result<T, LvolError>>>>;
 
 /// A pool of logical volumes on one base device. Every method except
-/// [`LvolStore::name`] blocks the calling thread until the metadata reactor answers.
+/// [`LvolStore::name`] and the `*_async` ones (an [`LvolCall`] to await) blocks the
+/// calling thread until the metadata reactor answers.
 pub struct LvolStore {
     sh: Arc<Shared>,
 }
@@ -592,23 +594,26 @@ impl LvolStore {
         });
         let (tx, rx) = oneshot();
         let sh2 = sh.clone();
-        send_patiently(&sh.meta, move |r| {
-            let io = match IoChannel::open(sh2.base.clone(), r) {
-                Ok(c) => BaseIo::new(c, r),
-                Err(source) => {
-                    return tx.send(Err(LvolError::Io {
-                        during: "opening the base device",
-                        source,
-                    }))
-                }
-            };
-            r.spawn_local(async move {
-                let res = setup::format(&io, &sh2.label).await;
-                tx.send(res.map(|(meta, log)| {
-                    Reactor::with(|r| Engine::start(r, sh2, io, meta, log));
-                }));
-            });
-        })?;
+        send_patiently(
+            &sh.meta,
+            Box::new(move |r: &Reactor| {
+                let io = match IoChannel::open(sh2.base.clone(), r) {
+                    Ok(c) => BaseIo::new(c, r),
+                    Err(source) => {
+                        return tx.send(Err(LvolError::Io {
+                            during: "opening the base device",
+                            source,
+                        }))
+                    }
+                };
+                r.spawn_local(async move {
+                    let res = setup::format(&io, &sh2.label).await;
+                    tx.send(res.map(|(meta, log)| {
+                        Reactor::with(|r| Engine::start(r, sh2, io, meta, log));
+                    }));
+                });
+            }),
+        )?;
         rx.wait().map_err(LvolError::Reactor)??;
         Ok(Arc::new(Self { sh }))
     }
@@ -622,43 +627,45 @@ impl LvolStore {
         not_on_reactor()?;
         let (tx, rx) = oneshot();
         let h = meta_reactor.clone();
-        send_patiently(&meta_reactor, move |r| {
-            let io = match IoChannel::open(base.clone(), r) {
-                Ok(c) => BaseIo::new(c, r),
-                Err(source) => {
-                    return tx.send(Err(LvolError::Io {
-                        during: "opening the base device",
-                        source,
-                    }))
-                }
-            };
-            r.spawn_local(async move {
-                let res = setup::load_meta(&io, base.info()).await;
-                tx.send(res.map(|(label, meta, log)| {
-                    let sh = Arc::new(Shared {
-                        id: next_store_id(),
-                        base,
-                        meta: h,
-                        label,
-                    });
-                    Reactor::with(|r| Engine::start(r, sh.clone(), io, meta, log));
-                    sh
-                }));
-            });
-        })?;
+        send_patiently(
+            &meta_reactor,
+            Box::new(move |r: &Reactor| {
+                let io = match IoChannel::open(base.clone(), r) {
+                    Ok(c) => BaseIo::new(c, r),
+                    Err(source) => {
+                        return tx.send(Err(LvolError::Io {
+                            during: "opening the base device",
+                            source,
+                        }))
+                    }
+                };
+                r.spawn_local(async move {
+                    let res = setup::load_meta(&io, base.info()).await;
+                    tx.send(res.map(|(label, meta, log)| {
+                        let sh = Arc::new(Shared {
+                            id: next_store_id(),
+                            base,
+                            meta: h,
+                            label,
+                        });
+                        Reactor::with(|r| Engine::start(r, sh.clone(), io, meta, log));
+                        sh
+                    }));
+                });
+            }),
+        )?;
         let sh = rx.wait().map_err(LvolError::Reactor)??;
         Ok(Arc::new(Self { sh }))
     }
 
-    /// Runs a job on the metadata reactor and waits for its answer.
-    fn run<T: Send + 'static>(
+    /// Sends a job to the metadata reactor; its answer comes as an [`LvolCall`].
+    fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(Rc<Engine>) -> JobFuture<T> + Send + 'static,
-    ) -> Result<T, LvolError> {
-        not_on_reactor()?;
+    ) -> LvolCall<T> {
         let (tx, rx) = oneshot();
         let id = self.sh.id;
-        send_patiently(&self.sh.meta, move |_r| {
+        let msg: ferrox_reactor::mailbox::Message = Box::new(move |_r| {
             with_engine(id, |e| match e {
                 Some(e) => {
                     let fut = f(e.clone());
@@ -666,8 +673,13 @@ impl LvolStore {
                 }
                 None => tx.send(Err(LvolError::Closed)),
             });
-        })?;
-        rx.wait().map_err(LvolError::Reactor)?
+        });
+        LvolCall {
+            msg: Some(msg),
+            meta: self.sh.meta.clone(),
+            deadline: None,
+            rx,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -682,67 +694,170 @@ impl LvolStore {
         size: u64,
         thin: bool,
     ) -> Result<VolumeInfo, LvolError> {
+        not_on_reactor()?;
+        self.create_volume_async(name, size, thin).wait()
+    }
+
+    /// [`LvolStore::create_volume`] as a future.
+    pub fn create_volume_async(&self, name: &str, size: u64, thin: bool) -> LvolCall<VolumeInfo> {
         let name = name.to_string();
-        self.run(move |e| Box::pin(async move { e.create_volume(name, size, thin).await }))
+        self.call(move |e| Box::pin(async move { e.create_volume(name, size, thin).await }))
     }
 
     /// Takes a read-only snapshot of `vol` named `snap`; `vol` keeps running on top of it.
     pub fn snapshot(&self, vol: &str, snap: &str) -> Result<VolumeInfo, LvolError> {
+        not_on_reactor()?;
+        self.snapshot_async(vol, snap).wait()
+    }
+
+    /// [`LvolStore::snapshot`] as a future.
+    pub fn snapshot_async(&self, vol: &str, snap: &str) -> LvolCall<VolumeInfo> {
         let (v, s) = (vol.to_string(), snap.to_string());
-        self.run(move |e| Box::pin(async move { e.snapshot(v, s).await }))
+        self.call(move |e| Box::pin(async move { e.snapshot(v, s).await }))
     }
 
     /// Creates a writable clone of snapshot `snap`. (Not `clone`: `Arc::clone` would
     /// shadow it on an `Arc<LvolStore>`.)
     pub fn clone_volume(&self, snap: &str, name: &str) -> Result<VolumeInfo, LvolError> {
+        not_on_reactor()?;
+        self.clone_volume_async(snap, name).wait()
+    }
+
+    /// [`LvolStore::clone_volume`] as a future.
+    pub fn clone_volume_async(&self, snap: &str, name: &str) -> LvolCall<VolumeInfo> {
         let (s, n) = (snap.to_string(), name.to_string());
-        self.run(move |e| Box::pin(async move { e.clone_volume(s, n).await }))
+        self.call(move |e| Box::pin(async move { e.clone_volume(s, n).await }))
     }
 
     /// Grows or shrinks `vol` to `size` bytes (rounded up to whole clusters).
     /// Shrinking below allocated clusters needs `force` and frees them.
     pub fn resize(&self, vol: &str, size: u64, force: bool) -> Result<VolumeInfo, LvolError> {
+        not_on_reactor()?;
+        self.resize_async(vol, size, force).wait()
+    }
+
+    /// [`LvolStore::resize`] as a future.
+    pub fn resize_async(&self, vol: &str, size: u64, force: bool) -> LvolCall<VolumeInfo> {
         let v = vol.to_string();
-        self.run(move |e| Box::pin(async move { e.resize(v, size, force).await }))
+        self.call(move |e| Box::pin(async move { e.resize(v, size, force).await }))
     }
 
     /// Deletes a volume; a snapshot with one clone is merged into it.
     pub fn delete(&self, name: &str) -> Result<(), LvolError> {
+        not_on_reactor()?;
+        self.delete_async(name).wait()
+    }
+
+    /// [`LvolStore::delete`] as a future.
+    pub fn delete_async(&self, name: &str) -> LvolCall<()> {
         let n = name.to_string();
-        self.run(move |e| Box::pin(async move { e.delete(n).await }))
+        self.call(move |e| Box::pin(async move { e.delete(n).await }))
     }
 
     /// Copies everything `vol` reads from its ancestors into its own clusters and
     /// detaches it from its parent.
     pub fn inflate(&self, vol: &str) -> Result<VolumeInfo, LvolError> {
+        not_on_reactor()?;
+        self.inflate_async(vol).wait()
+    }
+
+    /// [`LvolStore::inflate`] as a future.
+    pub fn inflate_async(&self, vol: &str) -> LvolCall<VolumeInfo> {
         let v = vol.to_string();
-        self.run(move |e| Box::pin(async move { e.inflate(v).await }))
+        self.call(move |e| Box::pin(async move { e.inflate(v).await }))
     }
 
     /// The volume as a block device (its size as of now).
     pub fn volume(&self, name: &str) -> Result<Arc<LvolBdev>, LvolError> {
         let n = name.to_string();
-        let (vs, info) = self.run(move |e| Box::pin(async move { e.lookup(&n) }))?;
+        not_on_reactor()?;
+        let (vs, info) = self
+            .call(move |e| Box::pin(async move { e.lookup(&n) }))
+            .wait()?;
         Ok(LvolBdev::new(self.sh.clone(), vs, &info))
     }
 
     pub fn list(&self) -> Result<Vec<VolumeInfo>, LvolError> {
-        self.run(|e| Box::pin(async move { Ok(e.list()) }))
+        not_on_reactor()?;
+        self.list_async().wait()
+    }
+
+    /// [`LvolStore::list`] as a future.
+    pub fn list_async(&self) -> LvolCall<Vec<VolumeInfo>> {
+        self.call(|e| Box::pin(async move { Ok(e.list()) }))
     }
 
     pub fn stats(&self) -> Result<PoolStats, LvolError> {
-        self.run(|e| Box::pin(async move { Ok(e.stats()) }))
+        not_on_reactor()?;
+        self.stats_async().wait()
+    }
+
+    /// [`LvolStore::stats`] as a future.
+    pub fn stats_async(&self) -> LvolCall<PoolStats> {
+        self.call(|e| Box::pin(async move { Ok(e.stats()) }))
     }
 
     /// What unmaps' deallocations have cost so far in this pool (since it was opened).
     pub fn dealloc_stats(&self) -> Result<DeallocStats, LvolError> {
-        self.run(|e| Box::pin(async move { Ok(e.dealloc_stats()) }))
+        not_on_reactor()?;
+        self.call(|e| Box::pin(async move { Ok(e.dealloc_stats()) }))
+            .wait()
     }
 
     /// [`LvolStore::dealloc_stats`] without blocking, on the metadata reactor's
     /// thread (`None` on any other thread).
     pub fn dealloc_stats_here(&self) -> Option<DeallocStats> {
         with_engine(self.sh.id, |e| e.map(|e| e.dealloc_stats()))
+    }
+}
+
+/// An operation of a pool's metadata engine under way: `.await` it (from any thread
+/// or runtime, e.g. a gRPC handler; nothing blocks) or [`LvolCall::wait`] for it
+/// (a plain thread). The job reaches the metadata reactor when first polled (or
+/// waited for); a full mailbox is retried for up to `MAILBOX_PATIENCE`.
+#[must_use = "the job is sent when the call is awaited or waited for"]
+pub struct LvolCall<T> {
+    msg: Option<ferrox_reactor::mailbox::Message>,
+    meta: ReactorHandle,
+    deadline: Option<Instant>,
+    rx: Reply<Result<T, LvolError>>,
+}
+
+impl<T> LvolCall<T> {
+    /// Blocks the calling thread until the answer comes.
+    pub fn wait(mut self) -> Result<T, LvolError> {
+        if let Some(m) = self.msg.take() {
+            send_patiently(&self.meta, m)?;
+        }
+        self.rx.wait().map_err(LvolError::Reactor)?
+    }
+}
+
+impl<T> Future for LvolCall<T> {
+    type Output = Result<T, LvolError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        if let Some(m) = self.msg.take() {
+            if let Err(MailboxFull(m)) = self.meta.send_boxed(m) {
+                let deadline = *self
+                    .deadline
+                    .get_or_insert_with(|| Instant::now() + MAILBOX_PATIENCE);
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Err(LvolError::Reactor(ReplyError::MailboxFull)));
+                }
+                // Try again on the next turn of the caller's executor.
+                self.msg = Some(m);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.map_err(LvolError::Reactor)?)
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferrox_bdev::lvol::LvolStore;
+use ferrox_bdev::lvol::{LvolCall, LvolStore};
 use ferrox_bdev::{BdevKind, BdevSpec, BlockDevice, Registry};
 use ferrox_nvmeof::TargetShared;
 use ferrox_reactor::{Reactor, ReactorHandle};
@@ -82,6 +82,9 @@ pub(crate) enum Job<T> {
     Blocking(Box<dyn FnOnce() -> Result<T, ControlError> + Send>),
     /// A closure for the reactor that owns the resource.
     OnReactor(ReactorHandle, ReactorFn<T>),
+    /// An operation of a pool's lvol engine, run on its metadata reactor (what it
+    /// is doing, for the error).
+    Lvol(LvolCall<T>, String),
 }
 
 impl<T> Job<T> {
@@ -95,6 +98,12 @@ impl<T> Job<T> {
     ) -> Self {
         Self::OnReactor(h.clone(), Box::new(f))
     }
+
+    /// `call` (an `LvolStore::*_async` operation) on the pool's metadata reactor,
+    /// awaited without a blocking thread; `during` names it in an error.
+    pub fn lvol(during: impl Into<String>, call: LvolCall<T>) -> Self {
+        Self::Lvol(call, during.into())
+    }
 }
 
 /// How long a reactor mailbox that is full is retried before the call gives up.
@@ -107,6 +116,7 @@ pub(crate) async fn rpc_submit<T: Send + 'static>(job: Job<T>) -> Result<T, Cont
         Job::Blocking(f) => tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| ControlError::Internal(format!("blocking task failed: {e}")))?,
+        Job::Lvol(call, during) => call.await.map_err(|e| ControlError::lvol(during, e)),
         Job::OnReactor(h, f) => {
             // `call` hands a full mailbox back as an error; retry with a bounded
             // patience, yielding to the runtime between attempts.

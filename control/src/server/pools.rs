@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferrox_bdev::lvol::{LvolError, LvolStore, DEFAULT_CLUSTER_SIZE};
+use ferrox_bdev::lvol::{LvolError, LvolStore, VolumeInfo, DEFAULT_CLUSTER_SIZE};
 use ferrox_bdev::size::human;
 use ferrox_bdev::BlockDevice;
 
@@ -111,7 +111,8 @@ pub(crate) fn close_base(core: &Core, rec: &PoolRec) {
 }
 
 impl Core {
-    fn pool_msg(&self, name: &str) -> Result<api::Pool, ControlError> {
+    /// The API view of pool `name`; its lvol figures come from its metadata reactor.
+    async fn pool_msg(&self, name: &str) -> Result<api::Pool, ControlError> {
         let (rec, lvs, bdev, error) = {
             let pools = self.pools();
             let p = pools
@@ -138,17 +139,20 @@ impl Core {
             ..Default::default()
         };
         if let Some(lvs) = lvs {
-            let s = lvs
-                .stats()
-                .map_err(|e| ControlError::lvol(format!("pool {name:?} stats"), e))?;
+            let s =
+                rpc_submit(Job::lvol(format!("pool {name:?} stats"), lvs.stats_async())).await?;
             m.uuid = hex(&s.uuid);
             m.cluster_size = s.cluster_size;
             m.capacity_bytes = s.total_clusters * s.cluster_size;
             m.allocated_bytes = s.allocated_clusters * s.cluster_size;
             m.free_bytes = s.free_clusters * s.cluster_size;
             m.volumes = s.volumes as u32;
-            m.provisioned_bytes = provisioned(&lvs)
-                .map_err(|e| ControlError::lvol(format!("pool {name:?} volumes"), e))?;
+            let vols = rpc_submit(Job::lvol(
+                format!("pool {name:?} volumes"),
+                lvs.list_async(),
+            ))
+            .await?;
+            m.provisioned_bytes = provisioned_of(&vols);
             m.state = "online".into();
         }
         Ok(m)
@@ -156,18 +160,17 @@ impl Core {
 
     pub async fn pool_get(self: &Arc<Self>, name: String) -> Result<api::Pool, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || core.pool_msg(&name))).await
+        self.pool_msg(&name).await
     }
 
     pub async fn pool_list(self: &Arc<Self>) -> Result<Vec<api::Pool>, ControlError> {
         self.check_ready()?;
-        let core = self.clone();
-        rpc_submit(Job::blocking(move || {
-            let names: Vec<String> = core.pools().keys().cloned().collect();
-            names.iter().map(|n| core.pool_msg(n)).collect()
-        }))
-        .await
+        let names: Vec<String> = self.pools().keys().cloned().collect();
+        let mut out = Vec::with_capacity(names.len());
+        for n in &names {
+            out.push(self.pool_msg(n).await?);
+        }
+        Ok(out)
     }
 
     pub async fn pool_create(
@@ -253,8 +256,7 @@ impl Core {
             }
         };
         if existing {
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.pool_msg(&req.name))).await;
+            return self.pool_msg(&req.name).await;
         }
         if let PoolBaseRec::Bdev(b) = &rec.base {
             if let Some(nqn) = self.bdev_exported(b) {
@@ -337,7 +339,7 @@ impl Core {
                 error: None,
             },
         );
-        self.blocking(move |core| core.pool_msg(&name)).await
+        self.pool_msg(&name).await
     }
 
     pub async fn pool_import(
@@ -357,8 +359,7 @@ impl Core {
             .find(|p| same_base(&p.rec.base, &base))
             .map(|p| p.rec.name.clone());
         if let Some(name) = known {
-            let core = self.clone();
-            return rpc_submit(Job::blocking(move || core.pool_msg(&name))).await;
+            return self.pool_msg(&name).await;
         }
         let core = self.clone();
         let meta = self.meta_reactor();
@@ -435,7 +436,7 @@ impl Core {
                 error: None,
             },
         );
-        self.blocking(move |core| core.pool_msg(&name)).await
+        self.pool_msg(&name).await
     }
 
     /// Records every volume and snapshot of `lvs` the store does not know.
@@ -444,13 +445,11 @@ impl Core {
         pool: &str,
         lvs: &Arc<LvolStore>,
     ) -> Result<(), ControlError> {
-        let (l, p) = (lvs.clone(), pool.to_string());
-        let live = self
-            .blocking(move |_| {
-                l.list()
-                    .map_err(|e| ControlError::lvol(format!("listing pool {p:?}"), e))
-            })
-            .await?;
+        let live = rpc_submit(Job::lvol(
+            format!("listing pool {pool:?}"),
+            lvs.list_async(),
+        ))
+        .await?;
         let r = self.records();
         for v in live {
             if v.snapshot {
@@ -595,11 +594,14 @@ pub fn overcommit_of(rec: &PoolRec) -> u32 {
 /// What a pool's volumes promise: the sizes of its volumes and clones (snapshots are
 /// read-only images of what their volumes already promise).
 pub fn provisioned(lvs: &LvolStore) -> Result<u64, LvolError> {
-    Ok(lvs
-        .list()?
-        .iter()
+    Ok(provisioned_of(&lvs.list()?))
+}
+
+/// [`provisioned`] of a pool's listing.
+fn provisioned_of(vols: &[VolumeInfo]) -> u64 {
+    vols.iter()
         .filter(|v| !v.snapshot)
-        .fold(0u64, |sum, v| sum.saturating_add(v.size)))
+        .fold(0u64, |sum, v| sum.saturating_add(v.size))
 }
 
 /// Refuses to promise `more` bytes when the pool's volumes would then promise more

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ferrox_bdev::lvol::{LvolError, LvolStore};
 
 use super::pools::{close_base, open_base};
-use super::{Core, PoolEntry};
+use super::{rpc_submit, Core, Job, PoolEntry};
 use crate::error::ControlError;
 use crate::state::{
     Phase, PoolBaseRec, PoolRec, PublishRec, Record, Revision, SnapshotRec, StoreError, VolumeRec,
@@ -150,16 +150,14 @@ impl Core {
         pool: &str,
         lvs: &Arc<LvolStore>,
     ) -> Result<(), ControlError> {
-        let (l, p) = (lvs.clone(), pool.to_string());
-        let live: Vec<String> = self
-            .blocking(move |_| {
-                l.list()
-                    .map_err(|e| ControlError::lvol(format!("listing pool {p:?}"), e))
-            })
-            .await?
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
+        let live: Vec<String> = rpc_submit(Job::lvol(
+            format!("listing pool {pool:?}"),
+            lvs.list_async(),
+        ))
+        .await?
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
         let exists = |n: &str| live.iter().any(|v| v == n);
         let r = self.records();
         for (v, rev) in r.list_rev::<VolumeRec>().await? {
@@ -218,9 +216,13 @@ impl Core {
                     kind,
                     "finishing a deletion a restart interrupted"
                 );
-                let (l, n) = (lvs.clone(), name.to_string());
-                match self.blocking(move |_| Ok(l.delete(&n))).await? {
-                    Ok(()) | Err(LvolError::NotFound(_)) => {
+                let during = format!("deleting {kind} {name:?}");
+                match rpc_submit(Job::lvol(during, lvs.delete_async(name))).await {
+                    Ok(())
+                    | Err(ControlError::Lvol {
+                        source: LvolError::NotFound(_),
+                        ..
+                    }) => {
                         self.settle(&rec, rev, None).await?;
                     }
                     Err(e) => {

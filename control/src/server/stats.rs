@@ -52,10 +52,7 @@ impl Core {
         }));
         let rec = self.volume_rec(&req.name).await?;
         let publication = self.records().get::<PublishRec>(&req.name).await?;
-        let p2 = publication.clone();
-        let vol = self
-            .blocking(move |c| c.volume_msg(&rec, p2.as_ref()))
-            .await?;
+        let vol = self.volume_msg(&rec, publication.as_ref()).await?;
         let mut out = api::VolumeStats {
             name: req.name,
             allocated_bytes: vol.allocated_bytes,

@@ -32,10 +32,18 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// What a pool's listing says of volume `name`: its information and state.
+fn live_in(list: Vec<VolumeInfo>, name: &str) -> (Option<VolumeInfo>, &'static str) {
+    match list.into_iter().find(|v| v.name == name) {
+        Some(v) => (Some(v), "online"),
+        None => (None, "missing"),
+    }
+}
+
 impl Core {
-    /// Live information of `name` in `pool`, or the state that explains its absence.
-    /// Blocking.
-    fn live(
+    /// Live information of `name` in `pool`, or the state that explains its absence:
+    /// the pool's listing, from its metadata reactor.
+    async fn live(
         &self,
         pool: &str,
         name: &str,
@@ -44,22 +52,30 @@ impl Core {
             Ok(l) => l,
             Err(_) => return Ok((None, "pool-unavailable")),
         };
-        let list = lvs
-            .list()
-            .map_err(|e| ControlError::lvol(format!("listing pool {pool:?}"), e))?;
-        Ok(match list.into_iter().find(|v| v.name == name) {
-            Some(v) => (Some(v), "online"),
-            None => (None, "missing"),
-        })
+        let list = rpc_submit(Job::lvol(
+            format!("listing pool {pool:?}"),
+            lvs.list_async(),
+        ))
+        .await?;
+        Ok(live_in(list, name))
     }
 
-    /// The API view of `rec` and its publication. Blocking.
-    pub(super) fn volume_msg(
+    /// The API view of `rec` and its publication.
+    pub(super) async fn volume_msg(
         &self,
         rec: &VolumeRec,
         published: Option<&PublishRec>,
     ) -> Result<api::Volume, ControlError> {
-        let (info, state) = self.live(&rec.pool, &rec.name)?;
+        let live = self.live(&rec.pool, &rec.name).await?;
+        Ok(self.volume_api(rec, published, live))
+    }
+
+    fn volume_api(
+        &self,
+        rec: &VolumeRec,
+        published: Option<&PublishRec>,
+        (info, state): (Option<VolumeInfo>, &'static str),
+    ) -> api::Volume {
         let cluster = self
             .pools()
             .get(&rec.pool)
@@ -82,7 +98,7 @@ impl Core {
             m.parent = v.parent.unwrap_or_default();
             m.created_unix = v.created;
         }
-        Ok(m)
+        m
     }
 
     /// The API view of `rec`, its publication read from the store.
@@ -91,13 +107,11 @@ impl Core {
         rec: VolumeRec,
     ) -> Result<api::Volume, ControlError> {
         let published = self.records().get::<PublishRec>(&rec.name).await?;
-        self.blocking(move |c| c.volume_msg(&rec, published.as_ref()))
-            .await
+        self.volume_msg(&rec, published.as_ref()).await
     }
 
-    /// Blocking.
-    fn snapshot_msg(&self, rec: &SnapshotRec) -> Result<api::Snapshot, ControlError> {
-        let (info, state) = self.live(&rec.pool, &rec.name)?;
+    async fn snapshot_msg(&self, rec: &SnapshotRec) -> Result<api::Snapshot, ControlError> {
+        let (info, state) = self.live(&rec.pool, &rec.name).await?;
         let cluster = self
             .pools()
             .get(&rec.pool)
@@ -148,13 +162,11 @@ impl Core {
             .into_iter()
             .map(|p| (p.volume.clone(), p))
             .collect();
-        self.blocking(move |c| {
-            vols.iter()
-                .filter(|v| pool.is_empty() || v.pool == pool)
-                .map(|v| c.volume_msg(v, published.get(&v.name)))
-                .collect()
-        })
-        .await
+        let mut out = Vec::new();
+        for v in vols.iter().filter(|v| pool.is_empty() || v.pool == pool) {
+            out.push(self.volume_msg(v, published.get(&v.name)).await?);
+        }
+        Ok(out)
     }
 
     /// The pool a new volume goes to: the one named, or the only one.
@@ -373,9 +385,7 @@ impl Core {
         };
         self.records().put_if(&rec, rev).await?;
         let name = rec.name.clone();
-        let msg = self
-            .blocking(move |c| c.volume_msg(&rec, published.as_ref()))
-            .await?;
+        let msg = self.volume_msg(&rec, published.as_ref()).await?;
         if let Some((nqn, dev)) = grown {
             let target = self.ctx.target.clone();
             rpc_submit(Job::on_reactor(self.target_reactor(), move |_r| {
@@ -497,7 +507,7 @@ impl Core {
                         difference: diff.join("; "),
                     });
                 }
-                return self.blocking(move |c| c.snapshot_msg(&old)).await;
+                return self.snapshot_msg(&old).await;
             }
             if self.records().get::<VolumeRec>(&req.name).await?.is_some() {
                 return Err(ControlError::AlreadyExists {
@@ -541,7 +551,7 @@ impl Core {
                 })
                 .await?;
             tracing::info!(snapshot = %rec.name, volume = %rec.volume, "snapshot created");
-            return self.blocking(move |c| c.snapshot_msg(&rec)).await;
+            return self.snapshot_msg(&rec).await;
         }
         Err(lock::raced("snapshot", &req.name))
     }
@@ -552,14 +562,14 @@ impl Core {
     ) -> Result<Vec<api::Snapshot>, ControlError> {
         self.check_ready()?;
         let snaps = self.records().list::<SnapshotRec>().await?;
-        self.blocking(move |c| {
-            snaps
-                .iter()
-                .filter(|s| volume.is_empty() || s.volume == volume)
-                .map(|s| c.snapshot_msg(s))
-                .collect()
-        })
-        .await
+        let mut out = Vec::new();
+        for s in snaps
+            .iter()
+            .filter(|s| volume.is_empty() || s.volume == volume)
+        {
+            out.push(self.snapshot_msg(s).await?);
+        }
+        Ok(out)
     }
 
     pub async fn snapshot_destroy(self: &Arc<Self>, name: String) -> Result<bool, ControlError> {
@@ -639,13 +649,15 @@ impl Core {
         let rev = r
             .txn(state::put_record(guard, &rec.in_phase(Phase::Deleting))?)
             .await?;
-        let n = name.clone();
-        let deleted = self
-            .blocking(move |_| match lvs.delete(&n) {
-                Ok(()) | Err(LvolError::NotFound(_)) => Ok(()),
-                Err(e) => Err(ControlError::lvol(format!("deleting {what} {n:?}"), e)),
-            })
-            .await;
+        let during = format!("deleting {what} {name:?}");
+        let deleted = match rpc_submit(Job::lvol(during, lvs.delete_async(&name))).await {
+            Ok(())
+            | Err(ControlError::Lvol {
+                source: LvolError::NotFound(_),
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = deleted {
             r.put_if(&rec, rev).await?;
             return Err(e);

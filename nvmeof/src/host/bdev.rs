@@ -13,7 +13,7 @@ use ferrox_reactor::{AbortHandle, Reactor};
 use zerocopy::FromBytes;
 
 use super::qpair::QPair;
-use super::sync::{ConnectParams, SyncQueue};
+use super::sync::{block, pause, ConnectParams, Mode, SyncQueue};
 use super::{HostError, HostOptions, TargetUrl};
 use crate::pdu::Digests;
 
@@ -24,6 +24,24 @@ struct Ctrl {
     generation: u64,
     /// The controller accepted SQ flow control disable: I/O queues ask for it too.
     sqflow_off: bool,
+    /// Someone re-creates the admin queue (without holding the lock): wait for it.
+    recreating: bool,
+}
+
+/// Clears [`Ctrl::recreating`] however the re-creation ends (a task may be dropped).
+struct Recreating<'a>(&'a Mutex<Ctrl>);
+
+impl Drop for Recreating<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).recreating = false;
+    }
+}
+
+/// What [`Session::io_queue_in`] finds of the controller.
+enum Claim {
+    Have(u16, u64, bool),
+    Wait,
+    Recreate,
 }
 
 /// What every queue of one remote controller shares.
@@ -57,30 +75,40 @@ impl Session {
         self.stop.load(Ordering::Acquire)
     }
 
-    fn setup(url: &TargetUrl, opts: &HostOptions, digests: Digests) -> Result<Setup, HostError> {
-        let connect = |disable_sq_flow_control| {
-            let mut a = SyncQueue::open(&url.addr, digests, opts.connect_timeout)?;
-            let c = a.fabrics_connect(&ConnectParams {
-                qid: 0,
-                sqsize: 31,
-                kato: opts.kato_ms,
-                cntlid: 0xFFFF,
-                subnqn: &url.nqn,
-                hostnqn: &opts.hostnqn,
-                hostid: opts.hostid,
-                disable_sq_flow_control,
-            })?;
+    /// Creates the controller: admin queue, enable, Identify, Number of Queues. In
+    /// [`Mode::Task`] it runs as a task of a reactor; the admin queue it returns is a
+    /// blocking one either way.
+    async fn setup(
+        mode: Mode,
+        url: &TargetUrl,
+        opts: &HostOptions,
+        digests: Digests,
+    ) -> Result<Setup, HostError> {
+        let connect = async |disable_sq_flow_control| {
+            let mut a = SyncQueue::open_in(mode, &url.addr, digests, opts.connect_timeout).await?;
+            let c = a
+                .fabrics_connect_in(&ConnectParams {
+                    qid: 0,
+                    sqsize: 31,
+                    kato: opts.kato_ms,
+                    cntlid: 0xFFFF,
+                    subnqn: &url.nqn,
+                    hostnqn: &opts.hostnqn,
+                    hostid: opts.hostid,
+                    disable_sq_flow_control,
+                })
+                .await?;
             Ok::<_, HostError>((a, c))
         };
         let mut sqflow_off = opts.disable_sq_flow_control;
-        let (mut a, mut c) = connect(sqflow_off)?;
+        let (mut a, mut c) = connect(sqflow_off).await?;
         if sqflow_off && !c.status().is_success() {
             // A controller that cannot disable SQ flow control refuses the Connect
             // asking for it: ask again, on a new connection, without. (Any other
             // refusal comes back the same way.)
             tracing::info!(status = %c.status(), "Connect disabling SQ flow control refused; connecting with it");
             sqflow_off = false;
-            (a, c) = connect(false)?;
+            (a, c) = connect(false).await?;
         }
         if !c.status().is_success() {
             return Err(HostError::Status {
@@ -89,38 +117,44 @@ impl Session {
             });
         }
         let cntlid = c.dw0 as u16;
-        a.enable()?;
-        let (_, d) = a.exec_ok(
-            "Identify Controller",
-            Command::new(0x06, 0).with_cdws([1, 0, 0, 0, 0, 0]),
-            &[],
-            4096,
-        )?;
+        a.enable_in().await?;
+        let (_, d) = a
+            .exec_ok_in(
+                "Identify Controller",
+                Command::new(0x06, 0).with_cdws([1, 0, 0, 0, 0, 0]),
+                &[],
+                4096,
+            )
+            .await?;
         let ctrl = IdentifyController::read_from_bytes(&d)
             .map_err(|_| HostError::Protocol("short Identify Controller".into()))?;
-        let (_, d) = a.exec_ok(
-            "Identify Namespace",
-            Command::new(0x06, 0)
-                .with_nsid(url.nsid)
-                .with_cdws([0, 0, 0, 0, 0, 0]),
-            &[],
-            4096,
-        )?;
+        let (_, d) = a
+            .exec_ok_in(
+                "Identify Namespace",
+                Command::new(0x06, 0)
+                    .with_nsid(url.nsid)
+                    .with_cdws([0, 0, 0, 0, 0, 0]),
+                &[],
+                4096,
+            )
+            .await?;
         let ns = IdentifyNamespace::read_from_bytes(&d)
             .map_err(|_| HostError::Protocol("short Identify Namespace".into()))?;
         if ns.nsze == 0 {
             return Err(HostError::NoNamespace(url.nsid));
         }
         let want = 63u32;
-        let (c, _) = a.exec_ok(
-            "Set Features (Number of Queues)",
-            Command::new(0x09, 0).with_cdws([0x07, want | (want << 16), 0, 0, 0, 0]),
-            &[],
-            0,
-        )?;
+        let (c, _) = a
+            .exec_ok_in(
+                "Set Features (Number of Queues)",
+                Command::new(0x09, 0).with_cdws([0x07, want | (want << 16), 0, 0, 0, 0]),
+                &[],
+                0,
+            )
+            .await?;
         let queues = ((c.dw0 & 0xffff).min(c.dw0 >> 16) + 1) as u16;
         Ok(Setup {
-            admin: a,
+            admin: a.into_blocking()?,
             cntlid,
             ctrl,
             ns,
@@ -132,38 +166,78 @@ impl Session {
     /// Connects I/O queue `qid` (blocking). When the controller is gone (the target
     /// restarted), re-creates it once and retries.
     pub fn io_queue(&self, qid: u16) -> Result<SyncQueue, HostError> {
-        for attempt in 0..2 {
+        block(self.io_queue_in(Mode::Blocking, qid))
+    }
+
+    /// [`Session::io_queue`] in `mode`: as a reactor's task in [`Mode::Task`]. The
+    /// session's lock is never held across a wait: one caller re-creates the admin
+    /// queue while the others (tasks) wait for it; a blocking caller, which may be a
+    /// reactor's thread that the re-creating task needs, gives up instead.
+    pub(super) async fn io_queue_in(&self, mode: Mode, qid: u16) -> Result<SyncQueue, HostError> {
+        let wait_until = std::time::Instant::now() + self.opts.connect_timeout * 8;
+        let mut attempt = 0;
+        while attempt < 2 {
             if self.stopping() {
                 // The device is closing: no new admin queue or I/O queue on the target.
                 return Err(HostError::Io(std::io::Error::other(
                     "the device is closing",
                 )));
             }
-            let (cntlid, generation, sqflow_off) = {
+            let claim = {
                 let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
-                if c.admin.is_none() {
-                    self.recreate(&mut c)?;
+                if c.admin.is_some() {
+                    Claim::Have(c.cntlid, c.generation, c.sqflow_off)
+                } else if c.recreating {
+                    Claim::Wait
+                } else {
+                    c.recreating = true;
+                    Claim::Recreate
                 }
-                (c.cntlid, c.generation, c.sqflow_off)
             };
-            let mut q = SyncQueue::open(&self.url.addr, self.digests, self.opts.connect_timeout)?;
+            let (cntlid, generation, sqflow_off) = match claim {
+                Claim::Have(cntlid, generation, sqflow_off) => (cntlid, generation, sqflow_off),
+                Claim::Wait => {
+                    if mode == Mode::Blocking || std::time::Instant::now() > wait_until {
+                        return Err(HostError::Io(std::io::Error::other(
+                            "the controller is being re-created",
+                        )));
+                    }
+                    pause(mode, std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+                Claim::Recreate => {
+                    let _flag = Recreating(&self.ctrl);
+                    self.recreate(mode).await?;
+                    continue;
+                }
+            };
+            attempt += 1;
+            let mut q = SyncQueue::open_in(
+                mode,
+                &self.url.addr,
+                self.digests,
+                self.opts.connect_timeout,
+            )
+            .await?;
             // Even the Connect data goes by R2T when IOCCSZ leaves it no room.
             q.in_capsule = self.in_capsule;
             let sqsize = self.opts.queue_depth.clamp(2, 128) - 1;
-            let r = q.fabrics_connect(&ConnectParams {
-                qid,
-                sqsize,
-                kato: 0,
-                cntlid,
-                subnqn: &self.url.nqn,
-                hostnqn: &self.opts.hostnqn,
-                hostid: self.opts.hostid,
-                disable_sq_flow_control: sqflow_off,
-            })?;
+            let r = q
+                .fabrics_connect_in(&ConnectParams {
+                    qid,
+                    sqsize,
+                    kato: 0,
+                    cntlid,
+                    subnqn: &self.url.nqn,
+                    hostnqn: &self.opts.hostnqn,
+                    hostid: self.opts.hostid,
+                    disable_sq_flow_control: sqflow_off,
+                })
+                .await?;
             if r.status().is_success() {
                 return Ok(q);
             }
-            if attempt == 0 && r.status().code() == Status::CONNECT_INVALID_PARAMETERS {
+            if attempt == 1 && r.status().code() == Status::CONNECT_INVALID_PARAMETERS {
                 let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
                 if c.generation == generation {
                     c.admin = None;
@@ -175,11 +249,13 @@ impl Session {
                 status: r.status(),
             });
         }
-        unreachable!("the loop returns")
+        unreachable!("the second attempt returns")
     }
 
-    fn recreate(&self, c: &mut Ctrl) -> Result<(), HostError> {
-        let s = Self::setup(&self.url, &self.opts, self.digests)?;
+    /// A new controller for the session (the target lost it), without its lock held.
+    async fn recreate(&self, mode: Mode) -> Result<(), HostError> {
+        let s = Self::setup(mode, &self.url, &self.opts, self.digests).await?;
+        let mut c = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
         c.admin = Some(s.admin);
         c.cntlid = s.cntlid;
         c.sqflow_off = s.sqflow_off;
@@ -253,7 +329,7 @@ impl NvmfBdev {
             header: opts.header_digest,
             data: opts.data_digest,
         };
-        let s = Session::setup(&url, opts, digests)?;
+        let s = block(Session::setup(Mode::Blocking, &url, opts, digests))?;
         let lbaf = s.ns.lbaf[usize::from(s.ns.flbas & 0xf)];
         let block_size = 1u32
             .checked_shl(u32::from(lbaf.lbads))
@@ -299,6 +375,7 @@ impl NvmfBdev {
                 cntlid: s.cntlid,
                 generation: 0,
                 sqflow_off: s.sqflow_off,
+                recreating: false,
             }),
             next_qid: AtomicU16::new(1),
             max_qid: s.queues.max(1),

@@ -5,8 +5,11 @@
 //! that opens a channel gets its own I/O queue pair ([`qpair`]), polled by that reactor
 //! with no locks or allocation on the I/O path. Keep Alive goes on the admin queue
 //! every KATO/2 from a task of the first reactor that opens a channel (`keepalive.rs`;
-//! none before the first channel): no thread per controller. A lost I/O queue still
-//! reconnects on a short-lived thread of its own (`qpair/reconnect.rs`).
+//! none before the first channel): no thread per controller. A lost I/O queue
+//! reconnects as a task of its reactor (`qpair/reconnect.rs`): the same queue code
+//! ([`sync::SyncQueue`]) in its task mode — a non-blocking TCP connect, ICReq, Connect,
+//! and the controller re-created when the target lost it, each wait for the socket a
+//! `task::ready` bounded by the connect timeout: no thread per attempt either.
 //!
 //! Failures are errors, never hangs: each command has a deadline; an expired command or
 //! a lost connection fails every command in flight on that queue and every command

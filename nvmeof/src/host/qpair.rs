@@ -13,12 +13,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrox_bdev::{defer_completion, BdevError, ChannelImpl, Completion, IoOp};
 use ferrox_nvme_spec::{Command, SglDescriptor, Status};
-use ferrox_reactor::{DmaBuf, PollStatus, Poller, PollerId, Reactor, TimerId, WakeSource};
+use ferrox_reactor::{
+    AbortHandle, DmaBuf, PollStatus, Poller, PollerId, Reactor, TimerId, WakeSource,
+};
 use zerocopy::{FromBytes, IntoBytes};
 
 use self::tx::TxItem;
@@ -106,13 +108,14 @@ struct State {
     pending: VecDeque<Queued>,
     ready: Vec<Ready>,
     last_attempt: Option<Instant>,
-    /// A reconnection under way on a thread of its own, and where its result lands.
-    reconnect: Option<Arc<Mutex<Option<Reconnected>>>>,
+    /// A reconnection under way as a task of this reactor: where its result lands,
+    /// and how to stop it.
+    reconnect: Option<(Rc<RefCell<Option<Reconnected>>>, AbortHandle)>,
     last_timeout_check: Instant,
     closed: bool,
 }
 
-/// What a reconnection thread hands back: the new I/O queue's socket (non-blocking)
+/// What a reconnection task hands back: the new I/O queue's socket (non-blocking)
 /// and its MAXH2CDATA.
 type Reconnected = Result<(TcpStream, usize), HostError>;
 
@@ -730,6 +733,9 @@ impl Poller for QPair {
         let mut st = self.st.borrow_mut();
         self.fail_connection(&mut st, "the reactor is stopping", libc::ECANCELED);
         st.closed = true;
+        if let Some((_, t)) = st.reconnect.take() {
+            t.abort();
+        }
         drop(st);
         self.deliver();
     }
@@ -784,6 +790,9 @@ impl ChannelImpl for QPair {
     fn close(&self) {
         let mut st = self.st.borrow_mut();
         st.closed = true;
+        if let Some((_, t)) = st.reconnect.take() {
+            t.abort();
+        }
         if let Some(s) = st.stream.take() {
             let _ = s.shutdown();
         }

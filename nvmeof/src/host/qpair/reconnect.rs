@@ -1,20 +1,24 @@
-//! Reconnecting a queue pair whose connection was lost: the blocking handshake runs
-//! on a thread of its own and hands the new socket back.
+//! Reconnecting a queue pair whose connection was lost: the handshake runs as a
+//! task of the queue's reactor, its socket waits as futures, and hands the new
+//! socket back. No thread per attempt or per controller.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Instant;
 
 use ferrox_bdev::BdevError;
+use ferrox_reactor::task::spawn_local;
 
 use super::{QPair, State, RECONNECT_EVERY, RX_CAP, TX_PER_SLOT};
+use crate::host::sync::Mode;
 use crate::pdu::stream::Stream;
 
 impl QPair {
     /// Whether the queue has a connection; if not, takes the result of a reconnection
-    /// under way, or starts one (at most every `RECONNECT_EVERY`). The handshake
-    /// blocks — TCP connect, ICReq, Connect, perhaps a new admin queue, up to the
-    /// connect timeout each — so it runs on a thread of its own, never on the reactor;
-    /// commands fail with `ENOTCONN` meanwhile.
+    /// under way, or starts one (at most every `RECONNECT_EVERY`). The handshake —
+    /// TCP connect, ICReq, Connect, perhaps a new admin queue, each wait for the
+    /// socket bounded by the connect timeout — runs as a task of this reactor;
+    /// commands wait for it (see `submit`).
     pub(super) fn try_reconnect(&self, st: &mut State) -> bool {
         if st.stream.is_some() {
             return true;
@@ -24,8 +28,8 @@ impl QPair {
             st.reconnect = None;
             return false;
         }
-        if let Some(slot) = &st.reconnect {
-            let done = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((slot, _)) = &st.reconnect {
+            let done = slot.borrow_mut().take();
             match done {
                 None => return false,
                 Some(Ok((sock, maxh2cdata))) => {
@@ -56,24 +60,19 @@ impl QPair {
             return false;
         }
         st.last_attempt = Some(now);
-        let slot = Arc::new(Mutex::new(None));
+        let slot = Rc::new(RefCell::new(None));
         let (session, qid, out) = (self.session.clone(), self.qid, slot.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("nvmf-reconnect-{qid}"))
-            .spawn(move || {
-                if session.stopping() {
-                    return;
-                }
-                let res = session.io_queue(qid).and_then(|q| {
-                    q.sock.set_nonblocking(true)?;
-                    Ok((q.sock, q.maxh2cdata as usize))
-                });
-                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
+        let task = spawn_local(async move {
+            if session.stopping() {
+                return;
+            }
+            let res = session.io_queue_in(Mode::Task, qid).await.and_then(|q| {
+                q.sock.set_nonblocking(true)?;
+                Ok((q.sock, q.maxh2cdata as usize))
             });
-        match spawned {
-            Ok(_) => st.reconnect = Some(slot),
-            Err(e) => tracing::warn!(qid, error = %e, "cannot start a reconnection thread"),
-        }
+            *out.borrow_mut() = Some(res);
+        });
+        st.reconnect = Some((slot, task.abort_handle()));
         false
     }
 }
