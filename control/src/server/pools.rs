@@ -474,6 +474,7 @@ impl Core {
                     thin: v.thin,
                     labels: Default::default(),
                     clone_of: None,
+                    replicas: Vec::new(),
                     phase: Phase::Ready,
                 })
                 .await?;
