@@ -362,9 +362,27 @@ fn replicas_are_placed_on_distinct_nodes_and_requests_are_forwarded() {
         tonic::Code::NotFound
     );
 
-    // c killed: never chosen. Three over nodes is refused naming it; two go to a, b.
+    // c killed: at once, while its lease still says up, a create that chose it
+    // fails there and removes the replicas it made on a and b (or, if c is already
+    // down, it is refused). Either way nothing is left.
     c.kill().unwrap();
     c.wait().unwrap();
+    let e = create(&dirs[0], replicated("db4", 16 * MIB, 3, "node")).unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+        ) && (e.message().contains("node c:") || e.message().contains("c is down")),
+        "{e:?}"
+    );
+    assert_eq!(
+        get(&dirs[1], "db4").unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    assert_eq!(own_pools(&dirs[0])[0].1, before[0][0].1);
+    assert_eq!(own_pools(&dirs[1])[0].1, before[1][0].1);
+    // Once it is down it is never chosen: three over nodes is refused naming it;
+    // two go to a and b.
     wait_nodes(&dirs[0], "c down", |ns| {
         ns.iter().any(|n| n.name == "c" && n.state == "down")
     });
