@@ -283,6 +283,19 @@ fn replicas_are_placed_on_distinct_nodes_and_requests_are_forwarded() {
     assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
     assert!(e.message().contains("3 replicas"), "{e:?}");
 
+    // The same create through two nodes at once: one volume, both answer it.
+    let (da, db) = (dirs[0].clone(), dirs[1].clone());
+    let t = std::thread::spawn(move || create(&da, replicated("twin", 4 * MIB, 2, "node")));
+    let here = create(&db, replicated("twin", 4 * MIB, 2, "node")).unwrap();
+    let there = t.join().unwrap().unwrap();
+    assert_eq!(where_(&here), where_(&there));
+    assert_eq!(here.uuid, there.uuid);
+    assert_eq!(here.replicas.len(), 2);
+    assert!(delete(&dirs[2], "twin"));
+    for (i, dir) in dirs.iter().enumerate() {
+        assert_eq!(own_pools(dir)[0].1, before[i][0].1 + 1, "{}", dir.display());
+    }
+
     // Two replicas over zone with one zone: refused, naming it; nothing is made.
     let e = create(&dirs[0], replicated("db2", 16 * MIB, 2, "zone")).unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
