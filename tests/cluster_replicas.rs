@@ -259,6 +259,17 @@ fn replicas_are_placed_on_distinct_nodes_and_requests_are_forwarded() {
             })
     });
     let before: Vec<_> = dirs.iter().map(|d| own_pools(d)).collect();
+    // Another node's pool, through a: as its node sees it.
+    let pc = client(&dirs[0])
+        .call(|ch| async move {
+            PoolServiceClient::new(ch)
+                .get(GetPoolRequest { name: "pc".into() })
+                .await
+        })
+        .unwrap()
+        .into_inner();
+    assert_eq!((pc.name.as_str(), pc.state.as_str()), ("pc", "online"));
+    assert_eq!(pc.free_bytes, before[2][0].2);
 
     // Through a: three replicas spread over nodes, 16 MiB thick each.
     let v = create(&dirs[0], replicated("db1", 16 * MIB, 3, "node")).unwrap();

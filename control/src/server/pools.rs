@@ -156,6 +156,16 @@ impl Core {
 
     pub async fn pool_get(self: &Arc<Self>, name: String) -> Result<api::Pool, ControlError> {
         self.check_ready()?;
+        if let Some(node) = self.pool_elsewhere(&name).await? {
+            let req = api::GetPoolRequest { name };
+            return self
+                .forward(&node, |ch| async move {
+                    api::pool_service_client::PoolServiceClient::new(ch)
+                        .get(req)
+                        .await
+                })
+                .await;
+        }
         let core = self.clone();
         rpc_submit(Job::blocking(move || core.pool_msg(&name))).await
     }
