@@ -258,22 +258,22 @@ impl Core {
         // proto3 cannot tell an unset 0 from 0: it means the default, one copy. Past
         // the most a cluster places is a bad argument; within it, a missing feature.
         validate::replicas("replicas", req.replicas.max(1))?;
-        if req.replicas > 1 && self.membership.is_some() && req.topology.is_empty() {
-            check_labels(&req.labels)?;
-            return self.volume_create_replicated(req).await;
-        }
-        if req.replicas > 1 {
-            return Err(ControlError::FailedPrecondition(format!(
-                "replicas = {}: this version keeps one local copy (0 or 1)",
-                req.replicas
-            )));
-        }
         if !req.topology.is_empty() {
             return Err(ControlError::FailedPrecondition(
                 "topology constraints are not supported in this version; leave it empty".into(),
             ));
         }
         check_labels(&req.labels)?;
+        if req.replicas > 1 && self.membership.is_some() {
+            return self.volume_create_replicated(req).await;
+        }
+        if req.replicas > 1 {
+            return Err(ControlError::FailedPrecondition(format!(
+                "replicas = {}: a single node keeps one local copy (0 or 1); more needs a \
+                 cluster (--cluster)",
+                req.replicas
+            )));
+        }
         if let Some(node) = self.pool_elsewhere(&req.pool).await? {
             return self
                 .forward(&node, |ch| async move {
