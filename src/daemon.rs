@@ -328,6 +328,15 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             ))
         }
     };
+    // With the cluster's certificates, a node forwards requests to the others' TCP
+    // listeners as a client: its own certificate and key, their CA as the servers'.
+    let peer_tls = match (&cli.tls_cert, &cli.tls_key, &cli.tls_client_ca) {
+        (Some(cert), Some(key), Some(ca)) if control_tls.is_some() => Some(
+            ferrox_control::tls::ClientTls::load(ca, cert, key)
+                .map_err(|e| cfg_err(format!("--control-tcp: {e}")))?,
+        ),
+        _ => None,
+    };
     // End of control API over TCP.
 
     // The pool first: an nvme bdev maps it for DMA when it attaches. Declared before
@@ -482,7 +491,12 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     // Control API over TCP (opt-in, --control-tcp), mutual TLS.
     let control_tcp = match (&control, cli.control_tcp, control_tls) {
         (Some(c), Some(addr), Some(tls)) => match c.serve_tcp(addr, tls) {
-            Ok(a) => Some(a),
+            Ok(a) => {
+                if let Some(p) = peer_tls {
+                    c.set_peer_tls(p);
+                }
+                Some(a)
+            }
             Err(e) => {
                 if let Some(c) = control {
                     c.stop();

@@ -24,6 +24,13 @@ pub enum ControlError {
     },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// What another node of the cluster answered a forwarded request.
+    #[error("node {node}: {msg}")]
+    Peer {
+        node: String,
+        kind: Kind,
+        msg: String,
+    },
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("the control plane is not ready: {0}")]
@@ -112,6 +119,7 @@ impl ControlError {
             Self::NotFound { .. } => Kind::NotFound,
             Self::AlreadyExists { .. } => Kind::AlreadyExists,
             Self::FailedPrecondition(_) => Kind::FailedPrecondition,
+            Self::Peer { kind, .. } => *kind,
             Self::ResourceExhausted(_) => Kind::ResourceExhausted,
             Self::Unavailable(_) | Self::Reactor(_) => Kind::Unavailable,
             Self::Aborted(_) => Kind::Aborted,

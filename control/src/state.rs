@@ -86,6 +86,18 @@ pub struct VolumeRec {
     #[serde(default)]
     pub clone_of: Option<String>,
     pub phase: Phase,
+    /// A volume placed over a cluster (`replicas` > 1): where each replica lvol
+    /// (named as the volume) lives; the first is in [`VolumeRec::pool`]. Empty for
+    /// a volume of one local copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaRec>,
+}
+
+/// One replica of a volume: the node (its id) and the pool that hold its lvol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRec {
+    pub node: String,
+    pub pool: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

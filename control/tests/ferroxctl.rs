@@ -79,6 +79,35 @@ fn every_command_through_the_cli() {
         &["volume", "create", "v2", "--size", "0"],
         "size_bytes",
     );
+    // More than one copy needs a cluster; past the most placed is a bad argument.
+    fails(
+        &node,
+        &[
+            "volume",
+            "create",
+            "v2",
+            "--size",
+            "8MiB",
+            "--replicas",
+            "2",
+            "--spread",
+            "zone",
+        ],
+        "--cluster",
+    );
+    fails(
+        &node,
+        &[
+            "volume",
+            "create",
+            "v2",
+            "--size",
+            "8MiB",
+            "--replicas",
+            "6",
+        ],
+        "replicas",
+    );
     fails(
         &node,
         &["volume", "create", "v2", "--size", "1000"],

@@ -50,6 +50,7 @@ fn interrupted_changes_are_finished_or_forgotten() {
             thin: true,
             labels: Default::default(),
             clone_of: None,
+            replicas: Vec::new(),
             phase,
         };
         // Crashed after recording, before creating.

@@ -163,6 +163,15 @@ impl VolumeService for Svc {
     async fn get(&self, r: Request<GetVolumeRequest>) -> Res<Volume> {
         ok(self.0.volume_get(r.into_inner().name).await)
     }
+
+    async fn create_replica(&self, r: Request<ReplicaRequest>) -> Res<Replica> {
+        ok(self.0.replica_create(r.into_inner()).await)
+    }
+
+    async fn destroy_replica(&self, r: Request<ReplicaRequest>) -> Res<DestroyVolumeResponse> {
+        let existed = self.0.replica_destroy(r.into_inner()).await;
+        ok(existed.map(|existed| DestroyVolumeResponse { existed }))
+    }
 }
 
 #[tonic::async_trait]

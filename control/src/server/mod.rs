@@ -11,6 +11,7 @@ pub use nodes::{ClusterOptions, NodePoolRec, NodeRec, NODE_TTL};
 mod pools;
 mod publish;
 mod reconcile;
+mod replicas;
 mod stats;
 mod volumes;
 
@@ -71,6 +72,9 @@ pub(crate) struct Core {
     membership: Option<nodes::Membership>,
     /// Where the control API is served ("unix:/path", "https://ip:port").
     control_addrs: Mutex<Vec<String>>,
+    /// This node's client identity towards other nodes' TCP listeners (a cluster
+    /// with certificates): see `server/replicas.rs`.
+    peer_tls: Mutex<Option<crate::tls::ClientTls>>,
     next_meta: std::sync::atomic::AtomicUsize,
 }
 
@@ -337,6 +341,7 @@ impl ControlServer {
             started: Instant::now(),
             membership,
             control_addrs: Mutex::new(vec![format!("unix:{}", socket.display())]),
+            peer_tls: Mutex::new(None),
             next_meta: std::sync::atomic::AtomicUsize::new(0),
         });
         let rt_handle = rt.handle().clone();
@@ -474,6 +479,13 @@ impl ControlServer {
             .unwrap_or_else(|e| e.into_inner())
             .push(format!("https://{local}"));
         Ok(local)
+    }
+
+    /// The client identity this node presents to the other nodes' TCP listeners
+    /// when it forwards a request (its certificate and key; the CA that signed
+    /// theirs). Without one, it forwards over their Unix sockets (same machine).
+    pub fn set_peer_tls(&self, tls: crate::tls::ClientTls) {
+        self.core.set_peer_tls(tls);
     }
 
     /// Stops serving, closes the pools and removes the socket.

@@ -160,6 +160,16 @@ impl Core {
 
     pub async fn pool_get(self: &Arc<Self>, name: String) -> Result<api::Pool, ControlError> {
         self.check_ready()?;
+        if let Some(node) = self.pool_elsewhere(&name).await? {
+            let req = api::GetPoolRequest { name };
+            return self
+                .forward(&node, |ch| async move {
+                    api::pool_service_client::PoolServiceClient::new(ch)
+                        .get(req)
+                        .await
+                })
+                .await;
+        }
         self.pool_msg(&name).await
     }
 
@@ -473,6 +483,7 @@ impl Core {
                     thin: v.thin,
                     labels: Default::default(),
                     clone_of: None,
+                    replicas: Vec::new(),
                     phase: Phase::Ready,
                 })
                 .await?;

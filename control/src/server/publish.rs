@@ -7,6 +7,7 @@ use ferrox_nvmeof::{SubsystemConfig, TargetError};
 use super::lock::{self, Locks};
 use super::{rpc_submit, Core, Job};
 use crate::api;
+use crate::api::target_service_client::TargetServiceClient;
 use crate::error::ControlError;
 use crate::state::{record_key, Phase, PublishRec, Record, Txn, VolumeRec};
 use crate::validate;
@@ -186,6 +187,13 @@ impl Core {
     ) -> Result<api::PublishResponse, ControlError> {
         self.check_ready()?;
         validate::name("volume", &req.volume)?;
+        if let Some(node) = self.volume_elsewhere(&req.volume).await? {
+            return self
+                .forward(&node, |ch| async move {
+                    TargetServiceClient::new(ch).publish(req).await
+                })
+                .await;
+        }
         let nqn = if req.nqn.is_empty() {
             format!("{}{}", validate::NQN_PREFIX, req.volume)
         } else {
@@ -320,6 +328,15 @@ impl Core {
     pub async fn unpublish(self: &Arc<Self>, volume: String) -> Result<bool, ControlError> {
         self.check_ready()?;
         validate::name("volume", &volume)?;
+        if let Some(node) = self.volume_elsewhere(&volume).await? {
+            let req = api::UnpublishRequest { volume };
+            return self
+                .forward(&node, |ch| async move {
+                    TargetServiceClient::new(ch).unpublish(req).await
+                })
+                .await
+                .map(|r| r.existed);
+        }
         let _g = self
             .lock_publication(&volume, &format!("unpublishing volume {volume:?}"))
             .await?;

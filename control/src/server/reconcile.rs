@@ -161,7 +161,9 @@ impl Core {
         let exists = |n: &str| live.iter().any(|v| v == n);
         let r = self.records();
         for (v, rev) in r.list_rev::<VolumeRec>().await? {
-            if v.pool == pool {
+            // A volume of several replicas spans nodes: not this node's alone to
+            // finish or roll back (the cluster's reconciliation is to come).
+            if v.pool == pool && v.replicas.is_empty() {
                 let e = exists(&v.name);
                 self.restore_object(pool, lvs, e, v, rev, "volume").await?;
             }

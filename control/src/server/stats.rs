@@ -51,6 +51,15 @@ impl Core {
             w => w,
         }));
         let rec = self.volume_rec(&req.name).await?;
+        if let Some(node) = self.pool_elsewhere(&rec.pool).await? {
+            return self
+                .forward(&node, |ch| async move {
+                    crate::api::volume_service_client::VolumeServiceClient::new(ch)
+                        .stats(req)
+                        .await
+                })
+                .await;
+        }
         let publication = self.records().get::<PublishRec>(&req.name).await?;
         let vol = self.volume_msg(&rec, publication.as_ref()).await?;
         let mut out = api::VolumeStats {

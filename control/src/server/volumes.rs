@@ -8,6 +8,7 @@ use ferrox_bdev::lvol::{LvolError, LvolStore, VolumeInfo};
 use super::pools::hex;
 use super::{lock, rpc_submit, Core, Job};
 use crate::api;
+use crate::api::volume_service_client::VolumeServiceClient;
 use crate::error::ControlError;
 use crate::state::{
     self, record_key, Phase, PublishRec, Record, Revision, SnapshotRec, Txn, VolumeRec,
@@ -107,7 +108,10 @@ impl Core {
         rec: VolumeRec,
     ) -> Result<api::Volume, ControlError> {
         let published = self.records().get::<PublishRec>(&rec.name).await?;
-        self.volume_msg(&rec, published.as_ref()).await
+        let replicas = self.replica_views(&rec).await?;
+        let mut m = self.volume_msg(&rec, published.as_ref()).await?;
+        m.replicas = replicas;
+        Ok(m)
     }
 
     async fn snapshot_msg(&self, rec: &SnapshotRec) -> Result<api::Snapshot, ControlError> {
@@ -146,6 +150,15 @@ impl Core {
         self.check_ready()?;
         validate::name("name", &name)?;
         let rec = self.volume_rec(&name).await?;
+        if let Some(node) = self.pool_elsewhere(&rec.pool).await? {
+            return self
+                .forward(&node, |ch| async move {
+                    VolumeServiceClient::new(ch)
+                        .get(api::GetVolumeRequest { name })
+                        .await
+                })
+                .await;
+        }
         self.volume_view(rec).await
     }
 
@@ -154,7 +167,44 @@ impl Core {
         pool: String,
     ) -> Result<Vec<api::Volume>, ControlError> {
         self.check_ready()?;
-        let vols = self.records().list::<VolumeRec>().await?;
+        let mut vols = self.records().list::<VolumeRec>().await?;
+        vols.retain(|v| pool.is_empty() || v.pool == pool);
+        // The volumes of another node's pool: as that node sees them.
+        let mut out = Vec::new();
+        let mut elsewhere = BTreeMap::new();
+        for v in &vols {
+            if !elsewhere.contains_key(&v.pool) {
+                elsewhere.insert(v.pool.clone(), self.pool_elsewhere(&v.pool).await?);
+            }
+        }
+        let mut asked = std::collections::BTreeSet::new();
+        for (p, node) in &elsewhere {
+            let Some(node) = node else { continue };
+            let pool = p.clone();
+            match self
+                .forward(node, |ch| async move {
+                    VolumeServiceClient::new(ch)
+                        .list(api::ListVolumesRequest { pool })
+                        .await
+                })
+                .await
+            {
+                Ok(r) => {
+                    out.extend(r.volumes);
+                    asked.insert(p.clone());
+                }
+                Err(e) => tracing::warn!(pool = %p, error = %e, "cannot list another node's pool"),
+            }
+        }
+        // What those nodes answered replaces the records here; a node that could not
+        // be asked leaves its volumes as the records say ("pool-unavailable").
+        vols.retain(|v| !asked.contains(&v.pool));
+        let mut views = BTreeMap::new();
+        for v in &vols {
+            if !v.replicas.is_empty() {
+                views.insert(v.name.clone(), self.replica_views(v).await?);
+            }
+        }
         let published: BTreeMap<String, PublishRec> = self
             .records()
             .list::<PublishRec>()
@@ -162,10 +212,12 @@ impl Core {
             .into_iter()
             .map(|p| (p.volume.clone(), p))
             .collect();
-        let mut out = Vec::new();
-        for v in vols.iter().filter(|v| pool.is_empty() || v.pool == pool) {
-            out.push(self.volume_msg(v, published.get(&v.name)).await?);
+        for v in &vols {
+            let mut m = self.volume_msg(v, published.get(&v.name)).await?;
+            m.replicas = views.remove(&v.name).unwrap_or_default();
+            out.push(m);
         }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -212,18 +264,29 @@ impl Core {
         // proto3 cannot tell an unset 0 from 0: it means the default, one copy. Past
         // the most a cluster places is a bad argument; within it, a missing feature.
         validate::replicas("replicas", req.replicas.max(1))?;
-        if req.replicas > 1 {
-            return Err(ControlError::FailedPrecondition(format!(
-                "replicas = {}: this version keeps one local copy (0 or 1)",
-                req.replicas
-            )));
-        }
         if !req.topology.is_empty() {
             return Err(ControlError::FailedPrecondition(
                 "topology constraints are not supported in this version; leave it empty".into(),
             ));
         }
         check_labels(&req.labels)?;
+        if req.replicas > 1 && self.membership.is_some() {
+            return self.volume_create_replicated(req).await;
+        }
+        if req.replicas > 1 {
+            return Err(ControlError::FailedPrecondition(format!(
+                "replicas = {}: a single node keeps one local copy (0 or 1); more needs a \
+                 cluster (--cluster)",
+                req.replicas
+            )));
+        }
+        if let Some(node) = self.pool_elsewhere(&req.pool).await? {
+            return self
+                .forward(&node, |ch| async move {
+                    VolumeServiceClient::new(ch).create(req).await
+                })
+                .await;
+        }
         let (pool, cluster) = self.pick_pool(&req.pool)?;
         validate::size("size_bytes", req.size_bytes, cluster)?;
         let _g = self
@@ -239,6 +302,7 @@ impl Core {
             thin: req.thin,
             labels: req.labels,
             clone_of: None,
+            replicas: Vec::new(),
             phase: Phase::Creating,
         };
         for _ in 0..lock::MAX_RACES {
@@ -305,7 +369,22 @@ impl Core {
     ) -> Result<api::Volume, ControlError> {
         self.check_ready()?;
         validate::name("name", &req.name)?;
-        let pool = self.volume_rec(&req.name).await?.pool;
+        let found = self.volume_rec(&req.name).await?;
+        if !found.replicas.is_empty() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "volume {:?} has {} replicas: resizing them is not supported yet",
+                req.name,
+                found.replicas.len()
+            )));
+        }
+        if let Some(node) = self.pool_elsewhere(&found.pool).await? {
+            return self
+                .forward(&node, |ch| async move {
+                    VolumeServiceClient::new(ch).resize(req).await
+                })
+                .await;
+        }
+        let pool = found.pool;
         let _g = self
             .lock(
                 &[&lock::pool(&pool)],
@@ -420,14 +499,24 @@ impl Core {
                 "{name:?} is a snapshot; delete it with SnapshotService.Destroy"
             )));
         }
-        let Some(pool) = self
-            .records()
-            .get::<VolumeRec>(&name)
-            .await?
-            .map(|v| v.pool)
-        else {
+        let Some(found) = self.records().get::<VolumeRec>(&name).await? else {
             return Ok(false);
         };
+        let pool = found.pool;
+        if !found.replicas.is_empty() {
+            // No pool lock here: each replica's node takes its own while deleting
+            // it; the record's revision guards the volume.
+            return self.volume_destroy_replicated(name).await;
+        }
+        if let Some(node) = self.pool_elsewhere(&pool).await? {
+            let req = api::DestroyVolumeRequest { name };
+            return self
+                .forward(&node, |ch| async move {
+                    VolumeServiceClient::new(ch).destroy(req).await
+                })
+                .await
+                .map(|r| r.existed);
+        }
         let _g = self
             .lock(&[&lock::pool(&pool)], &format!("deleting volume {name:?}"))
             .await?;
@@ -524,6 +613,13 @@ impl Core {
             else {
                 return Err(ControlError::not_found("volume", req.volume));
             };
+            if !vol.replicas.is_empty() {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "volume {:?} has {} replicas: snapshotting them is not supported yet",
+                    vol.name,
+                    vol.replicas.len()
+                )));
+            }
             if vol.pool != pool {
                 // Moved to another pool since it was looked up: not the one locked.
                 return Err(lock::raced("volume", &req.volume));
@@ -748,6 +844,7 @@ impl Core {
                 thin: true,
                 labels: req.labels.clone(),
                 clone_of: Some(snap.name.clone()),
+                replicas: Vec::new(),
                 phase: Phase::Creating,
             };
             let claim = Txn::new()

@@ -41,6 +41,7 @@ async fn typed_records_round_trip_with_revisions() {
         thin: true,
         labels: [("a".to_string(), "b".to_string())].into(),
         clone_of: None,
+        replicas: Vec::new(),
         phase: Phase::Creating,
     };
     let rev = r.put_if(&v, 0).await.unwrap();

@@ -175,6 +175,13 @@ enum VolumeCmd {
         /// KEY=VALUE, repeatable.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Copies, each an lvol on a distinct node (1 to 5; more than 1 needs a
+        /// cluster). Not mirrored yet.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        replicas: u32,
+        /// The node label the replicas are spread over (zone, rack), or node.
+        #[arg(long, value_name = "KEY")]
+        spread: Option<String>,
     },
     /// Grow or shrink a volume. A published volume grows online (its hosts are told
     /// and see the new size); it cannot shrink while published.
@@ -396,6 +403,8 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                     thin,
                     pool,
                     labels,
+                    replicas,
+                    spread,
                 } => {
                     let r = v
                         .create(CreateVolumeRequest {
@@ -404,8 +413,9 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
                             thin,
                             pool: pool.unwrap_or_default(),
                             labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
-                            replicas: 1,
+                            replicas,
                             topology: String::new(),
+                            spread: spread.unwrap_or_default(),
                         })
                         .await?;
                     out.volumes(&[r.into_inner()]);

@@ -186,6 +186,14 @@ impl Out {
                     or_dash(&v.parent),
                     or_dash(&v.published_nqn),
                     labels.join(","),
+                    // Where each replica lives: node:pool.
+                    or_dash(
+                        &v.replicas
+                            .iter()
+                            .map(|r| format!("{}:{}", r.node, r.pool))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
                 ]
             })
             .collect();
@@ -200,6 +208,7 @@ impl Out {
                 "PARENT",
                 "PUBLISHED",
                 "LABELS",
+                "REPLICAS",
             ],
             &rows,
         );
