@@ -19,6 +19,9 @@
 #   8 volumes    ferroxctl: pool, thin volume with ext4, snapshot while fio writes,
 #                clone published to a second NQN and mounted: files of the snapshot moment;
 #                vol1 grown while mounted (the host sees the size, resize2fs online)
+#   9 cluster    etcd and three nodes on 127.0.0.5-7 (mutual TLS): a volume created and
+#                published through node b lands on node c; the kernel connects to c,
+#                fio verify; unpublished and deleted through node a
 #
 # Environment (host side):
 #   FERROX_BIN        daemon binary (default target/release/ferrox, else target/debug/ferrox)
@@ -155,9 +158,18 @@ port = $PORT
 EOF
 cp "$CONFIG" "$OUT/ferrox.toml"
 
+# Step 9's processes (etcd and three nodes), stopped by cluster_stop or on exit.
+CL_PIDS=()
+cluster_stop() {
+    local p
+    for p in "${CL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${CL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    CL_PIDS=()
+}
 cleanup() {
     local rc=$?
     set +e
+    cluster_stop
     mountpoint -q "$MNT" && umount "$MNT"
     nft delete table inet "$NFT_TABLE" 2>/dev/null
     nvme disconnect -n "$NQN" >/dev/null 2>&1
@@ -585,9 +597,89 @@ step8() {
     pass "both file systems clean (fsck), both volumes unpublished"
 }
 
+# Three cluster nodes (each its own daemon, data dir and control socket) on 127.0.0.5-7
+# over one etcd member, mutual TLS between nodes (a CA and one node certificate made
+# with openssl). The single-node daemon of steps 1-8 is stopped first. The pools are
+# files on the guest's tmpfs (buffered I/O: tmpfs refuses O_DIRECT), not on the brd
+# disk the earlier steps fill.
+CL=/tmp/ferrox-cluster
+cluster_pki() {   # DIR: ca.pem, node.pem, node.key (server and client, SANs 127.0.0.5-7)
+    local d=$1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=ferrox interop CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+        >> "$OUT/cluster-pki.log" 2>&1 || return 1
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=ferrox node" \
+        -keyout "$d/node.key" -out "$d/node.csr" >> "$OUT/cluster-pki.log" 2>&1 || return 1
+    printf '%s\n' "subjectAltName=IP:127.0.0.5,IP:127.0.0.6,IP:127.0.0.7" \
+        "extendedKeyUsage=serverAuth,clientAuth" "basicConstraints=CA:FALSE" > "$d/node.ext"
+    openssl x509 -req -in "$d/node.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -extfile "$d/node.ext" -out "$d/node.pem" >> "$OUT/cluster-pki.log" 2>&1
+}
+cluster_node() {   # NAME IP LABELS CORE
+    local name=$1 ip=$2 out=$OUT/cluster-$1
+    mkdir -p "$CL/$name"
+    NO_COLOR=1 "$(ferrox_bin)" --cores "$4" --default-size 16MiB --log info \
+        --listen "$ip:4420" --control-tcp "$ip:7420" \
+        --tls-cert "$CL/node.pem" --tls-key "$CL/node.key" --tls-client-ca "$CL/ca.pem" \
+        --node-name "$name" --labels "$3" --cluster "http://127.0.0.1:23790" \
+        --data-dir "$CL/$name" > "$out.stdout" 2> "$out.log" < /dev/null &
+    CL_PIDS+=($!)
+    wait_for 60 grep -q "ferrox: ready" "$out.stdout" || fail cluster "node $name not ready (log: $out.log)"
+}
+step9() {
+    step "9 cluster: a volume created through node b, placed on c, used by the kernel through c"
+    local ctl v=nqn.2026-11.io.ferrox:volume:cvol d got
+    ctl="$(dirname "$(ferrox_bin)")/ferroxctl"
+    [[ -x $ctl ]] || fail cluster "no ferroxctl next to $(ferrox_bin)"
+    command -v etcd >/dev/null || fail cluster "no etcd binary (scripts/install-test-deps.sh installs etcd-server)"
+    connected && disconnect
+    ferrox_stop 20
+    rm -rf "$CL" && mkdir -p "$CL"
+    cluster_pki "$CL" || fail cluster "openssl could not make the node certificates (log: $OUT/cluster-pki.log)"
+    etcd --name e0 --data-dir "$CL/etcd" --listen-client-urls http://127.0.0.1:23790 \
+        --advertise-client-urls http://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
+        --initial-advertise-peer-urls http://127.0.0.1:23800 --initial-cluster e0=http://127.0.0.1:23800 \
+        > "$OUT/etcd.log" 2>&1 < /dev/null &
+    CL_PIDS+=($!)
+    cluster_node a 127.0.0.5 zone=z1 0
+    cluster_node b 127.0.0.6 zone=z2 1
+    cluster_node c 127.0.0.7 zone=z3 0
+    c() { local n=$1; shift; "$ctl" --socket "$CL/$n/ferrox.sock" "$@" 2>> "$OUT/ferroxctl.log" | tee -a "$OUT/ferroxctl.log"; }
+    local n
+    for n in a b c; do
+        c "$n" pool create "p$n" --path "$CL/p$n.img" --size 128MiB > /dev/null \
+            || fail cluster "pool create on $n: $(tail -n 2 "$OUT/ferroxctl.log")"
+    done
+    up3() { [[ $(c a node list | grep -cw up) == 3 ]]; }
+    wait_for 20 up3 || fail cluster "node list through a does not show three nodes up: $(c a node list)"
+    pass "three nodes up in etcd, each with a pool"
+    # Through b: a volume in c's pool, then published (both carried out on c).
+    c b volume create cvol --size 64MiB --thin --pool pc > /dev/null \
+        || fail cluster "volume create through b: $(tail -n 2 "$OUT/ferroxctl.log")"
+    got=$(c a volume get cvol) || fail cluster "volume get through a"
+    [[ $(awk 'NR == 2 { print $1, $2 }' <<<"$got") == "cvol pc" ]] || fail cluster "volume get through a does not show cvol in pool pc: $got"
+    got=$(c b volume publish cvol --any-host) || fail cluster "volume publish through b: $(tail -n 2 "$OUT/ferroxctl.log")"
+    grep -q -- "-a 127.0.0.7 -s 4420" <<<"$got" || fail cluster "the publish answer does not name node c (127.0.0.7:4420): $got"
+    pass "cvol created and published through b, lives in c's pool pc (volume get through a) and is served by c"
+    nvme connect -t tcp -a 127.0.0.7 -s 4420 -n "$v" >/dev/null || fail cluster "nvme connect to c"
+    d=$(nvme_wait_dev "$v" 30) || fail cluster "no block device for $v"
+    fio --name=cluster --filename="$d" --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio \
+        --direct=1 --size=32M --verify=crc32c --do_verify=1 --eta=never \
+        --output="$OUT/fio-cluster.log" || fail cluster "fio verify on $d (log: $OUT/fio-cluster.log)"
+    nvme disconnect -n "$v" >/dev/null
+    nvme_wait_gone "$v" 30 || fail cluster "controller still present after disconnect"
+    pass "kernel initiator through c: 32 MiB written and verified (crc32c) on $d"
+    c a volume unpublish cvol > /dev/null || fail cluster "unpublish through a"
+    c a volume delete cvol > /dev/null || fail cluster "delete through a"
+    [[ $(c c volume list) != *cvol* ]] || fail cluster "cvol still listed on c after delete through a"
+    cluster_stop
+    pass "cvol unpublished and deleted through a; nodes and etcd stopped"
+}
+
 # ---------------------------------------------------------------- main
 steps=("$@")
-[[ ${#steps[@]} -gt 0 ]] || steps=(1 2 3 4 5 6 7 8)
+[[ ${#steps[@]} -gt 0 ]] || steps=(1 2 3 4 5 6 7 8 9)
 modprobe nvme-tcp || fail modprobe "modprobe nvme-tcp"
 echo "ferrox: $(ferrox_bin || echo 'NOT FOUND'); config $CONFIG; logs in $OUT"
 start=$(date +%s)
@@ -595,8 +687,8 @@ for s in "${steps[@]}"; do
     case $s in
         1|admin) step1 ;;  2|fio) step2 ;;  3|fs) step3 ;;
         4|options) step4 ;;  5|restart) step5 ;;  6|kato) step6 ;;
-        7|perf) step7 ;;  8|volumes) step8 ;;
-        *) fail suite "unknown step '$s' (1-8)" ;;
+        7|perf) step7 ;;  8|volumes) step8 ;;  9|cluster) step9 ;;
+        *) fail suite "unknown step '$s' (1-9)" ;;
     esac
 done
 connected && disconnect
