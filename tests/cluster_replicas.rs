@@ -248,7 +248,18 @@ fn replicas_are_placed_on_distinct_nodes_and_requests_are_forwarded() {
             })
             .unwrap();
     }
-    // Every node registered its TCP listener, and its pool with free space.
+    // Every node registered its TCP listener, and its pool with free space: the
+    // moment each said it was ready and answered the pool's creation.
+    let at_once = |ns: &[ClusterNode]| {
+        ns.len() == 3
+            && ns.iter().all(|n| {
+                n.control.iter().any(|c| c.starts_with("https://"))
+                    && n.pools.len() == 1
+                    && n.pools[0].free_bytes > 0
+            })
+    };
+    let now = nodes(&dirs[0]);
+    assert!(at_once(&now), "records not current: {now:?}");
     wait_nodes(&dirs[0], "three nodes up, each with a pool", |ns| {
         ns.len() == 3
             && ns.iter().all(|n| {

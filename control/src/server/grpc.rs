@@ -105,21 +105,29 @@ impl NodeService for Svc {
 
 #[tonic::async_trait]
 impl PoolService for Svc {
+    // A node's pools are in its cluster record (placement reads them there): the
+    // record is written again before a pool change is answered.
     async fn create(&self, r: Request<CreatePoolRequest>) -> Res<Pool> {
-        ok(self.0.pool_create(r.into_inner()).await)
+        let res = self.0.pool_create(r.into_inner()).await;
+        self.0.refresh_record().await;
+        ok(res)
     }
 
     async fn import(&self, r: Request<ImportPoolRequest>) -> Res<Pool> {
-        ok(self.0.pool_import(r.into_inner()).await)
+        let res = self.0.pool_import(r.into_inner()).await;
+        self.0.refresh_record().await;
+        ok(res)
     }
 
     async fn destroy(&self, r: Request<DestroyPoolRequest>) -> Res<DeleteResponse> {
         let existed = self.0.pool_remove(r.into_inner().name, true).await;
+        self.0.refresh_record().await;
         ok(existed.map(|existed| DeleteResponse { existed }))
     }
 
     async fn export(&self, r: Request<ExportPoolRequest>) -> Res<DeleteResponse> {
         let existed = self.0.pool_remove(r.into_inner().name, false).await;
+        self.0.refresh_record().await;
         ok(existed.map(|existed| DeleteResponse { existed }))
     }
 

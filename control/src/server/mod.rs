@@ -371,6 +371,7 @@ impl ControlServer {
                     let server = tokio::spawn(grpc::serve(core.clone(), incoming, None, stop));
                     let res = reconcile::run(&core).await;
                     core.ready.store(true, Ordering::Release);
+                    core.refresh_record().await;
                     let _ = ready_tx.send(res);
                     match server.await {
                         Ok(Ok(())) => {}
@@ -478,6 +479,8 @@ impl ControlServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(format!("https://{local}"));
+        // Other nodes forward to this address: in the record before "ready".
+        self.rt.block_on(self.core.refresh_record());
         Ok(local)
     }
 

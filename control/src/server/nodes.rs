@@ -172,7 +172,7 @@ impl Core {
             let Some(c) = core.upgrade() else { return };
             let Some(m) = &c.membership else { return };
             let lease = *m.lease.lock().await;
-            let mut rec = m.rec.lock().await;
+            let rec = m.rec.lock().await;
             match c.store.lease_keep_alive(lease).await {
                 Ok(_) => {}
                 Err(StoreError::LeaseNotFound(_)) => {
@@ -198,25 +198,36 @@ impl Core {
                     continue;
                 }
             }
-            let mut now = rec.clone();
-            now.listeners = c
-                .ctx
-                .target
-                .listeners()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            now.control = c.control_addrs();
-            if c.ready.load(std::sync::atomic::Ordering::Acquire) {
-                if let Ok(pools) = c.pool_list().await {
-                    now.pools = pools.iter().map(pool_rec).collect();
-                }
+            drop(rec);
+            c.refresh_record().await;
+        }
+    }
+
+    /// Writes this node's record again when what it says (listeners, control
+    /// addresses, pools) changed: every lease period, and at once when the node
+    /// becomes ready or opens its control TCP listener, so that a node other nodes
+    /// see up can be reached the moment it says it is ready.
+    pub(crate) async fn refresh_record(self: &Arc<Self>) {
+        let Some(m) = &self.membership else { return };
+        let mut rec = m.rec.lock().await;
+        let mut now = rec.clone();
+        now.listeners = self
+            .ctx
+            .target
+            .listeners()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        now.control = self.control_addrs();
+        if self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            if let Ok(pools) = self.pool_list().await {
+                now.pools = pools.iter().map(pool_rec).collect();
             }
-            if now != *rec {
-                match c.store.put(&node_key(&now.id), json(&now)).await {
-                    Ok(_) => *rec = now,
-                    Err(e) => tracing::warn!(error = %e, "cannot update this node's record"),
-                }
+        }
+        if now != *rec {
+            match self.store.put(&node_key(&now.id), json(&now)).await {
+                Ok(_) => *rec = now,
+                Err(e) => tracing::warn!(error = %e, "cannot update this node's record"),
             }
         }
     }
