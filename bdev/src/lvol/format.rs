@@ -5,6 +5,8 @@
 //! version (so a newer pool is refused even if its layout moved), then checksums, then
 //! the meaning of every field (ranges, references, uniqueness).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use crate::BdevInfo;
 
 use super::LvolError;
@@ -12,9 +14,13 @@ use super::LvolError;
 pub(crate) const LABEL_MAGIC: [u8; 8] = *b"FRXLVOL\0";
 pub(crate) const META_MAGIC: [u8; 8] = *b"FRXMETA\0";
 /// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The first format version with an allocation log.
 pub(crate) const LOG_VERSION: u32 = 3;
+/// The first format version whose log is a journal of every change (volume records
+/// written, volumes deleted, allocations), and whose label says how many volumes the
+/// pool holds.
+pub(crate) const JOURNAL_VERSION: u32 = 4;
 pub(crate) const LOG_MAGIC: [u8; 8] = *b"FRXLOGR\0";
 pub(crate) const LOG_HEADER_LEN: usize = 64;
 pub(crate) const LOG_ENTRY_LEN: usize = 16;
@@ -28,8 +34,17 @@ pub(crate) const VOL_RECORD_LEN: usize = 128;
 pub(crate) const RUN_LEN: usize = 16;
 /// Longest pool or volume name, in bytes of UTF-8.
 pub const MAX_NAME: usize = 63;
-/// Most volumes (snapshots and clones included) one pool holds.
-pub const MAX_VOLUMES: usize = 1024;
+/// Most volumes (snapshots and clones included) a pool of this format holds: a pool
+/// formatted on a device of at least [`FULL_SCALE_BYTES`] holds this many; a smaller
+/// one holds one per 32 KiB of device, at least [`OLD_MAX_VOLUMES`].
+pub const MAX_VOLUMES: usize = 65_536;
+/// Most volumes a pool formatted before version 4 holds (its slots were sized for
+/// this many records at format time).
+pub const OLD_MAX_VOLUMES: usize = 1024;
+/// Device bytes per volume a version-4 pool plans room for.
+const BYTES_PER_VOLUME: u64 = 32 << 10;
+/// The smallest device whose pool holds [`MAX_VOLUMES`] (2 GiB).
+pub const FULL_SCALE_BYTES: u64 = MAX_VOLUMES as u64 * BYTES_PER_VOLUME;
 /// A cluster-map entry with no cluster.
 pub(crate) const NONE: u32 = u32::MAX;
 
@@ -49,6 +64,8 @@ pub(crate) struct Label {
     /// The allocation log (format version 3; 0 bytes before).
     pub log_offset: u64,
     pub log_size: u64,
+    /// Most volumes the pool holds (recorded from format version 4; before, 1024).
+    pub max_volumes: u32,
 }
 
 /// One volume as the metadata records it.
@@ -82,12 +99,21 @@ impl VolMeta {
 pub(crate) struct Meta {
     pub generation: u64,
     pub next_id: u64,
-    pub vols: Vec<VolMeta>,
+    /// By volume id (so in creation order).
+    pub vols: BTreeMap<u64, VolMeta>,
     /// Pool clusters from this index on have not been written since the pool was
     /// formatted with a zeroed data area: they read as zeroes, so allocating one needs
     /// no zeroing. Every mapped cluster is below it. The number of clusters when the
     /// data area was not zeroed (or the pool predates format version 2).
     pub clean_from: u64,
+}
+
+#[cfg(test)]
+impl Meta {
+    /// The volumes of `vols` by id (tests build metadata this way).
+    pub fn vols_of(vols: Vec<VolMeta>) -> BTreeMap<u64, VolMeta> {
+        vols.into_iter().map(|v| (v.id, v)).collect()
+    }
 }
 
 /// The body's trailer (format version 2): `clean_from`.
@@ -134,13 +160,31 @@ fn align_up(v: u64, to: u64) -> u64 {
 
 impl Label {
     /// Lays out a new pool on `dev`.
+    #[cfg(test)]
     pub fn plan(
         dev: &BdevInfo,
         name: &str,
         uuid: [u8; 16],
         cluster_size: u64,
     ) -> Result<Self, LvolError> {
+        Self::plan_version(dev, name, uuid, cluster_size, FORMAT_VERSION)
+    }
+
+    /// Lays out a new pool of format `version` (3 or 4): version 3 is what older
+    /// builds formatted, kept so tests can build such a pool and load it.
+    pub fn plan_version(
+        dev: &BdevInfo,
+        name: &str,
+        uuid: [u8; 16],
+        cluster_size: u64,
+        version: u32,
+    ) -> Result<Self, LvolError> {
         check_name(name)?;
+        if !(LOG_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(LvolError::Invalid(format!(
+                "format version {version} cannot be written (only {LOG_VERSION} to {FORMAT_VERSION})"
+            )));
+        }
         let bs = u64::from(dev.block_size);
         if !cluster_size.is_power_of_two() || cluster_size < bs.max(4096) || cluster_size > 1 << 30
         {
@@ -150,8 +194,16 @@ impl Label {
         }
         let dev_bytes = dev.num_blocks * bs;
         let upper = dev_bytes / cluster_size;
+        // A slot holds the largest image: every volume record and one run per cluster.
+        let max_volumes = if version >= JOURNAL_VERSION {
+            (dev_bytes / BYTES_PER_VOLUME).clamp(OLD_MAX_VOLUMES as u64, MAX_VOLUMES as u64)
+        } else {
+            OLD_MAX_VOLUMES as u64
+        };
         let slot_size = align_up(
-            (META_HEADER_LEN + MAX_VOLUMES * VOL_RECORD_LEN + TRAILER_LEN) as u64
+            META_HEADER_LEN as u64
+                + max_volumes * VOL_RECORD_LEN as u64
+                + TRAILER_LEN as u64
                 + upper * RUN_LEN as u64,
             bs,
         );
@@ -169,7 +221,7 @@ impl Label {
             )));
         }
         Ok(Self {
-            version: FORMAT_VERSION,
+            version,
             block_size: dev.block_size,
             uuid,
             name: name.to_string(),
@@ -181,7 +233,13 @@ impl Label {
             device_blocks: dev.num_blocks,
             log_offset,
             log_size,
+            max_volumes: max_volumes as u32,
         })
+    }
+
+    /// Most volumes the pool holds.
+    pub fn max_volumes(&self) -> usize {
+        self.max_volumes as usize
     }
 
     pub fn encode(&self) -> [u8; LABEL_LEN] {
@@ -201,6 +259,9 @@ impl Label {
         if self.version >= LOG_VERSION {
             put(&mut b, 152, &self.log_offset.to_le_bytes());
             put(&mut b, 160, &self.log_size.to_le_bytes());
+        }
+        if self.version >= JOURNAL_VERSION {
+            put(&mut b, 168, &self.max_volumes.to_le_bytes());
         }
         let crc = crc32c::crc32c(&b[..LABEL_CRC_AT]);
         put(&mut b, LABEL_CRC_AT, &crc.to_le_bytes());
@@ -262,6 +323,11 @@ impl Label {
             } else {
                 0
             },
+            max_volumes: if version >= JOURNAL_VERSION {
+                u32_at(b, 168)
+            } else {
+                OLD_MAX_VOLUMES as u32
+            },
         };
         let bs = u64::from(dev.block_size);
         if l.block_size != dev.block_size {
@@ -274,6 +340,19 @@ impl Label {
             ));
         }
         let dev_bytes = dev.num_blocks * bs;
+        let max_ok = (1..=MAX_VOLUMES as u64).contains(&u64::from(l.max_volumes))
+            && l.slot_size
+                >= (META_HEADER_LEN + TRAILER_LEN) as u64
+                    + u64::from(l.max_volumes) * VOL_RECORD_LEN as u64;
+        if !max_ok {
+            return Err(corrupt(
+                format!(
+                    "label volume limit {} outside 1..={MAX_VOLUMES} or larger than its {}-byte slots hold",
+                    l.max_volumes, l.slot_size
+                ),
+                168,
+            ));
+        }
         let geometry_ok = l.cluster_size.is_power_of_two()
             && l.cluster_size >= bs
             && l.slot_size > META_HEADER_LEN as u64
@@ -310,37 +389,70 @@ impl Label {
 
 /// Serialises a metadata image; `Err` when it would not fit its slot.
 pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError> {
-    let cs = label.cluster_size;
-    let mut body = Vec::new();
-    for v in &m.vols {
-        let runs = runs_of(&v.map);
-        let mut rec = [0u8; VOL_RECORD_LEN];
-        put(&mut rec, 0, &v.id.to_le_bytes());
-        put(&mut rec, 8, &v.uuid);
-        put(&mut rec, 24, &v.size.to_le_bytes());
-        put(&mut rec, 32, &v.parent.unwrap_or(0).to_le_bytes());
-        put(&mut rec, 40, &v.backing.to_le_bytes());
-        put(&mut rec, 48, &v.created.to_le_bytes());
-        let flags = u32::from(v.thin) | (u32::from(v.read_only) << 1);
-        put(&mut rec, 56, &flags.to_le_bytes());
-        put(&mut rec, 60, &(runs.len() as u32).to_le_bytes());
-        put_name(&mut rec, 64, &v.name);
-        debug_assert_eq!(v.map.len() as u64, v.size / cs);
-        body.extend_from_slice(&rec);
-        for (vc, pc, len) in runs {
-            body.extend_from_slice(&vc.to_le_bytes());
-            body.extend_from_slice(&pc.to_le_bytes());
-            body.extend_from_slice(&len.to_le_bytes());
-        }
+    encode_image(
+        m.generation,
+        m.next_id,
+        m.clean_from,
+        m.vols.len(),
+        m.vols.values(),
+        label,
+    )
+}
+
+/// Appends volume `v`'s record and its runs to `out`.
+fn encode_vol(out: &mut Vec<u8>, v: &VolMeta, label: &Label) {
+    let runs = runs_of(&v.map);
+    let mut rec = [0u8; VOL_RECORD_LEN];
+    put(&mut rec, 0, &v.id.to_le_bytes());
+    put(&mut rec, 8, &v.uuid);
+    put(&mut rec, 24, &v.size.to_le_bytes());
+    put(&mut rec, 32, &v.parent.unwrap_or(0).to_le_bytes());
+    put(&mut rec, 40, &v.backing.to_le_bytes());
+    put(&mut rec, 48, &v.created.to_le_bytes());
+    let flags = u32::from(v.thin) | (u32::from(v.read_only) << 1);
+    put(&mut rec, 56, &flags.to_le_bytes());
+    put(&mut rec, 60, &(runs.len() as u32).to_le_bytes());
+    put_name(&mut rec, 64, &v.name);
+    debug_assert_eq!(v.map.len() as u64, v.size / label.cluster_size);
+    out.extend_from_slice(&rec);
+    for (vc, pc, len) in runs {
+        out.extend_from_slice(&vc.to_le_bytes());
+        out.extend_from_slice(&pc.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
     }
+}
+
+/// Serialises an image of `count` volumes `vols` (any order); `Err` when it would
+/// not fit its slot or holds more volumes than the pool does.
+pub(crate) fn encode_image<'a>(
+    generation: u64,
+    next_id: u64,
+    clean_from: u64,
+    count: usize,
+    vols: impl Iterator<Item = &'a VolMeta>,
+    label: &Label,
+) -> Result<Vec<u8>, LvolError> {
+    if count > label.max_volumes() {
+        return Err(LvolError::MetadataFull(format!(
+            "{count} volumes, the pool holds at most {}",
+            label.max_volumes
+        )));
+    }
+    let mut body = Vec::with_capacity(count * VOL_RECORD_LEN + TRAILER_LEN);
+    let mut n = 0;
+    for v in vols {
+        encode_vol(&mut body, v, label);
+        n += 1;
+    }
+    debug_assert_eq!(n, count);
     // A pool formatted by version 1 keeps writing version-1 images (no trailer): an
     // older build must still read its newest generation. Such a pool has no clean
     // clusters.
     let version = label.version.min(FORMAT_VERSION);
     if version >= 2 {
-        body.extend_from_slice(&m.clean_from.to_le_bytes());
+        body.extend_from_slice(&clean_from.to_le_bytes());
     } else {
-        debug_assert_eq!(m.clean_from, label.clusters);
+        debug_assert_eq!(clean_from, label.clusters);
     }
     let len = META_HEADER_LEN + body.len();
     let padded = align_up(len as u64, u64::from(label.block_size));
@@ -353,16 +465,84 @@ pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError>
     let mut out = vec![0u8; padded as usize];
     put(&mut out, 0, &META_MAGIC);
     put(&mut out, 8, &version.to_le_bytes());
-    put(&mut out, 12, &(m.vols.len() as u32).to_le_bytes());
+    put(&mut out, 12, &(n as u32).to_le_bytes());
     put(&mut out, 16, &label.uuid);
-    put(&mut out, 32, &m.generation.to_le_bytes());
+    put(&mut out, 32, &generation.to_le_bytes());
     put(&mut out, 40, &(len as u64).to_le_bytes());
-    put(&mut out, 48, &m.next_id.to_le_bytes());
+    put(&mut out, 48, &next_id.to_le_bytes());
     put(&mut out, 56, &crc32c::crc32c(&body).to_le_bytes());
     let hcrc = crc32c::crc32c(&out[..60]);
     put(&mut out, 60, &hcrc.to_le_bytes());
     put(&mut out, META_HEADER_LEN, &body);
     Ok(out)
+}
+
+/// Decodes the volume record at `b[at..]` and its runs, which must end by `end`;
+/// checks the record alone (id below `next_id`, size, runs inside the volume and the
+/// pool, no volume cluster twice). Returns it and where the next record starts.
+fn decode_vol(
+    b: &[u8],
+    at: usize,
+    end: usize,
+    next_id: u64,
+    label: &Label,
+) -> Result<(VolMeta, usize), String> {
+    if at + VOL_RECORD_LEN > end {
+        return Err("the record runs past its end".into());
+    }
+    let r = &b[at..at + VOL_RECORD_LEN];
+    let cs = label.cluster_size;
+    let id = u64_at(r, 0);
+    let size = u64_at(r, 24);
+    let parent = u64_at(r, 32);
+    let flags = u32_at(r, 56);
+    let nruns = u32_at(r, 60) as usize;
+    let name = name_at(r, 64).ok_or("bad name")?;
+    if id == 0 || id >= next_id {
+        return Err(format!("id {id} outside 1..next id {next_id}"));
+    }
+    if size & (cs - 1) != 0 || size / cs > u64::from(NONE >> 1) {
+        return Err(format!("size {size} is not a valid cluster multiple"));
+    }
+    let nclusters = (size / cs) as usize;
+    let runs_at = at + VOL_RECORD_LEN;
+    if nruns > (end - runs_at) / RUN_LEN {
+        return Err(format!("{nruns} runs run past the end"));
+    }
+    let mut map = vec![NONE; nclusters];
+    for k in 0..nruns {
+        let run = &b[runs_at + k * RUN_LEN..runs_at + (k + 1) * RUN_LEN];
+        let (vc, pc, n) = (u64_at(run, 0), u32_at(run, 8), u32_at(run, 12));
+        let fits_vol = vc
+            .checked_add(u64::from(n))
+            .is_some_and(|e| e <= nclusters as u64);
+        let fits_pool = u64::from(pc) + u64::from(n) <= label.clusters;
+        if n == 0 || !fits_vol || !fits_pool {
+            return Err(format!("run {k} ({vc}, {pc}, {n}) out of range"));
+        }
+        for j in 0..n {
+            let v = vc as usize + j as usize;
+            if map[v] != NONE {
+                return Err(format!("volume cluster {v} mapped twice"));
+            }
+            map[v] = pc + j;
+        }
+    }
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&r[8..24]);
+    let v = VolMeta {
+        id,
+        uuid,
+        name,
+        size,
+        parent: (parent != 0).then_some(parent),
+        backing: u64_at(r, 40),
+        created: u64_at(r, 48),
+        thin: flags & 1 != 0,
+        read_only: flags & 2 != 0,
+        map,
+    };
+    Ok((v, runs_at + nruns * RUN_LEN))
 }
 
 /// Runs of consecutive volume clusters in consecutive pool clusters.
@@ -428,74 +608,35 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
         return Err(("body checksum mismatch".into(), 56));
     }
     let count = u32_at(b, 12) as usize;
-    if count > MAX_VOLUMES {
-        return Err((format!("{count} volumes, more than {MAX_VOLUMES}"), 12));
+    if count > label.max_volumes() {
+        return Err((
+            format!(
+                "{count} volumes, more than the {} it holds",
+                label.max_volumes
+            ),
+            12,
+        ));
     }
-    let cs = label.cluster_size;
+    let next_id = u64_at(b, 48);
     let mut at = META_HEADER_LEN;
-    let mut vols = Vec::with_capacity(count);
+    let mut vols = BTreeMap::new();
     let mut used = vec![false; label.clusters as usize];
     for i in 0..count {
         let rec_at = at as u64;
-        if at + VOL_RECORD_LEN > len {
-            return Err((format!("volume record {i} runs past the image"), rec_at));
-        }
-        let r = &b[at..at + VOL_RECORD_LEN];
         let bad = |what: String| (format!("volume record {i}: {what}"), rec_at);
-        let id = u64_at(r, 0);
-        let size = u64_at(r, 24);
-        let parent = u64_at(r, 32);
-        let flags = u32_at(r, 56);
-        let nruns = u32_at(r, 60) as usize;
-        let name = name_at(r, 64).ok_or_else(|| bad("bad name".into()))?;
-        if id == 0 || id >= u64_at(b, 48) {
-            return Err(bad(format!("id {id} outside 1..next id")));
-        }
-        if size & (cs - 1) != 0 || size / cs > u64::from(NONE >> 1) {
-            return Err(bad(format!("size {size} is not a valid cluster multiple")));
-        }
-        let nclusters = (size / cs) as usize;
-        at += VOL_RECORD_LEN;
-        if at + nruns * RUN_LEN > len {
-            return Err(bad(format!("{nruns} runs run past the image")));
-        }
-        let mut map = vec![NONE; nclusters];
-        for k in 0..nruns {
-            let run = &b[at + k * RUN_LEN..at + (k + 1) * RUN_LEN];
-            let (vc, pc, n) = (u64_at(run, 0), u32_at(run, 8), u32_at(run, 12));
-            let fits_vol = vc
-                .checked_add(u64::from(n))
-                .is_some_and(|e| e <= nclusters as u64);
-            let fits_pool = u64::from(pc) + u64::from(n) <= label.clusters;
-            if n == 0 || !fits_vol || !fits_pool {
-                return Err(bad(format!("run {k} ({vc}, {pc}, {n}) out of range")));
-            }
-            for j in 0..n {
-                let (v, p) = (vc as usize + j as usize, pc + j);
-                if map[v] != NONE || used[p as usize] {
-                    return Err(bad(format!(
-                        "cluster {p} (volume cluster {v}) mapped twice"
-                    )));
-                }
-                map[v] = p;
-                used[p as usize] = true;
+        let (v, next) = decode_vol(b, at, len, next_id, label).map_err(bad)?;
+        for (vc, &p) in v.map.iter().enumerate().filter(|(_, &p)| p != NONE) {
+            if std::mem::replace(&mut used[p as usize], true) {
+                return Err(bad(format!(
+                    "cluster {p} (volume cluster {vc}) mapped twice"
+                )));
             }
         }
-        at += nruns * RUN_LEN;
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(&r[8..24]);
-        vols.push(VolMeta {
-            id,
-            uuid,
-            name,
-            size,
-            parent: (parent != 0).then_some(parent),
-            backing: u64_at(r, 40),
-            created: u64_at(r, 48),
-            thin: flags & 1 != 0,
-            read_only: flags & 2 != 0,
-            map,
-        });
+        if vols.contains_key(&v.id) {
+            return Err(bad(format!("volume id {} appears twice", v.id)));
+        }
+        vols.insert(v.id, v);
+        at = next;
     }
     let clean_from = if h.version >= 2 {
         if at + TRAILER_LEN != len {
@@ -526,7 +667,7 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
     };
     let m = Meta {
         generation: h.generation,
-        next_id: u64_at(b, 48),
+        next_id,
         vols,
         clean_from,
     };
@@ -543,29 +684,24 @@ pub(crate) struct LogEntry {
     pub pc: u32,
 }
 
-/// What a log record's header says, before its entries are read.
+/// What a log record's header says, before its body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordHeader {
+    /// The record's format version (3: allocations only; 4: a journal record).
+    pub version: u32,
     /// The generation this record makes.
     pub generation: u64,
     /// The generation of the full image it extends.
     pub base: u64,
     pub clean_from: u64,
-    pub entries: usize,
+    /// Bytes of body after the header.
+    pub body: usize,
     /// Bytes on disk (a block multiple).
     pub len: u64,
 }
 
-/// Bytes a record of `entries` entries takes on disk.
-pub(crate) fn record_len(entries: usize, label: &Label) -> u64 {
-    align_up(
-        (LOG_HEADER_LEN + entries * LOG_ENTRY_LEN) as u64,
-        u64::from(label.block_size),
-    )
-}
-
-/// Serialises a log record: generation `generation` extends full image `base` by
-/// `entries` and sets `clean_from`.
+/// Serialises a version-3 log record: generation `generation` extends full image
+/// `base` by `entries` and sets `clean_from`.
 pub(crate) fn encode_record(
     generation: u64,
     base: u64,
@@ -573,30 +709,109 @@ pub(crate) fn encode_record(
     entries: &[LogEntry],
     label: &Label,
 ) -> Vec<u8> {
-    let mut out = vec![0u8; record_len(entries.len(), label) as usize];
-    let mut at = LOG_HEADER_LEN;
+    let mut body = Vec::with_capacity(entries.len() * LOG_ENTRY_LEN);
+    put_entries(&mut body, entries);
+    seal_record(
+        LOG_VERSION,
+        entries.len() as u32,
+        generation,
+        base,
+        clean_from,
+        &body,
+        label,
+    )
+}
+
+fn put_entries(out: &mut Vec<u8>, entries: &[LogEntry]) {
     for e in entries {
-        put(&mut out, at, &e.vol.to_le_bytes());
-        put(&mut out, at + 8, &e.vc.to_le_bytes());
-        put(&mut out, at + 12, &e.pc.to_le_bytes());
-        at += LOG_ENTRY_LEN;
+        out.extend_from_slice(&e.vol.to_le_bytes());
+        out.extend_from_slice(&e.vc.to_le_bytes());
+        out.extend_from_slice(&e.pc.to_le_bytes());
     }
-    let body = crc32c::crc32c(&out[LOG_HEADER_LEN..at]);
+}
+
+/// A header (version, field 12, generations, clean_from, checksums) before `body`,
+/// zero padded to a block multiple.
+fn seal_record(
+    version: u32,
+    field12: u32,
+    generation: u64,
+    base: u64,
+    clean_from: u64,
+    body: &[u8],
+    label: &Label,
+) -> Vec<u8> {
+    let len = align_up(
+        (LOG_HEADER_LEN + body.len()) as u64,
+        u64::from(label.block_size),
+    );
+    let mut out = vec![0u8; len as usize];
     put(&mut out, 0, &LOG_MAGIC);
-    put(&mut out, 8, &LOG_VERSION.to_le_bytes());
-    put(&mut out, 12, &(entries.len() as u32).to_le_bytes());
+    put(&mut out, 8, &version.to_le_bytes());
+    put(&mut out, 12, &field12.to_le_bytes());
     put(&mut out, 16, &label.uuid);
     put(&mut out, 32, &generation.to_le_bytes());
     put(&mut out, 40, &base.to_le_bytes());
     put(&mut out, 48, &clean_from.to_le_bytes());
-    put(&mut out, 56, &body.to_le_bytes());
+    put(&mut out, 56, &crc32c::crc32c(body).to_le_bytes());
     let hcrc = crc32c::crc32c(&out[..60]);
     put(&mut out, 60, &hcrc.to_le_bytes());
+    put(&mut out, LOG_HEADER_LEN, body);
     out
+}
+
+/// One committed change to the metadata, as a journal record (format version 4)
+/// carries it: applied in the order deletes, upserts, allocations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub next_id: u64,
+    pub clean_from: u64,
+    /// Volumes that are gone.
+    pub deletes: Vec<u64>,
+    /// Volumes created or changed: each one's whole record (the old one is replaced).
+    pub upserts: Vec<VolMeta>,
+    /// Allocations into volumes that already exist.
+    pub entries: Vec<LogEntry>,
+}
+
+/// Bytes of a journal record's body before its entries.
+const JOURNAL_BODY_HEADER: usize = 24;
+
+/// Serialises a journal record (format version 4): generation `generation` extends
+/// full image `base` by `c`.
+pub(crate) fn encode_change(generation: u64, base: u64, c: &Change, label: &Label) -> Vec<u8> {
+    let mut body = Vec::with_capacity(
+        JOURNAL_BODY_HEADER
+            + c.entries.len() * LOG_ENTRY_LEN
+            + c.deletes.len() * 8
+            + c.upserts.len() * VOL_RECORD_LEN,
+    );
+    body.extend_from_slice(&c.next_id.to_le_bytes());
+    body.extend_from_slice(&(c.entries.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(c.deletes.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(c.upserts.len() as u32).to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    put_entries(&mut body, &c.entries);
+    for d in &c.deletes {
+        body.extend_from_slice(&d.to_le_bytes());
+    }
+    for v in &c.upserts {
+        encode_vol(&mut body, v, label);
+    }
+    seal_record(
+        JOURNAL_VERSION,
+        body.len() as u32,
+        generation,
+        base,
+        c.clean_from,
+        &body,
+        label,
+    )
 }
 
 /// Checks a record header found `room` bytes before the end of the log. `Err` says
 /// why it does not continue the log: the end of the log, a torn write, or damage.
+/// A pool's log holds records of its own format version only.
 pub(crate) fn decode_record_header(
     b: &[u8],
     label: &Label,
@@ -605,8 +820,10 @@ pub(crate) fn decode_record_header(
     if b[..8] != LOG_MAGIC {
         return Err("no record magic".into());
     }
-    if u32_at(b, 8) != LOG_VERSION {
-        return Err(format!("record version {}", u32_at(b, 8)));
+    let version = u32_at(b, 8);
+    let want = label.version.min(JOURNAL_VERSION);
+    if version != want {
+        return Err(format!("record version {version}, the pool's is {want}"));
     }
     if u32_at(b, 60) != crc32c::crc32c(&b[..60]) {
         return Err("record header checksum mismatch".into());
@@ -614,16 +831,22 @@ pub(crate) fn decode_record_header(
     if b[16..32] != label.uuid {
         return Err("a record of another pool".into());
     }
-    let entries = u32_at(b, 12) as usize;
-    let len = record_len(entries, label);
+    let field12 = u64::from(u32_at(b, 12));
+    let body = if version >= JOURNAL_VERSION {
+        field12
+    } else {
+        field12 * LOG_ENTRY_LEN as u64
+    };
+    let len = align_up(LOG_HEADER_LEN as u64 + body, u64::from(label.block_size));
     if len > room {
         return Err(format!("a record of {len} bytes runs past the log"));
     }
     Ok(RecordHeader {
+        version,
         generation: u64_at(b, 32),
         base: u64_at(b, 40),
         clean_from: u64_at(b, 48),
-        entries,
+        body: body as usize,
         len,
     })
 }
@@ -641,7 +864,10 @@ pub(crate) struct LogPos {
 pub(crate) struct Replay {
     pub meta: Meta,
     used: Vec<bool>,
-    /// One past the highest mapped pool cluster.
+    /// Volume ids by name.
+    names: HashMap<String, u64>,
+    /// One past the highest pool cluster mapped since the image (it only grows, as
+    /// `clean_from` does).
     top: u64,
 }
 
@@ -649,41 +875,145 @@ impl Replay {
     pub fn new(meta: Meta, label: &Label) -> Self {
         let mut used = vec![false; label.clusters as usize];
         let mut top = 0;
-        for v in &meta.vols {
+        for v in meta.vols.values() {
             for &p in v.map.iter().filter(|&&p| p != NONE) {
                 used[p as usize] = true;
                 top = top.max(u64::from(p) + 1);
             }
         }
-        Self { meta, used, top }
+        let names = meta.vols.values().map(|v| (v.name.clone(), v.id)).collect();
+        Self {
+            meta,
+            used,
+            names,
+            top,
+        }
     }
 
-    /// Applies a whole record (`b`: its `h.len` bytes), all of it or nothing. A body
-    /// checksum mismatch is `Ok(false)` (a torn write: the log ends before it);
-    /// entries that contradict the metadata despite valid checksums are `Err`
-    /// (damage, never silently used).
+    /// Applies a whole record (`b`: its `h.len` bytes). A body checksum mismatch is
+    /// `Ok(false)` (a torn write: the log ends before it) and changes nothing; a
+    /// record that contradicts the metadata despite valid checksums is `Err` (damage,
+    /// never silently used), and leaves the replay unusable. Parents are checked
+    /// after the last record ([`check_references`]).
     pub fn apply(&mut self, h: &RecordHeader, b: &[u8], label: &Label) -> Result<bool, String> {
-        let end = LOG_HEADER_LEN + h.entries * LOG_ENTRY_LEN;
+        let end = LOG_HEADER_LEN + h.body;
         if u32_at(b, 56) != crc32c::crc32c(&b[LOG_HEADER_LEN..end]) {
             return Ok(false);
         }
+        let bad = |what: String| format!("generation {}: {what}", h.generation);
+        let mut entries_at = (LOG_HEADER_LEN, h.body / LOG_ENTRY_LEN);
+        if h.version >= JOURNAL_VERSION {
+            let body = &b[LOG_HEADER_LEN..end];
+            if body.len() < JOURNAL_BODY_HEADER {
+                return Err(bad(format!("a body of {} bytes", body.len())));
+            }
+            let next_id = u64_at(body, 0);
+            let ne = u32_at(body, 8) as usize;
+            let nd = u32_at(body, 12) as usize;
+            let nu = u32_at(body, 16) as usize;
+            let room = body.len() - JOURNAL_BODY_HEADER;
+            let fixed = (ne as u64 * LOG_ENTRY_LEN as u64)
+                .checked_add(nd as u64 * 8)
+                .and_then(|x| x.checked_add(nu as u64 * VOL_RECORD_LEN as u64));
+            if fixed.is_none_or(|f| f > room as u64) {
+                return Err(bad(format!(
+                    "{ne} entries, {nd} deletes and {nu} volume records do not fit its body"
+                )));
+            }
+            if next_id < self.meta.next_id {
+                return Err(bad(format!(
+                    "next id {next_id} below {}",
+                    self.meta.next_id
+                )));
+            }
+            entries_at = (LOG_HEADER_LEN + JOURNAL_BODY_HEADER, ne);
+            let mut at = entries_at.0 + ne * LOG_ENTRY_LEN;
+            let mut gone = Vec::with_capacity(nd);
+            for k in 0..nd {
+                let id = u64_at(b, at + k * 8);
+                gone.push(id);
+            }
+            at += nd * 8;
+            let mut new = Vec::with_capacity(nu);
+            for k in 0..nu {
+                let (v, next) = decode_vol(b, at, end, next_id, label)
+                    .map_err(|e| bad(format!("volume record {k}: {e}")))?;
+                new.push(v);
+                at = next;
+            }
+            if at != end {
+                return Err(bad(format!("the body ends at {end}, its contents at {at}")));
+            }
+            if self.meta.vols.len() - nd.min(self.meta.vols.len()) + nu > label.max_volumes() {
+                return Err(bad(format!(
+                    "more than the {} volumes the pool holds",
+                    label.max_volumes
+                )));
+            }
+            self.meta.next_id = next_id;
+            for id in gone {
+                let v = self
+                    .meta
+                    .vols
+                    .remove(&id)
+                    .ok_or_else(|| bad(format!("deletes a missing volume {id}")))?;
+                self.forget(&v);
+            }
+            for v in &new {
+                if let Some(old) = self.meta.vols.remove(&v.id) {
+                    self.forget(&old);
+                }
+            }
+            for v in new {
+                if self.meta.vols.contains_key(&v.id) {
+                    return Err(bad(format!("volume id {} written twice", v.id)));
+                }
+                if self.names.insert(v.name.clone(), v.id).is_some() {
+                    return Err(bad(format!("volume name {:?} appears twice", v.name)));
+                }
+                for (vc, &p) in v.map.iter().enumerate().filter(|(_, &p)| p != NONE) {
+                    if std::mem::replace(&mut self.used[p as usize], true) {
+                        return Err(bad(format!(
+                            "volume {} maps cluster {p} (volume cluster {vc}), which is in use",
+                            v.id
+                        )));
+                    }
+                    self.top = self.top.max(u64::from(p) + 1);
+                }
+                self.meta.vols.insert(v.id, v);
+            }
+        }
+        self.apply_entries(
+            h,
+            &b[entries_at.0..entries_at.0 + entries_at.1 * LOG_ENTRY_LEN],
+            label,
+        )?;
+        Ok(true)
+    }
+
+    /// Returns a removed volume's clusters and name.
+    fn forget(&mut self, v: &VolMeta) {
+        for &p in v.map.iter().filter(|&&p| p != NONE) {
+            self.used[p as usize] = false;
+        }
+        self.names.remove(&v.name);
+    }
+
+    /// Applies allocation entries (all of them or, on `Err`, none), then the
+    /// record's `clean_from` and generation.
+    fn apply_entries(&mut self, h: &RecordHeader, raw: &[u8], label: &Label) -> Result<(), String> {
         let bad = |i: usize, what: String| format!("generation {} entry {i}: {what}", h.generation);
-        let mut entries = Vec::with_capacity(h.entries);
-        let mut vcs = std::collections::HashSet::new();
-        let mut pcs = std::collections::HashSet::new();
+        let mut entries = Vec::with_capacity(raw.len() / LOG_ENTRY_LEN);
+        let mut vcs = HashSet::new();
+        let mut pcs = HashSet::new();
         let mut top = self.top;
-        for (i, e) in b[LOG_HEADER_LEN..end]
-            .chunks_exact(LOG_ENTRY_LEN)
-            .enumerate()
-        {
+        for (i, e) in raw.chunks_exact(LOG_ENTRY_LEN).enumerate() {
             let (vol, vc, pc) = (u64_at(e, 0), u32_at(e, 8) as usize, u32_at(e, 12));
-            let vi = self
+            let v = self
                 .meta
                 .vols
-                .iter()
-                .position(|v| v.id == vol)
+                .get(&vol)
                 .ok_or_else(|| bad(i, format!("no volume {vol}")))?;
-            let v = &self.meta.vols[vi];
             if v.read_only {
                 return Err(bad(i, format!("volume {vol} is a snapshot")));
             }
@@ -697,7 +1027,7 @@ impl Replay {
                 return Err(bad(i, format!("pool cluster {pc} is not a free one")));
             }
             top = top.max(u64::from(pc) + 1);
-            entries.push((vi, vc, pc));
+            entries.push((vol, vc, pc));
         }
         if h.clean_from > label.clusters || top > h.clean_from {
             return Err(format!(
@@ -705,34 +1035,30 @@ impl Replay {
                 h.generation, h.clean_from, label.clusters
             ));
         }
-        for (vi, vc, pc) in entries {
-            self.meta.vols[vi].map[vc] = pc;
+        for (vol, vc, pc) in entries {
+            self.meta.vols.get_mut(&vol).expect("checked").map[vc] = pc;
             self.used[pc as usize] = true;
         }
         self.top = top;
         self.meta.clean_from = h.clean_from;
         self.meta.generation = h.generation;
-        Ok(true)
+        Ok(())
     }
 }
 
-/// Unique ids and names; parents exist, are read-only, and form no cycle.
-fn check_references(m: &Meta) -> Result<(), String> {
-    let mut ids = std::collections::HashMap::new();
-    let mut names = std::collections::HashSet::new();
-    for v in &m.vols {
-        if ids.insert(v.id, v).is_some() {
-            return Err(format!("volume id {} appears twice", v.id));
-        }
+/// Unique names; parents exist, are read-only, and form no cycle.
+pub(crate) fn check_references(m: &Meta) -> Result<(), String> {
+    let mut names = HashSet::new();
+    for v in m.vols.values() {
         if !names.insert(v.name.as_str()) {
             return Err(format!("volume name {:?} appears twice", v.name));
         }
     }
-    for v in &m.vols {
+    for v in m.vols.values() {
         let mut cur = v;
         for _ in 0..=m.vols.len() {
             let Some(p) = cur.parent else { break };
-            let Some(pv) = ids.get(&p) else {
+            let Some(pv) = m.vols.get(&p) else {
                 return Err(format!("volume {:?} names a missing parent {p}", cur.name));
             };
             if !pv.read_only {

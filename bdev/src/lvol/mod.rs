@@ -210,7 +210,7 @@ mod setup;
 
 pub use channel::{LvolBdev, MAX_UNMAPS};
 pub use engine::{DeallocStats, STEP_VISITS as DEALLOC_STEP_VISITS};
-pub use format::{FORMAT_VERSION, MAX_NAME, MAX_VOLUMES};
+pub use format::{FORMAT_VERSION, FULL_SCALE_BYTES, MAX_NAME, MAX_VOLUMES, OLD_MAX_VOLUMES};
 
 use engine::{with_engine, Engine};
 use format::Label;
@@ -584,8 +584,38 @@ impl LvolStore {
         cluster_size: u64,
         meta_reactor: ReactorHandle,
     ) -> Result<Arc<Self>, LvolError> {
+        Self::create_in(base, name, cluster_size, meta_reactor, FORMAT_VERSION)
+    }
+
+    /// Formats a pool of format `version` (3: what builds before version 4 wrote, a
+    /// pool that keeps its version; or 4) as [`LvolStore::create`] does: for tests of
+    /// the loading and writing of old pools.
+    #[cfg(feature = "testing")]
+    pub fn create_with_version(
+        base: Arc<dyn BlockDevice>,
+        name: &str,
+        cluster_size: u64,
+        meta_reactor: ReactorHandle,
+        version: u32,
+    ) -> Result<Arc<Self>, LvolError> {
+        Self::create_in(base, name, cluster_size, meta_reactor, version)
+    }
+
+    fn create_in(
+        base: Arc<dyn BlockDevice>,
+        name: &str,
+        cluster_size: u64,
+        meta_reactor: ReactorHandle,
+        version: u32,
+    ) -> Result<Arc<Self>, LvolError> {
         not_on_reactor()?;
-        let label = Label::plan(base.info(), name, crate::random_uuid(), cluster_size)?;
+        let label = Label::plan_version(
+            base.info(),
+            name,
+            crate::random_uuid(),
+            cluster_size,
+            version,
+        )?;
         let sh = Arc::new(Shared {
             id: next_store_id(),
             base,

@@ -19,6 +19,11 @@ fn label() -> Label {
     Label::plan(&dev(8192), "pool", [7; 16], 4096).unwrap()
 }
 
+/// A pool as builds before format version 4 laid it out.
+fn label3() -> Label {
+    Label::plan_version(&dev(8192), "pool", [7; 16], 4096, 3).unwrap()
+}
+
 fn vol(id: u64, name: &str, map: Vec<u32>) -> VolMeta {
     VolMeta {
         id,
@@ -67,7 +72,7 @@ fn metadata_round_trips_with_runs() {
     let m = Meta {
         generation: 5,
         next_id: 3,
-        vols: vec![snap, child],
+        vols: Meta::vols_of(vec![snap, child]),
         clean_from: 11,
     };
     let img = encode_meta(&m, &l).unwrap();
@@ -85,7 +90,7 @@ fn every_single_bit_flip_in_an_image_is_caught() {
     let m = Meta {
         generation: 2,
         next_id: 2,
-        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        vols: Meta::vols_of(vec![vol(1, "v", vec![4, NONE, 5])]),
         clean_from: 6,
     };
     let img = encode_meta(&m, &l).unwrap();
@@ -115,7 +120,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![vol(1, "a", vec![4]), vol(2, "b", vec![4])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![4]), vol(2, "b", vec![4])]),
             },
             "mapped twice",
         ),
@@ -124,7 +129,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![vol(1, "a", vec![4]), vol(2, "a", vec![5])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![4]), vol(2, "a", vec![5])]),
             },
             "appears twice",
         ),
@@ -133,11 +138,11 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![{
+                vols: Meta::vols_of(vec![{
                     let mut v = vol(1, "a", vec![4]);
                     v.parent = Some(2);
                     v
-                }],
+                }]),
             },
             "missing parent",
         ),
@@ -146,7 +151,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![
+                vols: Meta::vols_of(vec![
                     {
                         let mut v = vol(1, "a", vec![NONE]);
                         v.parent = Some(2);
@@ -159,7 +164,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                         v.read_only = true;
                         v
                     },
-                ],
+                ]),
             },
             "ancestor",
         ),
@@ -168,7 +173,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 2,
                 clean_from: l.clusters,
-                vols: vec![vol(1, "a", vec![l.clusters as u32])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![l.clusters as u32])]),
             },
             "out of range",
         ),
@@ -177,7 +182,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 2,
                 clean_from: 4,
-                vols: vec![vol(1, "a", vec![3, 4])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![3, 4])]),
             },
             "at or above clean_from",
         ),
@@ -186,7 +191,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 1,
                 clean_from: l.clusters + 1,
-                vols: vec![],
+                vols: Meta::vols_of(vec![]),
             },
             "beyond",
         ),
@@ -205,7 +210,7 @@ fn newer_metadata_version_and_other_pools_are_refused() {
     let m = Meta {
         generation: 2,
         next_id: 1,
-        vols: vec![],
+        vols: Meta::vols_of(vec![]),
         clean_from: 0,
     };
     let mut img = encode_meta(&m, &l).unwrap();
@@ -225,7 +230,7 @@ fn a_version_1_image_loads_with_no_clean_clusters() {
     let m = Meta {
         generation: 3,
         next_id: 2,
-        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        vols: Meta::vols_of(vec![vol(1, "v", vec![4, NONE, 5])]),
         clean_from: 6,
     };
     let mut img = encode_meta(&m, &l).unwrap();
@@ -247,7 +252,7 @@ fn a_version_1_pool_keeps_writing_version_1_images() {
     let m = Meta {
         generation: 4,
         next_id: 2,
-        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        vols: Meta::vols_of(vec![vol(1, "v", vec![4, NONE, 5])]),
         clean_from: l.clusters,
     };
     let img = encode_meta(&m, &l).unwrap();
@@ -263,7 +268,7 @@ fn log_base() -> Meta {
     Meta {
         generation: 7,
         next_id: 3,
-        vols: vec![snap, vol(2, "v", vec![1, NONE, NONE, NONE])],
+        vols: Meta::vols_of(vec![snap, vol(2, "v", vec![1, NONE, NONE, NONE])]),
         clean_from: 2,
     }
 }
@@ -283,23 +288,20 @@ const LOG_ENTRIES: [LogEntry; 2] = [
 
 #[test]
 fn a_log_record_round_trips_onto_its_image() {
-    let l = label();
+    let l = label3();
     assert!(l.log_size >= 64 << 10 && l.log_offset >= l.slot_offset[1] + l.slot_size);
     assert!(l.data_offset >= l.log_offset + l.log_size);
     assert_eq!(Label::decode(&l.encode(), &dev(8192)).unwrap(), l);
     let rec = encode_record(8, 7, 6, &LOG_ENTRIES, &l);
     assert_eq!(rec.len(), 512);
     let h = decode_record_header(&rec, &l, l.log_size).unwrap();
-    assert_eq!(
-        (h.generation, h.base, h.clean_from, h.entries),
-        (8, 7, 6, 2)
-    );
+    assert_eq!((h.generation, h.base, h.clean_from, h.body), (8, 7, 6, 32));
     let mut r = Replay::new(log_base(), &l);
     assert!(r.apply(&h, &rec, &l).unwrap());
     let mut want = log_base();
     want.generation = 8;
     want.clean_from = 6;
-    want.vols[1].map = vec![1, NONE, 5, 2];
+    want.vols.get_mut(&2).unwrap().map = vec![1, NONE, 5, 2];
     assert_eq!(r.meta, want);
     // A record that would run past the end of the log ends it.
     assert!(decode_record_header(&rec, &l, 256).is_err());
@@ -307,7 +309,7 @@ fn a_log_record_round_trips_onto_its_image() {
 
 #[test]
 fn every_single_bit_flip_in_a_log_record_is_caught() {
-    let l = label();
+    let l = label3();
     let rec = encode_record(8, 7, 6, &LOG_ENTRIES, &l);
     for bit in 0..(64 + 2 * 16) * 8 {
         let mut b = rec.clone();
@@ -325,7 +327,7 @@ fn every_single_bit_flip_in_a_log_record_is_caught() {
 
 #[test]
 fn a_checksummed_record_that_contradicts_its_image_is_refused() {
-    let l = label();
+    let l = label3();
     let cases: [(LogEntry, &str); 5] = [
         (
             LogEntry {
