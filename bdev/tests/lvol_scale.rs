@@ -82,7 +82,8 @@ fn a_pool_holds_65536_volumes_and_loads_them_back() {
     );
     drop(store);
 
-    let store = LvolStore::load(base, meta).unwrap();
+    let base2 = base.clone();
+    let store = LvolStore::load(base, meta.clone()).unwrap();
     assert_eq!(store.stats().unwrap(), stats);
     let list = store.list().unwrap();
     assert_eq!(list.len(), MAX_VOLUMES);
@@ -101,10 +102,17 @@ fn a_pool_holds_65536_volumes_and_loads_them_back() {
         let v = store.volume(&format!("v{i}")).unwrap();
         assert_eq!(read(&io, v, 8, 8).unwrap(), pattern(i as u64, 4096));
     }
-    // A delete makes room for one more, and that survives a reload too.
+    // A delete makes room for one more; a full pool's volumes still change; both
+    // survive a reload.
     store.delete(&format!("v{}", MAX_VOLUMES / 3)).unwrap();
     store.create_volume("one-more", cs, true).unwrap();
-    assert_eq!(store.stats().unwrap().volumes, MAX_VOLUMES);
+    store.resize("v1", 2 * cs, false).unwrap();
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), MAX_VOLUMES);
+    drop(store);
+    let store = LvolStore::load(base2, meta).unwrap();
+    assert_eq!(store.list().unwrap(), list);
+    assert_eq!(list[1].size, 2 * cs);
 }
 
 /// Creates `n` thin volumes `v0..` on a 4 MiB pool whose 64 KiB log holds 128

@@ -761,7 +761,7 @@ fn seal_record(
 }
 
 /// One committed change to the metadata, as a journal record (format version 4)
-/// carries it: applied in the order deletes, upserts, allocations.
+/// carries it: applied in the order deletes, upserts, frees, allocations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Change {
     pub next_id: u64,
@@ -770,6 +770,9 @@ pub(crate) struct Change {
     pub deletes: Vec<u64>,
     /// Volumes created or changed: each one's whole record (the old one is replaced).
     pub upserts: Vec<VolMeta>,
+    /// Clusters volumes give up: volume cluster `vc` of `vol`, now pool cluster
+    /// `pc`, is unmapped.
+    pub frees: Vec<LogEntry>,
     /// Allocations into volumes that already exist.
     pub entries: Vec<LogEntry>,
 }
@@ -782,7 +785,7 @@ const JOURNAL_BODY_HEADER: usize = 24;
 pub(crate) fn encode_change(generation: u64, base: u64, c: &Change, label: &Label) -> Vec<u8> {
     let mut body = Vec::with_capacity(
         JOURNAL_BODY_HEADER
-            + c.entries.len() * LOG_ENTRY_LEN
+            + (c.entries.len() + c.frees.len()) * LOG_ENTRY_LEN
             + c.deletes.len() * 8
             + c.upserts.len() * VOL_RECORD_LEN,
     );
@@ -790,8 +793,9 @@ pub(crate) fn encode_change(generation: u64, base: u64, c: &Change, label: &Labe
     body.extend_from_slice(&(c.entries.len() as u32).to_le_bytes());
     body.extend_from_slice(&(c.deletes.len() as u32).to_le_bytes());
     body.extend_from_slice(&(c.upserts.len() as u32).to_le_bytes());
-    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&(c.frees.len() as u32).to_le_bytes());
     put_entries(&mut body, &c.entries);
+    put_entries(&mut body, &c.frees);
     for d in &c.deletes {
         body.extend_from_slice(&d.to_le_bytes());
     }
@@ -911,13 +915,14 @@ impl Replay {
             let ne = u32_at(body, 8) as usize;
             let nd = u32_at(body, 12) as usize;
             let nu = u32_at(body, 16) as usize;
+            let nf = u32_at(body, 20) as usize;
             let room = body.len() - JOURNAL_BODY_HEADER;
-            let fixed = (ne as u64 * LOG_ENTRY_LEN as u64)
+            let fixed = ((ne + nf) as u64 * LOG_ENTRY_LEN as u64)
                 .checked_add(nd as u64 * 8)
                 .and_then(|x| x.checked_add(nu as u64 * VOL_RECORD_LEN as u64));
             if fixed.is_none_or(|f| f > room as u64) {
                 return Err(bad(format!(
-                    "{ne} entries, {nd} deletes and {nu} volume records do not fit its body"
+                    "{ne} allocations, {nf} frees, {nd} deletes and {nu} volume records do not fit its body"
                 )));
             }
             if next_id < self.meta.next_id {
@@ -927,7 +932,8 @@ impl Replay {
                 )));
             }
             entries_at = (LOG_HEADER_LEN + JOURNAL_BODY_HEADER, ne);
-            let mut at = entries_at.0 + ne * LOG_ENTRY_LEN;
+            let frees_at = entries_at.0 + ne * LOG_ENTRY_LEN;
+            let mut at = frees_at + nf * LOG_ENTRY_LEN;
             let mut gone = Vec::with_capacity(nd);
             for k in 0..nd {
                 let id = u64_at(b, at + k * 8);
@@ -943,12 +949,6 @@ impl Replay {
             }
             if at != end {
                 return Err(bad(format!("the body ends at {end}, its contents at {at}")));
-            }
-            if self.meta.vols.len() - nd.min(self.meta.vols.len()) + nu > label.max_volumes() {
-                return Err(bad(format!(
-                    "more than the {} volumes the pool holds",
-                    label.max_volumes
-                )));
             }
             self.meta.next_id = next_id;
             for id in gone {
@@ -981,6 +981,29 @@ impl Replay {
                     self.top = self.top.max(u64::from(p) + 1);
                 }
                 self.meta.vols.insert(v.id, v);
+            }
+            if self.meta.vols.len() > label.max_volumes() {
+                return Err(bad(format!(
+                    "{} volumes, more than the {} the pool holds",
+                    self.meta.vols.len(),
+                    label.max_volumes
+                )));
+            }
+            let frees = b[frees_at..frees_at + nf * LOG_ENTRY_LEN].chunks_exact(LOG_ENTRY_LEN);
+            for (i, e) in frees.enumerate() {
+                let (vol, vc, pc) = (u64_at(e, 0), u32_at(e, 8) as usize, u32_at(e, 12));
+                let v = self
+                    .meta
+                    .vols
+                    .get_mut(&vol)
+                    .ok_or_else(|| bad(format!("free {i}: no volume {vol}")))?;
+                if v.map.get(vc) != Some(&pc) {
+                    return Err(bad(format!(
+                        "free {i}: volume {vol} cluster {vc} is not pool cluster {pc}"
+                    )));
+                }
+                v.map[vc] = NONE;
+                self.used[pc as usize] = false;
             }
         }
         self.apply_entries(

@@ -27,6 +27,15 @@ fn apply_change(st: &mut State, c: Change, generation: u64) {
         st.index(&v);
         st.meta.vols.insert(v.id, v);
     }
+    for e in c.frees {
+        let v = st
+            .meta
+            .vols
+            .get_mut(&e.vol)
+            .expect("frees are of live volumes");
+        debug_assert_eq!(v.map[e.vc as usize], e.pc);
+        v.map[e.vc as usize] = NONE;
+    }
     for e in c.entries {
         let v = st
             .meta
@@ -117,7 +126,11 @@ impl Engine {
             None
         } else if label.version >= JOURNAL_VERSION {
             Some(encode_change(generation, pos.base_generation, &c, label))
-        } else if c.deletes.is_empty() && c.upserts.is_empty() && c.next_id == next_id {
+        } else if c.deletes.is_empty()
+            && c.upserts.is_empty()
+            && c.frees.is_empty()
+            && c.next_id == next_id
+        {
             Some(encode_record(
                 generation,
                 pos.base_generation,
@@ -159,8 +172,12 @@ impl Engine {
         let label = &self.sh.label;
         let (img, slot) = {
             let st = self.st.borrow();
-            // Allocations go into the records of their volumes.
-            for e in std::mem::take(&mut c.entries) {
+            // Frees and allocations go into the records of their volumes.
+            let frees = std::mem::take(&mut c.frees).into_iter().map(|e| (e, NONE));
+            let allocs = std::mem::take(&mut c.entries)
+                .into_iter()
+                .map(|e| (e, e.pc));
+            for (e, to) in frees.chain(allocs) {
                 let i = match c.upserts.iter().position(|v| v.id == e.vol) {
                     Some(i) => i,
                     None => {
@@ -168,7 +185,7 @@ impl Engine {
                         c.upserts.len() - 1
                     }
                 };
-                c.upserts[i].map[e.vc as usize] = e.pc;
+                c.upserts[i].map[e.vc as usize] = to;
             }
             let changed: HashSet<u64> = c
                 .deletes

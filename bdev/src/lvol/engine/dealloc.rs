@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use ferrox_reactor::task::yield_now;
 
-use super::super::format::NONE;
+use super::super::format::{LogEntry, NONE};
 use super::super::{LvolError, Scan, OWNED};
 use super::views::parent_source;
 use super::{ChanReq, Engine, Request};
@@ -223,20 +223,18 @@ impl Engine {
         self.dealloc_stats.set(s);
     }
 
-    /// Commits the metadata with volume `vol`'s clusters `freed` unmapped: the
-    /// volume's record, rewritten (a journal record, or a whole image on a pool
-    /// before version 4).
+    /// Commits the metadata with volume `vol`'s clusters `freed` unmapped: a
+    /// journal record of the frees, or a whole image on a pool before version 4.
     async fn commit_freed(&self, vol: u64, freed: &[(usize, u32)]) -> Result<(), LvolError> {
-        let c = {
-            let st = self.st.borrow();
-            let mut v = st.vol(vol).clone();
-            for &(vc, _) in freed {
-                v.map[vc] = NONE;
-            }
-            let mut c = st.change();
-            c.upserts.push(v);
-            c
-        };
+        let mut c = self.st.borrow().change();
+        c.frees = freed
+            .iter()
+            .map(|&(vc, pc)| LogEntry {
+                vol,
+                vc: vc as u32,
+                pc,
+            })
+            .collect();
         self.commit_change(c).await
     }
 }
