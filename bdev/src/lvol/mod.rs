@@ -224,9 +224,8 @@
 //!   and deallocations republish whole views (also unfreeze).
 //! * The compaction encodes and writes the whole image at once, on the metadata
 //!   reactor: at 65,536 volumes about 8 MiB, tens of milliseconds in one job (the
-//!   create that triggers it waits that long; nothing yields meanwhile). Checking
-//!   parents on load walks each volume's chain: a chain of thousands of snapshots
-//!   makes it quadratic. Old pools are not upgraded (see "Format versions").
+//!   create that triggers it waits that long; nothing yields meanwhile). Old pools
+//!   are not upgraded (see "Format versions").
 //! * A volume is frozen while its deallocation batch is walked and committed: its own
 //!   I/O waits for the batch (other volumes' I/O goes on between the steps).
 //! * New thin clusters are zeroed (unless clean: never written since a format that

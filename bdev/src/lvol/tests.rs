@@ -657,3 +657,27 @@ fn a_checksummed_journal_record_that_contradicts_its_image_is_refused() {
         .unwrap_err()
         .contains("missing parent"));
 }
+
+#[test]
+fn a_deep_snapshot_chain_checks_and_a_long_cycle_is_refused() {
+    const N: u64 = 10_000;
+    let mut vols: Vec<VolMeta> = (1..=N)
+        .map(|id| {
+            let mut v = vol(id, &format!("s{id}"), vec![NONE]);
+            v.parent = (id > 1).then(|| id - 1);
+            v.read_only = id < N;
+            v
+        })
+        .collect();
+    let mut m = Meta {
+        generation: 2,
+        next_id: N + 1,
+        vols: Meta::vols_of(vols.clone()),
+        clean_from: 0,
+    };
+    assert_eq!(check_references(&m), Ok(()));
+    vols[0].parent = Some(N - 1);
+    m.vols = Meta::vols_of(vols);
+    let e = check_references(&m).unwrap_err();
+    assert!(e.contains("its own ancestor"), "{e}");
+}
