@@ -1,7 +1,8 @@
 #![allow(clippy::tests_outside_test_module)] // an integration test file is its own test module
 //! Scale: a pool of format version 4 holds 65,536 volumes and loads them all back;
 //! commits are journal records, compacted into a whole image when the log fills, and
-//! a power cut at any write of that leaves the state before or after the cut step;
+//! a power cut at any write of that leaves the state before or after the cut step,
+//! and a torn record of several blocks leaves the state before it;
 //! a pool formatted by the version-3 writer loads, keeps working and keeps its format.
 
 mod lvol_util;
@@ -276,4 +277,76 @@ fn a_new_pool_commits_changes_as_journal_records() {
     drop(store);
     let store = LvolStore::load(base, h).unwrap();
     assert_eq!(store.list().unwrap(), list);
+}
+
+/// Clusters of each volume in [`fragmented`] (few enough for one log: no compaction).
+const FRAG: u64 = 40;
+
+/// Two thin volumes of `FRAG` clusters written in turns, so that each holds `FRAG`
+/// runs of one cluster: a snapshot of one is a journal record of two blocks.
+fn fragmented(h: &ferrox_reactor::ReactorHandle, dev: Arc<CrashBdev>) -> Arc<LvolStore> {
+    let store = LvolStore::create(dev, "pool", CS, h.clone()).unwrap();
+    store.create_volume("a", FRAG * CS, true).unwrap();
+    store.create_volume("b", FRAG * CS, true).unwrap();
+    let (a, b) = (store.volume("a").unwrap(), store.volume("b").unwrap());
+    for c in 0..FRAG {
+        write(h, a.clone(), c * 8, pattern(c, 512)).unwrap();
+        write(h, b.clone(), c * 8, pattern(c + 100, 512)).unwrap();
+    }
+    store
+}
+
+#[test]
+fn a_torn_multi_block_journal_record_leaves_the_state_before_it() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let dev = CrashBdev::new(malloc("m", 4 << 20), u64::MAX);
+    let store = fragmented(&h, dev.clone());
+    let before = dev.writes();
+    store.snapshot("a", "snap").unwrap();
+    assert_eq!(dev.writes(), before + 1, "the snapshot is one record");
+    drop(store);
+    // The log's last record (the snapshot) takes more than one block.
+    let label = read(&h, dev.clone(), 0, 1).unwrap();
+    let (log, size) = (u64_at(&label, 152), u64_at(&label, 160));
+    let bytes = read(&h, dev.clone(), log / 512, size / 512).unwrap();
+    let (mut at, mut last) = (0, 0);
+    while at + 64 <= bytes.len() && &bytes[at..at + 8] == b"FRXLOGR\0" {
+        let body = u64::from(u32_at(&bytes, at + 12));
+        last = (64 + body).div_ceil(512) * 512;
+        at += last as usize;
+    }
+    assert_eq!(last, 2 * 512, "the snapshot's record");
+    for torn in [false, true] {
+        let mem = malloc("m", 4 << 20);
+        let dev = if torn {
+            CrashBdev::torn(mem.clone(), before)
+        } else {
+            CrashBdev::new(mem.clone(), before)
+        };
+        let store = fragmented(&h, dev.clone());
+        assert!(!dev.is_cut());
+        store.snapshot("a", "snap").unwrap();
+        assert!(dev.is_cut());
+        drop(store);
+        let store = LvolStore::load(mem.clone(), h.clone()).unwrap();
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(names, ["a", "b"], "torn {torn}");
+        let a = store.volume("a").unwrap();
+        for c in 0..FRAG {
+            assert_eq!(read(&h, a.clone(), c * 8, 1).unwrap(), pattern(c, 512));
+        }
+        assert_eq!(store.list().unwrap()[0].allocated_clusters, FRAG);
+        // The next change goes where the torn record was, and loads.
+        drop(a);
+        store.snapshot("a", "snap2").unwrap();
+        drop(store);
+        let store = LvolStore::load(mem, h.clone()).unwrap();
+        let info = store.list().unwrap();
+        assert_eq!(info.len(), 3, "torn {torn}");
+        assert_eq!(
+            (info[2].name.as_str(), info[2].allocated_clusters),
+            ("snap2", FRAG)
+        );
+    }
 }
