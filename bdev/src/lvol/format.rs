@@ -397,14 +397,81 @@ impl Label {
 
 /// Serialises a metadata image; `Err` when it would not fit its slot.
 pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError> {
-    encode_image(
-        m.generation,
-        m.next_id,
-        m.clean_from,
-        m.vols.len(),
-        m.vols.values(),
-        label,
-    )
+    let mut b = ImageBuilder::new(m.vols.len());
+    for v in m.vols.values() {
+        b.push(v, label);
+    }
+    b.finish(m.generation, m.next_id, m.clean_from, label)
+}
+
+/// A whole image built a volume at a time (any order), so that a large one can be
+/// built in steps.
+pub(crate) struct ImageBuilder {
+    body: Vec<u8>,
+    count: usize,
+}
+
+impl ImageBuilder {
+    /// For about `vols` volumes.
+    pub fn new(vols: usize) -> Self {
+        Self {
+            body: Vec::with_capacity(vols * VOL_RECORD_LEN + TRAILER_LEN),
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, v: &VolMeta, label: &Label) {
+        encode_vol(&mut self.body, v, label);
+        self.count += 1;
+    }
+
+    /// The image; `Err` when it holds more volumes than the pool does or would not
+    /// fit its slot.
+    pub fn finish(
+        self,
+        generation: u64,
+        next_id: u64,
+        clean_from: u64,
+        label: &Label,
+    ) -> Result<Vec<u8>, LvolError> {
+        let Self { mut body, count } = self;
+        if count > label.max_volumes() {
+            return Err(LvolError::MetadataFull(format!(
+                "{count} volumes, the pool holds at most {}",
+                label.max_volumes
+            )));
+        }
+        // A pool formatted by version 1 keeps writing version-1 images (no trailer):
+        // an older build must still read its newest generation. Such a pool has no
+        // clean clusters.
+        let version = label.version.min(FORMAT_VERSION);
+        if version >= 2 {
+            body.extend_from_slice(&clean_from.to_le_bytes());
+        } else {
+            debug_assert_eq!(clean_from, label.clusters);
+        }
+        let len = META_HEADER_LEN + body.len();
+        let padded = align_up(len as u64, u64::from(label.block_size));
+        if padded > label.slot_size {
+            return Err(LvolError::MetadataFull(format!(
+                "the image needs {padded} bytes, a slot holds {}",
+                label.slot_size
+            )));
+        }
+        let mut out = vec![0u8; padded as usize];
+        put(&mut out, 0, &META_MAGIC);
+        put(&mut out, 8, &version.to_le_bytes());
+        put(&mut out, 12, &(count as u32).to_le_bytes());
+        put(&mut out, 16, &label.uuid);
+        put(&mut out, 32, &generation.to_le_bytes());
+        put(&mut out, 40, &(len as u64).to_le_bytes());
+        put(&mut out, 48, &next_id.to_le_bytes());
+        put(&mut out, 56, &crc32c::crc32c(&body).to_le_bytes());
+        let hcrc = crc32c::crc32c(&out[..60]);
+        put(&mut out, 60, &hcrc.to_le_bytes());
+        put(&mut out, META_HEADER_LEN, &body);
+        Ok(out)
+    }
 }
 
 /// Appends volume `v`'s record and its runs to `out`.
@@ -428,61 +495,6 @@ fn encode_vol(out: &mut Vec<u8>, v: &VolMeta, label: &Label) {
         out.extend_from_slice(&pc.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
     }
-}
-
-/// Serialises an image of `count` volumes `vols` (any order); `Err` when it would
-/// not fit its slot or holds more volumes than the pool does.
-pub(crate) fn encode_image<'a>(
-    generation: u64,
-    next_id: u64,
-    clean_from: u64,
-    count: usize,
-    vols: impl Iterator<Item = &'a VolMeta>,
-    label: &Label,
-) -> Result<Vec<u8>, LvolError> {
-    if count > label.max_volumes() {
-        return Err(LvolError::MetadataFull(format!(
-            "{count} volumes, the pool holds at most {}",
-            label.max_volumes
-        )));
-    }
-    let mut body = Vec::with_capacity(count * VOL_RECORD_LEN + TRAILER_LEN);
-    let mut n = 0;
-    for v in vols {
-        encode_vol(&mut body, v, label);
-        n += 1;
-    }
-    debug_assert_eq!(n, count);
-    // A pool formatted by version 1 keeps writing version-1 images (no trailer): an
-    // older build must still read its newest generation. Such a pool has no clean
-    // clusters.
-    let version = label.version.min(FORMAT_VERSION);
-    if version >= 2 {
-        body.extend_from_slice(&clean_from.to_le_bytes());
-    } else {
-        debug_assert_eq!(clean_from, label.clusters);
-    }
-    let len = META_HEADER_LEN + body.len();
-    let padded = align_up(len as u64, u64::from(label.block_size));
-    if padded > label.slot_size {
-        return Err(LvolError::MetadataFull(format!(
-            "the image needs {padded} bytes, a slot holds {}",
-            label.slot_size
-        )));
-    }
-    let mut out = vec![0u8; padded as usize];
-    put(&mut out, 0, &META_MAGIC);
-    put(&mut out, 8, &version.to_le_bytes());
-    put(&mut out, 12, &(n as u32).to_le_bytes());
-    put(&mut out, 16, &label.uuid);
-    put(&mut out, 32, &generation.to_le_bytes());
-    put(&mut out, 40, &(len as u64).to_le_bytes());
-    put(&mut out, 48, &next_id.to_le_bytes());
-    put(&mut out, 56, &crc32c::crc32c(&body).to_le_bytes());
-    let hcrc = crc32c::crc32c(&out[..60]);
-    put(&mut out, 60, &hcrc.to_le_bytes());
-    put(&mut out, META_HEADER_LEN, &body);
-    Ok(out)
 }
 
 /// Decodes the volume record at `b[at..]` and its runs, which must end by `end`;

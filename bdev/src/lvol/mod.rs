@@ -222,10 +222,10 @@
 //!   included: a snapshot, resize or inflate of a volume with many runs writes them
 //!   all (a create, clone or delete writes one block). Changes other than allocations
 //!   and deallocations republish whole views (also unfreeze).
-//! * The compaction encodes and writes the whole image at once, on the metadata
-//!   reactor: at 65,536 volumes about 8 MiB, tens of milliseconds in one job (the
-//!   create that triggers it waits that long; nothing yields meanwhile). Old pools
-//!   are not upgraded (see "Format versions").
+//! * The compaction encodes and writes the whole image (at 65,536 volumes about
+//!   8 MiB) in the job of the change that triggers it: that change waits tens of
+//!   milliseconds (the encoding lets the reactor run a turn every 4,096 volumes).
+//!   Old pools are not upgraded (see "Format versions").
 //! * A volume is frozen while its deallocation batch is walked and committed: its own
 //!   I/O waits for the batch (other volumes' I/O goes on between the steps).
 //! * New thin clusters are zeroed (unless clean: never written since a format that

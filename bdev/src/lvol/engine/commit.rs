@@ -3,13 +3,19 @@
 //! records, and what a failed metadata write leaves uncertain.
 
 use std::collections::HashSet;
+use std::ops::Bound;
+
+use ferrox_reactor::task::yield_now;
 
 use super::super::format::{
-    encode_change, encode_image, encode_record, Change, LogPos, JOURNAL_VERSION, NONE,
+    encode_change, encode_record, Change, ImageBuilder, LogPos, JOURNAL_VERSION, NONE,
 };
 use super::super::io::{try_join_all, IoFuture};
 use super::super::LvolError;
 use super::{io_err, Engine, State, INIT_PARALLEL};
+
+/// Volumes a whole image encodes between two reactor turns.
+const IMAGE_STEP: usize = 4096;
 
 /// Installs committed change `c` as generation `generation` in memory: deleted
 /// volumes go, upserted ones replace theirs, allocations are mapped.
@@ -170,7 +176,7 @@ impl Engine {
     /// compaction of the log, or every commit of a pool before version 4.
     async fn commit_image(&self, mut c: Change, generation: u64) -> Result<(), LvolError> {
         let label = &self.sh.label;
-        let (img, slot) = {
+        let (changed, slot, vols) = {
             let st = self.st.borrow();
             // Frees and allocations go into the records of their volumes.
             let frees = std::mem::take(&mut c.frees).into_iter().map(|e| (e, NONE));
@@ -193,27 +199,48 @@ impl Engine {
                 .copied()
                 .chain(c.upserts.iter().map(|v| v.id))
                 .collect();
-            let kept = st.meta.vols.len()
-                - changed
-                    .iter()
-                    .filter(|id| st.meta.vols.contains_key(id))
-                    .count();
-            let vols = st
-                .meta
-                .vols
-                .values()
-                .filter(|v| !changed.contains(&v.id))
-                .chain(&c.upserts);
-            let img = encode_image(
-                generation,
-                c.next_id,
-                c.clean_from,
-                kept + c.upserts.len(),
-                vols,
-                label,
-            )?;
-            (img, 1 - st.log.base_slot)
+            (changed, 1 - st.log.base_slot, st.meta.vols.len())
         };
+        // The volumes the change leaves alone, a step at a time with a reactor turn
+        // between steps: the engine runs no other job meanwhile, so the metadata
+        // stays put, and the reactor's other work is not held up by a large image.
+        let mut image = ImageBuilder::new(vols + c.upserts.len());
+        let mut from = Bound::Unbounded;
+        loop {
+            let more = {
+                let st = self.st.borrow();
+                let step = st
+                    .meta
+                    .vols
+                    .range((from, Bound::Unbounded))
+                    .take(IMAGE_STEP);
+                let mut last = None;
+                for (_, v) in step {
+                    last = Some(v.id);
+                    if !changed.contains(&v.id) {
+                        image.push(v, label);
+                    }
+                }
+                last.filter(|&id| {
+                    st.meta
+                        .vols
+                        .range((Bound::Excluded(id), Bound::Unbounded))
+                        .next()
+                        .is_some()
+                })
+            };
+            match more {
+                Some(id) => {
+                    from = Bound::Excluded(id);
+                    yield_now().await;
+                }
+                None => break,
+            }
+        }
+        for v in &c.upserts {
+            image.push(v, label);
+        }
+        let img = image.finish(generation, c.next_id, c.clean_from, label)?;
         let off = label.slot_offset[slot];
         let written = match self.io.write(off, &img).await {
             Ok(()) => self.io.flush().await.map_err(io_err("flushing metadata")),
