@@ -831,6 +831,7 @@ impl Engine {
             allocated_clusters: st.allocated,
             free_clusters: l.clusters - st.allocated,
             volumes: st.meta.vols.len(),
+            max_volumes: l.max_volumes(),
             generation: st.meta.generation,
         }
     }

@@ -371,6 +371,9 @@ pub struct PoolStats {
     pub allocated_clusters: u64,
     pub free_clusters: u64,
     pub volumes: usize,
+    /// Most volumes (snapshots and clones included) the pool holds: set at format
+    /// time by its size and format version (see [`MAX_VOLUMES`]).
+    pub max_volumes: usize,
     /// The committed metadata generation.
     pub generation: u64,
 }
