@@ -205,3 +205,39 @@ fn a_damaged_journal_record_ends_the_log_and_a_damaged_image_is_reported() {
         "{msg}"
     );
 }
+
+/// A journal record whose checksums hold but whose contents do not (a writer's bug,
+/// or damage that kept the checksums) is reported with where it is, never used.
+#[test]
+fn a_checksummed_but_invalid_journal_record_is_reported() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let base = malloc("base", 4 << 20);
+    let store = LvolStore::create(base.clone(), "pool", CS, h.clone()).unwrap();
+    store.create_volume("one", CS, true).unwrap();
+    drop(store);
+    let label = read(&h, base.clone(), 0, 1).unwrap();
+    let log = u64_at(&label, 152);
+    // The record: header, 24 bytes of counts, then the volume record, whose size is
+    // at byte 24; a size that is no cluster multiple, checksums recomputed.
+    let mut rec = read(&h, base.clone(), log / 512, 1).unwrap();
+    let size_at = 64 + 24 + 24;
+    assert_eq!(u64_at(&rec, size_at), CS);
+    rec[size_at..size_at + 8].copy_from_slice(&(CS + 1).to_le_bytes());
+    let body = u32::from_le_bytes(rec[12..16].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&rec[64..64 + body]);
+    rec[56..60].copy_from_slice(&crc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&rec[..60]);
+    rec[60..64].copy_from_slice(&hcrc.to_le_bytes());
+    write(&h, base.clone(), log / 512, rec).unwrap();
+    let e = LvolStore::load(base, h).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, LvolError::Corrupt { offset, .. } if offset == log),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("metadata log") && msg.contains("not a valid cluster multiple"),
+        "{msg}"
+    );
+}

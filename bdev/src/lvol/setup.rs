@@ -101,7 +101,7 @@ async fn replay_log(
             Err(what) => {
                 return Err(LvolError::Corrupt {
                     device: dev.name.clone(),
-                    what: format!("allocation log: {what}"),
+                    what: format!("metadata log: {what}"),
                     offset: off,
                 })
             }

@@ -612,6 +612,13 @@ fn a_checksummed_journal_record_that_contradicts_its_image_is_refused() {
         (
             with(&|c| {
                 c.next_id = 4;
+                c.upserts = vec![vol(3, "x", vec![l.clusters as u32])];
+            }),
+            "out of range",
+        ),
+        (
+            with(&|c| {
+                c.next_id = 4;
                 c.upserts = vec![vol(3, "x", vec![7])];
             }),
             "clean_from",
