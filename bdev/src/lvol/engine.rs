@@ -1,9 +1,10 @@
 //! The metadata engine: the one owner of a pool's metadata, living on the metadata
 //! reactor. It runs one job at a time (control-plane calls, allocation batches from
-//! channels, deallocations), commits each change as a new metadata generation — a
-//! whole image, or for an allocation batch on a pool with a log, one log record — and
-//! publishes per-volume cluster views for the channels. The engine is one task of
-//! that reactor, woken when a job or a channel's request arrives.
+//! channels, deallocations), commits each change as a new metadata generation — one
+//! journal record, or a whole image when the log is full (a version-3 pool: a log
+//! record for an allocation batch, a whole image for anything else) — and publishes
+//! per-volume cluster views for the channels. The engine is one task of that reactor,
+//! woken when a job or a channel's request arrives.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};

@@ -1,6 +1,8 @@
 //! Committing metadata: initialising new clusters before anything references them,
-//! whole images into the slot the log does not extend, allocation batches as log
-//! records, and what a failed metadata write leaves uncertain.
+//! changes as log records (journal records; on a version-3 pool, allocation batches
+//! only), whole images into the slot the log does not extend (the compaction, or
+//! every other change of a version-3 pool), and what a failed metadata write leaves
+//! uncertain.
 
 use std::collections::HashSet;
 use std::ops::Bound;
