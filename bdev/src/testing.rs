@@ -12,6 +12,10 @@ use ferrox_reactor::{DmaBuf, PollStatus, Poller, Reactor, ReactorHandle};
 
 use crate::{BdevError, BlockDevice, Completion, IoChannel, IoOp, IoSink};
 
+mod sparse;
+
+pub use sparse::SparseBdev;
+
 /// A request as tests describe it (LBAs and block counts in device blocks).
 #[derive(Clone, Debug)]
 pub enum Req {

@@ -7,7 +7,7 @@
 
 mod lvol_util;
 
-use ferrox_bdev::lvol::{LvolError, LvolStore};
+use ferrox_bdev::lvol::{LvolError, LvolStore, FORMAT_VERSION};
 use lvol_util::*;
 
 const CS: u64 = 4096;
@@ -172,7 +172,7 @@ fn probe_free_clusters(store: &LvolStore, h: &ferrox_reactor::ReactorHandle) -> 
 
 #[test]
 fn a_power_cut_at_every_write_leaves_a_consistent_pool() {
-    power_cuts(false);
+    power_cuts(false, FORMAT_VERSION);
 }
 
 /// The same with the interrupted write torn: its first block lands. A metadata image
@@ -180,10 +180,30 @@ fn a_power_cut_at_every_write_leaves_a_consistent_pool() {
 /// the one the allocation log extends.
 #[test]
 fn a_torn_write_at_every_write_leaves_a_consistent_pool() {
-    power_cuts(true);
+    power_cuts(true, FORMAT_VERSION);
 }
 
-fn power_cuts(torn: bool) {
+/// The same on a pool of format version 3 (a whole image per change, allocation
+/// records in the log), which this build keeps writing in its own format.
+#[test]
+fn a_power_cut_at_every_write_leaves_a_consistent_version_3_pool() {
+    power_cuts(false, 3);
+}
+
+#[test]
+fn a_torn_write_at_every_write_leaves_a_consistent_version_3_pool() {
+    power_cuts(true, 3);
+}
+
+fn create(
+    dev: std::sync::Arc<CrashBdev>,
+    meta: &ferrox_reactor::ReactorHandle,
+    version: u32,
+) -> std::sync::Arc<LvolStore> {
+    LvolStore::create_with_version(dev, "pool", CS, meta.clone(), version).unwrap()
+}
+
+fn power_cuts(torn: bool, version: u32) {
     let g = group(2);
     let (meta, io) = (g.handles()[0].clone(), g.handles()[1].clone());
     let steps: Vec<Step> = (0..3).flat_map(round).collect();
@@ -191,7 +211,7 @@ fn power_cuts(torn: bool) {
     // The whole workload without a cut: it must pass, and tells how many writes it does.
     let mem = malloc("m", 2 << 20);
     let dev = CrashBdev::new(mem, u64::MAX);
-    let store = LvolStore::create(dev.clone(), "pool", CS, meta.clone()).unwrap();
+    let store = create(dev.clone(), &meta, version);
     let mut m = Model::new(CS);
     for s in &steps {
         apply(&store, &io, &mut m, s).unwrap();
@@ -212,7 +232,7 @@ fn power_cuts(torn: bool) {
         } else {
             CrashBdev::new(mem.clone(), n)
         };
-        let store = LvolStore::create(dev.clone(), "pool", CS, meta.clone()).unwrap();
+        let store = create(dev.clone(), &meta, version);
         if dev.is_cut() {
             // Cut while formatting: no pool, or an empty one.
             drop(store);

@@ -88,12 +88,13 @@ fn a_damaged_label_is_reported() {
     assert!(e.to_string().contains("label checksum"), "{e}");
 }
 
+/// A version-3 pool commits a whole image per change, into alternate slots.
 #[test]
 fn damaged_metadata_falls_back_or_is_reported() {
     let g = group(1);
     let h = g.handles()[0].clone();
     let base = malloc("base", 4 << 20);
-    let store = LvolStore::create(base.clone(), "pool", CS, h.clone()).unwrap();
+    let store = LvolStore::create_with_version(base.clone(), "pool", CS, h.clone(), 3).unwrap();
     store.create_volume("one", CS, true).unwrap(); // generation 2, slot A
     store.create_volume("two", CS, true).unwrap(); // generation 3, slot B
     assert_eq!(store.stats().unwrap().generation, 3);
@@ -163,4 +164,80 @@ fn a_pool_formatted_over_old_data_reads_zeroes_and_keeps_its_file_sparse() {
     use std::os::unix::fs::MetadataExt;
     let used = std::fs::metadata(&path).unwrap().blocks() * 512;
     assert!(used < 4 << 20, "the 8 MiB pool file uses {used} bytes");
+}
+
+/// A version-4 pool commits a change as a journal record after the image: a damaged
+/// record ends the log there (as a torn one does), a damaged image is reported.
+#[test]
+fn a_damaged_journal_record_ends_the_log_and_a_damaged_image_is_reported() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let base = malloc("base", 4 << 20);
+    let store = LvolStore::create(base.clone(), "pool", CS, h.clone()).unwrap();
+    store.create_volume("one", CS, true).unwrap(); // generation 2, the log's first record
+    store.create_volume("two", CS, true).unwrap(); // generation 3, its second
+    assert_eq!(store.stats().unwrap().generation, 3);
+    drop(store);
+    let label = read(&h, base.clone(), 0, 1).unwrap();
+    let (b, log) = (u64_at(&label, 112), u64_at(&label, 152));
+    let names =
+        |s: &LvolStore| -> Vec<String> { s.list().unwrap().into_iter().map(|v| v.name).collect() };
+
+    // The second record's body: the log ends before it.
+    patch(&h, &base, log + 512 + 64 + 100, |x| x[0] ^= 1);
+    let store = LvolStore::load(base.clone(), h.clone()).unwrap();
+    assert_eq!(names(&store), vec!["one".to_string()]);
+    assert_eq!(store.stats().unwrap().generation, 2);
+    drop(store);
+    // The first record's header: only the image is left.
+    patch(&h, &base, log + 33, |x| x[0] ^= 1);
+    let store = LvolStore::load(base.clone(), h.clone()).unwrap();
+    assert!(names(&store).is_empty());
+    assert_eq!(store.stats().unwrap().generation, 1);
+    drop(store);
+    // The image (slot B; slot A never held one): nothing valid is left.
+    patch(&h, &base, b + 33, |x| x[0] ^= 1);
+    let e = LvolStore::load(base, h).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, LvolError::Corrupt { .. }), "{msg}");
+    assert!(
+        msg.contains("no metadata magic") && msg.contains("header checksum"),
+        "{msg}"
+    );
+}
+
+/// A journal record whose checksums hold but whose contents do not (a writer's bug,
+/// or damage that kept the checksums) is reported with where it is, never used.
+#[test]
+fn a_checksummed_but_invalid_journal_record_is_reported() {
+    let g = group(1);
+    let h = g.handles()[0].clone();
+    let base = malloc("base", 4 << 20);
+    let store = LvolStore::create(base.clone(), "pool", CS, h.clone()).unwrap();
+    store.create_volume("one", CS, true).unwrap();
+    drop(store);
+    let label = read(&h, base.clone(), 0, 1).unwrap();
+    let log = u64_at(&label, 152);
+    // The record: header, 24 bytes of counts, then the volume record, whose size is
+    // at byte 24; a size that is no cluster multiple, checksums recomputed.
+    let mut rec = read(&h, base.clone(), log / 512, 1).unwrap();
+    let size_at = 64 + 24 + 24;
+    assert_eq!(u64_at(&rec, size_at), CS);
+    rec[size_at..size_at + 8].copy_from_slice(&(CS + 1).to_le_bytes());
+    let body = u32::from_le_bytes(rec[12..16].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&rec[64..64 + body]);
+    rec[56..60].copy_from_slice(&crc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&rec[..60]);
+    rec[60..64].copy_from_slice(&hcrc.to_le_bytes());
+    write(&h, base.clone(), log / 512, rec).unwrap();
+    let e = LvolStore::load(base, h).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, LvolError::Corrupt { offset, .. } if offset == log),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("metadata log") && msg.contains("not a valid cluster multiple"),
+        "{msg}"
+    );
 }

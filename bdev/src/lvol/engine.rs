@@ -1,12 +1,13 @@
 //! The metadata engine: the one owner of a pool's metadata, living on the metadata
 //! reactor. It runs one job at a time (control-plane calls, allocation batches from
-//! channels, deallocations), commits each change as a new metadata generation — a
-//! whole image, or for an allocation batch on a pool with a log, one log record — and
-//! publishes per-volume cluster views for the channels. The engine is one task of
-//! that reactor, woken when a job or a channel's request arrives.
+//! channels, deallocations), commits each change as a new metadata generation — one
+//! journal record, or a whole image when the log is full (a version-3 pool: a log
+//! record for an allocation batch, a whole image for anything else) — and publishes
+//! per-volume cluster views for the channels. The engine is one task of that reactor,
+//! woken when a job or a channel's request arrives.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -15,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 
 use ferrox_reactor::{JoinHandle, Reactor};
 
-use super::format::{check_name, LogEntry, LogPos, Meta, VolMeta, MAX_VOLUMES, NONE};
+use super::format::{check_name, Change, LogEntry, LogPos, Meta, VolMeta, NONE};
 use super::io::{BaseIo, LocalFuture};
 use super::{LvolError, PoolStats, Shared, VolShared, VolView, VolumeInfo, OWNED};
 use crate::BdevError;
@@ -62,6 +63,10 @@ pub(crate) struct Request {
 
 struct State {
     meta: Meta,
+    /// Volume ids by name.
+    names: HashMap<String, u64>,
+    /// Per volume id, the volumes whose parent it is (by id).
+    children: HashMap<u64, BTreeSet<u64>>,
     /// Where the next full image and the next log record go.
     log: LogPos,
     used: Vec<bool>,
@@ -116,11 +121,57 @@ pub(super) fn io_err(during: &'static str) -> impl Fn(BdevError) -> LvolError {
     move |source| LvolError::Io { during, source }
 }
 
-fn find(meta: &Meta, name: &str) -> Result<usize, LvolError> {
-    meta.vols
-        .iter()
-        .position(|v| v.name == name)
-        .ok_or_else(|| LvolError::NotFound(name.to_string()))
+impl State {
+    /// The id of volume `name`.
+    fn find(&self, name: &str) -> Result<u64, LvolError> {
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| LvolError::NotFound(name.to_string()))
+    }
+
+    /// The volume with id `id` (which must exist).
+    fn vol(&self, id: u64) -> &VolMeta {
+        self.meta.vols.get(&id).expect("a known volume")
+    }
+
+    /// A change that changes nothing yet: the current `next_id` and `clean_from`.
+    fn change(&self) -> Change {
+        Change {
+            next_id: self.meta.next_id,
+            clean_from: self.meta.clean_from,
+            ..Change::default()
+        }
+    }
+
+    /// Refuses one more volume named `name` when the name is taken or the pool full.
+    fn check_new(&self, name: &str, max: usize) -> Result<(), LvolError> {
+        if self.names.contains_key(name) {
+            return Err(LvolError::Exists(name.to_string()));
+        }
+        if self.meta.vols.len() >= max {
+            return Err(LvolError::MetadataFull(format!(
+                "this pool holds at most {max} volumes (snapshots and clones included)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn index(&mut self, v: &VolMeta) {
+        self.names.insert(v.name.clone(), v.id);
+        if let Some(p) = v.parent {
+            self.children.entry(p).or_default().insert(v.id);
+        }
+    }
+
+    fn unindex(&mut self, v: &VolMeta) {
+        if self.names.get(&v.name) == Some(&v.id) {
+            self.names.remove(&v.name);
+        }
+        if let Some(c) = v.parent.and_then(|p| self.children.get_mut(&p)) {
+            c.remove(&v.id);
+        }
+    }
 }
 
 impl Engine {
@@ -128,18 +179,28 @@ impl Engine {
     pub fn start(r: &Reactor, sh: Arc<Shared>, io: BaseIo, meta: Meta, log: LogPos) -> Rc<Self> {
         let mut used = vec![false; sh.label.clusters as usize];
         let mut allocated = 0;
-        for v in &meta.vols {
+        for v in meta.vols.values() {
             for &p in v.map.iter().filter(|&&p| p != NONE) {
                 used[p as usize] = true;
                 allocated += 1;
             }
         }
-        let ids: Vec<u64> = meta.vols.iter().map(|v| v.id).collect();
+        let ids: Vec<u64> = meta.vols.keys().copied().collect();
+        let mut names = HashMap::with_capacity(meta.vols.len());
+        let mut children: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+        for v in meta.vols.values() {
+            names.insert(v.name.clone(), v.id);
+            if let Some(p) = v.parent {
+                children.entry(p).or_default().insert(v.id);
+            }
+        }
         let eng = Rc::new(Self {
             sh: sh.clone(),
             io,
             st: RefCell::new(State {
                 meta,
+                names,
+                children,
                 log,
                 used,
                 allocated,
@@ -306,10 +367,6 @@ impl Engine {
         st.allocated -= clusters.len() as u64;
     }
 
-    fn meta(&self) -> Meta {
-        self.st.borrow().meta.clone()
-    }
-
     /// Gives each requesting volume its own clusters. Costs what the batch needs,
     /// not what the volumes hold: nothing copies the metadata or a volume's whole view.
     async fn alloc_batch(&self, reqs: Vec<Request>) {
@@ -325,7 +382,7 @@ impl Engine {
         // sources stay put in a batch).
         let needs: Vec<(u64, Result<Vec<Need>, BdevError>)> = {
             let st = self.st.borrow();
-            let vols: HashMap<u64, &VolMeta> = st.meta.vols.iter().map(|v| (v.id, v)).collect();
+            let vols = &st.meta.vols;
             reqs.iter()
                 .filter_map(|r| match r.kind {
                     ChanReq::Alloc { vol, ref clusters } => Some((vol, clusters)),
@@ -337,11 +394,11 @@ impl Engine {
                         Some(v) if v.read_only => {
                             Err(BdevError::Unsupported("writes to a snapshot"))
                         }
-                        Some(&v) => Ok(clusters
+                        Some(v) => Ok(clusters
                             .iter()
                             .map(|&vc| vc as usize)
                             .filter(|&vc| vc < v.map.len() && v.map[vc] == NONE)
-                            .map(|vc| (vc, parent_source(&vols, v, vc)))
+                            .map(|vc| (vc, parent_source(vols, v, vc)))
                             .collect()),
                     };
                     (vol, need)
@@ -388,7 +445,12 @@ impl Engine {
                 .init_clusters(&work, &mut clean, "initialising clusters")
                 .await
             {
-                Ok(()) => self.commit_alloc(&entries, clean).await,
+                Ok(()) => {
+                    let mut c = self.st.borrow().change();
+                    c.clean_from = clean;
+                    c.entries = entries;
+                    self.commit_change(c).await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = done {
@@ -422,15 +484,11 @@ impl Engine {
             return Err(LvolError::Invalid("a volume needs a non-zero size".into()));
         }
         let n = size.div_ceil(cs);
-        let mut meta = self.meta();
-        if find(&meta, &name).is_ok() {
-            return Err(LvolError::Exists(name));
-        }
-        if meta.vols.len() >= MAX_VOLUMES {
-            return Err(LvolError::MetadataFull(format!(
-                "a pool holds at most {MAX_VOLUMES} volumes"
-            )));
-        }
+        let mut c = {
+            let st = self.st.borrow();
+            st.check_new(&name, self.sh.label.max_volumes())?;
+            st.change()
+        };
         if n >= u64::from(NONE >> 1) {
             return Err(LvolError::Invalid(format!("size {size} is too large")));
         }
@@ -442,9 +500,9 @@ impl Engine {
         };
         map[..reserved.len()].copy_from_slice(&reserved);
         let work: Vec<(u32, u32)> = reserved.iter().map(|&p| (p, NONE)).collect();
-        let id = meta.next_id;
-        meta.next_id += 1;
-        meta.vols.push(VolMeta {
+        let id = c.next_id;
+        c.next_id += 1;
+        c.upserts.push(VolMeta {
             id,
             uuid: crate::random_uuid(),
             name,
@@ -457,10 +515,10 @@ impl Engine {
             map,
         });
         let res = match self
-            .init_clusters(&work, &mut meta.clean_from, "zeroing a thick volume")
+            .init_clusters(&work, &mut c.clean_from, "zeroing a thick volume")
             .await
         {
-            Ok(()) => self.commit(meta).await,
+            Ok(()) => self.commit_change(c).await,
             Err(e) => Err(e),
         };
         if let Err(e) = res {
@@ -473,43 +531,42 @@ impl Engine {
 
     pub async fn snapshot(&self, vol: String, snap: String) -> Result<VolumeInfo, LvolError> {
         check_name(&snap)?;
-        let meta = self.meta();
-        let vi = find(&meta, &vol)?;
-        if meta.vols[vi].read_only {
-            return Err(LvolError::ReadOnly(vol));
-        }
-        if find(&meta, &snap).is_ok() {
-            return Err(LvolError::Exists(snap));
-        }
-        if meta.vols.len() >= MAX_VOLUMES {
-            return Err(LvolError::MetadataFull(format!(
-                "a pool holds at most {MAX_VOLUMES} volumes"
-            )));
-        }
-        let vid = meta.vols[vi].id;
-        self.freeze(vid).await;
-        let mut meta = self.meta();
-        let sid = meta.next_id;
-        meta.next_id += 1;
-        let v = &mut meta.vols[vi];
-        let n = v.map.len();
-        // The snapshot takes the volume's clusters; the volume reads through it.
-        let s = VolMeta {
-            id: sid,
-            uuid: crate::random_uuid(),
-            name: snap,
-            size: v.size,
-            parent: v.parent,
-            backing: v.backing,
-            created: now_secs(),
-            thin: v.thin,
-            read_only: true,
-            map: std::mem::replace(&mut v.map, vec![NONE; n]),
+        let vid = {
+            let st = self.st.borrow();
+            let vid = st.find(&vol)?;
+            if st.vol(vid).read_only {
+                return Err(LvolError::ReadOnly(vol));
+            }
+            st.check_new(&snap, self.sh.label.max_volumes())?;
+            vid
         };
-        v.parent = Some(sid);
-        v.backing = n as u64;
-        meta.vols.push(s);
-        let res = self.commit(meta).await;
+        self.freeze(vid).await;
+        let (c, sid) = {
+            let st = self.st.borrow();
+            let mut c = st.change();
+            let sid = c.next_id;
+            c.next_id += 1;
+            let mut v = st.vol(vid).clone();
+            let n = v.map.len();
+            // The snapshot takes the volume's clusters; the volume reads through it.
+            let s = VolMeta {
+                id: sid,
+                uuid: crate::random_uuid(),
+                name: snap,
+                size: v.size,
+                parent: v.parent,
+                backing: v.backing,
+                created: now_secs(),
+                thin: v.thin,
+                read_only: true,
+                map: std::mem::replace(&mut v.map, vec![NONE; n]),
+            };
+            v.parent = Some(sid);
+            v.backing = n as u64;
+            c.upserts = vec![s, v];
+            (c, sid)
+        };
+        let res = self.commit_change(c).await;
         if res.is_ok() {
             self.add_shared(sid);
         }
@@ -519,37 +576,33 @@ impl Engine {
 
     pub async fn clone_volume(&self, snap: String, name: String) -> Result<VolumeInfo, LvolError> {
         check_name(&name)?;
-        let mut meta = self.meta();
-        let si = find(&meta, &snap)?;
-        if !meta.vols[si].read_only {
-            return Err(LvolError::NotSnapshot(snap));
-        }
-        if find(&meta, &name).is_ok() {
-            return Err(LvolError::Exists(name));
-        }
-        if meta.vols.len() >= MAX_VOLUMES {
-            return Err(LvolError::MetadataFull(format!(
-                "a pool holds at most {MAX_VOLUMES} volumes"
-            )));
-        }
-        let s = &meta.vols[si];
-        let n = s.map.len();
-        let c = VolMeta {
-            id: meta.next_id,
-            uuid: crate::random_uuid(),
-            name,
-            size: s.size,
-            parent: Some(s.id),
-            backing: n as u64,
-            created: now_secs(),
-            thin: true,
-            read_only: false,
-            map: vec![NONE; n],
+        let c = {
+            let st = self.st.borrow();
+            let sid = st.find(&snap)?;
+            let s = st.vol(sid);
+            if !s.read_only {
+                return Err(LvolError::NotSnapshot(snap));
+            }
+            st.check_new(&name, self.sh.label.max_volumes())?;
+            let mut c = st.change();
+            let n = s.map.len();
+            c.upserts.push(VolMeta {
+                id: c.next_id,
+                uuid: crate::random_uuid(),
+                name,
+                size: s.size,
+                parent: Some(s.id),
+                backing: n as u64,
+                created: now_secs(),
+                thin: true,
+                read_only: false,
+                map: vec![NONE; n],
+            });
+            c.next_id += 1;
+            c
         };
-        let id = c.id;
-        meta.next_id += 1;
-        meta.vols.push(c);
-        self.commit(meta).await?;
+        let id = c.upserts[0].id;
+        self.commit_change(c).await?;
         self.add_shared(id);
         Ok(self.info_of(id))
     }
@@ -561,16 +614,18 @@ impl Engine {
         force: bool,
     ) -> Result<VolumeInfo, LvolError> {
         let cs = self.sh.label.cluster_size;
-        let mut meta = self.meta();
-        let vi = find(&meta, &vol)?;
-        if meta.vols[vi].read_only {
-            return Err(LvolError::ReadOnly(vol));
-        }
+        let (mut c, mut v) = {
+            let st = self.st.borrow();
+            let id = st.find(&vol)?;
+            if st.vol(id).read_only {
+                return Err(LvolError::ReadOnly(vol));
+            }
+            (st.change(), st.vol(id).clone())
+        };
         if size == 0 || size.div_ceil(cs) >= u64::from(NONE >> 1) {
             return Err(LvolError::Invalid(format!("volume size {size}")));
         }
         let n = size.div_ceil(cs) as usize;
-        let v = &mut meta.vols[vi];
         let (id, old) = (v.id, v.map.len());
         if n > old {
             let reserved = if v.thin {
@@ -578,16 +633,16 @@ impl Engine {
             } else {
                 self.reserve(n - old)?
             };
-            v.map.resize(old, NONE);
             v.map.extend(reserved.iter().copied());
             v.map.resize(n, NONE);
             v.size = n as u64 * cs;
             let work: Vec<(u32, u32)> = reserved.iter().map(|&p| (p, NONE)).collect();
+            c.upserts.push(v);
             let res = match self
-                .init_clusters(&work, &mut meta.clean_from, "zeroing new clusters")
+                .init_clusters(&work, &mut c.clean_from, "zeroing new clusters")
                 .await
             {
-                Ok(()) => self.commit(meta).await,
+                Ok(()) => self.commit_change(c).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = res {
@@ -607,8 +662,9 @@ impl Engine {
             v.map.truncate(n);
             v.size = n as u64 * cs;
             v.backing = v.backing.min(n as u64);
+            c.upserts.push(v);
             self.freeze(id).await;
-            let res = self.commit(meta).await;
+            let res = self.commit_change(c).await;
             if res.is_ok() {
                 self.release(&dropped);
             }
@@ -619,15 +675,16 @@ impl Engine {
     }
 
     pub async fn delete(&self, name: String) -> Result<(), LvolError> {
-        let meta = self.meta();
-        let vi = find(&meta, &name)?;
-        let vid = meta.vols[vi].id;
-        let children: Vec<u64> = meta
-            .vols
-            .iter()
-            .filter(|c| c.parent == Some(vid))
-            .map(|c| c.id)
-            .collect();
+        let (vid, children) = {
+            let st = self.st.borrow();
+            let vid = st.find(&name)?;
+            let children: Vec<u64> = st
+                .children
+                .get(&vid)
+                .map(|c| c.iter().copied().collect())
+                .unwrap_or_default();
+            (vid, children)
+        };
         if children.len() > 1 {
             return Err(LvolError::HasClones(name, children.len()));
         }
@@ -646,22 +703,28 @@ impl Engine {
         if let Some(c) = child {
             self.freeze(c).await;
         }
-        let mut meta = self.meta();
-        let mut v = meta.vols.remove(vi);
-        if let Some(c) = child.and_then(|c| meta.vols.iter_mut().find(|x| x.id == c)) {
-            // Merge: the child takes every cluster it reads from the deleted parent.
-            let lim = (c.backing as usize).min(c.map.len()).min(v.map.len());
-            for i in 0..lim {
-                if c.map[i] == NONE && v.map[i] != NONE {
-                    c.map[i] = v.map[i];
-                    v.map[i] = NONE;
+        let (c, freed) = {
+            let st = self.st.borrow();
+            let mut c = st.change();
+            let mut vmap = st.vol(vid).map.clone();
+            let v = st.vol(vid);
+            if let Some(mut ch) = child.map(|c| st.vol(c).clone()) {
+                // Merge: the child takes every cluster it reads from the deleted parent.
+                let lim = (ch.backing as usize).min(ch.map.len()).min(vmap.len());
+                for (cm, vm) in ch.map[..lim].iter_mut().zip(&mut vmap[..lim]) {
+                    if *cm == NONE && *vm != NONE {
+                        *cm = std::mem::replace(vm, NONE);
+                    }
                 }
+                ch.parent = v.parent;
+                ch.backing = ch.backing.min(v.backing);
+                c.upserts.push(ch);
             }
-            c.parent = v.parent;
-            c.backing = c.backing.min(v.backing);
-        }
-        let freed: Vec<u32> = v.map.iter().copied().filter(|&p| p != NONE).collect();
-        let res = self.commit(meta).await;
+            c.deletes.push(vid);
+            let freed: Vec<u32> = vmap.into_iter().filter(|&p| p != NONE).collect();
+            (c, freed)
+        };
+        let res = self.commit_change(c).await;
         {
             let mut st = self.st.borrow_mut();
             st.deleting.remove(&vid);
@@ -685,19 +748,25 @@ impl Engine {
     }
 
     pub async fn inflate(&self, name: String) -> Result<VolumeInfo, LvolError> {
-        let meta = self.meta();
-        let vi = find(&meta, &name)?;
-        if meta.vols[vi].read_only {
-            return Err(LvolError::ReadOnly(name));
-        }
-        let vid = meta.vols[vi].id;
-        if meta.vols[vi].parent.is_none() {
-            return Ok(self.info_of(vid));
-        }
+        let vid = {
+            let st = self.st.borrow();
+            let vid = st.find(&name)?;
+            let v = st.vol(vid);
+            if v.read_only {
+                return Err(LvolError::ReadOnly(name));
+            }
+            if v.parent.is_none() {
+                drop(st);
+                return Ok(self.info_of(vid));
+            }
+            vid
+        };
         self.freeze(vid).await;
-        let mut meta = self.meta();
-        let ps = parent_sources(&meta, &meta.vols[vi]);
-        let v = &mut meta.vols[vi];
+        let (mut c, mut v, ps) = {
+            let st = self.st.borrow();
+            let v = st.vol(vid);
+            (st.change(), v.clone(), parent_sources(&st.meta, v))
+        };
         let need: Vec<usize> = (0..v.map.len())
             .filter(|&i| v.map[i] == NONE && ps[i] != NONE)
             .collect();
@@ -715,11 +784,12 @@ impl Engine {
         }
         v.parent = None;
         v.backing = 0;
+        c.upserts.push(v);
         let res = match self
-            .init_clusters(&work, &mut meta.clean_from, "copying clusters")
+            .init_clusters(&work, &mut c.clean_from, "copying clusters")
             .await
         {
-            Ok(()) => self.commit(meta).await,
+            Ok(()) => self.commit_change(c).await,
             Err(e) => Err(e),
         };
         if res.is_err() {
@@ -732,8 +802,7 @@ impl Engine {
     /// The volume's shared state and its current size in blocks.
     pub fn lookup(&self, name: &str) -> Result<(Arc<VolShared>, VolumeInfo), LvolError> {
         let st = self.st.borrow();
-        let vi = find(&st.meta, name)?;
-        let id = st.meta.vols[vi].id;
+        let id = st.find(name)?;
         let vs = st
             .shared
             .get(&id)
@@ -744,7 +813,7 @@ impl Engine {
     }
 
     pub fn list(&self) -> Vec<VolumeInfo> {
-        let ids: Vec<u64> = self.st.borrow().meta.vols.iter().map(|v| v.id).collect();
+        let ids: Vec<u64> = self.st.borrow().meta.vols.keys().copied().collect();
         ids.into_iter().map(|id| self.info_of(id)).collect()
     }
 
@@ -763,15 +832,21 @@ impl Engine {
             allocated_clusters: st.allocated,
             free_clusters: l.clusters - st.allocated,
             volumes: st.meta.vols.len(),
+            max_volumes: l.max_volumes(),
             generation: st.meta.generation,
         }
     }
 
     fn info_of(&self, id: u64) -> VolumeInfo {
         let st = self.st.borrow();
-        let m = &st.meta;
-        let v = m.vols.iter().find(|v| v.id == id).expect("known volume");
-        let children: Vec<&VolMeta> = m.vols.iter().filter(|c| c.parent == Some(id)).collect();
+        let v = st.vol(id);
+        let children: Vec<&VolMeta> = st
+            .children
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|c| st.vol(*c))
+            .collect();
         let owned = v.owned() as u64;
         let freed_on_delete = match children.as_slice() {
             [] => owned,
@@ -791,7 +866,7 @@ impl Engine {
             snapshot: v.read_only,
             parent: v
                 .parent
-                .and_then(|p| m.vols.iter().find(|x| x.id == p))
+                .and_then(|p| st.meta.vols.get(&p))
                 .map(|p| p.name.clone()),
             clones: children.iter().map(|c| c.name.clone()).collect(),
             created: v.created,

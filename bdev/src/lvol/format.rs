@@ -1,20 +1,34 @@
-//! The on-disk format: the label, the two metadata slots, and their checks.
+//! The on-disk format: the label, the two metadata slots, the log's records (the
+//! allocation records of version 3, the journal records of version 4), and their
+//! checks.
 //!
 //! Byte layouts are drawn in the module documentation of `lvol`; this file is their
 //! only reader and writer. Every decoder checks before it trusts: magic, then format
 //! version (so a newer pool is refused even if its layout moved), then checksums, then
 //! the meaning of every field (ranges, references, uniqueness).
 
+use std::collections::{BTreeMap, HashSet};
+
 use crate::BdevInfo;
 
 use super::LvolError;
 
+mod log;
+
+pub(crate) use log::{
+    decode_record_header, encode_change, encode_record, Change, LogEntry, LogPos, Replay,
+};
+
 pub(crate) const LABEL_MAGIC: [u8; 8] = *b"FRXLVOL\0";
 pub(crate) const META_MAGIC: [u8; 8] = *b"FRXMETA\0";
 /// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The first format version with an allocation log.
 pub(crate) const LOG_VERSION: u32 = 3;
+/// The first format version whose log is a journal of every change (volume records
+/// written, volumes deleted, allocations), and whose label says how many volumes the
+/// pool holds.
+pub(crate) const JOURNAL_VERSION: u32 = 4;
 pub(crate) const LOG_MAGIC: [u8; 8] = *b"FRXLOGR\0";
 pub(crate) const LOG_HEADER_LEN: usize = 64;
 pub(crate) const LOG_ENTRY_LEN: usize = 16;
@@ -28,8 +42,17 @@ pub(crate) const VOL_RECORD_LEN: usize = 128;
 pub(crate) const RUN_LEN: usize = 16;
 /// Longest pool or volume name, in bytes of UTF-8.
 pub const MAX_NAME: usize = 63;
-/// Most volumes (snapshots and clones included) one pool holds.
-pub const MAX_VOLUMES: usize = 1024;
+/// Most volumes (snapshots and clones included) a pool of this format holds: a pool
+/// formatted on a device of at least [`FULL_SCALE_BYTES`] holds this many; a smaller
+/// one holds one per 32 KiB of device, at least [`OLD_MAX_VOLUMES`].
+pub const MAX_VOLUMES: usize = 65_536;
+/// Most volumes a pool formatted before version 4 holds (its slots were sized for
+/// this many records at format time).
+pub const OLD_MAX_VOLUMES: usize = 1024;
+/// Device bytes per volume a version-4 pool plans room for.
+const BYTES_PER_VOLUME: u64 = 32 << 10;
+/// The smallest device whose pool holds [`MAX_VOLUMES`] (2 GiB).
+pub const FULL_SCALE_BYTES: u64 = MAX_VOLUMES as u64 * BYTES_PER_VOLUME;
 /// A cluster-map entry with no cluster.
 pub(crate) const NONE: u32 = u32::MAX;
 
@@ -49,6 +72,8 @@ pub(crate) struct Label {
     /// The allocation log (format version 3; 0 bytes before).
     pub log_offset: u64,
     pub log_size: u64,
+    /// Most volumes the pool holds (recorded from format version 4; before, 1024).
+    pub max_volumes: u32,
 }
 
 /// One volume as the metadata records it.
@@ -82,12 +107,21 @@ impl VolMeta {
 pub(crate) struct Meta {
     pub generation: u64,
     pub next_id: u64,
-    pub vols: Vec<VolMeta>,
+    /// By volume id (so in creation order).
+    pub vols: BTreeMap<u64, VolMeta>,
     /// Pool clusters from this index on have not been written since the pool was
     /// formatted with a zeroed data area: they read as zeroes, so allocating one needs
     /// no zeroing. Every mapped cluster is below it. The number of clusters when the
     /// data area was not zeroed (or the pool predates format version 2).
     pub clean_from: u64,
+}
+
+#[cfg(test)]
+impl Meta {
+    /// The volumes of `vols` by id (tests build metadata this way).
+    pub fn vols_of(vols: Vec<VolMeta>) -> BTreeMap<u64, VolMeta> {
+        vols.into_iter().map(|v| (v.id, v)).collect()
+    }
 }
 
 /// The body's trailer (format version 2): `clean_from`.
@@ -134,13 +168,31 @@ fn align_up(v: u64, to: u64) -> u64 {
 
 impl Label {
     /// Lays out a new pool on `dev`.
+    #[cfg(test)]
     pub fn plan(
         dev: &BdevInfo,
         name: &str,
         uuid: [u8; 16],
         cluster_size: u64,
     ) -> Result<Self, LvolError> {
+        Self::plan_version(dev, name, uuid, cluster_size, FORMAT_VERSION)
+    }
+
+    /// Lays out a new pool of format `version` (3 or 4): version 3 is what older
+    /// builds formatted, kept so tests can build such a pool and load it.
+    pub fn plan_version(
+        dev: &BdevInfo,
+        name: &str,
+        uuid: [u8; 16],
+        cluster_size: u64,
+        version: u32,
+    ) -> Result<Self, LvolError> {
         check_name(name)?;
+        if !(LOG_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(LvolError::Invalid(format!(
+                "format version {version} cannot be written (only {LOG_VERSION} to {FORMAT_VERSION})"
+            )));
+        }
         let bs = u64::from(dev.block_size);
         if !cluster_size.is_power_of_two() || cluster_size < bs.max(4096) || cluster_size > 1 << 30
         {
@@ -150,8 +202,16 @@ impl Label {
         }
         let dev_bytes = dev.num_blocks * bs;
         let upper = dev_bytes / cluster_size;
+        // A slot holds the largest image: every volume record and one run per cluster.
+        let max_volumes = if version >= JOURNAL_VERSION {
+            (dev_bytes / BYTES_PER_VOLUME).clamp(OLD_MAX_VOLUMES as u64, MAX_VOLUMES as u64)
+        } else {
+            OLD_MAX_VOLUMES as u64
+        };
         let slot_size = align_up(
-            (META_HEADER_LEN + MAX_VOLUMES * VOL_RECORD_LEN + TRAILER_LEN) as u64
+            META_HEADER_LEN as u64
+                + max_volumes * VOL_RECORD_LEN as u64
+                + TRAILER_LEN as u64
                 + upper * RUN_LEN as u64,
             bs,
         );
@@ -169,7 +229,7 @@ impl Label {
             )));
         }
         Ok(Self {
-            version: FORMAT_VERSION,
+            version,
             block_size: dev.block_size,
             uuid,
             name: name.to_string(),
@@ -181,7 +241,13 @@ impl Label {
             device_blocks: dev.num_blocks,
             log_offset,
             log_size,
+            max_volumes: max_volumes as u32,
         })
+    }
+
+    /// Most volumes the pool holds.
+    pub fn max_volumes(&self) -> usize {
+        self.max_volumes as usize
     }
 
     pub fn encode(&self) -> [u8; LABEL_LEN] {
@@ -201,6 +267,9 @@ impl Label {
         if self.version >= LOG_VERSION {
             put(&mut b, 152, &self.log_offset.to_le_bytes());
             put(&mut b, 160, &self.log_size.to_le_bytes());
+        }
+        if self.version >= JOURNAL_VERSION {
+            put(&mut b, 168, &self.max_volumes.to_le_bytes());
         }
         let crc = crc32c::crc32c(&b[..LABEL_CRC_AT]);
         put(&mut b, LABEL_CRC_AT, &crc.to_le_bytes());
@@ -262,6 +331,11 @@ impl Label {
             } else {
                 0
             },
+            max_volumes: if version >= JOURNAL_VERSION {
+                u32_at(b, 168)
+            } else {
+                OLD_MAX_VOLUMES as u32
+            },
         };
         let bs = u64::from(dev.block_size);
         if l.block_size != dev.block_size {
@@ -274,6 +348,19 @@ impl Label {
             ));
         }
         let dev_bytes = dev.num_blocks * bs;
+        let max_ok = (1..=MAX_VOLUMES as u64).contains(&u64::from(l.max_volumes))
+            && l.slot_size
+                >= (META_HEADER_LEN + TRAILER_LEN) as u64
+                    + u64::from(l.max_volumes) * VOL_RECORD_LEN as u64;
+        if !max_ok {
+            return Err(corrupt(
+                format!(
+                    "label volume limit {} outside 1..={MAX_VOLUMES} or larger than its {}-byte slots hold",
+                    l.max_volumes, l.slot_size
+                ),
+                168,
+            ));
+        }
         let geometry_ok = l.cluster_size.is_power_of_two()
             && l.cluster_size >= bs
             && l.slot_size > META_HEADER_LEN as u64
@@ -310,59 +397,172 @@ impl Label {
 
 /// Serialises a metadata image; `Err` when it would not fit its slot.
 pub(crate) fn encode_meta(m: &Meta, label: &Label) -> Result<Vec<u8>, LvolError> {
-    let cs = label.cluster_size;
-    let mut body = Vec::new();
-    for v in &m.vols {
-        let runs = runs_of(&v.map);
-        let mut rec = [0u8; VOL_RECORD_LEN];
-        put(&mut rec, 0, &v.id.to_le_bytes());
-        put(&mut rec, 8, &v.uuid);
-        put(&mut rec, 24, &v.size.to_le_bytes());
-        put(&mut rec, 32, &v.parent.unwrap_or(0).to_le_bytes());
-        put(&mut rec, 40, &v.backing.to_le_bytes());
-        put(&mut rec, 48, &v.created.to_le_bytes());
-        let flags = u32::from(v.thin) | (u32::from(v.read_only) << 1);
-        put(&mut rec, 56, &flags.to_le_bytes());
-        put(&mut rec, 60, &(runs.len() as u32).to_le_bytes());
-        put_name(&mut rec, 64, &v.name);
-        debug_assert_eq!(v.map.len() as u64, v.size / cs);
-        body.extend_from_slice(&rec);
-        for (vc, pc, len) in runs {
-            body.extend_from_slice(&vc.to_le_bytes());
-            body.extend_from_slice(&pc.to_le_bytes());
-            body.extend_from_slice(&len.to_le_bytes());
+    let mut b = ImageBuilder::new(m.vols.len());
+    for v in m.vols.values() {
+        b.push(v, label);
+    }
+    b.finish(m.generation, m.next_id, m.clean_from, label)
+}
+
+/// A whole image built a volume at a time (any order), so that a large one can be
+/// built in steps.
+pub(crate) struct ImageBuilder {
+    body: Vec<u8>,
+    count: usize,
+}
+
+impl ImageBuilder {
+    /// For about `vols` volumes.
+    pub fn new(vols: usize) -> Self {
+        Self {
+            body: Vec::with_capacity(vols * VOL_RECORD_LEN + TRAILER_LEN),
+            count: 0,
         }
     }
-    // A pool formatted by version 1 keeps writing version-1 images (no trailer): an
-    // older build must still read its newest generation. Such a pool has no clean
-    // clusters.
-    let version = label.version.min(FORMAT_VERSION);
-    if version >= 2 {
-        body.extend_from_slice(&m.clean_from.to_le_bytes());
-    } else {
-        debug_assert_eq!(m.clean_from, label.clusters);
+
+    pub fn push(&mut self, v: &VolMeta, label: &Label) {
+        encode_vol(&mut self.body, v, label);
+        self.count += 1;
     }
-    let len = META_HEADER_LEN + body.len();
-    let padded = align_up(len as u64, u64::from(label.block_size));
-    if padded > label.slot_size {
-        return Err(LvolError::MetadataFull(format!(
-            "the image needs {padded} bytes, a slot holds {}",
-            label.slot_size
-        )));
+
+    /// The image; `Err` when it holds more volumes than the pool does or would not
+    /// fit its slot.
+    pub fn finish(
+        self,
+        generation: u64,
+        next_id: u64,
+        clean_from: u64,
+        label: &Label,
+    ) -> Result<Vec<u8>, LvolError> {
+        let Self { mut body, count } = self;
+        if count > label.max_volumes() {
+            return Err(LvolError::MetadataFull(format!(
+                "{count} volumes, the pool holds at most {}",
+                label.max_volumes
+            )));
+        }
+        // A pool formatted by version 1 keeps writing version-1 images (no trailer):
+        // an older build must still read its newest generation. Such a pool has no
+        // clean clusters.
+        let version = label.version.min(FORMAT_VERSION);
+        if version >= 2 {
+            body.extend_from_slice(&clean_from.to_le_bytes());
+        } else {
+            debug_assert_eq!(clean_from, label.clusters);
+        }
+        let len = META_HEADER_LEN + body.len();
+        let padded = align_up(len as u64, u64::from(label.block_size));
+        if padded > label.slot_size {
+            return Err(LvolError::MetadataFull(format!(
+                "the image needs {padded} bytes, a slot holds {}",
+                label.slot_size
+            )));
+        }
+        let mut out = vec![0u8; padded as usize];
+        put(&mut out, 0, &META_MAGIC);
+        put(&mut out, 8, &version.to_le_bytes());
+        put(&mut out, 12, &(count as u32).to_le_bytes());
+        put(&mut out, 16, &label.uuid);
+        put(&mut out, 32, &generation.to_le_bytes());
+        put(&mut out, 40, &(len as u64).to_le_bytes());
+        put(&mut out, 48, &next_id.to_le_bytes());
+        put(&mut out, 56, &crc32c::crc32c(&body).to_le_bytes());
+        let hcrc = crc32c::crc32c(&out[..60]);
+        put(&mut out, 60, &hcrc.to_le_bytes());
+        put(&mut out, META_HEADER_LEN, &body);
+        Ok(out)
     }
-    let mut out = vec![0u8; padded as usize];
-    put(&mut out, 0, &META_MAGIC);
-    put(&mut out, 8, &version.to_le_bytes());
-    put(&mut out, 12, &(m.vols.len() as u32).to_le_bytes());
-    put(&mut out, 16, &label.uuid);
-    put(&mut out, 32, &m.generation.to_le_bytes());
-    put(&mut out, 40, &(len as u64).to_le_bytes());
-    put(&mut out, 48, &m.next_id.to_le_bytes());
-    put(&mut out, 56, &crc32c::crc32c(&body).to_le_bytes());
-    let hcrc = crc32c::crc32c(&out[..60]);
-    put(&mut out, 60, &hcrc.to_le_bytes());
-    put(&mut out, META_HEADER_LEN, &body);
-    Ok(out)
+}
+
+/// Appends volume `v`'s record and its runs to `out`.
+fn encode_vol(out: &mut Vec<u8>, v: &VolMeta, label: &Label) {
+    let runs = runs_of(&v.map);
+    let mut rec = [0u8; VOL_RECORD_LEN];
+    put(&mut rec, 0, &v.id.to_le_bytes());
+    put(&mut rec, 8, &v.uuid);
+    put(&mut rec, 24, &v.size.to_le_bytes());
+    put(&mut rec, 32, &v.parent.unwrap_or(0).to_le_bytes());
+    put(&mut rec, 40, &v.backing.to_le_bytes());
+    put(&mut rec, 48, &v.created.to_le_bytes());
+    let flags = u32::from(v.thin) | (u32::from(v.read_only) << 1);
+    put(&mut rec, 56, &flags.to_le_bytes());
+    put(&mut rec, 60, &(runs.len() as u32).to_le_bytes());
+    put_name(&mut rec, 64, &v.name);
+    debug_assert_eq!(v.map.len() as u64, v.size / label.cluster_size);
+    out.extend_from_slice(&rec);
+    for (vc, pc, len) in runs {
+        out.extend_from_slice(&vc.to_le_bytes());
+        out.extend_from_slice(&pc.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+}
+
+/// Decodes the volume record at `b[at..]` and its runs, which must end by `end`;
+/// checks the record alone (id below `next_id`, size, runs inside the volume and the
+/// pool, no volume cluster twice). Returns it and where the next record starts.
+fn decode_vol(
+    b: &[u8],
+    at: usize,
+    end: usize,
+    next_id: u64,
+    label: &Label,
+) -> Result<(VolMeta, usize), String> {
+    if at + VOL_RECORD_LEN > end {
+        return Err("the record runs past its end".into());
+    }
+    let r = &b[at..at + VOL_RECORD_LEN];
+    let cs = label.cluster_size;
+    let id = u64_at(r, 0);
+    let size = u64_at(r, 24);
+    let parent = u64_at(r, 32);
+    let flags = u32_at(r, 56);
+    let nruns = u32_at(r, 60) as usize;
+    let name = name_at(r, 64).ok_or("bad name")?;
+    if id == 0 || id >= next_id {
+        return Err(format!("id {id} outside 1..next id {next_id}"));
+    }
+    if size & (cs - 1) != 0 || size / cs > u64::from(NONE >> 1) {
+        return Err(format!("size {size} is not a valid cluster multiple"));
+    }
+    let nclusters = (size / cs) as usize;
+    let runs_at = at + VOL_RECORD_LEN;
+    if nruns > (end - runs_at) / RUN_LEN {
+        return Err(format!("{nruns} runs run past the end"));
+    }
+    let mut map = vec![NONE; nclusters];
+    for k in 0..nruns {
+        let run = &b[runs_at + k * RUN_LEN..runs_at + (k + 1) * RUN_LEN];
+        let (vc, pc, n) = (u64_at(run, 0), u32_at(run, 8), u32_at(run, 12));
+        let fits_vol = vc
+            .checked_add(u64::from(n))
+            .is_some_and(|e| e <= nclusters as u64);
+        let fits_pool = u64::from(pc) + u64::from(n) <= label.clusters;
+        if n == 0 || !fits_vol || !fits_pool {
+            return Err(format!("run {k} ({vc}, {pc}, {n}) out of range"));
+        }
+        for j in 0..n {
+            let v = vc as usize + j as usize;
+            if map[v] != NONE {
+                return Err(format!("volume cluster {v} mapped twice"));
+            }
+            map[v] = pc + j;
+        }
+    }
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&r[8..24]);
+    let v = VolMeta {
+        id,
+        uuid,
+        name,
+        size,
+        parent: (parent != 0).then_some(parent),
+        backing: u64_at(r, 40),
+        created: u64_at(r, 48),
+        thin: flags & 1 != 0,
+        read_only: flags & 2 != 0,
+        map,
+    };
+    Ok((v, runs_at + nruns * RUN_LEN))
 }
 
 /// Runs of consecutive volume clusters in consecutive pool clusters.
@@ -428,74 +628,35 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
         return Err(("body checksum mismatch".into(), 56));
     }
     let count = u32_at(b, 12) as usize;
-    if count > MAX_VOLUMES {
-        return Err((format!("{count} volumes, more than {MAX_VOLUMES}"), 12));
+    if count > label.max_volumes() {
+        return Err((
+            format!(
+                "{count} volumes, more than the {} it holds",
+                label.max_volumes
+            ),
+            12,
+        ));
     }
-    let cs = label.cluster_size;
+    let next_id = u64_at(b, 48);
     let mut at = META_HEADER_LEN;
-    let mut vols = Vec::with_capacity(count);
+    let mut vols = BTreeMap::new();
     let mut used = vec![false; label.clusters as usize];
     for i in 0..count {
         let rec_at = at as u64;
-        if at + VOL_RECORD_LEN > len {
-            return Err((format!("volume record {i} runs past the image"), rec_at));
-        }
-        let r = &b[at..at + VOL_RECORD_LEN];
         let bad = |what: String| (format!("volume record {i}: {what}"), rec_at);
-        let id = u64_at(r, 0);
-        let size = u64_at(r, 24);
-        let parent = u64_at(r, 32);
-        let flags = u32_at(r, 56);
-        let nruns = u32_at(r, 60) as usize;
-        let name = name_at(r, 64).ok_or_else(|| bad("bad name".into()))?;
-        if id == 0 || id >= u64_at(b, 48) {
-            return Err(bad(format!("id {id} outside 1..next id")));
-        }
-        if size & (cs - 1) != 0 || size / cs > u64::from(NONE >> 1) {
-            return Err(bad(format!("size {size} is not a valid cluster multiple")));
-        }
-        let nclusters = (size / cs) as usize;
-        at += VOL_RECORD_LEN;
-        if at + nruns * RUN_LEN > len {
-            return Err(bad(format!("{nruns} runs run past the image")));
-        }
-        let mut map = vec![NONE; nclusters];
-        for k in 0..nruns {
-            let run = &b[at + k * RUN_LEN..at + (k + 1) * RUN_LEN];
-            let (vc, pc, n) = (u64_at(run, 0), u32_at(run, 8), u32_at(run, 12));
-            let fits_vol = vc
-                .checked_add(u64::from(n))
-                .is_some_and(|e| e <= nclusters as u64);
-            let fits_pool = u64::from(pc) + u64::from(n) <= label.clusters;
-            if n == 0 || !fits_vol || !fits_pool {
-                return Err(bad(format!("run {k} ({vc}, {pc}, {n}) out of range")));
-            }
-            for j in 0..n {
-                let (v, p) = (vc as usize + j as usize, pc + j);
-                if map[v] != NONE || used[p as usize] {
-                    return Err(bad(format!(
-                        "cluster {p} (volume cluster {v}) mapped twice"
-                    )));
-                }
-                map[v] = p;
-                used[p as usize] = true;
+        let (v, next) = decode_vol(b, at, len, next_id, label).map_err(bad)?;
+        for (vc, &p) in v.map.iter().enumerate().filter(|(_, &p)| p != NONE) {
+            if std::mem::replace(&mut used[p as usize], true) {
+                return Err(bad(format!(
+                    "cluster {p} (volume cluster {vc}) mapped twice"
+                )));
             }
         }
-        at += nruns * RUN_LEN;
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(&r[8..24]);
-        vols.push(VolMeta {
-            id,
-            uuid,
-            name,
-            size,
-            parent: (parent != 0).then_some(parent),
-            backing: u64_at(r, 40),
-            created: u64_at(r, 48),
-            thin: flags & 1 != 0,
-            read_only: flags & 2 != 0,
-            map,
-        });
+        if vols.contains_key(&v.id) {
+            return Err(bad(format!("volume id {} appears twice", v.id)));
+        }
+        vols.insert(v.id, v);
+        at = next;
     }
     let clean_from = if h.version >= 2 {
         if at + TRAILER_LEN != len {
@@ -526,7 +687,7 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
     };
     let m = Meta {
         generation: h.generation,
-        next_id: u64_at(b, 48),
+        next_id,
         vols,
         clean_from,
     };
@@ -534,205 +695,25 @@ pub(crate) fn decode_meta(b: &[u8], label: &Label) -> Result<Meta, (String, u64)
     Ok(m)
 }
 
-/// One allocation a log record carries: volume cluster `vc` of volume `vol` is now
-/// pool cluster `pc`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LogEntry {
-    pub vol: u64,
-    pub vc: u32,
-    pub pc: u32,
-}
-
-/// What a log record's header says, before its entries are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RecordHeader {
-    /// The generation this record makes.
-    pub generation: u64,
-    /// The generation of the full image it extends.
-    pub base: u64,
-    pub clean_from: u64,
-    pub entries: usize,
-    /// Bytes on disk (a block multiple).
-    pub len: u64,
-}
-
-/// Bytes a record of `entries` entries takes on disk.
-pub(crate) fn record_len(entries: usize, label: &Label) -> u64 {
-    align_up(
-        (LOG_HEADER_LEN + entries * LOG_ENTRY_LEN) as u64,
-        u64::from(label.block_size),
-    )
-}
-
-/// Serialises a log record: generation `generation` extends full image `base` by
-/// `entries` and sets `clean_from`.
-pub(crate) fn encode_record(
-    generation: u64,
-    base: u64,
-    clean_from: u64,
-    entries: &[LogEntry],
-    label: &Label,
-) -> Vec<u8> {
-    let mut out = vec![0u8; record_len(entries.len(), label) as usize];
-    let mut at = LOG_HEADER_LEN;
-    for e in entries {
-        put(&mut out, at, &e.vol.to_le_bytes());
-        put(&mut out, at + 8, &e.vc.to_le_bytes());
-        put(&mut out, at + 12, &e.pc.to_le_bytes());
-        at += LOG_ENTRY_LEN;
-    }
-    let body = crc32c::crc32c(&out[LOG_HEADER_LEN..at]);
-    put(&mut out, 0, &LOG_MAGIC);
-    put(&mut out, 8, &LOG_VERSION.to_le_bytes());
-    put(&mut out, 12, &(entries.len() as u32).to_le_bytes());
-    put(&mut out, 16, &label.uuid);
-    put(&mut out, 32, &generation.to_le_bytes());
-    put(&mut out, 40, &base.to_le_bytes());
-    put(&mut out, 48, &clean_from.to_le_bytes());
-    put(&mut out, 56, &body.to_le_bytes());
-    let hcrc = crc32c::crc32c(&out[..60]);
-    put(&mut out, 60, &hcrc.to_le_bytes());
-    out
-}
-
-/// Checks a record header found `room` bytes before the end of the log. `Err` says
-/// why it does not continue the log: the end of the log, a torn write, or damage.
-pub(crate) fn decode_record_header(
-    b: &[u8],
-    label: &Label,
-    room: u64,
-) -> Result<RecordHeader, String> {
-    if b[..8] != LOG_MAGIC {
-        return Err("no record magic".into());
-    }
-    if u32_at(b, 8) != LOG_VERSION {
-        return Err(format!("record version {}", u32_at(b, 8)));
-    }
-    if u32_at(b, 60) != crc32c::crc32c(&b[..60]) {
-        return Err("record header checksum mismatch".into());
-    }
-    if b[16..32] != label.uuid {
-        return Err("a record of another pool".into());
-    }
-    let entries = u32_at(b, 12) as usize;
-    let len = record_len(entries, label);
-    if len > room {
-        return Err(format!("a record of {len} bytes runs past the log"));
-    }
-    Ok(RecordHeader {
-        generation: u64_at(b, 32),
-        base: u64_at(b, 40),
-        clean_from: u64_at(b, 48),
-        entries,
-        len,
-    })
-}
-
-/// Where commits go next: the slot holding the full image the log extends (the next
-/// full image goes to the other one) and the end of the log's valid records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LogPos {
-    pub base_slot: usize,
-    pub base_generation: u64,
-    pub tail: u64,
-}
-
-/// A full image being brought up to date by the log records that extend it.
-pub(crate) struct Replay {
-    pub meta: Meta,
-    used: Vec<bool>,
-    /// One past the highest mapped pool cluster.
-    top: u64,
-}
-
-impl Replay {
-    pub fn new(meta: Meta, label: &Label) -> Self {
-        let mut used = vec![false; label.clusters as usize];
-        let mut top = 0;
-        for v in &meta.vols {
-            for &p in v.map.iter().filter(|&&p| p != NONE) {
-                used[p as usize] = true;
-                top = top.max(u64::from(p) + 1);
-            }
-        }
-        Self { meta, used, top }
-    }
-
-    /// Applies a whole record (`b`: its `h.len` bytes), all of it or nothing. A body
-    /// checksum mismatch is `Ok(false)` (a torn write: the log ends before it);
-    /// entries that contradict the metadata despite valid checksums are `Err`
-    /// (damage, never silently used).
-    pub fn apply(&mut self, h: &RecordHeader, b: &[u8], label: &Label) -> Result<bool, String> {
-        let end = LOG_HEADER_LEN + h.entries * LOG_ENTRY_LEN;
-        if u32_at(b, 56) != crc32c::crc32c(&b[LOG_HEADER_LEN..end]) {
-            return Ok(false);
-        }
-        let bad = |i: usize, what: String| format!("generation {} entry {i}: {what}", h.generation);
-        let mut entries = Vec::with_capacity(h.entries);
-        let mut vcs = std::collections::HashSet::new();
-        let mut pcs = std::collections::HashSet::new();
-        let mut top = self.top;
-        for (i, e) in b[LOG_HEADER_LEN..end]
-            .chunks_exact(LOG_ENTRY_LEN)
-            .enumerate()
-        {
-            let (vol, vc, pc) = (u64_at(e, 0), u32_at(e, 8) as usize, u32_at(e, 12));
-            let vi = self
-                .meta
-                .vols
-                .iter()
-                .position(|v| v.id == vol)
-                .ok_or_else(|| bad(i, format!("no volume {vol}")))?;
-            let v = &self.meta.vols[vi];
-            if v.read_only {
-                return Err(bad(i, format!("volume {vol} is a snapshot")));
-            }
-            if vc >= v.map.len() || v.map[vc] != NONE || !vcs.insert((vol, vc)) {
-                return Err(bad(
-                    i,
-                    format!("volume cluster {vc} is not an unmapped one"),
-                ));
-            }
-            if u64::from(pc) >= label.clusters || self.used[pc as usize] || !pcs.insert(pc) {
-                return Err(bad(i, format!("pool cluster {pc} is not a free one")));
-            }
-            top = top.max(u64::from(pc) + 1);
-            entries.push((vi, vc, pc));
-        }
-        if h.clean_from > label.clusters || top > h.clean_from {
-            return Err(format!(
-                "generation {}: clean_from {} outside {top}..={}",
-                h.generation, h.clean_from, label.clusters
-            ));
-        }
-        for (vi, vc, pc) in entries {
-            self.meta.vols[vi].map[vc] = pc;
-            self.used[pc as usize] = true;
-        }
-        self.top = top;
-        self.meta.clean_from = h.clean_from;
-        self.meta.generation = h.generation;
-        Ok(true)
-    }
-}
-
-/// Unique ids and names; parents exist, are read-only, and form no cycle.
-fn check_references(m: &Meta) -> Result<(), String> {
-    let mut ids = std::collections::HashMap::new();
-    let mut names = std::collections::HashSet::new();
-    for v in &m.vols {
-        if ids.insert(v.id, v).is_some() {
-            return Err(format!("volume id {} appears twice", v.id));
-        }
+/// Unique names; parents exist, are read-only, and form no cycle. Each chain is
+/// walked only up to a volume already checked, so this costs what the pool holds
+/// however deep its chains.
+pub(crate) fn check_references(m: &Meta) -> Result<(), String> {
+    let mut names = HashSet::new();
+    for v in m.vols.values() {
         if !names.insert(v.name.as_str()) {
             return Err(format!("volume name {:?} appears twice", v.name));
         }
     }
-    for v in &m.vols {
+    let mut good: HashSet<u64> = HashSet::with_capacity(m.vols.len());
+    let mut path: HashSet<u64> = HashSet::new();
+    for v in m.vols.values() {
+        path.clear();
         let mut cur = v;
-        for _ in 0..=m.vols.len() {
+        while !good.contains(&cur.id) {
+            path.insert(cur.id);
             let Some(p) = cur.parent else { break };
-            let Some(pv) = ids.get(&p) else {
+            let Some(pv) = m.vols.get(&p) else {
                 return Err(format!("volume {:?} names a missing parent {p}", cur.name));
             };
             if !pv.read_only {
@@ -741,14 +722,12 @@ fn check_references(m: &Meta) -> Result<(), String> {
                     pv.name, cur.name
                 ));
             }
-            if pv.id == v.id {
-                return Err(format!("volume {:?} is its own ancestor", v.name));
+            if path.contains(&p) {
+                return Err(format!("volume {:?} is its own ancestor", pv.name));
             }
             cur = pv;
         }
-        if cur.parent.is_some() {
-            return Err(format!("the parent chain of {:?} does not end", v.name));
-        }
+        good.extend(path.drain());
     }
     Ok(())
 }

@@ -12,9 +12,15 @@
 //! * **Metadata engine.** One reactor (the *metadata reactor*) owns the metadata. It
 //!   runs one job at a time — a control-plane call, a batch of first-write
 //!   allocations, a deallocation — as `async` code in one reactor task, woken by
-//!   its base-device completions (`io.rs`), and ends every change with a commit of a new metadata generation: a whole image, or
-//!   (an allocation batch, format version 3) one record appended to the allocation
-//!   log.
+//!   its base-device completions (`io.rs`), and ends every change with a commit of a
+//!   new metadata generation: one journal record appended to the log (format version
+//!   4: the records of the volumes it creates or changes, the ids it deletes, the
+//!   clusters it allocates or frees), or a whole image when the log is full (the
+//!   compaction). A pool of version 3 keeps committing as version 3 did: a whole
+//!   image per change, a log record per allocation batch.
+//! * **Metadata in memory.** The volumes by id (a `BTreeMap`), with indexes by name
+//!   and by parent, so that a change reads and copies only the volumes it touches:
+//!   a create costs the same in a pool of 10 volumes or 65,536.
 //! * **Control plane.** The [`LvolStore`] methods send a job to the metadata reactor and
 //!   **block the calling thread** until it answers; calling them on a reactor thread
 //!   is refused with [`LvolError::OnReactor`] (it would deadlock the metadata reactor).
@@ -48,16 +54,21 @@
 //!    then flushed. The flush completing is the commit point. Load reads both slots
 //!    and takes the newest one whose checksums and contents verify; a torn newer
 //!    image is skipped (and logged).
-//! 3. An allocation batch is committed as one record (its new mappings and
-//!    `clean_from`, with the generation it makes and the generation of the image it
-//!    extends, checksummed) appended to the log and flushed. Load applies, after the
-//!    chosen image, the records that extend that image with consecutive generations,
-//!    and stops at the first that does not (the end, a torn write, a stale record of
-//!    an older image). A record whose checksums hold but whose entries contradict the
-//!    metadata (a missing volume, a mapped or used cluster) is corruption, reported.
-//!    A full commit starts the log over; when the log is full an allocation batch
-//!    makes a full commit instead. The image a log extends is never overwritten while
-//!    its records matter, so a torn full image still leaves image and log intact.
+//! 3. A change is committed as one record (format version 4: what it changes, with
+//!    the generation it makes and the generation of the image it extends,
+//!    checksummed; version 3: an allocation batch only) appended to the log and
+//!    flushed. Load applies, after the chosen image, the records that extend that
+//!    image with consecutive generations, and stops at the first that does not (the
+//!    end, a torn write, a stale record of an older image). A record whose checksums
+//!    hold but whose contents contradict the metadata (a missing volume, a name or
+//!    cluster in use, a free of a cluster the volume does not hold, more volumes than
+//!    the label allows) is corruption, reported; parents are checked once the last
+//!    record is applied. A whole image starts the log over; a change whose record
+//!    does not fit the log's room left (or, on version 3, any change but an
+//!    allocation) is committed as a whole image instead — the compaction. The image a
+//!    log extends is never overwritten while its records matter, so a torn full image
+//!    still leaves image and log intact. After a metadata write or flush failed,
+//!    what it left is unknown: the next commit is a whole image, never a record.
 //! 4. Data a commit references is written and flushed before the commit: new
 //!    clusters are zeroed or copied from the parent first.
 //! 5. Clusters freed by a change (delete, shrink, unmap, merge) return to the free set
@@ -79,12 +90,13 @@
 //! byte 0                 label (256 bytes used; region max(4096, block size))
 //! slot_offset[0]         metadata slot A (slot_size bytes)
 //! slot_offset[1]         metadata slot B (slot_size bytes)
-//! log_offset             allocation log (log_size bytes; format version 3)
+//! log_offset             metadata log (log_size bytes; from format version 3)
 //! data_offset            cluster 0, cluster 1, ... (`clusters` of cluster_size)
 //!
 //! label
 //!   0   8  magic "FRXLVOL\0"
-//!   8   4  format version (3); a newer one is refused before anything else is read
+//!   8   4  format version (4, or 3: see "Format versions"); a newer one is refused
+//!          before anything else is read
 //!  12   4  block size of the base device at format
 //!  16  16  pool UUID
 //!  32   1  pool name length (1..=63)     33 63  pool name, UTF-8, zero padded
@@ -94,15 +106,17 @@
 //! 136   8  number of data clusters      144  8  device blocks at format
 //! 152   8  log offset (version 3)       160  8  log size (version 3; 1/256 of the
 //!                                                device, 64 KiB to 4 MiB)
-//! 168  84  reserved, zero (152..168 too before version 3)
+//! 168   4  volumes the pool holds (version 4: one per 32 KiB of device, 1024 to
+//!          65,536; 1024 before)
+//! 172  80  reserved, zero (168..172 too before version 4, 152..168 before 3)
 //! 252   4  CRC32C of bytes 0..252
 //!
 //! metadata image (at the start of a slot; zero padded to a block multiple)
 //!   0   8  magic "FRXMETA\0"
-//!   8   4  format version (3; a pool whose label says 1 or 2 keeps writing images
-//!          of its version — version 1 without the trailer — and no log, so an
-//!          older build still reads it)
-//!  12   4  volume count (<= 1024)
+//!   8   4  format version (the label's: a pool whose label says 1, 2 or 3 keeps
+//!          writing images of its version — version 1 without the trailer, 1 and 2
+//!          with no log — so an older build still reads it)
+//!  12   4  volume count (<= the label's limit)
 //!  16  16  pool UUID (must match the label)
 //!  32   8  generation
 //!  40   8  image length in bytes, header included
@@ -129,20 +143,54 @@
 //!   0   8  vc          8   4  pc          12  4  len (>= 1)
 //!
 //! log record (at the log's start or right after the previous record; zero padded
-//! to a block multiple)
-//!   0   8  magic "FRXLOGR\0"             8  4  version (3)
-//!  12   4  entry count                   16 16  pool UUID
+//! to a block multiple; its version is the pool's, a record of another is the end)
+//!   0   8  magic "FRXLOGR\0"             8  4  version (4, or 3)
+//!  12   4  version 4: body length in bytes; version 3: entry count
+//!  16  16  pool UUID
 //!  32   8  generation it makes           40  8  generation of the image it extends
-//!  48   8  clean_from after it           56  4  CRC32C of the entries
+//!  48   8  clean_from after it           56  4  CRC32C of the body
 //!  60   4  CRC32C of header bytes 0..60
-//!  64      entries (16 bytes): volume id u64, volume cluster u32, pool cluster u32
+//!  64      body
+//!
+//! version 3 body: entries (16 bytes): volume id u64, volume cluster u32, pool
+//! cluster u32 — allocations
+//!
+//! version 4 body (a journal record), applied in this order: deletes, volume records,
+//! frees, allocations
+//!   0   8  next volume id after it        8  4  allocation count
+//!  12   4  delete count                   16  4  volume record count
+//!  20   4  free count
+//!  24      allocations (entries as in version 3: the volume cluster, unmapped until
+//!          now, is now the pool cluster, free until now); then frees (entries: the
+//!          volume cluster, now that pool cluster, is unmapped); then deleted volume
+//!          ids (8 bytes each); then volume records, each followed by its runs as in
+//!          an image (a volume created, or one changed: its whole new record)
 //! ```
 //!
-//! A slot is sized for the worst case: header, 1024 records and one run per data
-//! cluster. Loading checks, besides magic, version and checksums: runs inside the
-//! volume and the pool, no pool cluster mapped twice, unique ids and names, parents
-//! that exist, are snapshots and form no cycle. Any failure is [`LvolError::Corrupt`]
-//! naming what and where.
+//! A slot is sized for the worst case: header, the label's number of volume records
+//! and one run per data cluster (for 65,536 volumes, 8 MiB plus 16 bytes per
+//! cluster). The log is 1/256 of the device, from 64 KiB to 4 MiB: a change that fits
+//! one block (a create, a clone, a delete: 512 bytes) writes one block, and the log
+//! is compacted into a whole image once per log-full of records (about 8,000 creates
+//! with a 4 MiB log). Loading checks, besides magic, version and checksums: runs
+//! inside the volume and the pool, no pool cluster mapped twice, unique ids and
+//! names, parents that exist, are snapshots and form no cycle, no more volumes than
+//! the label allows. Any failure is [`LvolError::Corrupt`] naming what and where.
+//!
+//! # Format versions
+//!
+//! The label's version says how the pool is written; a build refuses a pool newer
+//! than it ([`LvolError::NewerFormat`]) and writes an older pool in that pool's own
+//! version, so that the build that made it still reads it. Version 4 is what
+//! [`LvolStore::create`] formats. Pools of version 3 and before are *not upgraded*,
+//! neither on load nor on first write: their slots were sized for 1024 volume records
+//! when they were formatted and the data area starts right after the log, so more
+//! volumes would need the data moved; and a version-4 record in a version-3 log would
+//! be the silent end of that log for the older build (its changes lost), so version-4
+//! records need a version-4 label, whose one-block rewrite would be the only copy of
+//! the pool's geometry. Such a pool loads, works, keeps holding at most 1024 volumes
+//! (the limit the error names), and commits a whole image per change as before; to
+//! get the new limit and per-change costs, move its volumes to a new pool.
 //!
 //! # Semantics
 //!
@@ -164,17 +212,20 @@
 //! holds, then asks the engine to free a cluster *range*. The engine takes every
 //! deallocation waiting as one batch, merges the ranges per volume, freezes the
 //! volume, walks what it owns there in steps of at most [`DEALLOC_STEP_VISITS`]
-//! looks with a reactor turn between them, then commits once (a whole image,
-//! patched into the metadata in place) and patches the view. [`DeallocStats`]
-//! counts the work.
+//! looks with a reactor turn between them, then commits once (a journal record of
+//! the clusters freed; on version 3 a whole image) and patches the view.
+//! [`DeallocStats`] counts the work.
 //!
 //! # What it doesn't implement
 //!
-//! * Allocations are log records and patch only the view chunks they change, but
-//!   every other change (create, snapshot, clone, delete, resize, inflate, unmap that
-//!   frees clusters) commits a whole image (encoding it scans every volume map) and,
-//!   except deallocation and freezing, republishes whole views (also unfreeze): fine
-//!   for thousands of clusters, slow for a full multi-TiB pool.
+//! * A journal record carries the whole record of each volume a change rewrites, runs
+//!   included: a snapshot, resize or inflate of a volume with many runs writes them
+//!   all (a create, clone or delete writes one block). Changes other than allocations
+//!   and deallocations republish whole views (also unfreeze).
+//! * The compaction encodes and writes the whole image (at 65,536 volumes about
+//!   8 MiB) in the job of the change that triggers it: that change waits tens of
+//!   milliseconds (the encoding lets the reactor run a turn every 4,096 volumes).
+//!   Old pools are not upgraded (see "Format versions").
 //! * A volume is frozen while its deallocation batch is walked and committed: its own
 //!   I/O waits for the batch (other volumes' I/O goes on between the steps).
 //! * New thin clusters are zeroed (unless clean: never written since a format that
@@ -207,14 +258,16 @@ mod engine;
 mod format;
 mod io;
 mod setup;
+mod view;
 
 pub use channel::{LvolBdev, MAX_UNMAPS};
 pub use engine::{DeallocStats, STEP_VISITS as DEALLOC_STEP_VISITS};
-pub use format::{FORMAT_VERSION, MAX_NAME, MAX_VOLUMES};
+pub use format::{FORMAT_VERSION, FULL_SCALE_BYTES, MAX_NAME, MAX_VOLUMES, OLD_MAX_VOLUMES};
 
 use engine::{with_engine, Engine};
 use format::Label;
 use io::BaseIo;
+pub(crate) use view::{Scan, ViewMap};
 
 /// The default cluster size: 1 MiB.
 pub const DEFAULT_CLUSTER_SIZE: u64 = 1 << 20;
@@ -318,6 +371,9 @@ pub struct PoolStats {
     pub allocated_clusters: u64,
     pub free_clusters: u64,
     pub volumes: usize,
+    /// Most volumes (snapshots and clones included) the pool holds: set at format
+    /// time by its size and format version (see [`MAX_VOLUMES`]).
+    pub max_volumes: usize,
     /// The committed metadata generation.
     pub generation: u64,
 }
@@ -355,137 +411,6 @@ impl VolView {
             read_only: true,
             num_blocks: 0,
             entries: ViewMap::from_vec(Vec::new()),
-        }
-    }
-}
-
-/// Entries per [`ViewMap`] chunk (16 KiB).
-const VIEW_CHUNK: usize = 4096;
-
-/// A volume's cluster view in shared chunks, so that publishing an allocation copies
-/// the chunks it changes, not a view as large as the volume. Each chunk carries how
-/// many of its entries are not `NONE` and how many are [`OWNED`], so that walks over
-/// what a range holds skip empty chunks: a thin volume's unmap costs what it holds.
-#[derive(Debug, Clone)]
-pub(crate) struct ViewMap {
-    chunks: Vec<Arc<[u32]>>,
-    /// Per chunk: (entries not `NONE`, entries [`OWNED`]).
-    counts: Vec<(u32, u32)>,
-    len: usize,
-}
-
-/// Where a bounded [`ViewMap::scan`] stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scan {
-    Found(usize),
-    /// The visit limit was reached; go on from here.
-    Paused(usize),
-    End,
-}
-
-fn chunk_counts(c: &[u32]) -> (u32, u32) {
-    let mapped = c.iter().filter(|&&e| e != format::NONE).count() as u32;
-    let owned = c
-        .iter()
-        .filter(|&&e| e != format::NONE && e & OWNED != 0)
-        .count() as u32;
-    (mapped, owned)
-}
-
-impl ViewMap {
-    pub fn from_vec(v: Vec<u32>) -> Self {
-        let chunks: Vec<Arc<[u32]>> = v.chunks(VIEW_CHUNK).map(Arc::from).collect();
-        Self {
-            counts: chunks.iter().map(|c| chunk_counts(c)).collect(),
-            chunks,
-            len: v.len(),
-        }
-    }
-
-    /// Entries (volume clusters).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Entry `i` (which must exist).
-    #[inline]
-    pub fn get(&self, i: usize) -> u32 {
-        self.chunks[i / VIEW_CHUNK][i % VIEW_CHUNK]
-    }
-
-    /// The first entry in `from..end` (clamped to the map) that is not `NONE` (or,
-    /// with `owned`, that is [`OWNED`]), skipping chunks with none. `visited` counts
-    /// the entries and chunk summaries looked at.
-    pub fn next_in(
-        &self,
-        from: usize,
-        end: usize,
-        owned: bool,
-        visited: &mut u64,
-    ) -> Option<usize> {
-        match self.scan(from, end, owned, visited, u64::MAX) {
-            Scan::Found(i) => Some(i),
-            Scan::End | Scan::Paused(_) => None,
-        }
-    }
-
-    /// Like [`ViewMap::next_in`], but stops once `visited` reaches `limit`, saying
-    /// where to go on from.
-    pub fn scan(
-        &self,
-        from: usize,
-        end: usize,
-        owned: bool,
-        visited: &mut u64,
-        limit: u64,
-    ) -> Scan {
-        let end = end.min(self.len);
-        let mut i = from;
-        while i < end {
-            if *visited >= limit {
-                return Scan::Paused(i);
-            }
-            let c = i / VIEW_CHUNK;
-            let (m, o) = self.counts[c];
-            *visited += 1;
-            let chunk_end = ((c + 1) * VIEW_CHUNK).min(end);
-            if (if owned { o } else { m }) == 0 {
-                i = chunk_end;
-                continue;
-            }
-            let chunk = &self.chunks[c];
-            while i < chunk_end {
-                let e = chunk[i % VIEW_CHUNK];
-                *visited += 1;
-                if e != format::NONE && (!owned || e & OWNED != 0) {
-                    return Scan::Found(i);
-                }
-                i += 1;
-            }
-        }
-        Scan::End
-    }
-
-    /// This view with entries `(index, value)` changed; untouched chunks are shared.
-    pub fn patched(&self, changes: &[(usize, u32)]) -> Self {
-        let mut chunks = self.chunks.clone();
-        let mut counts = self.counts.clone();
-        let mut copied = std::collections::HashSet::new();
-        for &(i, v) in changes {
-            let c = i / VIEW_CHUNK;
-            if copied.insert(c) {
-                chunks[c] = Arc::from(&chunks[c][..]);
-            }
-            Arc::get_mut(&mut chunks[c]).expect("a chunk copied for this patch")[i % VIEW_CHUNK] =
-                v;
-        }
-        for &c in &copied {
-            counts[c] = chunk_counts(&chunks[c]);
-        }
-        Self {
-            chunks,
-            counts,
-            len: self.len,
         }
     }
 }
@@ -584,8 +509,38 @@ impl LvolStore {
         cluster_size: u64,
         meta_reactor: ReactorHandle,
     ) -> Result<Arc<Self>, LvolError> {
+        Self::create_in(base, name, cluster_size, meta_reactor, FORMAT_VERSION)
+    }
+
+    /// Formats a pool of format `version` (3: what builds before version 4 wrote, a
+    /// pool that keeps its version; or 4) as [`LvolStore::create`] does: for tests of
+    /// the loading and writing of old pools.
+    #[cfg(feature = "testing")]
+    pub fn create_with_version(
+        base: Arc<dyn BlockDevice>,
+        name: &str,
+        cluster_size: u64,
+        meta_reactor: ReactorHandle,
+        version: u32,
+    ) -> Result<Arc<Self>, LvolError> {
+        Self::create_in(base, name, cluster_size, meta_reactor, version)
+    }
+
+    fn create_in(
+        base: Arc<dyn BlockDevice>,
+        name: &str,
+        cluster_size: u64,
+        meta_reactor: ReactorHandle,
+        version: u32,
+    ) -> Result<Arc<Self>, LvolError> {
         not_on_reactor()?;
-        let label = Label::plan(base.info(), name, crate::random_uuid(), cluster_size)?;
+        let label = Label::plan_version(
+            base.info(),
+            name,
+            crate::random_uuid(),
+            cluster_size,
+            version,
+        )?;
         let sh = Arc::new(Shared {
             id: next_store_id(),
             base,

@@ -2,7 +2,9 @@
 //! newest valid metadata generation of an existing one.
 
 use super::engine::io_err;
-use super::format::{decode_record_header, encode_meta, Label, LogPos, Meta, Replay};
+use super::format::{
+    check_references, decode_record_header, encode_meta, Label, LogPos, Meta, Replay,
+};
 use super::io::BaseIo;
 use super::LvolError;
 use crate::Ops;
@@ -99,11 +101,23 @@ async fn replay_log(
             Err(what) => {
                 return Err(LvolError::Corrupt {
                     device: dev.name.clone(),
-                    what: format!("allocation log: {what}"),
+                    what: format!("metadata log: {what}"),
                     offset: off,
                 })
             }
         }
+    }
+    // Journal records may change parents: the result must still form a forest of
+    // snapshots.
+    if tail > 0 {
+        check_references(&r.meta).map_err(|what| LvolError::Corrupt {
+            device: dev.name.clone(),
+            what: format!(
+                "metadata log up to generation {}: {what}",
+                r.meta.generation
+            ),
+            offset: label.log_offset,
+        })?;
     }
     Ok((r.meta, tail))
 }
@@ -136,7 +150,7 @@ pub(crate) async fn format(io: &BaseIo, label: &Label) -> Result<(Meta, LogPos),
     let meta = Meta {
         generation: 1,
         next_id: 1,
-        vols: Vec::new(),
+        vols: Default::default(),
         clean_from,
     };
     let img = encode_meta(&meta, label)?;

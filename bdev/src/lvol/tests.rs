@@ -19,6 +19,11 @@ fn label() -> Label {
     Label::plan(&dev(8192), "pool", [7; 16], 4096).unwrap()
 }
 
+/// A pool as builds before format version 4 laid it out.
+fn label3() -> Label {
+    Label::plan_version(&dev(8192), "pool", [7; 16], 4096, 3).unwrap()
+}
+
 fn vol(id: u64, name: &str, map: Vec<u32>) -> VolMeta {
     VolMeta {
         id,
@@ -67,7 +72,7 @@ fn metadata_round_trips_with_runs() {
     let m = Meta {
         generation: 5,
         next_id: 3,
-        vols: vec![snap, child],
+        vols: Meta::vols_of(vec![snap, child]),
         clean_from: 11,
     };
     let img = encode_meta(&m, &l).unwrap();
@@ -85,7 +90,7 @@ fn every_single_bit_flip_in_an_image_is_caught() {
     let m = Meta {
         generation: 2,
         next_id: 2,
-        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        vols: Meta::vols_of(vec![vol(1, "v", vec![4, NONE, 5])]),
         clean_from: 6,
     };
     let img = encode_meta(&m, &l).unwrap();
@@ -115,7 +120,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![vol(1, "a", vec![4]), vol(2, "b", vec![4])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![4]), vol(2, "b", vec![4])]),
             },
             "mapped twice",
         ),
@@ -124,7 +129,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![vol(1, "a", vec![4]), vol(2, "a", vec![5])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![4]), vol(2, "a", vec![5])]),
             },
             "appears twice",
         ),
@@ -133,11 +138,11 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![{
+                vols: Meta::vols_of(vec![{
                     let mut v = vol(1, "a", vec![4]);
                     v.parent = Some(2);
                     v
-                }],
+                }]),
             },
             "missing parent",
         ),
@@ -146,7 +151,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 3,
                 clean_from: l.clusters,
-                vols: vec![
+                vols: Meta::vols_of(vec![
                     {
                         let mut v = vol(1, "a", vec![NONE]);
                         v.parent = Some(2);
@@ -159,7 +164,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                         v.read_only = true;
                         v
                     },
-                ],
+                ]),
             },
             "ancestor",
         ),
@@ -168,7 +173,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 2,
                 clean_from: l.clusters,
-                vols: vec![vol(1, "a", vec![l.clusters as u32])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![l.clusters as u32])]),
             },
             "out of range",
         ),
@@ -177,7 +182,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 2,
                 clean_from: 4,
-                vols: vec![vol(1, "a", vec![3, 4])],
+                vols: Meta::vols_of(vec![vol(1, "a", vec![3, 4])]),
             },
             "at or above clean_from",
         ),
@@ -186,7 +191,7 @@ fn checksummed_but_inconsistent_metadata_is_refused() {
                 generation: 2,
                 next_id: 1,
                 clean_from: l.clusters + 1,
-                vols: vec![],
+                vols: Meta::vols_of(vec![]),
             },
             "beyond",
         ),
@@ -205,7 +210,7 @@ fn newer_metadata_version_and_other_pools_are_refused() {
     let m = Meta {
         generation: 2,
         next_id: 1,
-        vols: vec![],
+        vols: Meta::vols_of(vec![]),
         clean_from: 0,
     };
     let mut img = encode_meta(&m, &l).unwrap();
@@ -225,7 +230,7 @@ fn a_version_1_image_loads_with_no_clean_clusters() {
     let m = Meta {
         generation: 3,
         next_id: 2,
-        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        vols: Meta::vols_of(vec![vol(1, "v", vec![4, NONE, 5])]),
         clean_from: 6,
     };
     let mut img = encode_meta(&m, &l).unwrap();
@@ -247,7 +252,7 @@ fn a_version_1_pool_keeps_writing_version_1_images() {
     let m = Meta {
         generation: 4,
         next_id: 2,
-        vols: vec![vol(1, "v", vec![4, NONE, 5])],
+        vols: Meta::vols_of(vec![vol(1, "v", vec![4, NONE, 5])]),
         clean_from: l.clusters,
     };
     let img = encode_meta(&m, &l).unwrap();
@@ -263,7 +268,7 @@ fn log_base() -> Meta {
     Meta {
         generation: 7,
         next_id: 3,
-        vols: vec![snap, vol(2, "v", vec![1, NONE, NONE, NONE])],
+        vols: Meta::vols_of(vec![snap, vol(2, "v", vec![1, NONE, NONE, NONE])]),
         clean_from: 2,
     }
 }
@@ -283,23 +288,20 @@ const LOG_ENTRIES: [LogEntry; 2] = [
 
 #[test]
 fn a_log_record_round_trips_onto_its_image() {
-    let l = label();
+    let l = label3();
     assert!(l.log_size >= 64 << 10 && l.log_offset >= l.slot_offset[1] + l.slot_size);
     assert!(l.data_offset >= l.log_offset + l.log_size);
     assert_eq!(Label::decode(&l.encode(), &dev(8192)).unwrap(), l);
     let rec = encode_record(8, 7, 6, &LOG_ENTRIES, &l);
     assert_eq!(rec.len(), 512);
     let h = decode_record_header(&rec, &l, l.log_size).unwrap();
-    assert_eq!(
-        (h.generation, h.base, h.clean_from, h.entries),
-        (8, 7, 6, 2)
-    );
+    assert_eq!((h.generation, h.base, h.clean_from, h.body), (8, 7, 6, 32));
     let mut r = Replay::new(log_base(), &l);
     assert!(r.apply(&h, &rec, &l).unwrap());
     let mut want = log_base();
     want.generation = 8;
     want.clean_from = 6;
-    want.vols[1].map = vec![1, NONE, 5, 2];
+    want.vols.get_mut(&2).unwrap().map = vec![1, NONE, 5, 2];
     assert_eq!(r.meta, want);
     // A record that would run past the end of the log ends it.
     assert!(decode_record_header(&rec, &l, 256).is_err());
@@ -307,7 +309,7 @@ fn a_log_record_round_trips_onto_its_image() {
 
 #[test]
 fn every_single_bit_flip_in_a_log_record_is_caught() {
-    let l = label();
+    let l = label3();
     let rec = encode_record(8, 7, 6, &LOG_ENTRIES, &l);
     for bit in 0..(64 + 2 * 16) * 8 {
         let mut b = rec.clone();
@@ -325,7 +327,7 @@ fn every_single_bit_flip_in_a_log_record_is_caught() {
 
 #[test]
 fn a_checksummed_record_that_contradicts_its_image_is_refused() {
-    let l = label();
+    let l = label3();
     let cases: [(LogEntry, &str); 5] = [
         (
             LogEntry {
@@ -427,4 +429,262 @@ fn a_patched_view_changes_only_its_entries() {
         assert_eq!(p.get(i), want, "entry {i}");
         assert_eq!(base.get(i), i as u32, "the old view is untouched at {i}");
     }
+}
+
+#[test]
+fn a_version_4_label_says_how_many_volumes_the_pool_holds() {
+    let gib = 2 << 20; // 512-byte blocks in 1 GiB
+    for (blocks, want) in [
+        (8192, OLD_MAX_VOLUMES),
+        (2 * gib, MAX_VOLUMES),
+        (1024 * gib, MAX_VOLUMES),
+        (gib, MAX_VOLUMES / 2),
+    ] {
+        let l = Label::plan(&dev(blocks), "pool", [7; 16], 1 << 20).unwrap();
+        assert_eq!(l.max_volumes(), want, "{blocks} blocks");
+        assert!(l.slot_size >= (l.max_volumes() * VOL_RECORD_LEN) as u64);
+        assert_eq!(Label::decode(&l.encode(), &dev(blocks)).unwrap(), l);
+    }
+    assert_eq!(FULL_SCALE_BYTES, 2 * gib * 512);
+    // Version 3 holds 1024 and leaves the field zero; a bad limit is refused.
+    let l3 = label3();
+    assert_eq!(l3.max_volumes(), OLD_MAX_VOLUMES);
+    assert_eq!(&l3.encode()[168..172], &[0; 4]);
+    for bad in [0, MAX_VOLUMES as u32 + 1, 100_000] {
+        let mut l = label();
+        l.max_volumes = bad;
+        let e = Label::decode(&l.encode(), &dev(8192)).unwrap_err();
+        assert!(
+            matches!(e, LvolError::Corrupt { offset: 168, .. }),
+            "{bad}: {e}"
+        );
+    }
+    assert!(Label::plan_version(&dev(8192), "pool", [7; 16], 4096, 2).is_err());
+}
+
+/// The image a journal record extends in these tests: a snapshot (id 1) holding
+/// cluster 0, a volume (id 2) holding cluster 1.
+fn journal_base() -> Meta {
+    let mut m = log_base();
+    m.generation = 7;
+    m
+}
+
+fn replay(l: &Label, rec: &[u8]) -> (Replay, Result<bool, String>) {
+    let h = decode_record_header(rec, l, l.log_size).unwrap();
+    let mut r = Replay::new(journal_base(), l);
+    let res = r.apply(&h, rec, l);
+    (r, res)
+}
+
+fn entry(vol: u64, vc: u32, pc: u32) -> LogEntry {
+    LogEntry { vol, vc, pc }
+}
+
+#[test]
+fn journal_records_round_trip_onto_their_image() {
+    let l = label();
+    let mut clone = vol(3, "clone", vec![NONE, 4]);
+    clone.parent = Some(1);
+    clone.backing = 2;
+    let c = Change {
+        next_id: 4,
+        clean_from: 6,
+        deletes: vec![],
+        upserts: vec![clone.clone()],
+        frees: vec![entry(2, 0, 1)],
+        entries: vec![entry(2, 2, 5)],
+    };
+    let rec = encode_change(8, 7, &c, &l);
+    assert_eq!(rec.len(), 512, "one block");
+    let h = decode_record_header(&rec, &l, l.log_size).unwrap();
+    assert_eq!(
+        (h.version, h.generation, h.base, h.clean_from),
+        (4, 8, 7, 6)
+    );
+    let mut r = Replay::new(journal_base(), &l);
+    assert_eq!(r.apply(&h, &rec, &l), Ok(true));
+    let mut want = journal_base();
+    want.generation = 8;
+    want.next_id = 4;
+    want.clean_from = 6;
+    want.vols.get_mut(&2).unwrap().map = vec![NONE, NONE, 5, NONE];
+    want.vols.insert(3, clone);
+    assert_eq!(r.meta, want);
+    assert_eq!(check_references(&r.meta), Ok(()));
+    // The next record deletes the clone: its cluster 4 is free again, and cluster 1
+    // (freed above) too.
+    let c = Change {
+        next_id: 4,
+        clean_from: 6,
+        deletes: vec![3],
+        entries: vec![entry(2, 3, 4), entry(2, 0, 1)],
+        ..Change::default()
+    };
+    let rec = encode_change(9, 7, &c, &l);
+    let h = decode_record_header(&rec, &l, l.log_size).unwrap();
+    assert_eq!(r.apply(&h, &rec, &l), Ok(true));
+    want.generation = 9;
+    want.vols.remove(&3);
+    want.vols.get_mut(&2).unwrap().map = vec![1, NONE, 5, 4];
+    assert_eq!(r.meta, want);
+    // A version-3 pool does not read version-4 records, nor the reverse.
+    assert!(decode_record_header(&rec, &label3(), l.log_size)
+        .unwrap_err()
+        .contains("version"));
+    let v3 = encode_record(8, 7, 6, &LOG_ENTRIES, &label3());
+    assert!(decode_record_header(&v3, &l, l.log_size).is_err());
+}
+
+#[test]
+fn every_single_bit_flip_in_a_journal_record_is_caught() {
+    let l = label();
+    let c = Change {
+        next_id: 4,
+        clean_from: 6,
+        deletes: vec![],
+        upserts: vec![vol(3, "new", vec![4, NONE])],
+        frees: vec![entry(2, 0, 1)],
+        entries: vec![entry(2, 2, 5)],
+    };
+    let rec = encode_change(8, 7, &c, &l);
+    let len = 64 + 24 + 2 * 16 + 128 + 16;
+    for bit in 0..len * 8 {
+        let mut b = rec.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        let Ok(h) = decode_record_header(&b, &l, l.log_size) else {
+            continue;
+        };
+        let mut r = Replay::new(journal_base(), &l);
+        assert_eq!(r.apply(&h, &b, &l), Ok(false), "bit {bit}");
+        assert_eq!(r.meta, journal_base(), "bit {bit}");
+    }
+}
+
+/// Re-checksums a journal record edited by hand, as a buggy writer would have.
+fn reseal_record(rec: &mut [u8]) {
+    let body = u32::from_le_bytes(rec[12..16].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&rec[64..64 + body]);
+    rec[56..60].copy_from_slice(&crc.to_le_bytes());
+    let h = crc32c::crc32c(&rec[..60]);
+    rec[60..64].copy_from_slice(&h.to_le_bytes());
+}
+
+#[test]
+fn a_checksummed_journal_record_that_contradicts_its_image_is_refused() {
+    let l = label();
+    let base = Change {
+        next_id: 3,
+        clean_from: 6,
+        ..Change::default()
+    };
+    let with = |f: &dyn Fn(&mut Change)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    let cases: Vec<(Change, &str)> = vec![
+        (with(&|c| c.deletes = vec![9]), "missing volume 9"),
+        (
+            with(&|c| {
+                c.next_id = 4;
+                c.upserts = vec![vol(3, "snap", vec![NONE])];
+            }),
+            "appears twice",
+        ),
+        (
+            with(&|c| {
+                c.next_id = 4;
+                c.upserts = vec![vol(3, "x", vec![0])];
+            }),
+            "in use",
+        ),
+        (
+            with(&|c| c.upserts = vec![vol(3, "x", vec![NONE])]),
+            "outside 1..next id",
+        ),
+        (with(&|c| c.next_id = 2), "below"),
+        (
+            with(&|c| c.frees = vec![entry(2, 0, 3)]),
+            "not pool cluster 3",
+        ),
+        (with(&|c| c.frees = vec![entry(7, 0, 1)]), "no volume 7"),
+        (
+            with(&|c| {
+                c.next_id = 4;
+                c.upserts = vec![vol(3, "x", vec![l.clusters as u32])];
+            }),
+            "out of range",
+        ),
+        (
+            with(&|c| {
+                c.next_id = 4;
+                c.upserts = vec![vol(3, "x", vec![7])];
+            }),
+            "clean_from",
+        ),
+    ];
+    for (c, why) in cases {
+        let rec = encode_change(8, 7, &c, &l);
+        let (_, res) = replay(&l, &rec);
+        let err = res.unwrap_err();
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    // Counts that do not fit the body.
+    let mut rec = encode_change(8, 7, &with(&|c| c.deletes = vec![2]), &l);
+    rec[64 + 12..64 + 16].copy_from_slice(&1000u32.to_le_bytes());
+    reseal_record(&mut rec);
+    let err = replay(&l, &rec).1.unwrap_err();
+    assert!(err.contains("do not fit"), "{err}");
+    // More volumes than the label allows.
+    let mut small = l.clone();
+    small.max_volumes = 2;
+    let c = with(&|c| {
+        c.next_id = 4;
+        c.upserts = vec![vol(3, "x", vec![NONE])];
+    });
+    let rec = encode_change(8, 7, &c, &small);
+    let err = replay(&small, &rec).1.unwrap_err();
+    assert!(err.contains("more than the 2"), "{err}");
+    // A full pool's record that rewrites a volume adds none.
+    let mut grown = vol(2, "v", vec![1, NONE, NONE, NONE, NONE]);
+    grown.size = 5 * 4096;
+    let rec = encode_change(8, 7, &with(&|c| c.upserts = vec![grown.clone()]), &small);
+    assert_eq!(replay(&small, &rec).1, Ok(true));
+    // Parents are checked once the log is replayed: a record may name a missing one.
+    let mut orphan = vol(3, "x", vec![NONE]);
+    orphan.parent = Some(9);
+    let c = with(&|c| {
+        c.next_id = 4;
+        c.upserts = vec![orphan.clone()];
+    });
+    let (r, res) = replay(&l, &encode_change(8, 7, &c, &l));
+    assert_eq!(res, Ok(true));
+    assert!(check_references(&r.meta)
+        .unwrap_err()
+        .contains("missing parent"));
+}
+
+#[test]
+fn a_deep_snapshot_chain_checks_and_a_long_cycle_is_refused() {
+    const N: u64 = 10_000;
+    let mut vols: Vec<VolMeta> = (1..=N)
+        .map(|id| {
+            let mut v = vol(id, &format!("s{id}"), vec![NONE]);
+            v.parent = (id > 1).then(|| id - 1);
+            v.read_only = id < N;
+            v
+        })
+        .collect();
+    let mut m = Meta {
+        generation: 2,
+        next_id: N + 1,
+        vols: Meta::vols_of(vols.clone()),
+        clean_from: 0,
+    };
+    assert_eq!(check_references(&m), Ok(()));
+    vols[0].parent = Some(N - 1);
+    m.vols = Meta::vols_of(vols);
+    let e = check_references(&m).unwrap_err();
+    assert!(e.contains("its own ancestor"), "{e}");
 }

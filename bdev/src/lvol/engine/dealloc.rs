@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use ferrox_reactor::task::yield_now;
 
-use super::super::format::{encode_meta, LogPos, VolMeta, NONE};
+use super::super::format::{LogEntry, NONE};
 use super::super::{LvolError, Scan, OWNED};
 use super::views::parent_source;
-use super::{io_err, ChanReq, Engine, Request};
+use super::{ChanReq, Engine, Request};
 use crate::BdevError;
 
 /// View entries (or chunk summaries) one step looks at before the engine lets the
@@ -112,7 +112,7 @@ impl Engine {
         let Some(vs) = self.st.borrow().shared.get(&vol).cloned() else {
             return Ok(());
         };
-        if !self.st.borrow().meta.vols.iter().any(|v| v.id == vol) {
+        if !self.st.borrow().meta.vols.contains_key(&vol) {
             return Ok(());
         }
         self.freeze(vol).await;
@@ -186,18 +186,13 @@ impl Engine {
     /// cluster must stay to hide it).
     fn frees(&self, vol: u64, found: &mut Vec<usize>, freed: &mut Vec<(usize, u32)>) {
         let st = self.st.borrow();
-        let Some(v) = st.meta.vols.iter().find(|v| v.id == vol) else {
+        let Some(v) = st.meta.vols.get(&vol) else {
             found.clear();
             return;
         };
-        let vols: HashMap<u64, &VolMeta> = if v.parent.is_some() {
-            st.meta.vols.iter().map(|v| (v.id, v)).collect()
-        } else {
-            HashMap::new()
-        };
         for vc in found.drain(..) {
             let p = v.map.get(vc).copied().unwrap_or(NONE);
-            if p != NONE && parent_source(&vols, v, vc) == NONE {
+            if p != NONE && parent_source(&st.meta.vols, v, vc) == NONE {
                 freed.push((vc, p));
             }
         }
@@ -228,62 +223,18 @@ impl Engine {
         self.dealloc_stats.set(s);
     }
 
-    /// Commits the metadata with volume `vol`'s clusters `freed` unmapped, as a
-    /// whole image (like [`Engine::commit`]), patching the metadata in memory rather
-    /// than copying it: the patch is undone if the write fails.
+    /// Commits the metadata with volume `vol`'s clusters `freed` unmapped: a
+    /// journal record of the frees, or a whole image on a pool before version 4.
     async fn commit_freed(&self, vol: u64, freed: &[(usize, u32)]) -> Result<(), LvolError> {
-        let (img, slot) = {
-            let mut st = self.st.borrow_mut();
-            let vi = st
-                .meta
-                .vols
-                .iter()
-                .position(|v| v.id == vol)
-                .expect("frozen");
-            for &(vc, _) in freed {
-                st.meta.vols[vi].map[vc] = NONE;
-            }
-            st.meta.generation += 1;
-            let img = encode_meta(&st.meta, &self.sh.label);
-            (img, 1 - st.log.base_slot)
-        };
-        let written = match img {
-            Ok(img) => {
-                let off = self.sh.label.slot_offset[slot];
-                match self.io.write(off, &img).await {
-                    Ok(()) => self.io.flush().await.map_err(io_err("flushing metadata")),
-                    Err(e) => Err(io_err("writing metadata")(e)),
-                }
-                .map_err(|e| (e, true))
-            }
-            Err(e) => Err((e, false)),
-        };
-        let mut st = self.st.borrow_mut();
-        let vi = st
-            .meta
-            .vols
+        let mut c = self.st.borrow().change();
+        c.frees = freed
             .iter()
-            .position(|v| v.id == vol)
-            .expect("frozen");
-        if let Err((e, tried)) = written {
-            // Undo the patch. A write that failed may have landed anyway: the next
-            // commit must then be a full image (see `commit`).
-            for &(vc, p) in freed {
-                st.meta.vols[vi].map[vc] = p;
-            }
-            st.meta.generation -= 1;
-            st.unsure |= tried;
-            return Err(e);
-        }
-        st.log = LogPos {
-            base_slot: slot,
-            base_generation: st.meta.generation,
-            tail: 0,
-        };
-        st.unsure = false;
-        let q = std::mem::take(&mut st.quarantine);
-        drop(st);
-        self.release(&q);
-        Ok(())
+            .map(|&(vc, pc)| LogEntry {
+                vol,
+                vc: vc as u32,
+                pc,
+            })
+            .collect();
+        self.commit_change(c).await
     }
 }

@@ -2,7 +2,7 @@
 //! ancestor's, or zeroes), computed from the committed metadata and handed to the
 //! channels; freezing a volume goes through its view.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -15,7 +15,7 @@ use super::Engine;
 pub(super) fn parent_sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
     let n = v.map.len();
     let mut out = vec![NONE; n];
-    let Some(p) = v.parent.and_then(|p| meta.vols.iter().find(|x| x.id == p)) else {
+    let Some(p) = v.parent.and_then(|p| meta.vols.get(&p)) else {
         return out;
     };
     let ps = sources(meta, p);
@@ -41,10 +41,10 @@ pub(super) fn sources(meta: &Meta, v: &VolMeta) -> Vec<u32> {
 /// What volume cluster `vc` of `v` reads from its ancestors (no OWNED bit), or
 /// [`NONE`]: the same as `parent_sources(meta, v)[vc]`, without building the whole map.
 /// `vols` finds a volume by id.
-pub(super) fn parent_source(vols: &HashMap<u64, &VolMeta>, v: &VolMeta, vc: usize) -> u32 {
+pub(super) fn parent_source(vols: &BTreeMap<u64, VolMeta>, v: &VolMeta, vc: usize) -> u32 {
     let mut cur = v;
     loop {
-        let Some(&p) = cur.parent.and_then(|p| vols.get(&p)) else {
+        let Some(p) = cur.parent.and_then(|p| vols.get(&p)) else {
             return NONE;
         };
         if vc as u64 >= cur.backing || vc >= p.map.len() {
@@ -63,7 +63,7 @@ impl Engine {
     pub(super) fn publish(&self, id: u64) {
         let st = self.st.borrow();
         let Some(vs) = st.shared.get(&id) else { return };
-        let view = match st.meta.vols.iter().find(|v| v.id == id) {
+        let view = match st.meta.vols.get(&id) {
             Some(v) if !st.deleting.contains(&id) => VolView {
                 frozen: st.frozen.contains(&id),
                 deleted: false,
@@ -85,7 +85,7 @@ impl Engine {
         let Some(vs) = st.shared.get(&id).cloned() else {
             return;
         };
-        let v = match st.meta.vols.iter().find(|v| v.id == id) {
+        let v = match st.meta.vols.get(&id) {
             Some(v) if !st.deleting.contains(&id) => v,
             _ => {
                 drop(st);
