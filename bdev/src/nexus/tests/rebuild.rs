@@ -1,0 +1,259 @@
+use std::rc::Rc;
+
+use ferrox_reactor::task::yield_now;
+
+use super::*;
+
+/// Polls `cond` once per reactor turn until it holds; panics after 5 s.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        yield_now().await;
+    }
+}
+
+fn fast() -> NexusConfig {
+    NexusConfig {
+        rebuild_rate: MAX_REBUILD_RATE,
+        ..cfg()
+    }
+}
+
+async fn all_equal(kids: &[Arc<TestChild>]) -> Vec<u8> {
+    let first = content(kids[0].mem.clone()).await;
+    for (i, k) in kids.iter().enumerate().skip(1) {
+        assert!(content(k.mem.clone()).await == first, "child {i} differs");
+    }
+    first
+}
+
+#[test]
+fn a_partial_rebuild_copies_only_the_dirty_regions() {
+    let g = group();
+    let f = fixture(3, fast());
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let (copied, status, data) = on(&g, move || async move {
+        let ch = open(&nx);
+        write(&ch, 0, &pattern(1, 65536)).await.unwrap();
+        kids[2].fail();
+        write(&ch, 2 * REGION_BLOCKS, &pattern(2, 4096))
+            .await
+            .unwrap();
+        // Regions 7 and 8.
+        write(&ch, 8 * REGION_BLOCKS - 4, &pattern(3, 4096))
+            .await
+            .unwrap();
+        ch.submit_async(IoOp::WriteZeroes {
+            lba: 30 * REGION_BLOCKS,
+            blocks: 3,
+        })
+        .await
+        .0
+        .unwrap();
+        assert_eq!(nx.dirty().dirty_regions(), vec![2, 7, 8, 30]);
+        kids[2].come_back();
+        let before = kids[2].written.load(Ordering::SeqCst);
+        let status = nx.clone().rebuild(2, RebuildMode::Partial).await.unwrap();
+        let copied = kids[2].written.load(Ordering::SeqCst) - before;
+        (copied, status, all_equal(&kids).await)
+    });
+    assert_eq!(copied, 4 * REGION, "only the four dirty regions are copied");
+    assert_eq!(status.phase, RebuildPhase::Done);
+    assert_eq!((status.copied, status.total), (4 * REGION, 4 * REGION));
+    assert_eq!(status.mode, RebuildMode::Partial);
+    assert_eq!((status.child, status.source), (2, 0));
+    assert_eq!(f.nx.child_states(), vec![ChildState::Healthy; 3]);
+    assert_eq!(f.nx.dirty().count(), 0, "the copied regions are clean");
+    assert!(f.log.stored().unwrap().iter().all(|&w| w == 0));
+    assert_eq!(
+        *f.rec.events.lock().unwrap(),
+        vec!["record 2 Faulted", "record 2 Healthy"]
+    );
+    assert_eq!(&data[..65536], &pattern(1, 65536)[..]);
+    let at = (8 * REGION_BLOCKS - 4) as usize * 512;
+    assert_eq!(&data[at..at + 4096], &pattern(3, 4096)[..]);
+}
+
+#[test]
+fn a_full_rebuild_copies_everything() {
+    let g = group();
+    let f = fixture(2, fast());
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let (copied, status) = on(&g, move || async move {
+        let ch = open(&nx);
+        kids[1].fail();
+        write(&ch, 100, &pattern(4, 1024)).await.unwrap();
+        kids[1].come_back();
+        let before = kids[1].written.load(Ordering::SeqCst);
+        let status = nx.clone().rebuild(1, RebuildMode::Full).await.unwrap();
+        let copied = kids[1].written.load(Ordering::SeqCst) - before;
+        all_equal(&kids).await;
+        (copied, status)
+    });
+    assert_eq!(copied, BLOCKS * 512);
+    assert_eq!(status.total, BLOCKS * 512);
+    assert_eq!(status.copied, BLOCKS * 512);
+    assert_eq!(f.nx.child_state(1), ChildState::Healthy);
+    assert_eq!(f.nx.dirty().count(), 0);
+}
+
+/// The copy of a region reads the source, then writes the child. A host write into
+/// that region between the two must not be overwritten by the older bytes: here the
+/// source's read is done but its completion held until the host write was issued.
+#[test]
+fn a_host_write_into_the_region_being_copied_ends_identical() {
+    let g = group();
+    let f = fixture(2, fast());
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let (blocked, other_done, data) = on(&g, move || async move {
+        let ch = Rc::new(open(&nx));
+        kids[1].fail();
+        write(&ch, 4 * REGION_BLOCKS, &pattern(1, 65536))
+            .await
+            .unwrap();
+        kids[1].come_back();
+        kids[0].hold_read_at(4 * REGION_BLOCKS);
+        let rb = Reactor::with(|r| r.spawn_local(nx.clone().rebuild(1, RebuildMode::Partial)));
+        until("the rebuild's read of region 4", || kids[0].held() == 1).await;
+        assert_eq!(nx.child_state(1), ChildState::Rebuilding);
+        // Into the region being copied: waits for the copy.
+        let c2 = ch.clone();
+        let host = Reactor::with(|r| {
+            r.spawn_local(async move { write(&c2, 4 * REGION_BLOCKS + 8, &pattern(2, 4096)).await })
+        });
+        // Outside it: not held up, and reaches the rebuilding child as well.
+        let c3 = ch.clone();
+        let other = Reactor::with(|r| {
+            r.spawn_local(async move { write(&c3, 9 * REGION_BLOCKS, &pattern(3, 4096)).await })
+        });
+        for _ in 0..200 {
+            yield_now().await;
+        }
+        let blocked = !host.is_finished();
+        let other_done = other.is_finished();
+        kids[0].release();
+        rb.await.unwrap().unwrap();
+        host.await.unwrap().unwrap();
+        other.await.unwrap().unwrap();
+        (blocked, other_done, all_equal(&kids).await)
+    });
+    assert!(
+        blocked,
+        "a write into the region being copied waits for the copy"
+    );
+    assert!(other_done, "a write elsewhere does not wait");
+    let at = (4 * REGION_BLOCKS as usize + 8) * 512;
+    assert_eq!(&data[at..at + 4096], &pattern(2, 4096)[..]);
+    let at = 9 * REGION_BLOCKS as usize * 512;
+    assert_eq!(&data[at..at + 4096], &pattern(3, 4096)[..]);
+    assert_eq!(f.nx.child_states(), vec![ChildState::Healthy; 2]);
+}
+
+#[test]
+fn a_rebuild_is_rate_limited_and_reports_progress() {
+    let g = group();
+    let f = fixture(3, cfg());
+    f.nx.set_rebuild_rate(MIN_REBUILD_RATE).unwrap();
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let (took, running, second, status) = on(&g, move || async move {
+        let ch = open(&nx);
+        kids[1].fail();
+        kids[2].fail();
+        for r in [1, 5, 9, 13] {
+            write(&ch, r * REGION_BLOCKS, &pattern(r, 512))
+                .await
+                .unwrap();
+        }
+        kids[1].come_back();
+        kids[2].come_back();
+        let t = Instant::now();
+        let rb = Reactor::with(|r| r.spawn_local(nx.clone().rebuild(1, RebuildMode::Partial)));
+        let n2 = nx.clone();
+        until("the first region copied", || {
+            n2.rebuild_status().is_some_and(|s| s.copied > 0)
+        })
+        .await;
+        let running = nx.rebuild_status().unwrap();
+        let second = nx.clone().rebuild(2, RebuildMode::Partial).await;
+        let status = rb.await.unwrap().unwrap();
+        (t.elapsed(), running, second, status)
+    });
+    // 256 KiB at 1 MiB/s: a quarter of a second at least.
+    assert!(took >= Duration::from_millis(240), "{took:?}");
+    assert_eq!(running.phase, RebuildPhase::Running);
+    assert!(running.copied < running.total, "{running:?}");
+    assert!(running
+        .eta()
+        .is_some_and(|e| e > Duration::ZERO && e < Duration::from_secs(5)));
+    assert_eq!(running.rate, MIN_REBUILD_RATE);
+    assert!(
+        matches!(second, Err(NexusError::RebuildRunning(_))),
+        "{second:?}"
+    );
+    assert_eq!(status.copied, 4 * REGION);
+    assert_eq!(status.eta(), None);
+    // Child 2 is still faulted: the bits stay for its rebuild.
+    assert_eq!(f.nx.dirty().dirty_regions(), vec![1, 5, 9, 13]);
+    assert_eq!(f.nx.child_states()[2], ChildState::Faulted);
+}
+
+#[test]
+fn rebuild_refuses_what_it_cannot_do() {
+    let g = group();
+    let f = fixture(2, fast());
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let (healthy, missing, no_source) = on(&g, move || async move {
+        let healthy = nx.clone().rebuild(0, RebuildMode::Full).await;
+        let missing = nx.clone().rebuild(7, RebuildMode::Full).await;
+        let ch = open(&nx);
+        kids[0].fail();
+        kids[1].fail();
+        let _ = write(&ch, 0, &pattern(0, 512)).await;
+        let no_source = nx.clone().rebuild(1, RebuildMode::Full).await;
+        (healthy, missing, no_source)
+    });
+    assert!(
+        matches!(healthy, Err(NexusError::NotFaulted { child: 0, .. })),
+        "{healthy:?}"
+    );
+    assert!(
+        matches!(missing, Err(NexusError::NoSuchChild { child: 7, .. })),
+        "{missing:?}"
+    );
+    assert!(
+        matches!(no_source, Err(NexusError::NoSource(_))),
+        "{no_source:?}"
+    );
+}
+
+#[test]
+fn a_child_failing_during_its_rebuild_is_faulted_again() {
+    let g = group();
+    let f = fixture(2, fast());
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let res = on(&g, move || async move {
+        let ch = open(&nx);
+        kids[1].fail();
+        write(&ch, 0, &pattern(0, 512)).await.unwrap();
+        write(&ch, 10 * REGION_BLOCKS, &pattern(0, 512))
+            .await
+            .unwrap();
+        // Still failing: the rebuild's first write fails.
+        nx.clone().rebuild(1, RebuildMode::Partial).await
+    });
+    assert!(
+        matches!(res, Err(NexusError::RebuildFailed { child: 1, .. })),
+        "{res:?}"
+    );
+    assert_eq!(f.nx.child_state(1), ChildState::Faulted);
+    assert_eq!(
+        f.nx.dirty().dirty_regions(),
+        vec![0, 10],
+        "nothing copied, nothing cleared"
+    );
+    assert!(matches!(
+        f.nx.rebuild_status().unwrap().phase,
+        RebuildPhase::Failed(_)
+    ));
+}
