@@ -13,6 +13,7 @@ use super::*;
 use crate::{IoChannel, IoOp};
 
 mod child;
+mod model;
 mod rebuild;
 
 use child::TestChild;

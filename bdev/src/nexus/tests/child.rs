@@ -30,6 +30,9 @@ pub struct TestChild {
     pub reads: AtomicU64,
     /// A read starting at this LBA is done at once but its completion held.
     hold_read: AtomicU64,
+    /// Completions wait up to this many reactor turns (random; 0: none), so
+    /// requests of other tasks run between a request's effect and its completion.
+    jitter: AtomicU64,
 }
 
 type Held = (Completion, Result<(), BdevError>, Option<DmaBuf>);
@@ -52,6 +55,7 @@ impl TestChild {
             written: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             hold_read: AtomicU64::new(NONE),
+            jitter: AtomicU64::new(0),
         })
     }
 
@@ -72,6 +76,10 @@ impl TestChild {
                 defer_completion(r, done, Err(BdevError::Io(libc::EIO)), op.into_buf());
             }
         });
+    }
+
+    pub fn set_jitter(&self, turns: u64) {
+        self.jitter.store(turns, Ordering::SeqCst);
     }
 
     pub fn hold_read_at(&self, lba: u64) {
@@ -107,6 +115,7 @@ impl BlockDevice for TestChild {
             inner,
             holding: RefCell::new(HashMap::new()),
             next: std::cell::Cell::new(0),
+            rng: std::cell::Cell::new(0x9e37_79b9_7f4a_7c15),
         })))
     }
 }
@@ -117,6 +126,7 @@ struct TestChan {
     /// Requests passed to the disk, by tag: their completion and whether to hold it.
     holding: RefCell<HashMap<u64, (Completion, bool)>>,
     next: std::cell::Cell<u64>,
+    rng: std::cell::Cell<u64>,
 }
 
 impl IoSink for TestChan {
@@ -130,7 +140,25 @@ impl IoSink for TestChan {
                     .push((done, result, buf))
             });
         } else {
-            done.complete(result, buf);
+            let jitter = self.dev.jitter.load(Ordering::SeqCst);
+            if jitter == 0 {
+                return done.complete(result, buf);
+            }
+            // xorshift64
+            let mut x = self.rng.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.rng.set(x);
+            let turns = x % (jitter + 1);
+            Reactor::with(|r| {
+                r.spawn_local(async move {
+                    for _ in 0..turns {
+                        ferrox_reactor::task::yield_now().await;
+                    }
+                    done.complete(result, buf);
+                })
+            });
         }
     }
 }
