@@ -119,18 +119,26 @@ impl Nexus {
             Ok(()) => self.finish_rebuild(child).await,
             Err(e) => Err(e),
         };
-        let mut st = lock(&self.rebuild);
-        let s = st.as_mut().expect("the rebuild's status");
-        s.finished = Some(Instant::now());
+        let status = {
+            let mut st = lock(&self.rebuild);
+            let s = st.as_mut().expect("the rebuild's status");
+            s.finished = Some(Instant::now());
+            s.phase = match &res {
+                Ok(()) => RebuildPhase::Done,
+                Err(why) => RebuildPhase::Failed(why.clone()),
+            };
+            s.clone()
+        };
         match res {
-            Ok(()) => {
-                s.phase = RebuildPhase::Done;
-                Ok(s.clone())
-            }
+            Ok(()) => Ok(status),
             Err(why) => {
-                s.phase = RebuildPhase::Failed(why.clone());
-                // A child left Rebuilding is faulted again: it is not a copy.
+                // A child left Rebuilding is faulted again: it is not a copy. The
+                // faults are recorded now, not at the next write (best effort: a
+                // write retries).
                 let _ = self.fault(child, &BdevError::Io(libc::ECANCELED));
+                if let Err(e) = self.ensure_recorded().await {
+                    tracing::warn!(nexus = %name, "{e}");
+                }
                 Err(NexusError::RebuildFailed { name, child, why })
             }
         }

@@ -44,15 +44,25 @@ fn group() -> ReactorGroup {
     ReactorGroup::start(&[available_cores()[0]], &ReactorOptions::default(), pool()).unwrap()
 }
 
-/// Runs `f()` as a task on the group's reactor and returns its output.
+/// Runs `f()` as a task on the group's first reactor and returns its output.
 fn on<T, F, Fut>(g: &ReactorGroup, f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
+    on_at(g, 0, f)
+}
+
+/// Runs `f()` as a task on reactor `at` of the group and returns its output.
+fn on_at<T, F, Fut>(g: &ReactorGroup, at: usize, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
     let (tx, rx) = oneshot();
-    g.handles()[0]
+    g.handles()[at]
         .send(move |r: &Reactor| {
             r.spawn_local(async move { tx.send(f().await) });
         })

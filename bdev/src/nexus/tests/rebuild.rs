@@ -257,3 +257,80 @@ fn a_child_failing_during_its_rebuild_is_faulted_again() {
         RebuildPhase::Failed(_)
     ));
 }
+
+/// The rebuild runs on one reactor while another writes: the range lock and the
+/// wake-ups cross threads.
+#[test]
+fn writes_from_another_reactor_during_a_rebuild_end_identical() {
+    let cores: Vec<usize> = available_cores().into_iter().cycle().take(2).collect();
+    let g = ReactorGroup::start(&cores, &ReactorOptions::default(), pool()).unwrap();
+    let f = fixture(2, cfg());
+    // 4 MiB at 16 MiB/s: a quarter of a second of writes during the copy.
+    f.nx.set_rebuild_rate(16 << 20).unwrap();
+    for k in &f.kids {
+        k.set_jitter(16);
+    }
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let model = on(&g, move || async move {
+        let ch = open(&nx);
+        kids[1].fail();
+        let mut model = vec![0u8; (BLOCKS * 512) as usize];
+        for r in 0..BLOCKS / REGION_BLOCKS {
+            let data = pattern(r, 4096);
+            write(&ch, r * REGION_BLOCKS, &data).await.unwrap();
+            model[(r * REGION) as usize..][..4096].copy_from_slice(&data);
+        }
+        kids[1].come_back();
+        model
+    });
+    assert_eq!(f.nx.dirty().count(), BLOCKS / REGION_BLOCKS);
+    let (tx, rb) = oneshot();
+    let nx = f.nx.clone();
+    g.handles()[0]
+        .send(move |r: &Reactor| {
+            r.spawn_local(async move { tx.send(nx.rebuild(1, RebuildMode::Partial).await) });
+        })
+        .unwrap();
+    let nx = f.nx.clone();
+    let (model, writes) = on_at(&g, 1, move || async move {
+        let ch = open(&nx);
+        until("the rebuild to start", || nx.rebuild_status().is_some()).await;
+        let mut model = model;
+        let mut writes = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        while nx
+            .rebuild_status()
+            .is_some_and(|s| s.phase == RebuildPhase::Running)
+            && Instant::now() < deadline
+        {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Into the region being copied (the rebuild goes in order), mostly.
+            let at = nx.rebuild_status().map_or(0, |s| s.copied / REGION);
+            let lba = if x.is_multiple_of(4) {
+                x % (BLOCKS - 16)
+            } else {
+                (at * REGION_BLOCKS + (x >> 8) % REGION_BLOCKS).min(BLOCKS - 16)
+            };
+            let blocks = 1 + (x >> 32) % 16;
+            let data = pattern(x, (blocks * 512) as usize);
+            write(&ch, lba, &data).await.unwrap();
+            model[lba as usize * 512..][..data.len()].copy_from_slice(&data);
+            writes += 1;
+        }
+        (model, writes)
+    });
+    let status = rb.wait_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    assert_eq!(status.copied, BLOCKS * 512);
+    assert!(writes > 10, "writes overlapped the rebuild: {writes}");
+    let kids = f.kids.clone();
+    on(&g, move || async move {
+        assert!(
+            all_equal(&kids).await == model,
+            "the children hold the model"
+        );
+    });
+    assert_eq!(f.nx.child_states(), vec![ChildState::Healthy; 2]);
+}
