@@ -71,19 +71,27 @@
 //! itself and cannot interleave with the copy of its region (the copy could otherwise
 //! put the source's older bytes over the newer ones). All counters are `SeqCst`.
 //!
+//! ## After a restart
+//!
+//! The control plane re-applies its records with [`Nexus::restore_faulted`] and calls
+//! [`Nexus::load_dirty`] before serving I/O. Until the stored map is found, only a
+//! full rebuild is allowed ([`NexusError::DirtyMapIncomplete`]); a full rebuild that
+//! leaves no child faulted makes the map whole again. The first store of a dirty
+//! map always adds the stored one first, so a write before the load drops nothing.
+//!
 //! One dirty map serves every faulted child: a region's bit is cleared only when the
 //! child rebuilt is the only non-healthy one; with two children faulted, the second
 //! rebuild copies (a superset of) what the first did.
 //!
 //! # What it doesn't implement
 //!
-//! Restoring child states and the dirty map after a restart of the nexus (the control
-//! plane's records and [`DirtyLog::load`] hold what is needed; wiring them in is the
-//! control plane's step), reconnecting remote children, replacing a child, more than
-//! one rebuild at a time per nexus, choosing another source when the rebuild's source
-//! fails (the rebuild stops with an error; start it again), and an I/O path free of
-//! allocation (each request is a boxed task, and a write is copied into one pool
-//! buffer per extra child).
+//! Reconnecting remote children, replacing a child, more than one rebuild at a time
+//! per nexus, choosing another source when the rebuild's source fails (the rebuild
+//! stops with an error; start it again), a lock-free degraded path (while a child is
+//! faulted, writes to regions not yet durably dirty take the dirty map's mutex), and
+//! an I/O path free of allocation (each request is a boxed task, and a write is
+//! copied into one pool buffer per extra child). The NVMe target does not map
+//! [`BdevError::NoPath`] to a path status yet (it answers Internal Error).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -250,6 +258,8 @@ pub enum NexusError {
         #[source]
         source: RecordError,
     },
+    #[error("nexus {0:?}: the dirty map does not cover the time a child was faulted (not loaded, or lost): only a full rebuild is possible")]
+    DirtyMapIncomplete(String),
     #[error("nexus {name:?}: dirty log: {source}")]
     DirtyLog {
         name: String,
@@ -296,6 +306,9 @@ pub struct Nexus {
     /// One task records at a time; the others wait and then look again.
     record_gate: Mutex<Gate>,
     rebuild: Mutex<Option<RebuildStatus>>,
+    /// The dirty map holds every region written since any child was faulted (false
+    /// after a restart restored a fault, until the stored map is loaded).
+    dirty_complete: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -426,6 +439,7 @@ impl Nexus {
             unrecorded: AtomicUsize::new(0),
             record_gate: Mutex::new(Gate::default()),
             rebuild: Mutex::new(None),
+            dirty_complete: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 
@@ -446,6 +460,48 @@ impl Nexus {
     /// The dirty-region map (regions written while a child was faulted).
     pub fn dirty(&self) -> &DirtyMap {
         &self.dirty
+    }
+
+    /// After a restart: marks `child` Faulted as the control plane recorded it
+    /// (nothing is recorded again). Until [`Nexus::load_dirty`] finds the stored map,
+    /// only a full rebuild is allowed.
+    pub fn restore_faulted(&self, child: usize) -> Result<(), NexusError> {
+        let c = self
+            .children
+            .get(child)
+            .ok_or_else(|| self.no_child(child))?;
+        let _m = lock(&c.meta);
+        self.dirty_complete.store(false, Ordering::SeqCst);
+        c.state.store(ChildState::Faulted.as_u8(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// After a restart: adds the stored dirty map to this one. `Ok(false)` if the log
+    /// holds none (lost, or never written): faulted children then need a full
+    /// rebuild.
+    pub async fn load_dirty(&self) -> Result<bool, NexusError> {
+        let found = self
+            .dirty
+            .merge_stored()
+            .await
+            .map_err(|source| NexusError::DirtyLog {
+                name: self.info.name.clone(),
+                source,
+            })?;
+        if !found {
+            return Ok(false);
+        }
+        self.dirty_complete.store(true, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// The rebuild a faulted child needs: partial while the dirty map is complete.
+    pub fn rebuild_mode(&self) -> RebuildMode {
+        if self.dirty_complete.load(Ordering::SeqCst) {
+            RebuildMode::Partial
+        } else {
+            RebuildMode::Full
+        }
     }
 
     /// Bytes per dirty region.

@@ -138,6 +138,8 @@ pub struct BdevDirtyLog {
     slot_blocks: u64,
     /// The newest generation stored or loaded.
     generation: AtomicU64,
+    /// The slots were read: a store never numbers its copy below one on the device.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl BdevDirtyLog {
@@ -174,6 +176,7 @@ impl BdevDirtyLog {
             lba,
             slot_blocks,
             generation: AtomicU64::new(0),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -318,6 +321,9 @@ impl DirtyLog for BdevDirtyLog {
         regions: u64,
     ) -> LocalFuture<'a, Result<(), DirtyLogError>> {
         Box::pin(async move {
+            if !self.loaded.load(Ordering::SeqCst) {
+                self.load(regions).await?;
+            }
             let generation = self.generation.load(Ordering::SeqCst) + 1;
             let bytes = Self::encode(generation, bits, regions);
             self.write_slot(generation % 2, &bytes).await?;
@@ -338,6 +344,7 @@ impl DirtyLog for BdevDirtyLog {
                     }
                 }
             }
+            self.loaded.store(true, Ordering::SeqCst);
             Ok(best.map(|(g, bits)| {
                 self.generation.store(g, Ordering::SeqCst);
                 bits
@@ -359,6 +366,9 @@ struct DirtyState {
 /// Which regions were written while a child was faulted; see the module docs.
 pub struct DirtyMap {
     regions: u64,
+    /// The log's stored map was read and added (`Some(found)`), once: before the
+    /// first store, so a store never drops bits stored before a restart.
+    merged: Mutex<Option<bool>>,
     durable: Box<[AtomicU64]>,
     st: Mutex<DirtyState>,
     log: Arc<dyn DirtyLog>,
@@ -369,6 +379,7 @@ impl DirtyMap {
         let n = words(regions);
         Self {
             regions,
+            merged: Mutex::new(None),
             durable: (0..n).map(|_| AtomicU64::new(0)).collect(),
             st: Mutex::new(DirtyState {
                 bits: vec![0; n],
@@ -383,6 +394,22 @@ impl DirtyMap {
 
     pub fn regions(&self) -> u64 {
         self.regions
+    }
+
+    /// Adds the log's stored map, once; whether the log held one. Called by the task
+    /// that stores and by [`super::Nexus::load_dirty`]; merging is idempotent, so
+    /// two that race only read the log twice.
+    pub(super) async fn merge_stored(&self) -> Result<bool, DirtyLogError> {
+        if let Some(found) = *lock(&self.merged) {
+            return Ok(found);
+        }
+        let stored = self.log.load(self.regions).await?;
+        let found = stored.is_some();
+        if let Some(bits) = stored {
+            self.merge(&bits);
+        }
+        *lock(&self.merged) = Some(found);
+        Ok(found)
     }
 
     pub fn is_dirty(&self, r: u64) -> bool {
@@ -451,7 +478,17 @@ impl DirtyMap {
             let Some((seq, bits)) = job else {
                 return Ok(());
             };
-            let res = self.log.store(&bits, self.regions).await;
+            let res = match self.merge_stored().await {
+                // Stored before a restart: in the snapshot too.
+                Ok(_) => {
+                    let bits: Vec<u64> = {
+                        let st = lock(&self.st);
+                        bits.iter().zip(&st.bits).map(|(a, b)| a | b).collect()
+                    };
+                    self.log.store(&bits, self.regions).await
+                }
+                Err(e) => Err(e),
+            };
             let waiters = {
                 let mut st = lock(&self.st);
                 st.storing = false;
@@ -466,6 +503,22 @@ impl DirtyMap {
             };
             waiters.into_iter().for_each(Waker::wake);
             res?;
+        }
+    }
+
+    /// Adds a stored bitmap (after a restart): its bits are durable already.
+    fn merge(&self, stored: &[u64]) {
+        let mut st = lock(&self.st);
+        for (i, w) in stored.iter().enumerate().take(st.bits.len()) {
+            st.bits[i] |= w;
+            self.durable[i].fetch_or(*w, Ordering::SeqCst);
+        }
+        // Bits past the last region (a bitmap of another size) are dropped.
+        let tail = self.regions % 64;
+        if tail != 0 {
+            let last = st.bits.len() - 1;
+            st.bits[last] &= (1u64 << tail) - 1;
+            self.durable[last].fetch_and((1u64 << tail) - 1, Ordering::SeqCst);
         }
     }
 

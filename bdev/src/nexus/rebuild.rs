@@ -75,6 +75,9 @@ impl Nexus {
         if state != ChildState::Faulted {
             return Err(NexusError::NotFaulted { name, child, state });
         }
+        if mode == RebuildMode::Partial && self.rebuild_mode() == RebuildMode::Full {
+            return Err(NexusError::DirtyMapIncomplete(name));
+        }
         // A fault is recorded before the child may be rebuilt.
         self.ensure_recorded()
             .await
@@ -130,7 +133,14 @@ impl Nexus {
             s.clone()
         };
         match res {
-            Ok(()) => Ok(status),
+            Ok(()) => {
+                // Everything copied and nobody faulted: the map is whole again.
+                if mode == RebuildMode::Full && !self.child_states().contains(&ChildState::Faulted)
+                {
+                    self.dirty_complete.store(true, Ordering::SeqCst);
+                }
+                Ok(status)
+            }
             Err(why) => {
                 // A child left Rebuilding is faulted again: it is not a copy. The
                 // faults are recorded now, not at the next write (best effort: a

@@ -334,3 +334,91 @@ fn writes_from_another_reactor_during_a_rebuild_end_identical() {
     });
     assert_eq!(f.nx.child_states(), vec![ChildState::Healthy; 2]);
 }
+
+/// A nexus restarted over the same children and dirty log: the faults come back
+/// from the control plane's records, the dirty map from the log, and a partial
+/// rebuild copies what was written while the child was down.
+#[test]
+fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
+    let g = group();
+    let meta = crate::malloc::MallocBdev::new("meta", 64, 512).unwrap();
+    let regions = BLOCKS / REGION_BLOCKS;
+    let kids: Vec<Arc<TestChild>> = (0..2)
+        .map(|i| TestChild::new(&format!("c{i}"), BLOCKS))
+        .collect();
+    let make = |kids: &[Arc<TestChild>], log: Arc<dyn DirtyLog>| {
+        Nexus::new(
+            "nx",
+            kids.iter()
+                .map(|k| k.clone() as Arc<dyn BlockDevice>)
+                .collect(),
+            fast(),
+            Arc::new(Recorder::default()),
+            log,
+        )
+        .unwrap()
+    };
+    let log = || BdevDirtyLog::new(meta.clone(), 0, 4, regions).unwrap() as Arc<dyn DirtyLog>;
+    let first = make(&kids, log());
+    let k2 = kids.clone();
+    on(&g, move || async move {
+        let ch = open(&first);
+        k2[1].fail();
+        write(&ch, 3 * REGION_BLOCKS, &pattern(1, 4096))
+            .await
+            .unwrap();
+        write(&ch, 9 * REGION_BLOCKS, &pattern(2, 4096))
+            .await
+            .unwrap();
+    });
+    // The restart: a new nexus, the same children and log device.
+    let second = make(&kids, log());
+    second.restore_faulted(1).unwrap();
+    assert_eq!(second.rebuild_mode(), RebuildMode::Full);
+    let (nx, k2) = (second.clone(), kids.clone());
+    let (early, found, copied) = on(&g, move || async move {
+        let early = nx.clone().rebuild(1, RebuildMode::Partial).await;
+        // A write before the load: its store keeps the stored bits.
+        let ch = open(&nx);
+        write(&ch, 20 * REGION_BLOCKS, &pattern(3, 512))
+            .await
+            .unwrap();
+        let found = nx.load_dirty().await.unwrap();
+        k2[1].come_back();
+        let before = k2[1].written.load(Ordering::SeqCst);
+        nx.clone().rebuild(1, RebuildMode::Partial).await.unwrap();
+        let copied = k2[1].written.load(Ordering::SeqCst) - before;
+        all_equal(&k2).await;
+        (early, found, copied)
+    });
+    assert!(
+        matches!(early, Err(NexusError::DirtyMapIncomplete(_))),
+        "{early:?}"
+    );
+    assert!(found);
+    assert_eq!(copied, 3 * REGION, "regions 3, 9 and 20");
+    assert_eq!(second.child_states(), vec![ChildState::Healthy; 2]);
+
+    // A lost log: only a full rebuild, which makes the map whole again.
+    let blank = crate::malloc::MallocBdev::new("blank", 64, 512).unwrap();
+    let third = make(
+        &kids,
+        BdevDirtyLog::new(blank, 0, 4, regions).unwrap() as Arc<dyn DirtyLog>,
+    );
+    third.restore_faulted(0).unwrap();
+    let (nx, k3) = (third.clone(), kids.clone());
+    let (found, partial, full) = on(&g, move || async move {
+        let found = nx.load_dirty().await.unwrap();
+        let partial = nx.clone().rebuild(0, RebuildMode::Partial).await;
+        let full = nx.clone().rebuild(0, RebuildMode::Full).await;
+        all_equal(&k3).await;
+        (found, partial, full.map(|s| s.copied))
+    });
+    assert!(!found);
+    assert!(
+        matches!(partial, Err(NexusError::DirtyMapIncomplete(_))),
+        "{partial:?}"
+    );
+    assert_eq!(full, Ok(BLOCKS * 512));
+    assert_eq!(third.rebuild_mode(), RebuildMode::Partial);
+}
