@@ -157,7 +157,7 @@ async fn run_case(ops: Vec<Op>, jitter: u64) -> Result<(), String> {
 fn random_writes_faults_and_rebuilds_match_a_model() {
     let g = group();
     let mut runner = TestRunner::new(Config {
-        cases: 64,
+        cases: 128,
         failure_persistence: None,
         ..Config::default()
     });

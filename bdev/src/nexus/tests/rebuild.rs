@@ -104,7 +104,14 @@ fn a_full_rebuild_copies_everything() {
 #[test]
 fn a_host_write_into_the_region_being_copied_ends_identical() {
     let g = group();
-    let f = fixture(2, fast());
+    // No preferred child: reads go round robin over the healthy ones.
+    let f = fixture(
+        2,
+        NexusConfig {
+            preferred: None,
+            ..fast()
+        },
+    );
     let (nx, kids) = (f.nx.clone(), f.kids.clone());
     let (blocked, other_done, data) = on(&g, move || async move {
         let ch = Rc::new(open(&nx));
@@ -127,6 +134,12 @@ fn a_host_write_into_the_region_being_copied_ends_identical() {
         let other = Reactor::with(|r| {
             r.spawn_local(async move { write(&c3, 9 * REGION_BLOCKS, &pattern(3, 4096)).await })
         });
+        // Reads while the child is Rebuilding never go to it.
+        let reads_before = kids[1].reads.load(Ordering::SeqCst);
+        for i in 0..6 {
+            read(&ch, i * REGION_BLOCKS * 10, 8).await.unwrap();
+        }
+        assert_eq!(kids[1].reads.load(Ordering::SeqCst), reads_before);
         for _ in 0..200 {
             yield_now().await;
         }
