@@ -73,7 +73,8 @@
 //!
 //! ## After a restart
 //!
-//! The control plane re-applies its records with [`Nexus::restore_faulted`] and calls
+//! The control plane re-applies its records with [`Nexus::restore_faulted`] and
+//! [`Nexus::restore_generation`], and calls
 //! [`Nexus::load_dirty`] before serving I/O. Until the stored map is found, only a
 //! full rebuild is allowed ([`NexusError::DirtyMapIncomplete`]); a full rebuild that
 //! leaves no child faulted makes the map whole again. The first store of a dirty
@@ -474,6 +475,12 @@ impl Nexus {
         self.dirty_complete.store(false, Ordering::SeqCst);
         c.state.store(ChildState::Faulted.as_u8(), Ordering::SeqCst);
         Ok(())
+    }
+
+    /// After a restart: continues the record generations from the last one the
+    /// control plane holds (never goes back).
+    pub fn restore_generation(&self, last: u64) {
+        self.generation.fetch_max(last, Ordering::SeqCst);
     }
 
     /// After a restart: adds the stored dirty map to this one. `Ok(false)` if the log

@@ -359,6 +359,7 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
     let kids: Vec<Arc<TestChild>> = (0..2)
         .map(|i| TestChild::new(&format!("c{i}"), BLOCKS))
         .collect();
+    let rec = Arc::new(Recorder::default());
     let make = |kids: &[Arc<TestChild>], log: Arc<dyn DirtyLog>| {
         Nexus::new(
             "nx",
@@ -366,16 +367,16 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
                 .map(|k| k.clone() as Arc<dyn BlockDevice>)
                 .collect(),
             fast(),
-            Arc::new(Recorder::default()),
+            rec.clone(),
             log,
         )
         .unwrap()
     };
     let log = || BdevDirtyLog::new(meta.clone(), 0, 4, regions).unwrap() as Arc<dyn DirtyLog>;
     let first = make(&kids, log());
-    let k2 = kids.clone();
+    let (k2, f2) = (kids.clone(), first.clone());
     on(&g, move || async move {
-        let ch = open(&first);
+        let ch = open(&f2);
         k2[1].fail();
         write(&ch, 3 * REGION_BLOCKS, &pattern(1, 4096))
             .await
@@ -384,9 +385,14 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
             .await
             .unwrap();
     });
+    let first_gen = first.generation();
+    assert_eq!(first_gen, 1);
     // The restart: a new nexus, the same children and log device.
     let second = make(&kids, log());
     second.restore_faulted(1).unwrap();
+    second.restore_generation(first_gen);
+    second.restore_generation(0);
+    assert_eq!(second.generation(), first_gen, "generations never go back");
     assert_eq!(second.rebuild_mode(), RebuildMode::Full);
     let (nx, k2) = (second.clone(), kids.clone());
     let (early, found, copied) = on(&g, move || async move {
@@ -411,6 +417,16 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
     assert!(found);
     assert_eq!(copied, 3 * REGION, "regions 3, 9 and 20");
     assert_eq!(second.child_states(), vec![ChildState::Healthy; 2]);
+    let recs = rec.records.lock().unwrap().clone();
+    let gens: Vec<(usize, ChildState, u64)> = recs
+        .iter()
+        .map(|r| (r.child, r.state, r.generation))
+        .collect();
+    assert_eq!(
+        gens[..2],
+        [(1, ChildState::Faulted, 1), (1, ChildState::Healthy, 2)],
+        "the restarted nexus numbers on from the first one's records"
+    );
 
     // A lost log: only a full rebuild, which makes the map whole again.
     let blank = crate::malloc::MallocBdev::new("blank", 64, 512).unwrap();
