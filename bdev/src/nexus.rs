@@ -64,7 +64,8 @@
 //! being copied), only then reads the children's states, and uncounts itself when it
 //! has completed. The rebuild sets the child Rebuilding, then for each region: marks
 //! the region as being copied, waits for the region's writers to drain, checks the
-//! dirty bit (partial mode), copies the region source → child, clears the bit (when
+//! dirty bit (partial mode), copies the region source → child (from another healthy
+//! child if the source fails; the source is faulted), clears the bit (when
 //! no other child is faulted), and releases the region. So a write that started
 //! before the child was Rebuilding (and skipped it) is finished — its dirty bit set —
 //! before its region is looked at; a write that started later reaches the child
@@ -87,8 +88,7 @@
 //! # What it doesn't implement
 //!
 //! Reconnecting remote children, replacing a child, more than one rebuild at a time
-//! per nexus, choosing another source when the rebuild's source fails (the rebuild
-//! stops with an error; start it again), a lock-free degraded path (while a child is
+//! per nexus, a lock-free degraded path (while a child is
 //! faulted, writes to regions not yet durably dirty take the dirty map's mutex), and
 //! an I/O path free of allocation (each request is a boxed task, and a write is
 //! copied into one pool buffer per extra child). The NVMe target does not map

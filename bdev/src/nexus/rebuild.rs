@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrox_reactor::task::{sleep_until, timeout};
-use ferrox_reactor::Reactor;
+use ferrox_reactor::{DmaBuf, Reactor};
 
 use super::{lock, ChildState, Nexus, NexusError};
 use crate::{BdevError, IoChannel, IoOp};
@@ -86,11 +86,7 @@ impl Nexus {
                 source,
             })?;
         let source = self
-            .preferred
-            .filter(|&p| self.child_state(p) == ChildState::Healthy)
-            .or_else(|| {
-                (0..self.children.len()).find(|&i| self.child_state(i) == ChildState::Healthy)
-            })
+            .pick_source()
             .ok_or_else(|| NexusError::NoSource(name.clone()))?;
         let region_bytes = self.region_size();
         let total = match mode {
@@ -192,7 +188,8 @@ impl Nexus {
             IoChannel::open(self.children[i].dev.clone(), &r)
                 .map_err(|e| format!("opening child {i}: {e}"))
         };
-        let (src, dst) = (open(source)?, open(child)?);
+        let dst = open(child)?;
+        let mut src = (source, open(source)?);
         {
             let _m = lock(&self.children[child].meta);
             self.children[child]
@@ -202,8 +199,7 @@ impl Nexus {
         tracing::info!(nexus = %self.info.name, child, source, ?mode, "rebuild started");
         let bs = u64::from(self.info.block_size);
         let piece = (r.pool().max_size() as u64)
-            .min(u64::from(src.info().max_transfer))
-            .min(u64::from(dst.info().max_transfer))
+            .min(u64::from(self.info.max_transfer))
             .min(self.region_blocks * bs)
             / bs;
         if piece == 0 {
@@ -213,9 +209,6 @@ impl Nexus {
         for region in 0..self.dirty.regions() {
             if self.child_state(child) != ChildState::Rebuilding {
                 return Err("the child failed during the rebuild".into());
-            }
-            if self.child_state(source) != ChildState::Healthy {
-                return Err(format!("the source, child {source}, failed"));
             }
             // A region neither dirty nor being written needs no look under the lock
             // (a write that skipped the child set its bit before it uncounted).
@@ -234,7 +227,27 @@ impl Nexus {
             let mut lba = first;
             while lba < end {
                 let n = piece.min(end - lba);
-                self.copy_piece(&src, &dst, source, child, lba, n).await?;
+                // A source that fails is faulted; the copy goes on from another
+                // healthy child (each failure faults one: at most N tries).
+                let buf = loop {
+                    let why = if self.child_state(src.0) == ChildState::Healthy {
+                        match self.read_piece(&src.1, src.0, lba, n).await {
+                            Ok(buf) => break buf,
+                            Err(why) => why,
+                        }
+                    } else {
+                        format!("the source, child {}, failed", src.0)
+                    };
+                    let Some(next) = self.pick_source() else {
+                        return Err(why);
+                    };
+                    tracing::warn!(nexus = %self.info.name, child, "{why}; rebuilding from child {next}");
+                    src = (next, open(next)?);
+                    if let Some(s) = lock(&self.rebuild).as_mut() {
+                        s.source = next;
+                    }
+                };
+                self.write_piece(&dst, child, lba, n, buf).await?;
                 lba += n;
                 let bytes = n * bs;
                 let rate = self.rebuild_rate();
@@ -264,15 +277,22 @@ impl Nexus {
         }
     }
 
-    async fn copy_piece(
+    /// A healthy child to copy from: the preferred one, else the first.
+    fn pick_source(&self) -> Option<usize> {
+        self.preferred
+            .filter(|&p| self.child_state(p) == ChildState::Healthy)
+            .or_else(|| {
+                (0..self.children.len()).find(|&i| self.child_state(i) == ChildState::Healthy)
+            })
+    }
+
+    async fn read_piece(
         &self,
         src: &IoChannel,
-        dst: &IoChannel,
         source: usize,
-        child: usize,
         lba: u64,
         blocks: u64,
-    ) -> Result<(), String> {
+    ) -> Result<DmaBuf, String> {
         let len = (blocks * u64::from(self.info.block_size)) as usize;
         let buf = Reactor::with(|r| r.pool().alloc(len)).ok_or("no buffer for the copy")?;
         let read = timeout(
@@ -280,15 +300,25 @@ impl Nexus {
             src.submit_async(IoOp::Read { lba, blocks, buf }),
         )
         .await;
-        let buf = match read {
-            Ok((Ok(()), Some(buf))) => buf,
-            Ok((Err(e), _)) => return Err(self.piece_failed(source, "reading", lba, e)),
-            Ok((Ok(()), None)) => return Err("a read came back without its buffer".into()),
+        match read {
+            Ok((Ok(()), Some(buf))) => Ok(buf),
+            Ok((Err(e), _)) => Err(self.piece_failed(source, "reading", lba, e)),
+            Ok((Ok(()), None)) => Err("a read came back without its buffer".into()),
             Err(_) => {
                 let e = BdevError::Io(libc::ETIMEDOUT);
-                return Err(self.piece_failed(source, "reading", lba, e));
+                Err(self.piece_failed(source, "reading", lba, e))
             }
-        };
+        }
+    }
+
+    async fn write_piece(
+        &self,
+        dst: &IoChannel,
+        child: usize,
+        lba: u64,
+        blocks: u64,
+        buf: DmaBuf,
+    ) -> Result<(), String> {
         let write = timeout(
             self.io_timeout,
             dst.submit_async(IoOp::Write {

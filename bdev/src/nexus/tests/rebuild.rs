@@ -451,3 +451,47 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
     assert_eq!(full, Ok(BLOCKS * 512));
     assert_eq!(third.rebuild_mode(), RebuildMode::Partial);
 }
+
+#[test]
+fn a_rebuild_goes_on_from_another_source_when_its_source_fails() {
+    let g = group();
+    let f = fixture(3, fast());
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let (status, c1, c2) = on(&g, move || async move {
+        let ch = open(&nx);
+        kids[2].fail();
+        write(&ch, 2 * REGION_BLOCKS, &pattern(1, 4096))
+            .await
+            .unwrap();
+        write(&ch, 5 * REGION_BLOCKS, &pattern(2, 4096))
+            .await
+            .unwrap();
+        kids[2].come_back();
+        // The copy of region 2 has read child 0; then child 0 fails.
+        kids[0].hold_read_at(2 * REGION_BLOCKS);
+        let rb = Reactor::with(|r| r.spawn_local(nx.clone().rebuild(2, RebuildMode::Partial)));
+        until("the rebuild's read of region 2", || kids[0].held() == 1).await;
+        kids[0].fail();
+        kids[0].release();
+        let status = rb.await.unwrap().unwrap();
+        let c1 = content(kids[1].mem.clone()).await;
+        let c2 = content(kids[2].mem.clone()).await;
+        (status, c1, c2)
+    });
+    assert_eq!(status.source, 1, "region 5 came from child 1");
+    assert_eq!(status.copied, 2 * REGION);
+    assert!(c1 == c2, "the rebuilt child holds the new source's data");
+    let at = (5 * REGION) as usize;
+    assert_eq!(&c2[at..at + 4096], &pattern(2, 4096)[..]);
+    assert_eq!(
+        f.nx.child_states(),
+        vec![
+            ChildState::Faulted,
+            ChildState::Healthy,
+            ChildState::Healthy
+        ]
+    );
+    // Region 2 was copied (and cleared) before child 0 was faulted; region 5 after,
+    // so its bit stays for child 0's rebuild.
+    assert_eq!(f.nx.dirty().dirty_regions(), vec![5]);
+}
