@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -618,4 +619,82 @@ fn the_device_dirty_log_survives_a_torn_store() {
         "a torn newest copy leaves the previous one"
     );
     assert_eq!(after_both, None);
+}
+
+/// A dirty log whose stores take a while and are counted.
+struct SlowLog {
+    inner: Arc<MemDirtyLog>,
+    delay: Duration,
+}
+
+impl DirtyLog for SlowLog {
+    fn store<'a>(
+        &'a self,
+        bits: &'a [u64],
+        regions: u64,
+    ) -> LocalFuture<'a, Result<(), DirtyLogError>> {
+        Box::pin(async move {
+            sleep(self.delay).await;
+            self.inner.store(bits, regions).await
+        })
+    }
+
+    fn load(&self, regions: u64) -> LocalFuture<'_, Result<Option<Vec<u64>>, DirtyLogError>> {
+        self.inner.load(regions)
+    }
+}
+
+#[test]
+fn concurrent_writes_share_dirty_log_stores() {
+    let g = group();
+    let kids: Vec<Arc<TestChild>> = (0..2)
+        .map(|i| TestChild::new(&format!("c{i}"), BLOCKS))
+        .collect();
+    let mem = MemDirtyLog::new();
+    let nx = Nexus::new(
+        "nx",
+        kids.iter()
+            .map(|k| k.clone() as Arc<dyn BlockDevice>)
+            .collect(),
+        cfg(),
+        Arc::new(Recorder::default()),
+        Arc::new(SlowLog {
+            inner: mem.clone(),
+            delay: Duration::from_millis(20),
+        }),
+    )
+    .unwrap();
+    let (n2, k2) = (nx.clone(), kids.clone());
+    let results = on(&g, move || async move {
+        let ch = Rc::new(open(&n2));
+        k2[1].fail();
+        write(&ch, 0, &pattern(0, 512)).await.unwrap();
+        // 20 writes to 20 new regions at once.
+        let tasks: Vec<_> = (1..=20u64)
+            .map(|r| {
+                let ch = ch.clone();
+                Reactor::with(|re| {
+                    re.spawn_local(
+                        async move { write(&ch, r * REGION_BLOCKS, &pattern(r, 512)).await },
+                    )
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        results
+    });
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(nx.dirty().count(), 21);
+    // The first write's store, then one store for the first of the 20 (it started
+    // alone) and one for all the others that waited meanwhile.
+    assert!(mem.stores() <= 3, "{} stores for 21 regions", mem.stores());
+    let stored = mem.stored().unwrap();
+    assert_eq!(
+        stored[0].count_ones(),
+        21,
+        "the last store holds every region"
+    );
 }
