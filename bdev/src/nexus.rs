@@ -5,16 +5,16 @@
 //!
 //! * [`Nexus`] (this file) holds what every reactor shares: the children and their
 //!   [`ChildState`]s, the [`FaultRecorder`], the [`DirtyMap`] and the per-region write
-//!   counters of the rebuild's range lock ([`lock`]). A child's state is an atomic
+//!   counters of the rebuild's range lock (`lock`). A child's state is an atomic
 //!   read on every request; state *changes* (fault, rebuild start and end) take the
 //!   child's small mutex and are rare.
-//! * [`io`]: the per-reactor channel. Each request runs as a reactor task
+//! * `io`: the per-reactor channel. Each request runs as a reactor task
 //!   ([`Reactor::spawn_local`]) that submits to the children's own channels on the
-//!   same reactor with [`IoChannel::submit_async`] and completes the caller's request
+//!   same reactor with [`crate::IoChannel::submit_async`] and completes the caller's request
 //!   when it is done (so never inside `submit`).
 //! * [`dirty`]: the dirty-region bitmap and its persistence ([`DirtyLog`]: in memory,
 //!   or two checksummed, generation-numbered copies on a block device).
-//! * [`rebuild`]: copying a faulted child back from a healthy one, partial (dirty
+//! * `rebuild`: copying a faulted child back from a healthy one, partial (dirty
 //!   regions) or full, rate-limited, while host I/O continues.
 //!
 //! ## Child states
@@ -53,8 +53,9 @@
 //! 3. **Acknowledged means on every healthy child.** A write completes successfully
 //!    when every child it was sent to answered, at least one healthy child succeeded,
 //!    and rules 1 and 2 hold for those that failed.
-//! 4. **No healthy child, no I/O**: [`BdevError::NoPath`], at once (no hang), which the
-//!    NVMe target maps to a path status so a multipath host tries another path.
+//! 4. **No healthy child, no I/O**: [`BdevError::NoPath`], at once (no hang), for the
+//!    NVMe target to answer with a path status, so a multipath host tries another
+//!    path (that mapping is not in `nvmeof` yet).
 //!
 //! ## Rebuild and the range lock
 //!
@@ -65,8 +66,8 @@
 //! has completed. The rebuild sets the child Rebuilding, then for each region: marks
 //! the region as being copied, waits for the region's writers to drain, checks the
 //! dirty bit (partial mode), copies the region source → child (from another healthy
-//! child if the source fails; the source is faulted), clears the bit (when
-//! no other child is faulted), and releases the region. So a write that started
+//! child if the source fails; the source is faulted), clears the bit (when no other
+//! child is faulted), and releases the region. So a write that started
 //! before the child was Rebuilding (and skipped it) is finished — its dirty bit set —
 //! before its region is looked at; a write that started later reaches the child
 //! itself and cannot interleave with the copy of its region (the copy could otherwise
@@ -75,8 +76,7 @@
 //! ## After a restart
 //!
 //! The control plane re-applies its records with [`Nexus::restore_faulted`] and
-//! [`Nexus::restore_generation`], and calls
-//! [`Nexus::load_dirty`] before serving I/O. Until the stored map is found, only a
+//! [`Nexus::restore_generation`], and calls [`Nexus::load_dirty`] before serving I/O. Until the stored map is found, only a
 //! full rebuild is allowed ([`NexusError::DirtyMapIncomplete`]); a full rebuild that
 //! leaves no child faulted makes the map whole again. The first store of a dirty
 //! map always adds the stored one first, so a write before the load drops nothing.
@@ -88,11 +88,13 @@
 //! # What it doesn't implement
 //!
 //! Reconnecting remote children, replacing a child, more than one rebuild at a time
-//! per nexus, a lock-free degraded path (while a child is
-//! faulted, writes to regions not yet durably dirty take the dirty map's mutex), and
-//! an I/O path free of allocation (each request is a boxed task, and a write is
-//! copied into one pool buffer per extra child). The NVMe target does not map
-//! [`BdevError::NoPath`] to a path status yet (it answers Internal Error).
+//! per nexus, a lock-free degraded path (while a child is faulted, writes to regions
+//! not yet durably dirty take the dirty map's mutex), and an I/O path free of
+//! allocation (each request is a boxed task, and a write is copied into one pool
+//! buffer per extra child). The NVMe target does not map [`BdevError::NoPath`] to a
+//! path status yet (it answers Internal Error). Unmapped blocks read back as zeroes
+//! only if every child's unmap zeroes (malloc and lvol do; a remote drive's
+//! deallocate may not, until a rebuild copies them).
 
 use std::future::Future;
 use std::pin::Pin;
