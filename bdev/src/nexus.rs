@@ -77,9 +77,14 @@
 //!
 //! The control plane re-applies its records with [`Nexus::restore_faulted`] and
 //! [`Nexus::restore_generation`], and calls [`Nexus::load_dirty`] before serving I/O. Until the stored map is found, only a
-//! full rebuild is allowed ([`NexusError::DirtyMapIncomplete`]); a full rebuild that
+//! full rebuild is allowed ([`NexusError::FullRebuildNeeded`]); a full rebuild that
 //! leaves no child faulted makes the map whole again. The first store of a dirty
 //! map always adds the stored one first, so a write before the load drops nothing.
+//!
+//! A child with a volatile write cache ([`BdevInfo::volatile_cache`]) that faults
+//! may have lost writes it acknowledged before (still in its cache): regions the
+//! dirty map never saw. It needs a full rebuild ([`ChildRecord::needs_full`]);
+//! tracking the regions written since the last flush would keep it partial.
 //!
 //! One dirty map serves every faulted child: a region's bit is cleared only when the
 //! child rebuilt is the only non-healthy one; with two children faulted, the second
@@ -169,6 +174,9 @@ pub struct ChildRecord {
     pub state: ChildState,
     /// Increases with every record of this nexus.
     pub generation: u64,
+    /// A fault only a full rebuild repairs (give it back to
+    /// [`Nexus::restore_faulted`] after a restart).
+    pub needs_full: bool,
 }
 
 /// Why a record failed.
@@ -261,8 +269,12 @@ pub enum NexusError {
         #[source]
         source: RecordError,
     },
-    #[error("nexus {0:?}: the dirty map does not cover the time a child was faulted (not loaded, or lost): only a full rebuild is possible")]
-    DirtyMapIncomplete(String),
+    #[error("nexus {name:?}: child {child} needs a full rebuild: {why}")]
+    FullRebuildNeeded {
+        name: String,
+        child: usize,
+        why: &'static str,
+    },
     #[error("nexus {name:?}: dirty log: {source}")]
     DirtyLog {
         name: String,
@@ -277,6 +289,10 @@ struct ChildMeta {
     /// Counts faults, so a record finishing after the child was rebuilt and faulted
     /// again does not mark the new fault recorded.
     epoch: u64,
+    /// Only a full rebuild brings the child back: it has a volatile write cache,
+    /// which may have lost writes it acknowledged before the fault (regions the
+    /// dirty map never saw).
+    needs_full: bool,
 }
 
 pub(crate) struct Child {
@@ -428,6 +444,7 @@ impl Nexus {
                     meta: Mutex::new(ChildMeta {
                         recorded: true,
                         epoch: 0,
+                        needs_full: false,
                     }),
                 })
                 .collect(),
@@ -466,14 +483,16 @@ impl Nexus {
     }
 
     /// After a restart: marks `child` Faulted as the control plane recorded it
-    /// (nothing is recorded again). Until [`Nexus::load_dirty`] finds the stored map,
-    /// only a full rebuild is allowed.
-    pub fn restore_faulted(&self, child: usize) -> Result<(), NexusError> {
+    /// (nothing is recorded again), with the record's [`ChildRecord::needs_full`].
+    /// Until [`Nexus::load_dirty`] finds the stored map, only a full rebuild is
+    /// allowed.
+    pub fn restore_faulted(&self, child: usize, needs_full: bool) -> Result<(), NexusError> {
         let c = self
             .children
             .get(child)
             .ok_or_else(|| self.no_child(child))?;
-        let _m = lock(&c.meta);
+        let mut m = lock(&c.meta);
+        m.needs_full = needs_full;
         self.dirty_complete.store(false, Ordering::SeqCst);
         c.state.store(ChildState::Faulted.as_u8(), Ordering::SeqCst);
         Ok(())
@@ -504,13 +523,28 @@ impl Nexus {
         Ok(true)
     }
 
-    /// The rebuild a faulted child needs: partial while the dirty map is complete.
-    pub fn rebuild_mode(&self) -> RebuildMode {
-        if self.dirty_complete.load(Ordering::SeqCst) {
-            RebuildMode::Partial
+    /// The rebuild child `child` needs: partial while the dirty map is complete and
+    /// the child did not need a full one when it faulted.
+    pub fn rebuild_mode(&self, child: usize) -> Result<RebuildMode, NexusError> {
+        Ok(match self.why_full(child)? {
+            None => RebuildMode::Partial,
+            Some(_) => RebuildMode::Full,
+        })
+    }
+
+    /// Why only a full rebuild brings `child` back, if so.
+    fn why_full(&self, child: usize) -> Result<Option<&'static str>, NexusError> {
+        let c = self
+            .children
+            .get(child)
+            .ok_or_else(|| self.no_child(child))?;
+        Ok(if lock(&c.meta).needs_full {
+            Some("its volatile write cache may have lost writes acknowledged before the fault")
+        } else if !self.dirty_complete.load(Ordering::SeqCst) {
+            Some("the dirty map does not cover its fault (not loaded, or lost)")
         } else {
-            RebuildMode::Full
-        }
+            None
+        })
     }
 
     /// Bytes per dirty region.
@@ -557,6 +591,7 @@ impl Nexus {
         }
         m.recorded = false;
         m.epoch += 1;
+        m.needs_full |= c.dev.info().volatile_cache;
         self.unrecorded.fetch_add(1, Ordering::SeqCst);
         c.state.store(ChildState::Faulted.as_u8(), Ordering::SeqCst);
         tracing::warn!(nexus = %self.info.name, child = i, name = %c.dev.info().name, "child faulted: {why}");
@@ -571,6 +606,7 @@ impl Nexus {
             child_name: self.children[child].dev.info().name.clone(),
             state,
             generation,
+            needs_full: state == ChildState::Faulted && lock(&self.children[child].meta).needs_full,
         };
         self.recorder.record(rec).await
     }

@@ -75,8 +75,10 @@ impl Nexus {
         if state != ChildState::Faulted {
             return Err(NexusError::NotFaulted { name, child, state });
         }
-        if mode == RebuildMode::Partial && self.rebuild_mode() == RebuildMode::Full {
-            return Err(NexusError::DirtyMapIncomplete(name));
+        if mode == RebuildMode::Partial {
+            if let Some(why) = self.why_full(child)? {
+                return Err(NexusError::FullRebuildNeeded { name, child, why });
+            }
         }
         // A fault is recorded before the child may be rebuilt.
         self.ensure_recorded()
@@ -159,7 +161,7 @@ impl Nexus {
             .await
             .map_err(|e| e.to_string())?;
         {
-            let _m = lock(&self.children[child].meta);
+            let mut m = lock(&self.children[child].meta);
             if self.children[child]
                 .state
                 .compare_exchange(
@@ -172,6 +174,7 @@ impl Nexus {
             {
                 return Err("the child failed during the rebuild".into());
             }
+            m.needs_full = false;
         }
         tracing::info!(nexus = %self.info.name, child, "child rebuilt");
         // Clears need not be durable for correctness; store them to keep the next

@@ -59,6 +59,23 @@ impl TestChild {
         })
     }
 
+    /// Like [`TestChild::new`], reporting a volatile write cache.
+    pub fn new_volatile(name: &str, blocks: u64) -> Arc<Self> {
+        let mem = MallocBdev::new(name, blocks, 512).unwrap();
+        let mut info = mem.info().clone();
+        info.name = name.to_string();
+        info.volatile_cache = true;
+        Arc::new(Self {
+            mem,
+            info,
+            mode: AtomicU8::new(OK),
+            written: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            hold_read: AtomicU64::new(NONE),
+            jitter: AtomicU64::new(0),
+        })
+    }
+
     pub fn fail(&self) {
         self.mode.store(FAIL, Ordering::SeqCst);
     }

@@ -389,11 +389,11 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
     assert_eq!(first_gen, 1);
     // The restart: a new nexus, the same children and log device.
     let second = make(&kids, log());
-    second.restore_faulted(1).unwrap();
+    second.restore_faulted(1, false).unwrap();
     second.restore_generation(first_gen);
     second.restore_generation(0);
     assert_eq!(second.generation(), first_gen, "generations never go back");
-    assert_eq!(second.rebuild_mode(), RebuildMode::Full);
+    assert_eq!(second.rebuild_mode(1), Ok(RebuildMode::Full));
     let (nx, k2) = (second.clone(), kids.clone());
     let (early, found, copied) = on(&g, move || async move {
         let early = nx.clone().rebuild(1, RebuildMode::Partial).await;
@@ -411,7 +411,7 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
         (early, found, copied)
     });
     assert!(
-        matches!(early, Err(NexusError::DirtyMapIncomplete(_))),
+        matches!(early, Err(NexusError::FullRebuildNeeded { .. })),
         "{early:?}"
     );
     assert!(found);
@@ -434,7 +434,7 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
         &kids,
         BdevDirtyLog::new(blank, 0, 4, regions).unwrap() as Arc<dyn DirtyLog>,
     );
-    third.restore_faulted(0).unwrap();
+    third.restore_faulted(0, false).unwrap();
     let (nx, k3) = (third.clone(), kids.clone());
     let (found, partial, full) = on(&g, move || async move {
         let found = nx.load_dirty().await.unwrap();
@@ -445,11 +445,11 @@ fn after_a_restart_the_stored_dirty_map_drives_a_partial_rebuild() {
     });
     assert!(!found);
     assert!(
-        matches!(partial, Err(NexusError::DirtyMapIncomplete(_))),
+        matches!(partial, Err(NexusError::FullRebuildNeeded { .. })),
         "{partial:?}"
     );
     assert_eq!(full, Ok(BLOCKS * 512));
-    assert_eq!(third.rebuild_mode(), RebuildMode::Partial);
+    assert_eq!(third.rebuild_mode(0), Ok(RebuildMode::Partial));
 }
 
 #[test]
@@ -494,4 +494,54 @@ fn a_rebuild_goes_on_from_another_source_when_its_source_fails() {
     // Region 2 was copied (and cleared) before child 0 was faulted; region 5 after,
     // so its bit stays for child 0's rebuild.
     assert_eq!(f.nx.dirty().dirty_regions(), vec![5]);
+}
+
+/// A child with a volatile write cache may lose acknowledged writes when it fails:
+/// only a full rebuild brings it back, and its fault record says so.
+#[test]
+fn a_faulted_child_with_a_volatile_cache_needs_a_full_rebuild() {
+    let g = group();
+    let kids = vec![
+        TestChild::new("c0", BLOCKS),
+        TestChild::new_volatile("c1", BLOCKS),
+    ];
+    let rec = Arc::new(Recorder::default());
+    let nx = Nexus::new(
+        "nx",
+        kids.iter()
+            .map(|k| k.clone() as Arc<dyn BlockDevice>)
+            .collect(),
+        fast(),
+        rec.clone(),
+        MemDirtyLog::new(),
+    )
+    .unwrap();
+    assert!(nx.info().volatile_cache);
+    let (n2, k2) = (nx.clone(), kids.clone());
+    let (mode, partial, full) = on(&g, move || async move {
+        let ch = open(&n2);
+        k2[1].fail();
+        write(&ch, 0, &pattern(1, 512)).await.unwrap();
+        k2[1].come_back();
+        let mode = n2.rebuild_mode(1);
+        let partial = n2.clone().rebuild(1, RebuildMode::Partial).await;
+        let full = n2.clone().rebuild(1, RebuildMode::Full).await;
+        all_equal(&k2).await;
+        (mode, partial, full.map(|s| s.copied))
+    });
+    assert_eq!(mode, Ok(RebuildMode::Full));
+    assert!(
+        matches!(partial, Err(NexusError::FullRebuildNeeded { child: 1, .. })),
+        "{partial:?}"
+    );
+    assert_eq!(full, Ok(BLOCKS * 512));
+    assert_eq!(
+        nx.rebuild_mode(1),
+        Ok(RebuildMode::Partial),
+        "until it faults again"
+    );
+    let recs = rec.records.lock().unwrap();
+    assert!(recs[0].needs_full && recs[0].state == ChildState::Faulted);
+    assert!(!recs[1].needs_full && recs[1].state == ChildState::Healthy);
+    assert!(nx.rebuild_mode(7).is_err());
 }
