@@ -14,6 +14,8 @@
 //!   when it is done (so never inside `submit`).
 //! * [`dirty`]: the dirty-region bitmap and its persistence ([`DirtyLog`]: in memory,
 //!   or two checksummed, generation-numbered copies on a block device).
+//! * `watchdog`: the children's requests' I/O timeout, one periodic sweep per
+//!   channel instead of a timer per request.
 //! * `rebuild`: copying a faulted child back from a healthy one, partial (dirty
 //!   regions) or full, rate-limited, while host I/O continues.
 //!
@@ -117,6 +119,7 @@ pub mod dirty;
 mod io;
 mod lock;
 mod rebuild;
+mod watchdog;
 
 pub use dirty::{BdevDirtyLog, DirtyLog, DirtyLogError, DirtyMap, MemDirtyLog};
 pub use rebuild::{RebuildMode, RebuildPhase, RebuildStatus};
@@ -545,6 +548,11 @@ impl Nexus {
         } else {
             None
         })
+    }
+
+    /// How often a reactor's watchdog looks for requests past the I/O timeout.
+    fn watchdog_tick(&self) -> Duration {
+        (self.io_timeout / 4).clamp(Duration::from_millis(1), Duration::from_secs(1))
     }
 
     /// Bytes per dirty region.

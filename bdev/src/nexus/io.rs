@@ -6,9 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrox_reactor::task::timeout;
 use ferrox_reactor::{DmaBuf, Reactor};
 
+use super::watchdog::Watchdog;
 use super::{ChildState, Nexus};
 use crate::{BdevError, ChannelImpl, Completion, IoChannel, IoOp, IoResult, Submitted};
 
@@ -19,6 +19,7 @@ pub(super) struct NexusChannel {
     chans: Vec<Option<IoChannel>>,
     next_read: Cell<usize>,
     in_flight: Cell<usize>,
+    dog: Rc<Watchdog>,
 }
 
 struct Handle(Rc<NexusChannel>);
@@ -36,8 +37,10 @@ impl NexusChannel {
                 }
             })
             .collect();
+        let dog = Watchdog::start(r, nx.watchdog_tick());
         Rc::new(Handle(Rc::new(Self {
             nx,
+            dog,
             chans,
             next_read: Cell::new(0),
             in_flight: Cell::new(0),
@@ -56,13 +59,10 @@ impl NexusChannel {
     async fn finish(&self, p: Pending, deadline: Instant) -> IoResult {
         match p {
             Pending::Failed(r) => r.expect("a failed submission is finished once"),
-            Pending::Sent(s) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match timeout(left, s).await {
-                    Ok(r) => r,
-                    Err(_) => (Err(BdevError::Io(libc::ETIMEDOUT)), None),
-                }
-            }
+            Pending::Sent(s) => match self.dog.run(deadline, s).await {
+                Ok(r) => r,
+                Err(_) => (Err(BdevError::Io(libc::ETIMEDOUT)), None),
+            },
         }
     }
 

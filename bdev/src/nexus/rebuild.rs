@@ -4,11 +4,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrox_reactor::task::{sleep_until, timeout};
+use ferrox_reactor::task::sleep_until;
 use ferrox_reactor::{DmaBuf, Reactor};
 
+use super::watchdog::Watchdog;
 use super::{lock, ChildState, Nexus, NexusError};
 use crate::{BdevError, IoChannel, IoOp};
+
+/// Lag behind the rate's schedule that a rebuild may catch up at full speed.
+const PACE_SLACK: Duration = Duration::from_millis(100);
 
 /// What a rebuild copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +197,7 @@ impl Nexus {
         };
         let dst = open(child)?;
         let mut src = (source, open(source)?);
+        let dog = Watchdog::start(&r, self.watchdog_tick());
         {
             let _m = lock(&self.children[child].meta);
             self.children[child]
@@ -208,7 +213,8 @@ impl Nexus {
         if piece == 0 {
             return Err("no buffer class holds one block".into());
         }
-        let mut next_at = Instant::now();
+        let started = Instant::now();
+        let mut next_at = started;
         for region in 0..self.dirty.regions() {
             if self.child_state(child) != ChildState::Rebuilding {
                 return Err("the child failed during the rebuild".into());
@@ -234,7 +240,7 @@ impl Nexus {
                 // healthy child (each failure faults one: at most N tries).
                 let buf = loop {
                     let why = if self.child_state(src.0) == ChildState::Healthy {
-                        match self.read_piece(&src.1, src.0, lba, n).await {
+                        match self.read_piece(&dog, &src.1, src.0, lba, n).await {
                             Ok(buf) => break buf,
                             Err(why) => why,
                         }
@@ -250,7 +256,7 @@ impl Nexus {
                         s.source = next;
                     }
                 };
-                self.write_piece(&dst, child, lba, n, buf).await?;
+                self.write_piece(&dog, &dst, child, lba, n, buf).await?;
                 lba += n;
                 let bytes = n * bs;
                 let rate = self.rebuild_rate();
@@ -258,9 +264,12 @@ impl Nexus {
                     s.copied += bytes;
                     s.rate = rate;
                 }
-                // Pace: each piece books bytes/rate of time; idle time is not banked.
+                // Pace: each piece books bytes/rate of time on a running schedule, so a
+                // timer that fires late is made up by the next pieces; at most
+                // PACE_SLACK of lag (time spent waiting for writers, say) is caught up.
                 let now = Instant::now();
-                next_at = next_at.max(now) + Duration::from_secs_f64(bytes as f64 / rate as f64);
+                next_at = next_at.max(now - PACE_SLACK.min(now - started))
+                    + Duration::from_secs_f64(bytes as f64 / rate as f64);
                 if next_at > now {
                     sleep_until(next_at).await;
                 }
@@ -273,7 +282,8 @@ impl Nexus {
             }
         }
         // The copies reach stable media before the child counts as a copy.
-        match timeout(self.io_timeout, dst.submit_async(IoOp::Flush)).await {
+        let deadline = Instant::now() + self.io_timeout;
+        match dog.run(deadline, dst.submit_async(IoOp::Flush)).await {
             Ok((Ok(()), _)) => Ok(()),
             Ok((Err(e), _)) => Err(self.piece_failed(child, "flushing", 0, e)),
             Err(_) => Err(self.piece_failed(child, "flushing", 0, BdevError::Io(libc::ETIMEDOUT))),
@@ -291,6 +301,7 @@ impl Nexus {
 
     async fn read_piece(
         &self,
+        dog: &Watchdog,
         src: &IoChannel,
         source: usize,
         lba: u64,
@@ -298,11 +309,10 @@ impl Nexus {
     ) -> Result<DmaBuf, String> {
         let len = (blocks * u64::from(self.info.block_size)) as usize;
         let buf = Reactor::with(|r| r.pool().alloc(len)).ok_or("no buffer for the copy")?;
-        let read = timeout(
-            self.io_timeout,
-            src.submit_async(IoOp::Read { lba, blocks, buf }),
-        )
-        .await;
+        let deadline = Instant::now() + self.io_timeout;
+        let read = dog
+            .run(deadline, src.submit_async(IoOp::Read { lba, blocks, buf }))
+            .await;
         match read {
             Ok((Ok(()), Some(buf))) => Ok(buf),
             Ok((Err(e), _)) => Err(self.piece_failed(source, "reading", lba, e)),
@@ -316,22 +326,25 @@ impl Nexus {
 
     async fn write_piece(
         &self,
+        dog: &Watchdog,
         dst: &IoChannel,
         child: usize,
         lba: u64,
         blocks: u64,
         buf: DmaBuf,
     ) -> Result<(), String> {
-        let write = timeout(
-            self.io_timeout,
-            dst.submit_async(IoOp::Write {
-                lba,
-                blocks,
-                buf,
-                fua: false,
-            }),
-        )
-        .await;
+        let deadline = Instant::now() + self.io_timeout;
+        let write = dog
+            .run(
+                deadline,
+                dst.submit_async(IoOp::Write {
+                    lba,
+                    blocks,
+                    buf,
+                    fua: false,
+                }),
+            )
+            .await;
         match write {
             Ok((Ok(()), _)) => Ok(()),
             Ok((Err(e), _)) => Err(self.piece_failed(child, "writing", lba, e)),

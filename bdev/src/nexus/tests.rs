@@ -698,3 +698,33 @@ fn concurrent_writes_share_dirty_log_stores() {
         "the last store holds every region"
     );
 }
+
+#[test]
+fn the_watchdog_times_out_late_requests_and_reuses_its_slots() {
+    let g = group();
+    let (slots, late, took, on_time) = on(&g, || async {
+        let dog = Reactor::with(|r| watchdog::Watchdog::start(r, Duration::from_millis(5)));
+        let far = Instant::now() + Duration::from_secs(60);
+        for i in 0..1000u32 {
+            assert_eq!(dog.run(far, async move { i }).await, Ok(i));
+        }
+        let slots = dog.slots();
+        let t = Instant::now();
+        let late = dog
+            .run(t + Duration::from_millis(30), std::future::pending::<()>())
+            .await;
+        let took = t.elapsed();
+        let on_time = dog
+            .run(
+                Instant::now() + Duration::from_secs(5),
+                sleep(Duration::from_millis(10)),
+            )
+            .await;
+        (slots, late, took, on_time)
+    });
+    assert_eq!(slots, 1, "a finished request frees its slot");
+    assert_eq!(late, Err(watchdog::Elapsed));
+    assert!(took >= Duration::from_millis(30), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(on_time, Ok(()));
+}
