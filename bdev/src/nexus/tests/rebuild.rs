@@ -545,3 +545,32 @@ fn a_faulted_child_with_a_volatile_cache_needs_a_full_rebuild() {
     assert!(!recs[1].needs_full && recs[1].state == ChildState::Healthy);
     assert!(nx.rebuild_mode(7).is_err());
 }
+
+/// A rebuilding child is not a copy of the data: a write that only it took fails.
+#[test]
+fn a_write_only_a_rebuilding_child_took_fails() {
+    let g = group();
+    let f = fixture(2, fast());
+    let (nx, kids) = (f.nx.clone(), f.kids.clone());
+    let (res, rebuilt) = on(&g, move || async move {
+        let ch = open(&nx);
+        kids[1].fail();
+        write(&ch, 4 * REGION_BLOCKS, &pattern(1, 512))
+            .await
+            .unwrap();
+        kids[1].come_back();
+        kids[0].hold_read_at(4 * REGION_BLOCKS);
+        let rb = Reactor::with(|r| r.spawn_local(nx.clone().rebuild(1, RebuildMode::Partial)));
+        until("the rebuild's read of region 4", || kids[0].held() == 1).await;
+        kids[0].fail();
+        let res = write(&ch, 20 * REGION_BLOCKS, &pattern(2, 512)).await;
+        kids[0].release();
+        (res, rb.await.unwrap())
+    });
+    assert_eq!(res, Err(BdevError::NoPath));
+    assert!(
+        matches!(rebuilt, Err(NexusError::RebuildFailed { child: 1, .. })),
+        "{rebuilt:?}"
+    );
+    assert_eq!(f.nx.child_states(), vec![ChildState::Faulted; 2]);
+}
