@@ -19,6 +19,8 @@
 //! * [`size`]: every size a user types (TOML, flags, `ferroxctl`, `ferrox-perf`) is
 //!   parsed by one rule — `k`/`KiB` binary, `kB`/`KB` decimal — and printed by
 //!   [`size::human`].
+//! * [`nexus`]: a mirror over N child devices (replicas): write fan-out, faults
+//!   recorded before acknowledgement, a dirty-region log and partial rebuild.
 //!
 //! A [`BlockDevice`] is shared by every reactor (`Send + Sync`, behind an `Arc`) and
 //! describes itself with [`BdevInfo`]. I/O goes through an [`IoChannel`], which a
@@ -35,7 +37,8 @@
 //! Splitting requests on the optimal I/O boundary (reported for callers to honour),
 //! per-device QoS, and vectored (multi-buffer) requests: one request is one buffer.
 //! The NVMe PCIe backend (`ferrox-nvme`) and the NVMe/TCP host (`ferrox-nvmeof`) are
-//! block devices of other crates; RAID, replication and caching are not here.
+//! block devices of other crates; RAID levels other than the [`nexus`] mirror, and
+//! caching, are not here.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -47,6 +50,7 @@ mod defer;
 mod future;
 pub mod lvol;
 pub mod malloc;
+pub mod nexus;
 pub mod size;
 pub mod spec;
 #[cfg(any(test, feature = "testing"))]
@@ -120,6 +124,11 @@ pub enum BdevError {
     NoSpace,
     #[error("the channel is shutting down")]
     Closed,
+    /// No usable copy of the data behind this path (a mirror with no healthy child,
+    /// or one that could not durably record a failed child): the NVMe target answers
+    /// with a path-related status, so a multipath host retries on another path.
+    #[error("no usable path to the data")]
+    NoPath,
 }
 
 impl BdevError {
