@@ -52,6 +52,9 @@ fn status_of(e: &BdevError, op: IoOpcode) -> Status {
             Status::UNRECOVERED_READ_ERROR
         }
         BdevError::Io(_) if op == IoOpcode::WRITE => Status::WRITE_FAULT,
+        // A replicated volume with no usable replica: a path error without DNR, which
+        // a multipath host (the kernel's nvme_failover_req) retries on another path.
+        BdevError::NoPath => Status::INTERNAL_PATH_ERROR,
         _ => Status::INTERNAL_ERROR,
     }
 }
@@ -283,5 +286,20 @@ impl IoSink for Conn {
             return;
         }
         self.complete(&mut st, slot, status, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrox_nvme_spec::StatusCodeType;
+
+    #[test]
+    fn no_path_is_a_retryable_path_error() {
+        for op in [IoOpcode::READ, IoOpcode::WRITE, IoOpcode::FLUSH] {
+            let s = status_of(&BdevError::NoPath, op);
+            assert_eq!(s.sct(), StatusCodeType::PATH_RELATED, "{op:?}: {s:?}");
+            assert!(!s.dnr(), "{op:?}: {s:?}");
+        }
     }
 }
