@@ -187,12 +187,12 @@ fn get(dir: &Path, name: &str) -> Result<Volume, tonic::Status> {
         .map(|r| r.into_inner())
 }
 
-fn replica(dir: &Path, name: &str, pool: &str, make: bool) {
+fn replica(dir: &Path, name: &str, pool: &str, make: bool, size: u64, thin: bool) {
     let req = ReplicaRequest {
         name: name.into(),
         pool: pool.into(),
-        size_bytes: 4 * MIB,
-        thin: true,
+        size_bytes: size,
+        thin,
     };
     client(dir)
         .call(|ch| async move {
@@ -431,7 +431,7 @@ fn the_leader_finishes_or_rolls_back_a_create_a_kill_9_interrupted() {
     assert_eq!(v.replicas.len(), 3);
 
     // An lvol no record accounts for: reported by its node, never deleted.
-    replica(&dirs[1], "stray", "pb", true);
+    replica(&dirs[1], "stray", "pb", true, 4 * MIB, true);
     let ns = wait_nodes(&dirs[0], "b reports its orphan", PATIENCE, |ns| {
         ns[1].orphans == ["pb/stray"]
     });
@@ -442,10 +442,18 @@ fn the_leader_finishes_or_rolls_back_a_create_a_kill_9_interrupted() {
     wait_metrics(&b.metrics, &[line("orphan_lvols", "pool=\"pb\"", 1)]);
     wait_metrics(&a.metrics, &[line("orphan_lvols", "pool=\"pa\"", 0)]);
     assert_eq!(lvols(&dirs[1]), before[1] + 2);
-    replica(&dirs[1], "stray", "pb", false);
+    replica(&dirs[1], "stray", "pb", false, 4 * MIB, true);
     wait_nodes(&dirs[0], "b's orphan gone", PATIENCE, |ns| {
         ns[1].orphans.is_empty()
     });
+
+    // A replica the records place in pc, gone from it: c says it is missing; back,
+    // c says nothing.
+    wait_metrics(&c.metrics, &[line("missing_replicas", "pool=\"pc\"", 0)]);
+    replica(&dirs[2], "db1", "pc", false, 8 * MIB, false);
+    wait_metrics(&c.metrics, &[line("missing_replicas", "pool=\"pc\"", 1)]);
+    replica(&dirs[2], "db1", "pc", true, 8 * MIB, false);
+    wait_metrics(&c.metrics, &[line("missing_replicas", "pool=\"pc\"", 0)]);
 
     // The leader killed: another node leads, within the lease's TTL (5 s) plus
     // etcd's expiry check, once it is seen down.

@@ -31,7 +31,8 @@
 //! [`ORPHAN_SCAN`], lists the lvols of each of its pools (under the pool's lock, so
 //! no create or delete of a replica runs meanwhile) and compares them with the
 //! cluster's records: an lvol that no volume, replica or snapshot record accounts
-//! for is an orphan. Orphans are reported — a warning naming each once, the list in
+//! for is an orphan; a replica of a Ready volume that the records place in the pool
+//! and the pool lacks is missing (a warning and `ferrox_missing_replicas`). Orphans are reported — a warning naming each once, the list in
 //! `/ferrox/v1/orphans/<node id>` (`NodeService.Get`/`List`), the gauge
 //! `ferrox_orphan_lvols` — and never deleted: what to do with the data is the
 //! operator's call.
@@ -72,6 +73,9 @@ pub(crate) struct ClusterView {
     pub nodes: Vec<(String, bool, bool)>,
     /// Orphan lvols per pool of this node (pools without any included, as 0).
     pub orphans: BTreeMap<String, u64>,
+    /// Replicas of Ready volumes the records place in each pool of this node that
+    /// the pool does not hold.
+    pub missing: BTreeMap<String, u64>,
     /// Placement refusals (FailedPrecondition) by reason.
     pub placement_failures: BTreeMap<&'static str, u64>,
 }
@@ -162,7 +166,12 @@ impl Core {
                     match w.recv().await {
                         Ok(Some(e)) if e.kind == EventKind::Delete => return,
                         Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => return,
+                        Ok(None) | Err(_) => {
+                            // The watch ended (etcd restarting?): re-check, not at
+                            // once.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return;
+                        }
                     }
                 }
             })
@@ -320,6 +329,7 @@ impl Core {
             .collect();
         let mut found = Vec::new();
         let mut per_pool = BTreeMap::new();
+        let mut missing = BTreeMap::new();
         for (pool, lvs) in pools {
             let _g = self
                 .lock(
@@ -333,19 +343,27 @@ impl Core {
             ))
             .await?;
             let mut known: BTreeSet<String> = BTreeSet::new();
+            let mut placed_here = Vec::new();
             for v in self.records().list::<VolumeRec>().await? {
-                let here = if v.replicas.is_empty() {
-                    v.pool == pool
-                } else {
-                    v.replicas.iter().any(|r| r.pool == pool && r.node == me)
-                };
-                if here {
+                let replica = v.replicas.iter().any(|r| r.pool == pool && r.node == me);
+                if replica && v.phase == Phase::Ready {
+                    placed_here.push(v.name.clone());
+                }
+                if replica || (v.replicas.is_empty() && v.pool == pool) {
                     known.insert(v.name);
                 }
             }
             for s in self.records().list::<SnapshotRec>().await? {
                 if s.pool == pool {
                     known.insert(s.name);
+                }
+            }
+            // The other way round: a replica the records place here, gone.
+            let mut lost = 0;
+            for v in &placed_here {
+                if !live.iter().any(|l| &l.name == v) {
+                    lost += 1;
+                    tracing::warn!(pool = %pool, volume = %v, "a replica the records place in this pool is missing from it");
                 }
             }
             let mut n = 0;
@@ -355,11 +373,14 @@ impl Core {
                     found.push(format!("{pool}/{}", v.name));
                 }
             }
+            missing.insert(pool.clone(), lost);
             per_pool.insert(pool, n);
         }
         found.sort();
         if let Some(m) = &self.membership {
-            m.view().orphans = per_pool;
+            let mut v = m.view();
+            v.orphans = per_pool;
+            v.missing = missing;
         }
         Ok(found)
     }

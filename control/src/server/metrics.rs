@@ -27,8 +27,10 @@
 //!   `node`, every node of the registry; `placement_failures_total` — label
 //!   `reason` (`domains`, `space`): placements refused through this node;
 //!   `orphan_lvols` — label `pool`: lvols of this node's pools that no record
-//!   accounts for (`server/leader.rs`). The registry is read with the node's
-//!   membership refresh (every third of its lease's TTL).
+//!   accounts for; `missing_replicas` — label `pool`: replicas of ready volumes
+//!   the records place there that the pool lacks (`server/leader.rs`). The
+//!   registry is read with the node's membership refresh (every third of its
+//!   lease's TTL); the pools are compared every 10 s.
 //!
 //! * `controller_io_latency_seconds` — histogram, same labels: I/O command latency
 //!   at the target (capsule received to response queued), power-of-two µs buckets.
@@ -423,6 +425,14 @@ fn gather(core: &Core, published: &[PublishRec]) -> Result<String, ControlError>
             s.gauge(
                 "orphan_lvols",
                 "Lvols in this node's pool that no record of the cluster accounts for",
+                &labels(&[("pool", pool.clone())]),
+                i(*n),
+            );
+        }
+        for (pool, n) in &view.missing {
+            s.gauge(
+                "missing_replicas",
+                "Replicas the cluster's records place in this node's pool that it lacks",
                 &labels(&[("pool", pool.clone())]),
                 i(*n),
             );
