@@ -96,6 +96,7 @@ impl Core {
         let core = Arc::downgrade(&self);
         drop(self);
         let mut leading = false;
+        let mut unreachable = false;
         loop {
             let Some(c) = core.upgrade() else { return };
             let Some(m) = &c.membership else { return };
@@ -114,7 +115,7 @@ impl Core {
                 lease,
             );
             match c.store.txn(claim).await {
-                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Ok(_) | Err(StoreError::Conflict { .. }) => unreachable = false,
                 Err(StoreError::LeaseNotFound(_)) => {
                     // keep_membership grants another; try again then.
                     drop(c);
@@ -122,7 +123,11 @@ impl Core {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot run for leader");
+                    // Once per outage (etcd unreachable), not every second.
+                    if !unreachable {
+                        tracing::warn!(error = %e, "cannot run for leader; retrying every second");
+                        unreachable = true;
+                    }
                     drop(c);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
