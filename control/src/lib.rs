@@ -42,8 +42,13 @@
 //!   and at most 64 calls run per connection.
 //! * **Placement** ([`placement`]): a pure function from the cluster's nodes (labels,
 //!   up/down, cordoned) and pools (free space) to the pools that hold a volume's
-//!   replicas, one per failure domain; not called by the server yet (it needs the
-//!   node registry). Node labels and its inputs are checked in [`validate`].
+//!   replicas, one per failure domain; replicated creates in a cluster call it with
+//!   the node registry (a cordoned node takes no new replica). Node labels and its
+//!   inputs are checked in [`validate`].
+//! * **The cluster's leader** (`server/leader.rs`): one node at a time, elected
+//!   through a lease-backed etcd key, finishes or rolls back replicated creates and
+//!   deletes a crash interrupted; every node reports the lvols of its pools that no
+//!   record accounts for (orphans) and never deletes them.
 //! * **Errors** ([`ControlError`]): one enum, and exactly one
 //!   `From<ControlError> for tonic::Status`.
 //! * **Metrics** ([`ControlServer::serve_metrics`]): opt-in Prometheus text on TCP at
@@ -54,10 +59,10 @@
 //! # What it doesn't implement
 //!
 //! * Authorisation beyond "holds a certificate the client CA signed" (no per-client
-//!   roles, no certificate revocation lists). Replicas, topology and placement —
-//!   the API accepts `replicas` 0/1 and an empty `topology` only. In a cluster
-//!   (`--cluster`: state in etcd, [`state::EtcdStore`]; nodes registered,
-//!   `NodeService.List`) each node's API acts on its own pools only.
+//!   roles, no certificate revocation lists).
+//! * Mirroring: on one node the API accepts `replicas` 0/1 only; in a cluster
+//!   replicas are placed as separate lvols, not mirrored. `topology` must be empty.
+//!   No `node drain`.
 //! * Shrinking a published volume (it grows online).
 //! * Destroying a pool on a bdev leaves its label (a path-based pool's file is
 //!   removed). Export then Import forgets volume labels.

@@ -123,7 +123,29 @@ pub enum PlacementError {
         /// Nodes and pools left out for another reason than their free space:
         /// "c is down", "d has no label zone", …
         excluded: Vec<String>,
+        /// How many domains have a node that may host a replica (up, not
+        /// cordoned, labelled), whatever its pools' space.
+        eligible: usize,
     },
+}
+
+impl PlacementError {
+    /// For a refusal of placement (FailedPrecondition), what was missing, as the
+    /// `reason` of the metric `ferrox_placement_failures_total`: `"domains"` (fewer
+    /// failure domains with a node up, not cordoned, than replicas) or `"space"`
+    /// (enough such domains, too few with a pool that fits). `None` for a bad request.
+    pub fn failure_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::NotEnough {
+                replicas, eligible, ..
+            } => Some(if *eligible < *replicas as usize {
+                "domains"
+            } else {
+                "space"
+            }),
+            Self::Replicas(_) | Self::UnknownSpread { .. } => None,
+        }
+    }
 }
 
 impl From<PlacementError> for ControlError {
@@ -299,6 +321,11 @@ pub fn place(nodes: &[Node], pools: &[Pool], req: &Request) -> Result<Vec<Choice
             thin: req.thin,
             domains: best.keys().map(|d| d.to_string()).collect(),
             excluded: excluded.into_iter().map(|(_, _, why)| why).collect(),
+            eligible: hosts
+                .values()
+                .map(|(_, d)| *d)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
         });
     }
     let mut ranked: Vec<(Rank, Choice)> = best.into_values().collect();

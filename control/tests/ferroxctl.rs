@@ -179,6 +179,10 @@ fn every_command_through_the_cli() {
 fn help_has_an_example_on_every_subcommand() {
     let cmds: &[&[&str]] = &[
         &["node", "info"],
+        &["node", "list"],
+        &["node", "get"],
+        &["node", "cordon"],
+        &["node", "uncordon"],
         &["pool", "create"],
         &["pool", "import"],
         &["pool", "list"],
@@ -211,6 +215,31 @@ fn help_has_an_example_on_every_subcommand() {
             "no example in {c:?} --help: {text}"
         );
     }
+}
+
+#[test]
+fn node_get_and_cordon_on_a_lone_node() {
+    let d = tempfile::tempdir().unwrap();
+    let node = Node::start(d.path());
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["-o", "json", "node", "info"])).unwrap();
+    let name = info["node_name"].as_str().unwrap().to_string();
+    let out = ok(&node, &["node", "list"]);
+    assert!(out.contains("CORDONED") && out.contains("LEADER"), "{out}");
+    let out = ok(&node, &["node", "get", &name]);
+    assert!(out.contains(&format!("name       {name}")), "{out}");
+    assert!(
+        out.contains("cordoned   no") && out.contains("orphans    -"),
+        "{out}"
+    );
+    fails(
+        &node,
+        &["node", "get", "nosuchnode"],
+        "no node named \"nosuchnode\"",
+    );
+    // Cordoning is about placement over a cluster: without one, said so.
+    fails(&node, &["node", "cordon", &name], "needs a cluster");
+    fails(&node, &["node", "uncordon", &name], "needs a cluster");
 }
 
 #[test]

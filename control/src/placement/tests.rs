@@ -138,6 +138,26 @@ fn a_node_without_the_label_or_cordoned_is_named() {
 }
 
 #[test]
+fn a_cordoned_node_gets_no_replica_and_its_refusal_is_about_domains() {
+    let (mut nodes, pools) = three_zones();
+    let before = place(&nodes, &pools, &req(GIB, 2, "node")).unwrap();
+    let on = |cs: &[Choice]| cs.iter().map(|c| c.node.clone()).collect::<Vec<_>>();
+    assert_eq!(on(&before), ["id-b", "id-a"]);
+    nodes[1].cordoned = true;
+    let after = place(&nodes, &pools, &req(GIB, 2, "node")).unwrap();
+    assert_eq!(on(&after), ["id-a", "id-c"]);
+    // a and c only (b cordoned, d down): three nodes need the cordoned one.
+    let e = place(&nodes, &pools, &req(GIB, 3, "node")).unwrap_err();
+    assert_eq!(e.failure_reason(), Some("domains"), "{e}");
+    assert!(e.to_string().contains("b is cordoned"), "{e}");
+    // Enough nodes, too little room.
+    let e = place(&nodes, &pools, &req(1000 * GIB, 1, "node")).unwrap_err();
+    assert_eq!(e.failure_reason(), Some("space"), "{e}");
+    let e = place(&nodes, &pools, &req(GIB, 9, "node")).unwrap_err();
+    assert_eq!(e.failure_reason(), None);
+}
+
+#[test]
 fn two_replicas_never_share_a_node() {
     let nodes = vec![node("a", &[])];
     let pools = vec![pool("a", "p1", GIB), pool("a", "p2", GIB)];
@@ -416,13 +436,43 @@ fn check(c: &Cluster, shuffled: &Cluster, r: &Request) -> Result<(), TestCaseErr
             prop_assert_ne!(key.as_str(), "node");
             prop_assert!(c.nodes.iter().all(|n| !n.labels.contains_key(key)));
         }
-        Err(PlacementError::NotEnough { domains, .. }) => {
+        Err(
+            e @ PlacementError::NotEnough {
+                domains, eligible, ..
+            },
+        ) => {
             // (b) Completeness: no answer, so the brute force finds none either; and
             // the domains named are exactly those with room.
             prop_assert!(!exists(c, r), "an assignment exists");
             let with_room: Vec<&String> = best.keys().collect();
             prop_assert_eq!(domains.iter().collect::<Vec<_>>(), with_room);
             prop_assert!(domains.len() < r.replicas as usize);
+            // The domains a node may host in (up, not cordoned, labelled), from the
+            // rules; the metric's reason follows from them.
+            let spread = if r.spread.is_empty() {
+                "node"
+            } else {
+                &r.spread
+            };
+            let hosts: BTreeSet<&str> = c
+                .nodes
+                .iter()
+                .filter(|n| n.up && !n.cordoned)
+                .filter_map(|n| {
+                    if spread == "node" {
+                        Some(n.name.as_str())
+                    } else {
+                        n.labels.get(spread).map(String::as_str)
+                    }
+                })
+                .collect();
+            prop_assert_eq!(*eligible, hosts.len());
+            let want = if hosts.len() < r.replicas as usize {
+                "domains"
+            } else {
+                "space"
+            };
+            prop_assert_eq!(e.failure_reason(), Some(want));
         }
     }
     if exists(c, r) {

@@ -101,6 +101,18 @@ impl NodeService for Svc {
             .await
             .map(|nodes| ListNodesResponse { nodes }))
     }
+
+    async fn get(&self, r: Request<GetNodeRequest>) -> Res<ClusterNode> {
+        ok(self.0.node_get(&r.into_inner().name).await)
+    }
+
+    async fn cordon(&self, r: Request<CordonNodeRequest>) -> Res<ClusterNode> {
+        ok(self.0.node_cordon(&r.into_inner().name, true).await)
+    }
+
+    async fn uncordon(&self, r: Request<CordonNodeRequest>) -> Res<ClusterNode> {
+        ok(self.0.node_cordon(&r.into_inner().name, false).await)
+    }
 }
 
 #[tonic::async_trait]

@@ -33,6 +33,12 @@ pub(crate) fn pool(name: &str) -> String {
     format!("pool/{name}")
 }
 
+/// The lock scope of a volume of several replicas: held by its create or delete for
+/// as long as it runs, and by the leader while it finishes an interrupted one.
+pub(crate) fn volume(name: &str) -> String {
+    format!("volume/{name}")
+}
+
 /// The lock scope of the pool list (bases, names, imports).
 pub(crate) const POOLS: &str = "pools";
 /// The lock scope of the target's subsystems and listeners.
@@ -171,6 +177,44 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Takes the locks of `scopes` if none is held; `None` (at once) when one is.
+    pub(crate) async fn try_lock(
+        &self,
+        scopes: &[&str],
+        what: &str,
+    ) -> Result<Option<Locks>, ControlError> {
+        let keys: Vec<String> = scopes.iter().map(|s| lock_key(s)).collect();
+        let holder = format!(
+            "{} (pid {}): {what}",
+            self.ctx.node_name,
+            std::process::id()
+        );
+        for _ in 0..MAX_RACES {
+            let lease = self.session().await?;
+            let mut txn = Txn::new();
+            for k in &keys {
+                txn = txn.when(k.clone(), 0).put_leased(
+                    k.clone(),
+                    holder.clone().into_bytes(),
+                    lease,
+                );
+            }
+            match self.store.txn(txn).await {
+                Ok(r) => {
+                    return Ok(Some(Locks {
+                        store: self.store.clone(),
+                        keys,
+                        revision: r.revision,
+                    }))
+                }
+                Err(StoreError::Conflict { .. }) => return Ok(None),
+                Err(StoreError::LeaseNotFound(id)) => self.forget_session(id).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(raced("lock", &keys.join(", ")))
     }
 
     /// Records `rec` if `claim`'s compares hold; `None` when they do not (another

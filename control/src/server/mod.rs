@@ -2,6 +2,7 @@
 //! way a handler reaches the data plane.
 
 mod grpc;
+mod leader;
 mod lock;
 mod metrics;
 mod nodes;
@@ -292,7 +293,7 @@ impl ControlServer {
                 .map(ToString::to_string)
                 .collect(),
             control: vec![format!("unix:{}", socket.display())],
-            pools: Vec::new(),
+            ..NodeRec::default()
         };
         let lease = rt.block_on(nodes::register(&store, &rec, opts.lease_ttl))?;
         tracing::info!(
@@ -305,6 +306,7 @@ impl ControlServer {
             opts,
             rec: tokio::sync::Mutex::new(rec),
             lease: tokio::sync::Mutex::new(lease),
+            view: Default::default(),
         };
         Self::start_on(rt, ctx, socket, Arc::new(store), Some(m))
     }
@@ -368,6 +370,8 @@ impl ControlServer {
                     };
                     tokio::spawn(core.clone().keep_session());
                     tokio::spawn(core.clone().keep_membership());
+                    tokio::spawn(core.clone().campaign());
+                    tokio::spawn(core.clone().watch_orphans());
                     let server = tokio::spawn(grpc::serve(core.clone(), incoming, None, stop));
                     let res = reconcile::run(&core).await;
                     core.ready.store(true, Ordering::Release);

@@ -12,6 +12,13 @@
 //! * `/ferrox/v1/nodename/<name>`: the id that holds the name. A node whose name
 //!   another id holds refuses to start, naming that node; a node that is renamed
 //!   (`--node-name`) gives its old name back.
+//! * `/ferrox/v1/orphans/<id>`: the lvols in the node's pools that no record
+//!   accounts for (`server/leader.rs`), absent when there are none.
+//!
+//! A node's record is written by the node itself (its addresses and pools, with
+//! compare-and-swap on the revision it read) and by whoever cordons it
+//! ([`NodeRec::cordoned`]), so neither write loses the other's field; the cordon
+//! survives the node's restart (registration keeps it) and its lease renewals.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,7 +35,7 @@ use crate::state::{self, LeaseId, StateStore, StoreError, Txn};
 pub const NODE_TTL: Duration = Duration::from_secs(5);
 
 /// What a node registers (`/ferrox/v1/node/<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRec {
     pub id: String,
     pub name: String,
@@ -37,6 +44,9 @@ pub struct NodeRec {
     pub control: Vec<String>,
     #[serde(default)]
     pub pools: Vec<NodePoolRec>,
+    /// Takes no new replicas (`ferroxctl node cordon`); set by any node.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cordoned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +83,14 @@ pub(crate) struct Membership {
     /// The record as last written.
     pub rec: tokio::sync::Mutex<NodeRec>,
     pub lease: tokio::sync::Mutex<LeaseId>,
+    /// What the metrics endpoint shows of the cluster.
+    pub view: std::sync::Mutex<super::leader::ClusterView>,
+}
+
+impl Membership {
+    pub fn view(&self) -> std::sync::MutexGuard<'_, super::leader::ClusterView> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn node_key(id: &str) -> String {
@@ -83,6 +101,9 @@ fn alive_key(id: &str) -> String {
 }
 fn name_key(name: &str) -> String {
     state::key("nodename", name)
+}
+pub(crate) fn orphans_key(id: &str) -> String {
+    state::key("orphans", id)
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -123,9 +144,22 @@ pub(crate) async fn register(
                     .put(nk.clone(), rec.id.clone().into_bytes())
             }
         }
-        // A renamed node gives its old name back (if it still holds it).
-        if let Some(old) = store.get(&node_key(&rec.id)).await? {
+        // A renamed node gives its old name back (if it still holds it); a cordon
+        // outlives the restart.
+        let mut rec = rec.clone();
+        let old = store.get(&node_key(&rec.id)).await?;
+        txn = txn.when(
+            node_key(&rec.id),
+            old.as_ref().map_or(0, |o| o.mod_revision),
+        );
+        if let Some(old) = old {
             if let Ok(o) = serde_json::from_slice::<NodeRec>(&old.value) {
+                rec.cordoned = o.cordoned;
+                // Its pools as last known, until the first refresh after start-up
+                // (which restores the same pools) says otherwise.
+                if rec.pools.is_empty() {
+                    rec.pools = o.pools;
+                }
                 if o.name != rec.name {
                     if let Some(kv) = store.get(&name_key(&o.name)).await? {
                         if kv.value == rec.id.as_bytes() {
@@ -137,7 +171,7 @@ pub(crate) async fn register(
                 }
             }
         }
-        txn = txn.put(node_key(&rec.id), json(rec));
+        txn = txn.put(node_key(&rec.id), json(&rec));
         match store.txn(txn).await {
             Ok(_) => {
                 let lease = store.lease_grant(ttl).await?;
@@ -200,6 +234,7 @@ impl Core {
             }
             drop(rec);
             c.refresh_record().await;
+            c.refresh_view().await;
         }
     }
 
@@ -224,9 +259,17 @@ impl Core {
                 now.pools = pools.iter().map(pool_rec).collect();
             }
         }
-        if now != *rec {
-            match self.store.put(&node_key(&now.id), json(&now)).await {
-                Ok(_) => *rec = now,
+        let stale = (&now.listeners, &now.control, &now.pools)
+            != (&rec.listeners, &rec.control, &rec.pools);
+        if stale {
+            let res = update_node(&*self.store, &now.id, |r| {
+                r.listeners.clone_from(&now.listeners);
+                r.control.clone_from(&now.control);
+                r.pools.clone_from(&now.pools);
+            })
+            .await;
+            match res {
+                Ok(r) => *rec = r,
                 Err(e) => tracing::warn!(error = %e, "cannot update this node's record"),
             }
         }
@@ -278,27 +321,74 @@ impl Core {
                     .collect(),
                 control: self.control_addrs(),
                 pools,
+                cordoned: false,
             };
             return Ok(vec![to_api(me, true)]);
         }
         let (recs, _) = self.store.range(&state::kind_prefix("node")).await?;
-        let (alive, _) = self.store.range(&state::kind_prefix("alive")).await?;
-        let up: std::collections::BTreeSet<String> = alive
-            .iter()
-            .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
-            .collect();
+        let up = self.up_nodes().await?;
+        let leader = self.leader_id().await?;
+        let (orphans, _) = self.store.range(&state::kind_prefix("orphans")).await?;
         let mut out = Vec::new();
         for kv in recs {
-            let r: NodeRec =
-                serde_json::from_slice(&kv.value).map_err(|source| ControlError::Record {
-                    key: kv.key.clone(),
-                    source,
-                })?;
+            let r = decode(&kv)?;
             let is_up = up.contains(&r.id);
-            out.push(to_api(r, is_up));
+            let is_leader = leader.as_deref() == Some(r.id.as_str());
+            let found = orphans
+                .iter()
+                .find(|o| o.key == orphans_key(&r.id))
+                .and_then(|o| serde_json::from_slice::<Vec<String>>(&o.value).ok())
+                .unwrap_or_default();
+            let mut n = to_api(r, is_up);
+            n.leader = is_leader;
+            n.orphans = found;
+            out.push(n);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The ids of the nodes that are up (their `alive` key exists).
+    pub(crate) async fn up_nodes(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, ControlError> {
+        let (alive, _) = self.store.range(&state::kind_prefix("alive")).await?;
+        Ok(alive
+            .iter()
+            .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
+            .collect())
+    }
+
+    /// `NodeService.Get`: node `name` (its name or its id).
+    pub(crate) async fn node_get(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<api::ClusterNode, ControlError> {
+        if name.is_empty() {
+            return Err(ControlError::invalid("name", "must not be empty"));
+        }
+        self.node_list()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name || n.id == name)
+            .ok_or_else(|| ControlError::not_found("node", name))
+    }
+
+    /// `NodeService.Cordon` (`on`) and `Uncordon`: idempotent.
+    pub(crate) async fn node_cordon(
+        self: &Arc<Self>,
+        name: &str,
+        on: bool,
+    ) -> Result<api::ClusterNode, ControlError> {
+        if self.membership.is_none() {
+            return Err(ControlError::FailedPrecondition(
+                "cordoning needs a cluster: this daemon runs without --cluster".into(),
+            ));
+        }
+        let id = self.node_get(name).await?.id;
+        let r = update_node(&*self.store, &id, |r| r.cordoned = on).await?;
+        tracing::info!(node = %r.name, cordoned = on, "node cordon changed");
+        self.node_get(&id).await
     }
 
     /// Marks this node down now (a clean stop): revokes its lease.
@@ -310,6 +400,38 @@ impl Core {
             }
         }
     }
+}
+
+fn decode(kv: &state::KeyValue) -> Result<NodeRec, ControlError> {
+    serde_json::from_slice(&kv.value).map_err(|source| ControlError::Record {
+        key: kv.key.clone(),
+        source,
+    })
+}
+
+/// Changes node `id`'s record with `f`, by compare-and-swap on the revision read
+/// (re-read and redone when another writer got there first); answers what was
+/// written. A node without a record is `NotFound`.
+pub(crate) async fn update_node(
+    store: &dyn StateStore,
+    id: &str,
+    f: impl Fn(&mut NodeRec),
+) -> Result<NodeRec, ControlError> {
+    let key = node_key(id);
+    for _ in 0..super::lock::MAX_RACES {
+        let kv = store
+            .get(&key)
+            .await?
+            .ok_or_else(|| ControlError::not_found("node", id))?;
+        let mut r = decode(&kv)?;
+        f(&mut r);
+        match store.put_if(&key, json(&r), kv.mod_revision).await {
+            Ok(_) => return Ok(r),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(super::lock::raced("node", id))
 }
 
 fn pool_rec(p: &api::Pool) -> NodePoolRec {
@@ -337,5 +459,8 @@ fn to_api(r: NodeRec, up: bool) -> api::ClusterNode {
                 free_bytes: p.free_bytes,
             })
             .collect(),
+        cordoned: r.cordoned,
+        leader: false,
+        orphans: Vec::new(),
     }
 }

@@ -176,7 +176,12 @@ impl Core {
             }
         }
         // Anything in the pool the store does not know (an intent record lost with
-        // the store, or a pool used elsewhere) is adopted, never deleted.
+        // the store, or a pool used elsewhere) is adopted, never deleted. In a
+        // cluster such an lvol may be a replica a crash left behind: reported as an
+        // orphan instead (`server/leader.rs`), not made a volume of its own.
+        if self.membership.is_some() {
+            return Ok(());
+        }
         self.adopt_volumes(pool, lvs).await
     }
 

@@ -105,7 +105,7 @@ impl Core {
     }
 
     /// Node `id`'s registered record.
-    async fn node_rec(&self, id: &str) -> Result<NodeRec, ControlError> {
+    pub(crate) async fn node_rec(&self, id: &str) -> Result<NodeRec, ControlError> {
         let kv = self
             .store
             .get(&state::key("node", id))
@@ -272,7 +272,7 @@ impl Core {
     }
 
     /// Creates (`create`) or deletes one replica on the node that holds it.
-    async fn replica_on(
+    pub(crate) async fn replica_on(
         self: &Arc<Self>,
         r: &ReplicaRec,
         rec: &VolumeRec,
@@ -346,7 +346,7 @@ impl Core {
                 name: r.name,
                 labels: r.labels,
                 up,
-                cordoned: false,
+                cordoned: r.cordoned,
             });
         }
         Ok((nodes, pools))
@@ -372,6 +372,14 @@ impl Core {
         if req.size_bytes == 0 {
             return Err(ControlError::invalid("size_bytes", "must not be 0"));
         }
+        // Held until the volume is Ready or rolled back: the leader leaves a create
+        // in flight alone (`server/leader.rs`).
+        let _g = self
+            .lock(
+                &[&lock::volume(&req.name)],
+                &format!("creating volume {:?}", req.name),
+            )
+            .await?;
         for _ in 0..lock::MAX_RACES {
             if self
                 .records()
@@ -386,6 +394,13 @@ impl Core {
                 });
             }
             if let Some((old, rev)) = self.records().get_rev::<VolumeRec>(&req.name).await? {
+                if old.phase != Phase::Ready && !old.replicas.is_empty() {
+                    // Not in flight (this call holds its lock): a crash interrupted it.
+                    return Err(ControlError::Aborted(format!(
+                        "volume {:?} was left {:?} by an interrupted change; the cluster's leader finishes or rolls it back; retry",
+                        req.name, old.phase
+                    )));
+                }
                 if old.phase != Phase::Ready {
                     self.settled::<VolumeRec>(&req.name, rev).await?;
                     continue;
@@ -417,7 +432,12 @@ impl Core {
                 return self.volume_get(old.name).await;
             }
             let (nodes, pools) = self.placement_input().await?;
-            let choices = placement::place(&nodes, &pools, &preq)?;
+            let choices = placement::place(&nodes, &pools, &preq).map_err(|e| {
+                if let Some(reason) = e.failure_reason() {
+                    self.count_placement_failure(reason);
+                }
+                ControlError::from(e)
+            })?;
             let replicas: Vec<ReplicaRec> = choices
                 .iter()
                 .map(|c| ReplicaRec {
@@ -444,17 +464,30 @@ impl Core {
             for (i, r) in rec.replicas.iter().enumerate() {
                 if let Err(e) = self.replica_on(r, &rec, true).await {
                     // Roll back: the ones made, and this one (a timeout may have made it).
+                    let mut left = false;
                     for done in &rec.replicas[..=i] {
                         if let Err(e) = self.replica_on(done, &rec, false).await {
                             tracing::warn!(volume = %rec.name, pool = %done.pool, error = %e,
-                                "cannot remove a replica while rolling back; left for reconciliation");
+                                "cannot remove a replica while rolling back; left to the cluster's leader");
+                            left = true;
                         }
                     }
-                    self.records()
-                        .delete_if::<VolumeRec>(&rec.name, rev)
-                        .await?;
+                    if left {
+                        // The record stays, in Deleting, until the leader removes
+                        // what is left: no replica is ever without a record.
+                        let deleting = VolumeRec {
+                            phase: Phase::Deleting,
+                            ..rec.clone()
+                        };
+                        self.records().put_if(&deleting, rev).await?;
+                    } else {
+                        self.records()
+                            .delete_if::<VolumeRec>(&rec.name, rev)
+                            .await?;
+                    }
                     return Err(e);
                 }
+                super::leader::test_stop_point(i + 1).await;
             }
             let rec = rec.in_phase_ready();
             self.records().put_if(&rec, rev).await?;
@@ -471,12 +504,18 @@ impl Core {
         self: &Arc<Self>,
         name: String,
     ) -> Result<bool, ControlError> {
+        let _g = self
+            .lock(
+                &[&lock::volume(&name)],
+                &format!("deleting volume {name:?}"),
+            )
+            .await?;
         let Some((rec, rev)) = self.records().get_rev::<VolumeRec>(&name).await? else {
             return Ok(false);
         };
         if rec.phase == Phase::Creating {
             return Err(ControlError::Aborted(format!(
-                "volume {name:?} is being created; retry"
+                "volume {name:?} was left creating by an interrupted create; the cluster's leader finishes or rolls it back; retry"
             )));
         }
         if self

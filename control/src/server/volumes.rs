@@ -308,6 +308,16 @@ impl Core {
         for _ in 0..lock::MAX_RACES {
             self.not_a_snapshot(&req.name).await?;
             if let Some((old, rev)) = self.records().get_rev::<VolumeRec>(&req.name).await? {
+                // A volume of several replicas is never this request, whatever its
+                // phase; and waiting here for its create, which needs this pool's
+                // lock for its replica, would hold that create up.
+                if !old.replicas.is_empty() {
+                    return Err(ControlError::AlreadyExists {
+                        kind: "volume",
+                        name: req.name,
+                        difference: format!("it has {} replicas, not 1", old.replicas.len()),
+                    });
+                }
                 if old.phase != Phase::Ready {
                     self.settled::<VolumeRec>(&req.name, rev).await?;
                     continue;

@@ -63,7 +63,7 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// The node: version, reactors, bdevs, listeners.
+    /// Nodes: this one (info), the cluster's (list, get), cordon and uncordon.
     #[command(subcommand)]
     Node(NodeCmd),
     /// Pools of logical volumes.
@@ -94,10 +94,31 @@ enum NodeCmd {
     /// Version, features, reactors, bdevs, uptime and node id.
     #[command(after_help = "Example:\n  ferroxctl node info -o json")]
     Info,
-    /// Every node of the cluster: name, labels, up or down, listeners, pools and free
-    /// space (without a cluster, this node).
+    /// Every node of the cluster: name, labels, up or down, cordoned, the leader,
+    /// listeners, pools and free space (without a cluster, this node).
     #[command(after_help = "Example:\n  ferroxctl node list")]
     List,
+    /// One node of the cluster (by name or id): as in node list, plus its orphan
+    /// lvols (lvols in its pools that no record accounts for: reported, never
+    /// deleted).
+    #[command(after_help = "Example:\n  ferroxctl node get b -o json")]
+    Get {
+        /// The node's name or id.
+        node: String,
+    },
+    /// Stop placing new replicas on a node (what it holds stays). Kept in the
+    /// cluster's store: it survives the node's restart. A cluster only.
+    #[command(after_help = "Example:\n  ferroxctl node cordon b")]
+    Cordon {
+        /// The node's name or id.
+        node: String,
+    },
+    /// Let placement use a cordoned node again.
+    #[command(after_help = "Example:\n  ferroxctl node uncordon b")]
+    Uncordon {
+        /// The node's name or id.
+        node: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -351,6 +372,24 @@ async fn run(cli: Cli, ch: Channel) -> Result<(), tonic::Status> {
         Cmd::Node(NodeCmd::List) => {
             let r = NodeServiceClient::new(ch).list(ListNodesRequest {}).await?;
             out.nodes(&r.into_inner());
+        }
+        Cmd::Node(NodeCmd::Get { node }) => {
+            let r = NodeServiceClient::new(ch)
+                .get(GetNodeRequest { name: node })
+                .await?;
+            out.cluster_node(&r.into_inner());
+        }
+        Cmd::Node(NodeCmd::Cordon { node }) => {
+            let r = NodeServiceClient::new(ch)
+                .cordon(CordonNodeRequest { name: node })
+                .await?;
+            out.cluster_node(&r.into_inner());
+        }
+        Cmd::Node(NodeCmd::Uncordon { node }) => {
+            let r = NodeServiceClient::new(ch)
+                .uncordon(CordonNodeRequest { name: node })
+                .await?;
+            out.cluster_node(&r.into_inner());
         }
         Cmd::Pool(c) => {
             let mut p = PoolServiceClient::new(ch);

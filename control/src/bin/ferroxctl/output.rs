@@ -35,6 +35,10 @@ fn json<T: Serialize + ?Sized>(v: &T) {
     }
 }
 
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
 fn or_dash(s: &str) -> String {
     if s.is_empty() {
         "-".into()
@@ -69,6 +73,8 @@ impl Out {
                 vec![
                     n.name.clone(),
                     n.state.clone(),
+                    yes(n.cordoned),
+                    yes(n.leader),
                     labels.join(","),
                     n.listeners.join(","),
                     pools.join(", "),
@@ -77,9 +83,42 @@ impl Out {
             })
             .collect();
         table(
-            &["NAME", "STATE", "LABELS", "LISTENERS", "POOLS", "ID"],
+            &[
+                "NAME",
+                "STATE",
+                "CORDONED",
+                "LEADER",
+                "LABELS",
+                "LISTENERS",
+                "POOLS",
+                "ID",
+            ],
             &rows,
         );
+    }
+
+    pub fn cluster_node(&self, n: &ClusterNode) {
+        if self.0 {
+            return json(n);
+        }
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("name       {}", n.name);
+        println!("id         {}", n.id);
+        println!("state      {}", n.state);
+        println!("cordoned   {}", yes(n.cordoned));
+        println!("leader     {}", yes(n.leader));
+        println!("labels     {}", or_dash(&labels.join(",")));
+        println!("listeners  {}", or_dash(&n.listeners.join(", ")));
+        println!("control    {}", or_dash(&n.control.join(", ")));
+        for p in &n.pools {
+            println!(
+                "pool       {} ({} free of {})",
+                p.name,
+                human(p.free_bytes),
+                human(p.capacity_bytes)
+            );
+        }
+        println!("orphans    {}", or_dash(&n.orphans.join(", ")));
     }
 
     pub fn node(&self, n: &NodeInfo) {
